@@ -1,0 +1,182 @@
+"""The ``nodegraph`` command.
+
+Exit codes: 0 success, 1 a node failed (or the run was cancelled), 2 the
+workflow or the command line is invalid — checked before any work starts.
+Heavy modules (torch, node packs) are imported only by the sub-commands that
+need them, so ``nodegraph --help`` stays instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+EXIT_OK, EXIT_RUN_ERROR, EXIT_INVALID = 0, 1, 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="nodegraph",
+        description="Node-graph engine for diffusion image pipelines: run, validate and inspect workflows.",
+    )
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run a workflow headless")
+    run.add_argument("workflow", help="workflow file (.json)")
+    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="NODE.INPUT=VALUE",
+                     help="override an input value (repeatable), e.g. --set sampler.seed=42")
+    run.add_argument("-o", "--output-dir", default="output", help="folder for written files (default: output)")
+    run.add_argument("--report", metavar="FILE", help="write the run report as JSON")
+    run.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N, mps")
+    run.add_argument("--output", dest="targets", action="append", metavar="NODE_ID",
+                     help="run only these output nodes (repeatable; default: all output nodes)")
+    run.add_argument("--models-dir", help="root of the models/ folders (default: ./models and shipped demos)")
+    run.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    val = sub.add_parser("validate", help="check a workflow without running it")
+    val.add_argument("workflow")
+    val.add_argument("--set", dest="overrides", action="append", default=[], metavar="NODE.INPUT=VALUE")
+    val.add_argument("--all", action="store_true", help="check every node, not only those outputs need")
+    val.add_argument("--json", action="store_true", help="print problems as JSON")
+
+    nodes = sub.add_parser("nodes", help="list the node catalogue")
+    nodes.add_argument("--json", action="store_true", help="full specs as JSON")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command is None:
+        _parser().print_help()
+        return EXIT_OK
+    try:
+        return {"run": _cmd_run, "validate": _cmd_validate, "nodes": _cmd_nodes}[args.command](args)
+    except BrokenPipeError:  # `nodegraph nodes | head`
+        sys.stderr.close()
+        return EXIT_OK
+
+
+def _err(msg: str) -> None:
+    print(f"nodegraph: {msg}", file=sys.stderr)
+
+
+def _settings(args: argparse.Namespace) -> dict[str, object]:
+    settings: dict[str, object] = {}
+    if getattr(args, "models_dir", None):
+        settings["models_dir"] = str(Path(args.models_dir).resolve())
+    return settings
+
+
+def _load(args: argparse.Namespace, registry: object) -> object | None:
+    from .errors import OverrideError, WorkflowFileError
+    from .overrides import apply_overrides
+    from .workflow import load
+
+    try:
+        graph = load(args.workflow)
+        apply_overrides(graph, registry, args.overrides)  # type: ignore[arg-type]
+    except (WorkflowFileError, OverrideError) as exc:
+        _err(str(exc))
+        return None
+    return graph
+
+
+def _registry() -> object:
+    from .registry import Registry
+
+    reg = Registry.with_installed_packs()
+    for pack, error in reg.pack_errors.items():
+        _err(f"warning: node pack {pack!r} failed to load: {error}")
+    return reg
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from .plan import validate
+
+    registry = _registry()
+    graph = _load(args, registry)
+    if graph is None:
+        return EXIT_INVALID
+    issues = validate(graph, registry, scope="all" if args.all else "needed")  # type: ignore[arg-type]
+    if args.json:
+        print(json.dumps({"valid": not issues, "problems": [i.to_dict() for i in issues]}, indent=2))
+    elif issues:
+        _err(f"{args.workflow}: {len(issues)} problem(s):")
+        for i in issues:
+            print(f"  - {i}", file=sys.stderr)
+    else:
+        print(f"{args.workflow}: valid")
+    return EXIT_INVALID if issues else EXIT_OK
+
+
+def _cmd_nodes(args: argparse.Namespace) -> int:
+    registry = _registry()
+    if args.json:
+        print(json.dumps(registry.catalogue(), indent=2))  # type: ignore[attr-defined]
+        return EXIT_OK
+    for category, specs in registry.categories().items():  # type: ignore[attr-defined]
+        print(category)
+        for s in specs:
+            ins = ", ".join(f"{i.name}:{i.type}" for i in s.inputs)
+            outs = ", ".join(f"{o.name}:{o.type}" for o in s.outputs)
+            print(f"  {s.type_id:<34} ({ins}) -> ({outs})")
+    return EXIT_OK
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from .context import CancelToken
+    from .device import DeviceError, check_device_name
+    from .errors import WorkflowInvalid
+    from .executor import Executor
+    from .fileio import atomic_write_text
+    from .progress import TerminalProgress
+
+    try:
+        check_device_name(args.device)
+    except DeviceError as exc:
+        _err(str(exc))
+        return EXIT_INVALID
+    registry = _registry()
+    graph = _load(args, registry)
+    if graph is None:
+        return EXIT_INVALID
+    executor = Executor(registry, device=args.device, output_dir=args.output_dir,  # type: ignore[arg-type]
+                        settings=_settings(args))
+    cancel = CancelToken()
+    previous = signal.signal(signal.SIGINT, lambda *_: cancel.cancel())  # Ctrl+C stops between steps
+    progress = TerminalProgress(enabled=None if not args.quiet else False)
+    try:
+        report = executor.run(graph, outputs=args.targets, on_event=progress, cancel=cancel)  # type: ignore[arg-type]
+    except WorkflowInvalid as exc:
+        _err(f"{args.workflow}: {len(exc.issues)} problem(s), nothing was run:")
+        for i in exc.issues:
+            print(f"  - {i}", file=sys.stderr)
+        return EXIT_INVALID
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if args.report:
+        atomic_write_text(args.report, json.dumps(report.to_dict(), indent=2) + "\n")
+    if report.status == "cancelled":
+        _err("run cancelled")
+        return EXIT_RUN_ERROR
+    if report.error is not None:
+        e = report.error
+        where = f"node {e.node_id!r} ({e.node_type})" + (f", input {e.input!r}" if e.input else "")
+        _err(f"{where} failed: {e.message}")
+        return EXIT_RUN_ERROR
+    executed, cached = len(report.executed()), len(report.cached())
+    print(f"done in {report.seconds:.2f}s ({executed} executed, {cached} cached)", file=sys.stderr)
+    for path in report.outputs:
+        print(path)
+    for nid, ui in report.ui.items():
+        if "text" in ui and not ui.get("files"):
+            print(f"{nid}: {ui['text']}")
+    return EXIT_OK
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,84 @@
+"""Events the executor emits while it runs.
+
+Plain dataclasses with a ``kind`` tag and a JSON-friendly :meth:`to_dict`, so
+the same stream feeds the CLI progress bar, the GUI (queued across threads),
+the batch runner and a server's event stream.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Event:
+    run_id: str
+
+    @property
+    def kind(self) -> str:
+        return _KINDS[type(self)]
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {k: v for k, v in asdict(self).items() if k != "preview"}
+        d["kind"] = self.kind
+        return d
+
+
+@dataclass(frozen=True)
+class RunStarted(Event):
+    nodes: tuple[str, ...] = ()  # planned node ids in execution order
+
+
+@dataclass(frozen=True)
+class NodeStarted(Event):
+    node_id: str = ""
+    node_type: str = ""
+
+
+@dataclass(frozen=True)
+class NodeProgress(Event):
+    node_id: str = ""
+    step: int = 0
+    total: int = 0
+    preview: Any = field(default=None, compare=False)  # e.g. an HxWx3 uint8 array
+
+
+@dataclass(frozen=True)
+class NodeFinished(Event):
+    node_id: str = ""
+    node_type: str = ""
+    status: str = "executed"  # "executed" | "cached" | "skipped"
+    seconds: float = 0.0
+    ui: Any = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class NodeError(Event):
+    node_id: str = ""
+    node_type: str = ""
+    input: str | None = None
+    message: str = ""
+    traceback: str = ""
+
+
+@dataclass(frozen=True)
+class RunFinished(Event):
+    status: str = "ok"  # "ok" | "error" | "cancelled"
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "run_id": self.run_id, "status": self.status, "seconds": self.seconds}
+
+
+_KINDS: dict[type, str] = {
+    RunStarted: "run_started",
+    NodeStarted: "node_started",
+    NodeProgress: "node_progress",
+    NodeFinished: "node_finished",
+    NodeError: "node_error",
+    RunFinished: "run_finished",
+}
+
+EventListener = Callable[[Event], None]

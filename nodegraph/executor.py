@@ -1,0 +1,325 @@
+"""Runs a plan: topological order, cache lookups, events, cancellation.
+
+One long-lived :class:`Executor` keeps its :class:`~nodegraph.cache.ResultCache`
+across runs, so re-running after a small edit only recomputes what the edit
+touched.  The executor is small on purpose: planning lives in
+:mod:`nodegraph.plan`, what nodes compute lives in their packs.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import traceback
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .cache import CacheEntry, ResultCache, sizeof
+from .context import CancelToken, NodeContext
+from .device import DevicePolicy
+from .errors import Cancelled, NodeInputError
+from .events import (
+    Event,
+    EventListener,
+    NodeError,
+    NodeFinished,
+    NodeProgress,
+    NodeStarted,
+    RunFinished,
+    RunStarted,
+)
+from .graph import Graph
+from .plan import Plan, build_plan
+from .registry import Registry
+from .spec import NodeResult, NodeSpec
+from .workflow import to_dict
+
+
+@dataclass
+class NodeReport:
+    type: str
+    status: str  # executed | cached | skipped | error | not_run
+    seconds: float = 0.0
+    reason: str | None = None
+
+
+@dataclass
+class ErrorInfo:
+    node_id: str
+    node_type: str
+    input: str | None
+    message: str
+    traceback: str = ""
+
+
+@dataclass
+class RunReport:
+    """What happened in one run, per node, plus the files written."""
+
+    run_id: str
+    status: str = "ok"  # ok | error | cancelled
+    seconds: float = 0.0
+    nodes: dict[str, NodeReport] = field(default_factory=dict)
+    outputs: list[str] = field(default_factory=list)
+    ui: dict[str, dict[str, Any]] = field(default_factory=dict)
+    error: ErrorInfo | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    def executed(self) -> list[str]:
+        return [nid for nid, r in self.nodes.items() if r.status == "executed"]
+
+    def cached(self) -> list[str]:
+        return [nid for nid, r in self.nodes.items() if r.status == "cached"]
+
+    def raise_for_status(self) -> None:
+        if self.status == "cancelled":
+            raise Cancelled("run cancelled")
+        if self.error is not None:
+            e = self.error
+            where = f"node {e.node_id!r} ({e.node_type})" + (f", input {e.input!r}" if e.input else "")
+            raise RuntimeError(f"{where}: {e.message}")
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "run_id": self.run_id,
+            "status": self.status,
+            "seconds": round(self.seconds, 6),
+            "nodes": {
+                nid: {k: v for k, v in (("type", r.type), ("status", r.status), ("seconds", round(r.seconds, 6)),
+                                        ("reason", r.reason)) if v is not None}
+                for nid, r in self.nodes.items()
+            },
+            "outputs": list(self.outputs),
+            "ui": {nid: _json_safe(u) for nid, u in self.ui.items()},
+            "error": None,
+        }
+        if self.error is not None:
+            e = self.error
+            d["error"] = {"node_id": e.node_id, "node_type": e.node_type, "input": e.input,
+                          "message": e.message, "traceback": e.traceback}
+        return d
+
+
+def _json_safe(ui: Mapping[str, Any]) -> dict[str, Any]:
+    out = {}
+    for k, v in ui.items():
+        try:
+            json.dumps(v)
+        except (TypeError, ValueError):
+            continue
+        out[k] = v
+    return out
+
+
+class Executor:
+    """Evaluates graphs; holds the result cache between runs.
+
+    Thread-safe in the sense the GUI needs: one run at a time (others wait),
+    cancellation from any thread through a :class:`CancelToken`.
+    """
+
+    def __init__(
+        self,
+        registry: Registry | None = None,
+        *,
+        device: str = "auto",
+        cache_bytes: int = 8 * 1024**3,
+        output_dir: str | Path = "output",
+        settings: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.registry = registry if registry is not None else Registry.with_installed_packs()
+        self.device_policy = DevicePolicy(device)
+        self.cache = ResultCache(cache_bytes)
+        self.output_dir = Path(output_dir)
+        self.settings: dict[str, Any] = dict(settings or {})
+        self._listeners: list[EventListener] = []
+        self._lock = threading.Lock()
+
+    def subscribe(self, listener: EventListener) -> None:
+        """Receive every event of every run (in the thread that runs)."""
+        self._listeners.append(listener)
+
+    def plan(self, graph: Graph, outputs: Sequence[str] | None = None) -> Plan:
+        return build_plan(graph, self.registry, outputs)
+
+    def run(
+        self,
+        graph: Graph,
+        *,
+        outputs: Sequence[str] | None = None,
+        on_event: EventListener | None = None,
+        cancel: CancelToken | None = None,
+        output_dir: str | Path | None = None,
+    ) -> RunReport:
+        """Validate, plan and run ``graph``.
+
+        Raises :class:`~nodegraph.errors.WorkflowInvalid` before doing any work
+        if the graph cannot run.  A node failure or a cancel does *not* raise:
+        the returned report says ``status`` "error"/"cancelled" (call
+        :meth:`RunReport.raise_for_status` to turn it into an exception).
+        """
+        with self._lock:
+            snapshot = graph.copy()  # the editor may keep editing while we run
+            out_dir = Path(output_dir) if output_dir is not None else self.output_dir
+            plan = build_plan(snapshot, self.registry, outputs, output_dir=str(out_dir.resolve()))
+            return self._run_plan(snapshot, plan, on_event, cancel or CancelToken(), out_dir)
+
+    # -- internals -----------------------------------------------------------------------
+    def _emit(self, event: Event, on_event: EventListener | None) -> None:
+        for listener in self._listeners:
+            listener(event)
+        if on_event is not None:
+            on_event(event)
+
+    def _run_plan(self, graph: Graph, plan: Plan, on_event: EventListener | None, cancel: CancelToken,
+                  output_dir: Path) -> RunReport:
+        run_id = uuid.uuid4().hex[:12]
+        report = RunReport(run_id)
+        t_run = time.perf_counter()
+        emit = self._emit
+        emit(RunStarted(run_id, tuple(plan.order)), on_event)
+        for nid, reason in plan.skipped.items():
+            report.nodes[nid] = NodeReport(graph.nodes[nid].type, "skipped", reason=reason)
+            emit(NodeFinished(run_id, nid, graph.nodes[nid].type, "skipped"), on_event)
+        for nid in plan.order:
+            report.nodes[nid] = NodeReport(plan.specs[nid].type_id, "not_run")
+
+        memo: dict[str, CacheEntry] = {}  # this run's results by key
+        # Readers still to run, per cache key: identical branches share one result.
+        remaining: dict[str, int] = {}
+        for src, count in plan.consumers.items():
+            remaining[plan.keys[src]] = remaining.get(plan.keys[src], 0) + count
+        target_keys = {plan.keys[t] for t in plan.targets if t in plan.keys}
+        workflow_doc: dict[str, Any] | None = None
+        try:
+            for nid in plan.order:
+                cancel.check()
+                spec = plan.specs[nid]
+                key = plan.keys[nid]
+                t0 = time.perf_counter()
+                entry = memo.get(key)
+                if entry is None:
+                    entry = self.cache.get(key)
+                    if entry is not None and spec.cache_valid is not None and not spec.cache_valid(entry):
+                        self.cache.discard(key)
+                        entry = None
+                if entry is not None:
+                    status = "cached"
+                else:
+                    status = "executed"
+                    if workflow_doc is None:
+                        workflow_doc = to_dict(graph)
+                    entry = self._execute(graph, plan, nid, spec, memo, on_event, cancel, output_dir,
+                                          run_id, workflow_doc)
+                    if spec.deterministic:
+                        self.cache.put(key, entry)
+                memo[key] = entry
+                seconds = time.perf_counter() - t0
+                report.nodes[nid] = NodeReport(spec.type_id, status, seconds)
+                if entry.files:
+                    report.outputs.extend(entry.files)
+                if entry.ui:
+                    report.ui[nid] = entry.ui
+                emit(NodeFinished(run_id, nid, spec.type_id, status, seconds, entry.ui or None), on_event)
+                # Release upstream results nobody else in this run still needs.
+                for src, _ in plan.sources[nid].values():
+                    src_key = plan.keys[src]
+                    remaining[src_key] -= 1
+                    if remaining[src_key] <= 0 and src_key not in target_keys:
+                        memo.pop(src_key, None)
+        except Cancelled:
+            report.status = "cancelled"
+        except _NodeFailed as failed:
+            report.status = "error"
+            report.error = failed.info
+            report.nodes[failed.info.node_id] = NodeReport(failed.info.node_type, "error", failed.seconds)
+        finally:
+            report.seconds = time.perf_counter() - t_run
+        emit(RunFinished(run_id, report.status, report.seconds), on_event)
+        return report
+
+    def _execute(self, graph: Graph, plan: Plan, nid: str, spec: NodeSpec, memo: Mapping[str, CacheEntry],
+                 on_event: EventListener | None, cancel: CancelToken, output_dir: Path, run_id: str,
+                 workflow_doc: Mapping[str, Any]) -> CacheEntry:
+        kwargs = dict(plan.constants[nid])
+        for name, (src, out) in plan.sources[nid].items():
+            src_entry = memo[plan.keys[src]]
+            kwargs[name] = src_entry.outputs[plan.specs[src].output_names().index(out)]
+
+        def progress(step: int, total: int, preview: Any = None) -> None:
+            self._emit(NodeProgress(run_id, nid, step, total, preview), on_event)
+
+        ctx = NodeContext(nid, spec.type_id, self.device_policy, output_dir, cancel, self.settings,
+                          workflow_doc, progress)
+        self._emit(NodeStarted(run_id, nid, spec.type_id), on_event)
+        t0 = time.perf_counter()
+        try:
+            result = spec.fn(ctx, **kwargs)
+            entry = _normalise(spec, result)
+        except Cancelled:
+            raise
+        except Exception as exc:
+            info = _error_info(nid, spec, exc)
+            if _is_oom(exc):
+                # Give the memory back before the user retries with smaller settings.
+                self.cache.clear()
+                self.device_policy.empty_cache()
+                info.message += (" — out of memory: cached models were released; lower the resolution or "
+                                 "batch size, or use a tiled node")
+            self._emit(NodeError(run_id, nid, spec.type_id, info.input, info.message, info.traceback), on_event)
+            raise _NodeFailed(info, time.perf_counter() - t0) from exc
+        entry.nbytes = sizeof(entry.outputs)
+        return entry
+
+
+class _NodeFailed(Exception):
+    def __init__(self, info: ErrorInfo, seconds: float) -> None:
+        super().__init__(info.message)
+        self.info = info
+        self.seconds = seconds
+
+
+def _error_info(nid: str, spec: NodeSpec, exc: BaseException) -> ErrorInfo:
+    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    if isinstance(exc, NodeInputError):
+        msg = exc.message + (f" -> {exc.fix}" if exc.fix else "")
+        if exc.details:
+            msg += "\n" + "\n".join(f"  {d}" for d in exc.details)
+        return ErrorInfo(nid, spec.type_id, exc.input, msg, tb)
+    return ErrorInfo(nid, spec.type_id, None, f"{type(exc).__name__}: {exc}", tb)
+
+
+def _is_oom(exc: BaseException) -> bool:
+    if isinstance(exc, MemoryError):
+        return True
+    name = type(exc).__name__
+    return name == "OutOfMemoryError" or "out of memory" in str(exc).lower()[:200]
+
+
+def _normalise(spec: NodeSpec, result: Any) -> CacheEntry:
+    """Turn whatever the node function returned into an entry with one value per output."""
+    ui: dict[str, Any] = {}
+    files: list[str] = []
+    if isinstance(result, NodeResult):
+        ui, files, result = dict(result.ui), [str(f) for f in result.files], result.outputs
+    n = len(spec.outputs)
+    if n == 0:
+        outputs: tuple[Any, ...] = ()
+    elif isinstance(result, dict) and set(result) == set(spec.output_names()):
+        outputs = tuple(result[name] for name in spec.output_names())
+    elif n == 1 and not (isinstance(result, tuple) and len(result) == 1):
+        outputs = (result,)
+    elif isinstance(result, (tuple, list)) and len(result) == n:
+        outputs = tuple(result)
+    else:
+        raise TypeError(f"node function returned {type(result).__name__}, expected {n} output(s) "
+                        f"{spec.output_names()}")
+    return CacheEntry(outputs, ui, files)
+

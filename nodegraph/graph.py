@@ -1,0 +1,317 @@
+"""The graph model: nodes, links, groups — plain data with change notifications.
+
+This is the single source of truth that the workflow file serialises, the
+validator checks, the executor plans from and the GUI draws.  It knows nothing
+about Qt or about what nodes compute.  Node ids are stable strings chosen by
+the file (or allocated as increasing integers), never memory addresses, so
+they survive save/load, copy/paste and undo.
+
+Every mutation goes through a method that emits a :class:`GraphChange` to
+subscribers; a view observes the model instead of owning it (the GUI's undo
+stack drives these methods, and redraws from the notifications).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Mode = Literal["normal", "bypass", "mute"]
+MODES: tuple[str, ...] = ("normal", "bypass", "mute")
+
+
+@dataclass
+class Node:
+    """One node instance in a graph.
+
+    ``values`` holds constants keyed by input name (never by position).
+    ``ui`` holds layout (``pos``, ``size``, ``color``, ``collapsed``) and other
+    editor-only state (e.g. a seed's "randomize after run"); it never affects
+    execution.  ``extra`` keeps fields this version does not know, so a file
+    written by a newer version survives a round trip.
+    """
+
+    id: str
+    type: str
+    values: dict[str, Any] = field(default_factory=dict)
+    mode: str = "normal"
+    title: str | None = None
+    ui: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Link:
+    """``src.src_output`` feeds ``dst.dst_input`` (ports referenced by name)."""
+
+    src: str
+    src_output: str
+    dst: str
+    dst_input: str
+    extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+
+@dataclass
+class Group:
+    """A titled frame on the canvas; purely visual, kept beside the semantics."""
+
+    id: str
+    title: str = "Group"
+    bounds: tuple[float, float, float, float] = (0.0, 0.0, 400.0, 300.0)
+    color: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class GraphChange:
+    """A notification.  ``kind`` is one of: node_added, node_removed,
+    link_added, link_removed, value_changed, mode_changed, title_changed,
+    ui_changed, group_added, group_removed, group_changed, meta_changed."""
+
+    kind: str
+    node_id: str | None = None
+    key: str | None = None
+    old: Any = None
+    new: Any = None
+
+
+Listener = Callable[[GraphChange], None]
+
+
+class GraphError(ValueError):
+    """An edit that cannot be applied (unknown node, input already fed…)."""
+
+
+class Graph:
+    """A mutable node graph.  Links are indexed both ways so that neighbour
+    queries are O(degree), which keeps planning and validation linear."""
+
+    def __init__(self) -> None:
+        self.nodes: dict[str, Node] = {}
+        self._in: dict[str, dict[str, Link]] = {}  # dst -> input -> link
+        self._out: dict[str, set[Link]] = {}  # src -> links
+        self.groups: dict[str, Group] = {}
+        self.meta: dict[str, Any] = {}  # description, name, view state…
+        self.extra: dict[str, Any] = {}  # unknown top-level fields of the file
+        # Links from a file whose end node does not exist: kept so validation can
+        # report them and saving does not silently drop the user's data.
+        self.dangling_links: list[Link] = []
+        self._listeners: list[Listener] = []
+        self._next_id = 1
+
+    # -- observation ----------------------------------------------------------------
+    def subscribe(self, listener: Listener) -> Callable[[], None]:
+        """Call ``listener`` on every change; returns a function that unsubscribes."""
+        self._listeners.append(listener)
+
+        def unsubscribe() -> None:
+            if listener in self._listeners:
+                self._listeners.remove(listener)
+
+        return unsubscribe
+
+    def _emit(self, change: GraphChange) -> None:
+        for listener in list(self._listeners):
+            listener(change)
+
+    # -- ids ---------------------------------------------------------------------------
+    def new_id(self) -> str:
+        """Next free integer id as a string (ids in files may be any string)."""
+        while str(self._next_id) in self.nodes or str(self._next_id) in self.groups:
+            self._next_id += 1
+        nid = str(self._next_id)
+        self._next_id += 1
+        return nid
+
+    def _note_id(self, nid: str) -> None:
+        if nid.isdigit():
+            self._next_id = max(self._next_id, int(nid) + 1)
+
+    # -- nodes -------------------------------------------------------------------------
+    def add_node(
+        self,
+        type: str,
+        values: dict[str, Any] | None = None,
+        *,
+        id: str | None = None,
+        mode: str = "normal",
+        title: str | None = None,
+        ui: dict[str, Any] | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> Node:
+        nid = self.new_id() if id is None else str(id)
+        if nid in self.nodes:
+            raise GraphError(f"node id {nid!r} already exists")
+        if not nid:
+            raise GraphError("node id must not be empty")
+        if mode not in MODES:
+            raise GraphError(f"node {nid!r}: mode must be one of {MODES}, not {mode!r}")
+        n = Node(nid, type, dict(values or {}), mode, title, dict(ui or {}), dict(extra or {}))
+        self.nodes[nid] = n
+        self._note_id(nid)
+        self._emit(GraphChange("node_added", nid, new=n))
+        return n
+
+    def insert_node(self, node: Node) -> Node:
+        """Re-insert a previously removed node object (used by undo)."""
+        if node.id in self.nodes:
+            raise GraphError(f"node id {node.id!r} already exists")
+        self.nodes[node.id] = node
+        self._note_id(node.id)
+        self._emit(GraphChange("node_added", node.id, new=node))
+        return node
+
+    def remove_node(self, nid: str) -> tuple[Node, list[Link]]:
+        """Remove a node and every link touching it; returns both (for undo)."""
+        n = self.node(nid)
+        removed = list(self._in.get(nid, {}).values()) + list(self._out.get(nid, ()))
+        for link in removed:
+            self._remove_link(link)
+        del self.nodes[nid]
+        self._in.pop(nid, None)
+        self._out.pop(nid, None)
+        self._emit(GraphChange("node_removed", nid, old=n))
+        return n, removed
+
+    def node(self, nid: str) -> Node:
+        try:
+            return self.nodes[nid]
+        except KeyError:
+            raise GraphError(f"no node with id {nid!r}") from None
+
+    def __contains__(self, nid: object) -> bool:
+        return nid in self.nodes
+
+    def __iter__(self) -> Iterator[Node]:
+        return iter(self.nodes.values())
+
+    def __len__(self) -> int:
+        return len(self.nodes)
+
+    def set_value(self, nid: str, name: str, value: Any) -> None:
+        n = self.node(nid)
+        old = n.values.get(name)
+        n.values[name] = value
+        self._emit(GraphChange("value_changed", nid, name, old, value))
+
+    def unset_value(self, nid: str, name: str) -> None:
+        n = self.node(nid)
+        if name in n.values:
+            old = n.values.pop(name)
+            self._emit(GraphChange("value_changed", nid, name, old, None))
+
+    def set_mode(self, nid: str, mode: str) -> None:
+        if mode not in MODES:
+            raise GraphError(f"node {nid!r}: mode must be one of {MODES}, not {mode!r}")
+        n = self.node(nid)
+        old, n.mode = n.mode, mode
+        self._emit(GraphChange("mode_changed", nid, "mode", old, mode))
+
+    def set_title(self, nid: str, title: str | None) -> None:
+        n = self.node(nid)
+        old, n.title = n.title, title
+        self._emit(GraphChange("title_changed", nid, "title", old, title))
+
+    def set_ui(self, nid: str, key: str, value: Any) -> None:
+        n = self.node(nid)
+        old = n.ui.get(key)
+        n.ui[key] = value
+        self._emit(GraphChange("ui_changed", nid, key, old, value))
+
+    # -- links -------------------------------------------------------------------------
+    def connect(self, src: str, src_output: str, dst: str, dst_input: str,
+                extra: dict[str, Any] | None = None) -> Link:
+        """Link an output to an input, replacing whatever fed that input before.
+
+        Type compatibility is not checked here (the model is type-agnostic);
+        the validator and the editor check it against the registry.
+        """
+        self.node(src)
+        self.node(dst)
+        old = self._in.get(dst, {}).get(dst_input)
+        if old is not None:
+            self._remove_link(old)
+        link = Link(src, src_output, dst, dst_input, dict(extra or {}))
+        self._in.setdefault(dst, {})[dst_input] = link
+        self._out.setdefault(src, set()).add(link)
+        self._emit(GraphChange("link_added", dst, dst_input, old, link))
+        return link
+
+    def disconnect(self, dst: str, dst_input: str) -> Link | None:
+        link = self._in.get(dst, {}).get(dst_input)
+        if link is not None:
+            self._remove_link(link)
+        return link
+
+    def _remove_link(self, link: Link) -> None:
+        ins = self._in.get(link.dst)
+        if ins is not None and ins.get(link.dst_input) == link:
+            del ins[link.dst_input]
+        outs = self._out.get(link.src)
+        if outs is not None:
+            outs.discard(link)
+        self._emit(GraphChange("link_removed", link.dst, link.dst_input, link, None))
+
+    def link_into(self, dst: str, dst_input: str) -> Link | None:
+        return self._in.get(dst, {}).get(dst_input)
+
+    def links_into(self, dst: str) -> dict[str, Link]:
+        return dict(self._in.get(dst, {}))
+
+    def links_from(self, src: str) -> list[Link]:
+        return sorted(self._out.get(src, ()), key=lambda lk: (lk.dst, lk.dst_input))
+
+    @property
+    def links(self) -> list[Link]:
+        out: list[Link] = []
+        for nid in self.nodes:
+            out.extend(self._in.get(nid, {}).values())
+        return out
+
+    # -- groups ------------------------------------------------------------------------
+    def add_group(self, title: str = "Group", bounds: tuple[float, float, float, float] = (0, 0, 400, 300),
+                  color: str | None = None, *, id: str | None = None,
+                  extra: dict[str, Any] | None = None) -> Group:
+        gid = id or f"g{self.new_id()}"
+        if gid in self.groups:
+            raise GraphError(f"group id {gid!r} already exists")
+        g = Group(gid, title, tuple(float(v) for v in bounds), color, dict(extra or {}))  # type: ignore[arg-type]
+        self.groups[gid] = g
+        self._emit(GraphChange("group_added", None, gid, None, g))
+        return g
+
+    def remove_group(self, gid: str) -> Group:
+        g = self.groups.pop(gid)
+        self._emit(GraphChange("group_removed", None, gid, g, None))
+        return g
+
+    def update_group(self, gid: str, **changes: Any) -> None:
+        g = self.groups[gid]
+        for key, value in changes.items():
+            if key not in ("title", "bounds", "color"):
+                raise GraphError(f"group has no field {key!r}")
+            old = getattr(g, key)
+            setattr(g, key, tuple(value) if key == "bounds" else value)
+            self._emit(GraphChange("group_changed", None, f"{gid}.{key}", old, value))
+
+    def set_meta(self, key: str, value: Any) -> None:
+        old = self.meta.get(key)
+        self.meta[key] = value
+        self._emit(GraphChange("meta_changed", None, key, old, value))
+
+    # -- copying -------------------------------------------------------------------------
+    def copy(self) -> Graph:
+        """Deep copy without listeners (the executor plans from a snapshot so the
+        editor can keep editing while a run is in progress)."""
+        g = Graph()
+        g.nodes = copy.deepcopy(self.nodes)
+        g._in = {dst: dict(ins) for dst, ins in self._in.items()}
+        g._out = {src: set(outs) for src, outs in self._out.items()}
+        g.groups = copy.deepcopy(self.groups)
+        g.meta = copy.deepcopy(self.meta)
+        g.extra = copy.deepcopy(self.extra)
+        g.dangling_links = list(self.dangling_links)
+        g._next_id = self._next_id
+        return g

@@ -1,0 +1,47 @@
+"""Where nodes may write: file names confined to the output folder.
+
+A filename prefix comes from a workflow file, which may come from anyone, so
+it is treated as untrusted: absolute paths, drive letters and ``..`` segments
+are refused, and the final path is checked to lie inside the output folder
+after resolving symlinks.  Sub-folders (``portraits/img``) are allowed, as
+ComfyUI users expect.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path, PurePosixPath
+
+from .errors import NodeInputError
+
+_BAD_CHARS = re.compile(r'[\x00-\x1f<>:"|?*]')
+
+
+def confined_path(output_dir: Path, prefix: str, suffix: str, *, input_name: str = "filename_prefix") -> Path:
+    """Next free ``<output_dir>/<prefix>_NNNNN<suffix>``, guaranteed inside ``output_dir``."""
+    raw = prefix.replace("\\", "/").strip()
+    if not raw:
+        raise NodeInputError(input_name, "file name prefix is empty", "give a name such as 'nodegraph'")
+    pp = PurePosixPath(raw)
+    if pp.is_absolute() or re.match(r"^[A-Za-z]:", raw) or any(part == ".." for part in pp.parts):
+        raise NodeInputError(input_name, f"prefix {prefix!r} points outside the output folder",
+                             "use a plain name, optionally with sub-folders (e.g. 'portraits/img')")
+    if _BAD_CHARS.search(raw):
+        raise NodeInputError(input_name, f"prefix {prefix!r} contains characters not allowed in file names",
+                             "use letters, digits, '-', '_' and '/'")
+    root = output_dir.resolve()
+    base = (root / pp).resolve()
+    if root != base and root not in base.parents:
+        raise NodeInputError(input_name, f"prefix {prefix!r} resolves outside the output folder",
+                             "use a plain name without links that leave the output folder")
+    base.parent.mkdir(parents=True, exist_ok=True)
+    stem = base.name
+    taken = [p.name for p in base.parent.glob(f"{glob_escape(stem)}_*{suffix}")]
+    pattern = re.compile(re.escape(stem) + r"_(\d+)" + re.escape(suffix))
+    numbers = [int(m.group(1)) for n in taken if (m := pattern.fullmatch(n))]
+    counter = max(numbers, default=0) + 1
+    return base.parent / f"{stem}_{counter:05d}{suffix}"
+
+
+def glob_escape(text: str) -> str:
+    return re.sub(r"([*?\[])", r"[\1]", text)

@@ -1,0 +1,58 @@
+"""A terminal progress bar fed by executor events (only drawn on a TTY)."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import TextIO
+
+from .events import Event, NodeError, NodeFinished, NodeProgress, NodeStarted, RunFinished, RunStarted
+
+
+class TerminalProgress:
+    """One self-overwriting status line: overall node count, the node running and its steps."""
+
+    def __init__(self, stream: TextIO | None = None, *, enabled: bool | None = None, width: int = 24) -> None:
+        self.stream = stream or sys.stderr
+        self.enabled = self.stream.isatty() if enabled is None else enabled
+        self.width = width
+        self.total = 0
+        self.done = 0
+        self.current = ""
+        self._last_draw = 0.0
+
+    def __call__(self, event: Event) -> None:
+        if not self.enabled:
+            return
+        if isinstance(event, RunStarted):
+            self.total, self.done = len(event.nodes), 0
+        elif isinstance(event, NodeStarted):
+            self.current = f"{event.node_id} ({event.node_type})"
+            self._draw()
+        elif isinstance(event, NodeProgress):
+            self._draw(event.step, event.total)
+        elif isinstance(event, NodeFinished) and event.status != "skipped":
+            self.done += 1
+            self.current = f"{event.node_id} {event.status}"
+            self._draw(force=True)
+        elif isinstance(event, NodeError):
+            self._clear()
+        elif isinstance(event, RunFinished):
+            self._clear()
+
+    def _draw(self, step: int = 0, total: int = 0, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._last_draw < 0.05 and step not in (0, total):
+            return
+        self._last_draw = now
+        frac = self.done / self.total if self.total else 0.0
+        filled = int(frac * self.width)
+        bar = "#" * filled + "-" * (self.width - filled)
+        steps = f" step {step}/{total}" if total else ""
+        line = f"[{bar}] {self.done}/{self.total} {self.current}{steps}"
+        self.stream.write("\r" + line[:120].ljust(120))
+        self.stream.flush()
+
+    def _clear(self) -> None:
+        self.stream.write("\r" + " " * 120 + "\r")
+        self.stream.flush()

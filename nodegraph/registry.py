@@ -1,0 +1,106 @@
+"""The node catalogue: which node types exist and which pack provides each.
+
+A :class:`Registry` is an ordinary object — there is no module-level registry
+to mutate — so tests, the GUI and a server can each hold their own.  Packs
+contribute nodes through one call, :meth:`Registry.add_pack`, made from a
+``register(registry)`` function that is either called directly or discovered
+through the ``nodegraph.nodes`` entry-point group (how pip-installed
+third-party packs plug in).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import replace
+from importlib.metadata import entry_points
+
+from .errors import SpecError
+from .spec import NodeSpec, check_spec
+from .types import TypeTable
+
+log = logging.getLogger(__name__)
+
+ENTRY_POINT_GROUP = "nodegraph.nodes"
+PackRegisterFn = Callable[["Registry"], None]
+
+
+class Registry:
+    """Node types by id, plus the port-type table they use."""
+
+    def __init__(self) -> None:
+        self.types = TypeTable()
+        self._specs: dict[str, NodeSpec] = {}
+        self.pack_errors: dict[str, str] = {}
+
+    # -- registration -----------------------------------------------------------------
+    def add(self, spec: NodeSpec, pack: str = "") -> NodeSpec:
+        """Register one node type (checked again against this registry's types)."""
+        if not isinstance(spec, NodeSpec):
+            raise SpecError(f"pack {pack!r}: expected a NodeSpec, got {type(spec).__name__} ({spec!r})")
+        if pack and not spec.pack:
+            spec = replace(spec, pack=pack)
+        check_spec(spec, known_types=lambda t: t in self.types)
+        existing = self._specs.get(spec.type_id)
+        if existing is not None and existing is not spec and existing.fn is not spec.fn:
+            raise SpecError(
+                f"node type {spec.type_id!r} from pack {spec.pack!r} is already registered by pack "
+                f"{existing.pack!r}; node type ids must be unique (prefix them with the pack name)"
+            )
+        self._specs[spec.type_id] = spec
+        return spec
+
+    def add_pack(self, name: str, specs: Iterable[NodeSpec]) -> None:
+        """Register every spec of a pack under ``name``."""
+        for spec in specs:
+            self.add(spec, pack=name)
+
+    def load_pack(self, register: PackRegisterFn) -> None:
+        register(self)
+
+    def load_entry_points(self, group: str = ENTRY_POINT_GROUP, *, strict: bool = False) -> None:
+        """Load every installed pack.  A broken third-party pack is recorded in
+        ``pack_errors`` (and logged) rather than taking the whole app down,
+        unless ``strict``."""
+        for ep in sorted(entry_points(group=group), key=lambda e: e.name):
+            try:
+                ep.load()(self)
+            except Exception as exc:
+                if strict:
+                    raise
+                msg = f"{type(exc).__name__}: {exc}"
+                self.pack_errors[ep.name] = msg
+                log.error("node pack %r failed to load: %s", ep.name, msg)
+
+    @classmethod
+    def with_installed_packs(cls, *, strict: bool = False) -> Registry:
+        """A registry holding every pack installed in this environment."""
+        reg = cls()
+        reg.load_entry_points(strict=strict)
+        return reg
+
+    # -- lookup -----------------------------------------------------------------------
+    def get(self, type_id: str) -> NodeSpec | None:
+        return self._specs.get(type_id)
+
+    def __getitem__(self, type_id: str) -> NodeSpec:
+        return self._specs[type_id]
+
+    def __contains__(self, type_id: object) -> bool:
+        return type_id in self._specs
+
+    def __iter__(self) -> Iterator[NodeSpec]:
+        return iter(sorted(self._specs.values(), key=lambda s: (s.category, s.type_id)))
+
+    def __len__(self) -> int:
+        return len(self._specs)
+
+    def categories(self) -> dict[str, list[NodeSpec]]:
+        out: dict[str, list[NodeSpec]] = {}
+        for spec in self:
+            out.setdefault(spec.category, []).append(spec)
+        return out
+
+    def catalogue(self) -> list[dict]:
+        """Full JSON-able specs of every node (``nodegraph nodes --json``)."""
+        return [spec.to_dict() for spec in self]

@@ -1,0 +1,443 @@
+"""Declarative node signatures.
+
+A node type is a plain :class:`NodeSpec`: a stable id, a version, typed
+inputs and outputs, and the function that computes it.  Everything the
+validator, the cache, the CLI catalogue and the GUI need is read from the spec,
+so a node never has to be instantiated to be understood.  Specs are checked
+when they are built (:func:`node`), so a malformed pack fails at import with
+the node's id in the message rather than half-way through somebody's run.
+
+Example::
+
+    @node("math.add_int", category="math", display_name="Add (int)",
+          inputs=[Int("a"), Int("b")], outputs=[Out("sum", "INT")])
+    def add(ctx, a, b):
+        return a + b
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from .errors import SpecError
+from .types import ANY
+
+
+class Widget(StrEnum):
+    """How a constant value is edited (and validated)."""
+
+    INT = "INT"
+    FLOAT = "FLOAT"
+    STRING = "STRING"
+    BOOL = "BOOL"
+    COMBO = "COMBO"
+    SEED = "SEED"
+
+
+# The port type a widget's value travels on when it is linked instead of typed in.
+WIDGET_PORT_TYPE: dict[Widget, str] = {
+    Widget.INT: "INT",
+    Widget.FLOAT: "FLOAT",
+    Widget.STRING: "STRING",
+    Widget.BOOL: "BOOLEAN",
+    Widget.COMBO: "STRING",
+    Widget.SEED: "INT",
+}
+
+SEED_MAX = 2**64 - 1
+_ID_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+Choices = Sequence[str] | Callable[[], Sequence[str]]
+
+
+@dataclass(frozen=True)
+class Input:
+    """One input port.
+
+    ``widget`` is set for inputs that can hold a constant typed into the node
+    (numbers, text, choices); those may *also* be linked from an output of the
+    matching type.  Inputs without a widget (MODEL, IMAGE…) can only be linked.
+    ``choices`` may be a callable so that lists such as "checkpoints found on
+    disk" are computed when asked for, not at import time.
+    """
+
+    name: str
+    type: str
+    widget: Widget | None = None
+    default: Any = None
+    min: float | None = None
+    max: float | None = None
+    step: float | None = None
+    choices: Choices | None = None
+    multiline: bool = False
+    optional: bool = False
+    tooltip: str = ""
+
+    @property
+    def has_widget(self) -> bool:
+        return self.widget is not None
+
+    def choice_list(self) -> list[str]:
+        """Current choices (calls the provider for dynamic lists)."""
+        if self.choices is None:
+            return []
+        values = self.choices() if callable(self.choices) else self.choices
+        return [str(v) for v in values]
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"name": self.name, "type": self.type, "optional": self.optional}
+        if self.widget is not None:
+            d["widget"] = self.widget.value
+            d["default"] = self.default
+        for key in ("min", "max", "step"):
+            value = getattr(self, key)
+            if value is not None:
+                d[key] = value
+        if self.choices is not None:
+            try:
+                d["choices"] = self.choice_list()
+            except Exception as exc:  # a broken provider must not break the catalogue
+                d["choices"] = []
+                d["choices_error"] = str(exc)
+        if self.multiline:
+            d["multiline"] = True
+        if self.tooltip:
+            d["tooltip"] = self.tooltip
+        return d
+
+
+@dataclass(frozen=True)
+class Output:
+    """One output port: a name (stable, used by links in files) and a type."""
+
+    name: str
+    type: str
+    tooltip: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {"name": self.name, "type": self.type}
+        if self.tooltip:
+            d["tooltip"] = self.tooltip
+        return d
+
+
+# --- convenience constructors -------------------------------------------------------------
+
+
+def Int(name: str, default: int = 0, *, min: int | None = None, max: int | None = None,
+        step: int = 1, optional: bool = False, tooltip: str = "") -> Input:
+    return Input(name, "INT", Widget.INT, int(default), min, max, step, optional=optional, tooltip=tooltip)
+
+
+def Float(name: str, default: float = 0.0, *, min: float | None = None, max: float | None = None,
+          step: float = 0.01, optional: bool = False, tooltip: str = "") -> Input:
+    return Input(name, "FLOAT", Widget.FLOAT, float(default), min, max, step, optional=optional,
+                 tooltip=tooltip)
+
+
+def String(name: str, default: str = "", *, multiline: bool = False, optional: bool = False,
+           tooltip: str = "") -> Input:
+    return Input(name, "STRING", Widget.STRING, default, multiline=multiline, optional=optional,
+                 tooltip=tooltip)
+
+
+def Bool(name: str, default: bool = False, *, optional: bool = False, tooltip: str = "") -> Input:
+    return Input(name, "BOOLEAN", Widget.BOOL, bool(default), optional=optional, tooltip=tooltip)
+
+
+def Combo(name: str, choices: Choices, default: str | None = None, *, optional: bool = False,
+          tooltip: str = "") -> Input:
+    return Input(name, "STRING", Widget.COMBO, default, choices=choices, optional=optional, tooltip=tooltip)
+
+
+def Seed(name: str = "seed", default: int = 0, *, tooltip: str = "") -> Input:
+    return Input(name, "INT", Widget.SEED, int(default), 0, SEED_MAX, 1, tooltip=tooltip)
+
+
+def In(name: str, type: str, *, optional: bool = False, tooltip: str = "") -> Input:
+    """A link-only input (MODEL, IMAGE, …)."""
+    return Input(name, type, None, optional=optional, tooltip=tooltip)
+
+
+def Out(name: str, type: str, tooltip: str = "") -> Output:
+    return Output(name, type, tooltip)
+
+
+# --- the spec ------------------------------------------------------------------------------
+
+NodeFn = Callable[..., Any]
+FingerprintFn = Callable[[Mapping[str, Any]], Any]
+CacheValidFn = Callable[[Any], bool]
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    """Everything the engine knows about a node type.
+
+    * ``version`` is part of every cache key: bump it when the node's
+      behaviour changes so stale cached results are not reused.
+    * ``deterministic=False`` opts out of caching (the node and everything
+      downstream re-run every time).
+    * ``fingerprint(values)`` returns extra data folded into the cache key,
+      for results that depend on the outside world (a file's size and mtime).
+    * ``cache_valid(result)`` can reject a cached result (a saved file was
+      deleted), forcing a re-run.
+    * ``fn(ctx, **inputs)`` returns the single output, a tuple of outputs in
+      declaration order, a ``{name: value}`` dict, or a :class:`NodeResult`.
+    """
+
+    type_id: str
+    fn: NodeFn
+    inputs: tuple[Input, ...] = ()
+    outputs: tuple[Output, ...] = ()
+    version: int = 1
+    category: str = "misc"
+    display_name: str = ""
+    description: str = ""
+    output_node: bool = False
+    deterministic: bool = True
+    fingerprint: FingerprintFn | None = None
+    cache_valid: CacheValidFn | None = None
+    pack: str = ""
+    _input_index: dict[str, Input] = field(default_factory=dict, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_input_index", {i.name: i for i in self.inputs})
+        if not self.display_name:
+            object.__setattr__(self, "display_name", self.type_id.rsplit(".", 1)[-1].replace("_", " ").title())
+
+    def input(self, name: str) -> Input | None:
+        return self._input_index.get(name)
+
+    def output(self, name: str) -> Output | None:
+        for o in self.outputs:
+            if o.name == name:
+                return o
+        return None
+
+    def output_names(self) -> list[str]:
+        return [o.name for o in self.outputs]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "type": self.type_id,
+            "version": self.version,
+            "category": self.category,
+            "display_name": self.display_name,
+            "description": self.description,
+            "pack": self.pack,
+            "output_node": self.output_node,
+            "deterministic": self.deterministic,
+            "has_fingerprint": self.fingerprint is not None,
+            "inputs": [i.to_dict() for i in self.inputs],
+            "outputs": [o.to_dict() for o in self.outputs],
+        }
+
+
+@dataclass
+class NodeResult:
+    """Full return form of a node: outputs plus what to show/report.
+
+    ``ui`` carries display data (preview images, text) and ``files`` the paths
+    the node wrote, which end up in the run report's ``outputs``.
+    """
+
+    outputs: Any = ()
+    ui: dict[str, Any] = field(default_factory=dict)
+    files: list[str] = field(default_factory=list)
+
+
+def check_spec(spec: NodeSpec, known_types: Callable[[str], bool] | None = None) -> None:
+    """Raise :class:`SpecError` naming the node if the declaration is inconsistent."""
+
+    def fail(msg: str) -> None:
+        raise SpecError(f"node type {spec.type_id!r}: {msg}")
+
+    if not _ID_RE.match(spec.type_id or ""):
+        fail("type id must be dotted identifiers such as 'pack.node_name'")
+    if not isinstance(spec.version, int) or spec.version < 1:
+        fail("version must be a positive int")
+    if not callable(spec.fn):
+        fail("fn is not callable")
+    seen: set[str] = set()
+    for inp in spec.inputs:
+        if not _NAME_RE.match(inp.name):
+            fail(f"input name {inp.name!r} is not an identifier")
+        if inp.name in seen:
+            fail(f"input {inp.name!r} declared twice")
+        seen.add(inp.name)
+        if known_types is not None and not known_types(inp.type):
+            fail(f"input {inp.name!r} has unknown port type {inp.type!r} (register it first)")
+        _check_widget(spec, inp, fail)
+    out_seen: set[str] = set()
+    for out in spec.outputs:
+        if not _NAME_RE.match(out.name):
+            fail(f"output name {out.name!r} is not an identifier")
+        if out.name in out_seen:
+            fail(f"output {out.name!r} declared twice")
+        out_seen.add(out.name)
+        if known_types is not None and not known_types(out.type):
+            fail(f"output {out.name!r} has unknown port type {out.type!r}")
+    if not spec.outputs and not spec.output_node:
+        fail("a node with no outputs must be declared output_node=True, or nothing could ever use it")
+    _check_signature(spec, fail)
+
+
+def _check_widget(spec: NodeSpec, inp: Input, fail: Callable[[str], None]) -> None:
+    w = inp.widget
+    if w is None:
+        if inp.type in ("INT", "FLOAT", "STRING", "BOOLEAN") and inp.default is not None:
+            fail(f"input {inp.name!r} has a default but no widget")
+        return
+    if not isinstance(w, Widget):
+        fail(f"input {inp.name!r}: widget must be a Widget, got {w!r}")
+    if inp.type != WIDGET_PORT_TYPE[w] and inp.type != ANY:
+        fail(f"input {inp.name!r}: widget {w.value} carries {WIDGET_PORT_TYPE[w]}, not {inp.type}")
+    if w in (Widget.INT, Widget.SEED, Widget.FLOAT):
+        num_type = float if w is Widget.FLOAT else int
+        d = inp.default
+        if isinstance(d, bool) or not isinstance(d, (int, float)) or (num_type is int and not isinstance(d, int)):
+            fail(f"input {inp.name!r}: default {d!r} is not a {num_type.__name__}")
+        if isinstance(d, float) and not math.isfinite(d):
+            fail(f"input {inp.name!r}: default must be finite")
+        if inp.min is not None and inp.max is not None and inp.min > inp.max:
+            fail(f"input {inp.name!r}: min {inp.min} > max {inp.max}")
+        if inp.min is not None and d < inp.min or inp.max is not None and d > inp.max:
+            fail(f"input {inp.name!r}: default {d} outside [{inp.min}, {inp.max}]")
+        if inp.step is not None and inp.step <= 0:
+            fail(f"input {inp.name!r}: step must be > 0")
+    elif w is Widget.STRING:
+        if not isinstance(inp.default, str):
+            fail(f"input {inp.name!r}: default must be a string")
+    elif w is Widget.BOOL:
+        if not isinstance(inp.default, bool):
+            fail(f"input {inp.name!r}: default must be a bool")
+    elif w is Widget.COMBO:
+        if inp.choices is None:
+            fail(f"input {inp.name!r}: a COMBO needs choices")
+        if not callable(inp.choices):
+            choices = list(inp.choices)
+            if not choices and inp.default is None:
+                fail(f"input {inp.name!r}: a COMBO needs at least one choice")
+            if inp.default is not None and inp.default not in choices:
+                fail(f"input {inp.name!r}: default {inp.default!r} is not one of {choices}")
+
+
+def _check_signature(spec: NodeSpec, fail: Callable[[str], None]) -> None:
+    try:
+        sig = inspect.signature(spec.fn)
+    except (TypeError, ValueError):
+        return  # builtins / C callables: cannot check, accept
+    params = list(sig.parameters.values())
+    if not params or params[0].kind not in (params[0].POSITIONAL_ONLY, params[0].POSITIONAL_OR_KEYWORD):
+        fail("fn must take the run context as its first positional parameter: fn(ctx, **inputs)")
+    rest = params[1:]
+    has_var_kw = any(p.kind is p.VAR_KEYWORD for p in rest)
+    names = {p.name for p in rest if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    declared = {i.name for i in spec.inputs}
+    if not has_var_kw:
+        missing = sorted(declared - names)
+        if missing:
+            fail(f"fn does not accept declared input(s) {missing}")
+    for p in rest:
+        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.default is p.empty and p.name not in declared:
+            fail(f"fn requires parameter {p.name!r} which is not a declared input")
+        if p.name in declared and p.default is p.empty and spec.input(p.name).optional:  # type: ignore[union-attr]
+            fail(f"optional input {p.name!r} needs a default value in fn (it may be absent)")
+
+
+def node(
+    type_id: str,
+    *,
+    inputs: Sequence[Input] = (),
+    outputs: Sequence[Output] = (),
+    version: int = 1,
+    category: str = "misc",
+    display_name: str = "",
+    description: str = "",
+    output_node: bool = False,
+    deterministic: bool = True,
+    fingerprint: FingerprintFn | None = None,
+    cache_valid: CacheValidFn | None = None,
+) -> Callable[[NodeFn], NodeSpec]:
+    """Decorator turning ``fn(ctx, **inputs)`` into a checked :class:`NodeSpec`.
+
+    The description defaults to the function's docstring so the catalogue and
+    the GUI tooltip say why the node exists without extra bookkeeping.
+    """
+
+    def wrap(fn: NodeFn) -> NodeSpec:
+        spec = NodeSpec(
+            type_id=type_id,
+            fn=fn,
+            inputs=tuple(inputs),
+            outputs=tuple(outputs),
+            version=version,
+            category=category,
+            display_name=display_name,
+            description=description or inspect.cleandoc(fn.__doc__ or ""),
+            output_node=output_node,
+            deterministic=deterministic,
+            fingerprint=fingerprint,
+            cache_valid=cache_valid,
+        )
+        check_spec(spec)
+        return spec
+
+    return wrap
+
+
+def coerce_value(inp: Input, value: Any) -> Any:
+    """Normalise a constant to the widget's type so that equal values hash equally
+    (``5`` and ``5.0`` for a FLOAT input).  Raises ``ValueError``/``TypeError``
+    with a readable message when the value cannot be that type."""
+    w = inp.widget
+    if w is None:
+        return value
+    if w in (Widget.INT, Widget.SEED):
+        if isinstance(value, bool):
+            raise TypeError(f"expected an integer, got {value!r}")
+        if isinstance(value, float):
+            if not value.is_integer():
+                raise ValueError(f"expected an integer, got {value!r}")
+            return int(value)
+        if isinstance(value, int):
+            return value
+        if isinstance(value, str):
+            return int(value.strip())
+        raise TypeError(f"expected an integer, got {type(value).__name__}")
+    if w is Widget.FLOAT:
+        if isinstance(value, bool):
+            raise TypeError(f"expected a number, got {value!r}")
+        if isinstance(value, (int, float)):
+            f = float(value)
+        elif isinstance(value, str):
+            f = float(value.strip())
+        else:
+            raise TypeError(f"expected a number, got {type(value).__name__}")
+        if not math.isfinite(f):
+            raise ValueError(f"expected a finite number, got {value!r}")
+        return f
+    if w is Widget.BOOL:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in ("true", "1", "yes", "on"):
+            return True
+        if isinstance(value, str) and value.strip().lower() in ("false", "0", "no", "off"):
+            return False
+        if isinstance(value, int) and value in (0, 1):
+            return bool(value)
+        raise TypeError(f"expected true/false, got {value!r}")
+    if w in (Widget.STRING, Widget.COMBO):
+        if not isinstance(value, str):
+            raise TypeError(f"expected text, got {type(value).__name__}")
+        return value
+    return value
+

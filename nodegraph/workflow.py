@@ -1,0 +1,262 @@
+"""Workflow files: versioned JSON ⇄ :class:`~nodegraph.graph.Graph`.
+
+Format (version 1)::
+
+    {
+      "format": "nodegraph.workflow",
+      "version": 1,
+      "meta": {"name": "...", "description": "..."},
+      "nodes": {
+        "sampler": {"type": "diffusion.sampler", "values": {"seed": 5, "steps": 10},
+                    "mode": "normal", "title": "KSampler",
+                    "ui": {"pos": [400, 120], "size": [260, 300], "collapsed": false}}
+      },
+      "links": [{"from": ["ckpt", "MODEL"], "to": ["sampler", "model"]}],
+      "groups": [{"id": "g1", "title": "Load", "bounds": [0, 0, 500, 300], "color": "#335"}]
+    }
+
+Design choices and why:
+
+* values are keyed by input name, never by position, so adding an input to a
+  node type never shifts the meaning of old files;
+* execution semantics (``type``/``values``/``mode``/``links``) and layout
+  (``ui``/``groups``/``meta``) live side by side but separately: a file loads
+  headless with no Qt, and layout never changes what runs;
+* every object keeps fields this version does not understand and writes them
+  back unchanged, so files from newer versions or plugins survive a round trip;
+* ``version`` drives a chain of migrations; version 0 is the compact
+  hand-writing form ``{"nodes": {id: {"type": T, "inputs": {name: value |
+  [src_id, output]}}}}``, upgraded on load;
+* loading never executes anything: it is ``json.loads`` plus structural checks.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .errors import WorkflowFileError
+from .fileio import atomic_write_text
+from .graph import MODES, Graph, Link
+
+FORMAT = "nodegraph.workflow"
+CURRENT_VERSION = 1
+
+_NODE_KEYS = {"type", "values", "mode", "title", "ui"}
+_LINK_KEYS = {"from", "to"}
+_GROUP_KEYS = {"id", "title", "bounds", "color"}
+_TOP_KEYS = {"format", "version", "meta", "nodes", "links", "groups"}
+
+
+# -- migrations ----------------------------------------------------------------------------
+
+
+def _v0_to_v1(doc: dict[str, Any]) -> dict[str, Any]:
+    """Compact form (links inline as ``[src, output]``) → version 1."""
+    nodes_in = doc.get("nodes")
+    if not isinstance(nodes_in, dict):
+        raise WorkflowFileError("'nodes' must be an object mapping node ids to nodes")
+    nodes: dict[str, Any] = {}
+    links: list[dict[str, Any]] = list(doc.get("links", []))
+    for nid, n in nodes_in.items():
+        if not isinstance(n, dict):
+            raise WorkflowFileError(f"node {nid!r} must be an object")
+        n = dict(n)
+        inputs = n.pop("inputs", {}) or {}
+        if not isinstance(inputs, dict):
+            raise WorkflowFileError(f"node {nid!r}: 'inputs' must be an object")
+        values = dict(n.pop("values", {}) or {})
+        for name, v in inputs.items():
+            if (isinstance(v, list) and len(v) == 2 and isinstance(v[0], (str, int))
+                    and isinstance(v[1], (str, int))):
+                links.append({"from": [str(v[0]), v[1]], "to": [str(nid), name]})
+            else:
+                values[name] = v
+        n["values"] = values
+        nodes[str(nid)] = n
+    out = {k: v for k, v in doc.items() if k not in ("nodes", "links")}
+    out.update(format=FORMAT, version=1, nodes=nodes, links=links)
+    return out
+
+
+MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {0: _v0_to_v1}
+"""``MIGRATIONS[n]`` upgrades a version-``n`` document to version ``n + 1``."""
+
+
+def migrate(doc: dict[str, Any]) -> dict[str, Any]:
+    """Upgrade a parsed document to :data:`CURRENT_VERSION`."""
+    if not isinstance(doc, dict):
+        raise WorkflowFileError("a workflow must be a JSON object")
+    if "format" in doc and doc["format"] != FORMAT:
+        raise WorkflowFileError(
+            f"not a nodegraph workflow (format {doc['format']!r}); ComfyUI files need the importer"
+        )
+    version = doc.get("version", 0 if "format" not in doc else None)
+    if not isinstance(version, int) or isinstance(version, bool) or version < 0:
+        raise WorkflowFileError(f"'version' must be a non-negative integer, got {version!r}")
+    if version > CURRENT_VERSION:
+        raise WorkflowFileError(
+            f"written by a newer nodegraph (format version {version}); this one reads up to "
+            f"version {CURRENT_VERSION} — upgrade nodegraph to open it"
+        )
+    while version < CURRENT_VERSION:
+        doc = MIGRATIONS[version](doc)
+        version += 1
+        doc["version"] = version
+    return doc
+
+
+# -- document ⇄ graph -----------------------------------------------------------------------
+
+
+def from_dict(doc: dict[str, Any]) -> Graph:
+    """Build a graph from a parsed workflow document (any supported version)."""
+    doc = migrate(doc)
+    g = Graph()
+    nodes = doc.get("nodes", {})
+    if not isinstance(nodes, dict):
+        raise WorkflowFileError("'nodes' must be an object mapping node ids to nodes")
+    for nid, n in nodes.items():
+        if not isinstance(n, dict):
+            raise WorkflowFileError(f"node {nid!r} must be an object")
+        t = n.get("type")
+        if not isinstance(t, str) or not t:
+            raise WorkflowFileError(f"node {nid!r} has no 'type'")
+        values = n.get("values", {})
+        if not isinstance(values, dict):
+            raise WorkflowFileError(f"node {nid!r}: 'values' must be an object keyed by input name")
+        mode = n.get("mode", "normal")
+        if mode not in MODES:
+            raise WorkflowFileError(f"node {nid!r}: 'mode' must be one of {list(MODES)}, not {mode!r}")
+        title = n.get("title")
+        if title is not None and not isinstance(title, str):
+            raise WorkflowFileError(f"node {nid!r}: 'title' must be text")
+        ui = n.get("ui", {})
+        if not isinstance(ui, dict):
+            raise WorkflowFileError(f"node {nid!r}: 'ui' must be an object")
+        extra = {k: v for k, v in n.items() if k not in _NODE_KEYS}
+        g.add_node(t, values, id=str(nid), mode=mode, title=title, ui=ui, extra=extra)
+
+    links = doc.get("links", [])
+    if not isinstance(links, list):
+        raise WorkflowFileError("'links' must be a list")
+    dangling: list[Link] = []
+    for i, lk in enumerate(links):
+        try:
+            (src, out), (dst, inp) = lk["from"], lk["to"]
+        except (TypeError, KeyError, ValueError):
+            raise WorkflowFileError(
+                f"link #{i} must look like {{'from': [node_id, output], 'to': [node_id, input]}}"
+            ) from None
+        src, dst, out, inp = str(src), str(dst), str(out), str(inp)
+        extra = {k: v for k, v in lk.items() if k not in _LINK_KEYS}
+        if src not in g.nodes or dst not in g.nodes:
+            # Keep it: the validator reports it, and saving writes it back untouched.
+            dangling.append(Link(src, out, dst, inp, extra))
+            continue
+        if g.link_into(dst, inp) is not None:
+            raise WorkflowFileError(f"node {dst!r}: input {inp!r} is fed by more than one link")
+        g.connect(src, out, dst, inp, extra=extra)
+    g.dangling_links = dangling
+
+    groups = doc.get("groups", [])
+    if not isinstance(groups, list):
+        raise WorkflowFileError("'groups' must be a list")
+    for i, gr in enumerate(groups):
+        if not isinstance(gr, dict):
+            raise WorkflowFileError(f"group #{i} must be an object")
+        bounds = gr.get("bounds", [0, 0, 400, 300])
+        if not (isinstance(bounds, list) and len(bounds) == 4 and all(isinstance(b, (int, float)) for b in bounds)):
+            raise WorkflowFileError(f"group #{i}: 'bounds' must be [x, y, width, height]")
+        g.add_group(str(gr.get("title", "Group")), tuple(bounds), gr.get("color"),
+                    id=str(gr["id"]) if "id" in gr else None,
+                    extra={k: v for k, v in gr.items() if k not in _GROUP_KEYS})
+
+    meta = doc.get("meta", {})
+    if not isinstance(meta, dict):
+        raise WorkflowFileError("'meta' must be an object")
+    g.meta.update(meta)
+    g.extra = {k: v for k, v in doc.items() if k not in _TOP_KEYS}
+    return g
+
+
+def to_dict(graph: Graph) -> dict[str, Any]:
+    """Serialise a graph to a version-1 document (unknown fields written back)."""
+    nodes: dict[str, Any] = {}
+    for n in graph:
+        d: dict[str, Any] = {"type": n.type, "values": dict(n.values)}
+        if n.mode != "normal":
+            d["mode"] = n.mode
+        if n.title is not None:
+            d["title"] = n.title
+        if n.ui:
+            d["ui"] = dict(n.ui)
+        for k, v in n.extra.items():
+            d.setdefault(k, v)
+        nodes[n.id] = d
+    links = []
+    for lk in graph.links + graph.dangling_links:
+        d = {"from": [lk.src, lk.src_output], "to": [lk.dst, lk.dst_input]}
+        for k, v in lk.extra.items():
+            d.setdefault(k, v)
+        links.append(d)
+    groups = []
+    for gr in graph.groups.values():
+        d = {"id": gr.id, "title": gr.title, "bounds": list(gr.bounds)}
+        if gr.color is not None:
+            d["color"] = gr.color
+        for k, v in gr.extra.items():
+            d.setdefault(k, v)
+        groups.append(d)
+    meta = dict(graph.meta)
+    doc: dict[str, Any] = {"format": FORMAT, "version": CURRENT_VERSION}
+    if meta:
+        doc["meta"] = meta
+    doc["nodes"] = nodes
+    doc["links"] = links
+    if groups:
+        doc["groups"] = groups
+    for k, v in graph.extra.items():
+        doc.setdefault(k, v)
+    return doc
+
+
+def loads(text: str, *, source: str | None = None) -> Graph:
+    """Parse workflow JSON text.  Errors name the file and the problem."""
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise WorkflowFileError(f"not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})",
+                                source) from None
+    except RecursionError:
+        raise WorkflowFileError("JSON nested too deeply", source) from None
+    try:
+        return from_dict(doc)
+    except WorkflowFileError as exc:
+        if source and exc.path is None:
+            raise WorkflowFileError(str(exc), source) from None
+        raise
+
+
+def dumps(graph: Graph) -> str:
+    return json.dumps(to_dict(graph), indent=2, ensure_ascii=False) + "\n"
+
+
+def load(path: str | os.PathLike[str]) -> Graph:
+    """Read a workflow file (``.json``; PNGs are handled by the image pack's reader)."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise WorkflowFileError("file not found", str(p)) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise WorkflowFileError(f"cannot read: {exc}", str(p)) from None
+    return loads(text, source=str(p))
+
+
+def save(graph: Graph, path: str | os.PathLike[str]) -> Path:
+    """Write atomically (temp file + fsync + rename): a crash never truncates the file."""
+    return atomic_write_text(path, dumps(graph))
