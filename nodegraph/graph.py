@@ -14,9 +14,12 @@ stack drives these methods, and redraws from the notifications).
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, Literal
+
+_EMPTY: dict[str, Link] = {}  # shared empty mapping for nodes with no inputs (never mutated)
 
 Mode = Literal["normal", "bypass", "mute"]
 MODES: tuple[str, ...] = ("normal", "bypass", "mute")
@@ -260,6 +263,10 @@ class Graph:
     def links_into(self, dst: str) -> dict[str, Link]:
         return dict(self._in.get(dst, {}))
 
+    def inputs_view(self, dst: str) -> Mapping[str, Link]:
+        """Read-only live view of the links into ``dst`` (no copy; for hot paths)."""
+        return MappingProxyType(self._in.get(dst, _EMPTY))
+
     def links_from(self, src: str) -> list[Link]:
         return sorted(self._out.get(src, ()), key=lambda lk: (lk.dst, lk.dst_input))
 
@@ -306,7 +313,12 @@ class Graph:
         """Deep copy without listeners (the executor plans from a snapshot so the
         editor can keep editing while a run is in progress)."""
         g = Graph()
-        g.nodes = copy.deepcopy(self.nodes)
+        # Per-node dict copies, not a full deepcopy: values are replaced, never
+        # mutated in place, and this keeps a 10,000-node snapshot in milliseconds.
+        g.nodes = {
+            nid: Node(n.id, n.type, dict(n.values), n.mode, n.title, dict(n.ui), dict(n.extra))
+            for nid, n in self.nodes.items()
+        }
         g._in = {dst: dict(ins) for dst, ins in self._in.items()}
         g._out = {src: set(outs) for src, outs in self._out.items()}
         g.groups = copy.deepcopy(self.groups)

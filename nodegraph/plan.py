@@ -88,7 +88,7 @@ def _resolve_source(graph: Graph, registry: Registry, link_src: Source) -> Sourc
         o = spec.output(out)
         if o is None:
             return None
-        links = graph.links_into(src)
+        links = graph.inputs_view(src)
         candidates = [i for i in spec.inputs if i.name in links]
         exact = [i for i in candidates if i.type == o.type]
         loose = [i for i in candidates if compatible(o.type, i.type) or compatible(i.type, o.type)]
@@ -147,8 +147,7 @@ def _check_node(graph: Graph, registry: Registry, node: Node, spec: NodeSpec,
     """Per-node checks; returns the effective sources and coerced constants."""
     sources: dict[str, Source] = {}
     constants: dict[str, Any] = {}
-    links = graph.links_into(node.id)
-    for name, lk in links.items():
+    for name, lk in graph.inputs_view(node.id).items():
         inp = spec.input(name)
         if inp is None:
             issues.append(_issue("unknown_input", node, f"a link feeds input {name!r}, which this node type "
@@ -290,7 +289,7 @@ def build_plan(
                 continue
             seen.add(nid)
             needed_order.append(nid)
-            for lk in graph.links_into(nid).values():
+            for lk in graph.inputs_view(nid).values():
                 resolved = _resolve_source(graph, registry, (lk.src, lk.src_output))
                 if resolved and resolved != _MUTED and resolved[0] in graph.nodes and resolved[0] not in seen:
                     stack.append(resolved[0])
@@ -406,7 +405,15 @@ def _topological(nodes: list[str], deps: Mapping[str, list[str]]) -> list[str]:
     return order
 
 
+_SCALARS = (str, int, float, bool, type(None))
+
+
 def _canonical(value: Any) -> bytes:
+    """Stable bytes for hashing.  Flat dicts of scalars (almost every node's
+    constants) take a fast path; ``repr`` distinguishes 1 from 1.0 and "1",
+    which is right because values are coerced to their declared type first."""
+    if type(value) is dict and all(type(v) in _SCALARS for v in value.values()):
+        return repr(sorted(value.items())).encode()
     return json.dumps(value, sort_keys=True, separators=(",", ":"), default=repr).encode()
 
 

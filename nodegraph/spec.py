@@ -88,8 +88,17 @@ class Input:
         """Current choices (calls the provider for dynamic lists)."""
         if self.choices is None:
             return []
-        values = self.choices() if callable(self.choices) else self.choices
-        return [str(v) for v in values]
+        if callable(self.choices):
+            return [str(v) for v in self.choices()]
+        return self._static_choices
+
+    @property
+    def _static_choices(self) -> list[str]:
+        cached = self.__dict__.get("_choices_cache")
+        if cached is None:
+            cached = [str(v) for v in self.choices]  # type: ignore[union-attr]
+            object.__setattr__(self, "_choices_cache", cached)
+        return cached
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"name": self.name, "type": self.type, "optional": self.optional}

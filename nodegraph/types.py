@@ -100,7 +100,7 @@ def compatible(output_type: str, input_type: str) -> bool:
     * nothing converts implicitly — an INT output does not feed a FLOAT input.
       Use a conversion node; silent numeric coercion hides mistakes.
     """
-    if output_type == ANY or input_type == ANY:
+    if output_type == input_type or output_type == ANY or input_type == ANY:
         return True
     accepted = split_union(input_type)
     return any(o in accepted or o == ANY for o in split_union(output_type))
