@@ -1,0 +1,286 @@
+"""Read checkpoint files and put their tensors into modules without copies.
+
+The loading recipe for every model in this package is:
+
+1. ``load_state_dict(path)``: ``.safetensors`` files are memory-mapped and
+   exposed as a lazy mapping, so a 7 GB all-in-one checkpoint costs nothing
+   until a component's tensors are actually used; pickled checkpoints
+   (``.ckpt/.pt/.pth/.bin``) go through ``torch.load(weights_only=True)``
+   only, which refuses to run code hidden in the pickle.
+2. ``strip_prefix(sd, "model.diffusion_model.")``: a lazy view, still no reads.
+3. infer the config from shapes, ``build_on_meta(cls, config)``: parameters
+   without storage, so the random init never allocates memory.
+4. ``assign_weights(module, sd, name=...)``: strict key check with an error
+   that lists what is missing / unexpected, then ``load_state_dict(...,
+   assign=True)`` which adopts the checkpoint tensors as the parameters.
+
+``compute_dtype`` is the dtype policy: float32 on CPU (half precision
+matmuls are many times slower there), the stored precision on accelerators.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import zipfile
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
+from typing import Any, TypeVar
+
+import torch
+from torch import nn
+
+PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
+_PREVIEW = 20  # how many key names an error message lists per category
+
+M = TypeVar("M", bound=nn.Module)
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file could not be read, or does not fit the module."""
+
+
+class LazySafetensors(MutableMapping[str, torch.Tensor]):
+    """Dict-like view of a ``.safetensors`` file that reads tensors on access.
+
+    Tensors come from the memory-mapped file, so ``sd[key]`` costs a header
+    lookup and the pages are only touched when used.  Writes and deletions
+    are kept in an overlay (the file is never modified), which lets callers
+    treat this like the plain dict they would get from ``load_file``.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        from safetensors import safe_open
+
+        self.path = os.fspath(path)
+        try:
+            self._handle = safe_open(self.path, framework="pt", device="cpu")
+            self._keys = list(self._handle.keys())
+            self.metadata: dict[str, str] = dict(self._handle.metadata() or {})
+        except Exception as exc:  # SafetensorError has no importable base worth naming
+            raise CheckpointError(
+                f"cannot read safetensors file {self.path!r} (truncated or corrupt?): {exc}"
+            ) from exc
+        self._overlay: dict[str, torch.Tensor] = {}
+        self._deleted: set[str] = set()
+
+    def __getitem__(self, key: str) -> torch.Tensor:
+        if key in self._overlay:
+            return self._overlay[key]
+        if key in self._deleted or key not in self._handle_keys:
+            raise KeyError(key)
+        try:
+            return self._handle.get_tensor(key)
+        except Exception as exc:
+            raise CheckpointError(f"cannot read tensor {key!r} from {self.path!r}: {exc}") from exc
+
+    @property
+    def _handle_keys(self) -> set[str]:
+        if not hasattr(self, "_key_set"):
+            self._key_set = set(self._keys)
+        return self._key_set
+
+    def __setitem__(self, key: str, value: torch.Tensor) -> None:
+        self._deleted.discard(key)
+        self._overlay[key] = value
+
+    def __delitem__(self, key: str) -> None:
+        if key not in self:
+            raise KeyError(key)
+        self._overlay.pop(key, None)
+        if key in self._handle_keys:
+            self._deleted.add(key)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._overlay or (key in self._handle_keys and key not in self._deleted)
+
+    def __iter__(self) -> Iterator[str]:
+        yield from (k for k in self._keys if k not in self._deleted and k not in self._overlay)
+        yield from self._overlay
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+    def __repr__(self) -> str:
+        return f"LazySafetensors({self.path!r}, {len(self)} tensors)"
+
+
+class PrefixView(Mapping[str, Any]):
+    """Read-only view of the keys of ``base`` under ``prefix``, with it removed."""
+
+    def __init__(self, base: Mapping[str, Any], prefix: str) -> None:
+        self._base = base
+        self._prefix = prefix
+        self._keys = [k[len(prefix) :] for k in base if k.startswith(prefix)]
+        self.metadata = getattr(base, "metadata", {})
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in self._key_set:
+            raise KeyError(key)
+        return self._base[self._prefix + key]
+
+    @property
+    def _key_set(self) -> set[str]:
+        if not hasattr(self, "_ks"):
+            self._ks = set(self._keys)
+        return self._ks
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._key_set
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._keys)
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+
+def _load_pickle(path: str) -> dict[str, torch.Tensor]:
+    """``torch.load`` restricted to tensors and plain containers."""
+    try:
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as exc:
+            # mmap needs the zip-based format (torch >= 1.6 files); legacy
+            # pickles are read into memory instead.
+            if "mmap" not in str(exc).lower():
+                raise
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "weights only" not in str(exc).lower():  # a damaged pickle stream, not a refused object
+            raise CheckpointError(f"cannot read checkpoint {path!r} (truncated or corrupt?): {exc}") from exc
+        raise CheckpointError(
+            f"refusing to load {path!r}: it contains Python objects other than tensors, and "
+            f"unpickling them could run arbitrary code (torch.load weights_only=True said: {exc})"
+        ) from exc
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
+        raise CheckpointError(f"cannot read checkpoint {path!r} (truncated or corrupt?): {exc}") from exc
+    if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
+        obj = obj["state_dict"]
+    if not isinstance(obj, Mapping):
+        raise CheckpointError(f"{path!r} does not hold a state dict (found {type(obj).__name__})")
+    tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    if not tensors:
+        raise CheckpointError(f"{path!r} holds no tensors")
+    return tensors
+
+
+def load_state_dict(path: str | os.PathLike[str]) -> tuple[MutableMapping[str, torch.Tensor], dict[str, str]]:
+    """Open a checkpoint and return ``(state_dict, metadata)``.
+
+    ``.safetensors`` -> a ``LazySafetensors`` (memory-mapped, read on
+    access) and the file's string metadata; pickle formats -> a plain dict
+    (unwrapped from a ``state_dict`` key) and ``{}``.  Errors name the file.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise CheckpointError(f"checkpoint not found: {path!r}")
+    suffix = os.path.splitext(path)[1].lower()
+    if suffix == ".safetensors":
+        sd = LazySafetensors(path)
+        return sd, sd.metadata
+    if suffix in PICKLE_SUFFIXES:
+        return _load_pickle(path), {}
+    raise CheckpointError(f"unsupported checkpoint type {suffix!r} for {path!r}")
+
+
+def strip_prefix(state_dict: Mapping[str, Any], prefix: str) -> Mapping[str, Any]:
+    """Keys under ``prefix`` with the prefix removed (a lazy view; reads nothing)."""
+    return PrefixView(state_dict, prefix)
+
+
+def has_prefix(state_dict: Mapping[str, Any], prefix: str) -> bool:
+    return any(k.startswith(prefix) for k in state_dict)
+
+
+def build_on_meta(factory: Callable[..., M], *args: Any, **kwargs: Any) -> M:
+    """Construct a module on the meta device: shapes only, no memory, no init cost."""
+    with torch.device("meta"):
+        return factory(*args, **kwargs)
+
+
+def _preview(names: list[str]) -> str:
+    shown = ", ".join(names[:_PREVIEW])
+    more = len(names) - _PREVIEW
+    return shown + (f", ... ({more} more)" if more > 0 else "")
+
+
+def compute_dtype(device: torch.device | str, stored_dtype: torch.dtype) -> torch.dtype:
+    """The dtype to run a model in, given where it runs and how it was stored.
+
+    CPU: always float32 (CPU half/bfloat16 kernels are far slower and fp16
+    GEMMs may not even exist).  CUDA/MPS: the stored precision, except that
+    float8 storage is upcast (bf16 on CUDA, fp16 on MPS) because there are
+    no general float8 kernels, and non-float storage falls back to fp32.
+    """
+    device = torch.device(device)
+    if device.type == "cpu":
+        return torch.float32
+    if stored_dtype in (torch.float16, torch.bfloat16, torch.float32):
+        if device.type == "mps" and stored_dtype == torch.bfloat16:
+            return torch.float16
+        return stored_dtype
+    if stored_dtype.is_floating_point and stored_dtype.itemsize == 1:
+        return torch.bfloat16 if device.type == "cuda" else torch.float16
+    return torch.float32
+
+
+def stored_dtype(state_dict: Mapping[str, Any]) -> torch.dtype:
+    """Most common floating dtype among the tensors (the checkpoint's precision)."""
+    counts: dict[torch.dtype, int] = {}
+    for key in state_dict:
+        t = state_dict[key]
+        if t.dtype.is_floating_point:
+            counts[t.dtype] = counts.get(t.dtype, 0) + t.numel()
+    return max(counts, key=lambda d: counts[d]) if counts else torch.float32
+
+
+def assign_weights(
+    module: nn.Module,
+    state_dict: Mapping[str, torch.Tensor],
+    *,
+    name: str,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype | None = None,
+) -> nn.Module:
+    """Adopt ``state_dict`` as ``module``'s parameters (strict; ``assign=True``).
+
+    Floating tensors are converted to ``dtype`` (if given) and moved to
+    ``device``; tensors that already match are used as they are, so fp32
+    weights memory-mapped from a safetensors file are not copied.
+    Non-persistent buffers (which no checkpoint holds) are rebuilt by any
+    submodule that defines ``reset_nonpersistent_buffers(device)``.  The
+    module is returned in eval mode with gradients off.
+    """
+    expected = module.state_dict()
+    missing = sorted(set(expected) - set(state_dict.keys()))
+    unexpected = sorted(set(state_dict.keys()) - set(expected))
+    if missing or unexpected:
+        lines = [f"{name}: checkpoint does not match the model"]
+        if missing:
+            lines.append(f"  missing keys ({len(missing)}): {_preview(missing)}")
+        if unexpected:
+            lines.append(f"  unexpected keys ({len(unexpected)}): {_preview(unexpected)}")
+        raise CheckpointError("\n".join(lines))
+    converted: dict[str, torch.Tensor] = {}
+    mismatched = []
+    for key, ref in expected.items():
+        t = state_dict[key]
+        if tuple(t.shape) != tuple(ref.shape):
+            mismatched.append(f"{key}: checkpoint {tuple(t.shape)} vs model {tuple(ref.shape)}")
+            continue
+        target = dtype if (dtype is not None and t.dtype.is_floating_point) else t.dtype
+        converted[key] = t.to(device=device, dtype=target)
+    if mismatched:
+        raise CheckpointError(f"{name}: shape mismatch for {len(mismatched)} tensors: {_preview(mismatched)}")
+    module.load_state_dict(converted, strict=True, assign=True)
+    device = torch.device(device)
+    for sub in module.modules():
+        reset = getattr(sub, "reset_nonpersistent_buffers", None)
+        if callable(reset):
+            reset(device)
+    leftover = [n for n, t in [*module.named_parameters(), *module.named_buffers()] if t.is_meta]
+    if leftover:
+        raise CheckpointError(f"{name}: tensors still on the meta device after loading: {_preview(leftover)}")
+    module.eval()
+    module.requires_grad_(False)
+    return module
