@@ -42,9 +42,11 @@ def _parser() -> argparse.ArgumentParser:
     val.add_argument("--set", dest="overrides", action="append", default=[], metavar="NODE.INPUT=VALUE")
     val.add_argument("--all", action="store_true", help="check every node, not only those outputs need")
     val.add_argument("--json", action="store_true", help="print problems as JSON")
+    val.add_argument("--models-dir", help="root of the models/ folders")
 
     nodes = sub.add_parser("nodes", help="list the node catalogue")
     nodes.add_argument("--json", action="store_true", help="full specs as JSON")
+    nodes.add_argument("--models-dir", help="root of the models/ folders (fills file choices)")
     return p
 
 
@@ -101,7 +103,8 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     graph = _load(args, registry)
     if graph is None:
         return EXIT_INVALID
-    issues = validate(graph, registry, scope="all" if args.all else "needed")  # type: ignore[arg-type]
+    issues = validate(graph, registry, scope="all" if args.all else "needed",  # type: ignore[arg-type]
+                      settings=_settings(args))
     if args.json:
         print(json.dumps({"valid": not issues, "problems": [i.to_dict() for i in issues]}, indent=2))
     elif issues:
@@ -116,7 +119,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 def _cmd_nodes(args: argparse.Namespace) -> int:
     registry = _registry()
     if args.json:
-        print(json.dumps(registry.catalogue(), indent=2))  # type: ignore[attr-defined]
+        print(json.dumps(registry.catalogue(_settings(args)), indent=2))  # type: ignore[attr-defined]
         return EXIT_OK
     for category, specs in registry.categories().items():  # type: ignore[attr-defined]
         print(category)

@@ -147,7 +147,7 @@ class Executor:
         self._listeners.append(listener)
 
     def plan(self, graph: Graph, outputs: Sequence[str] | None = None) -> Plan:
-        return build_plan(graph, self.registry, outputs)
+        return build_plan(graph, self.registry, outputs, settings=self.settings)
 
     def run(
         self,
@@ -168,7 +168,8 @@ class Executor:
         with self._lock:
             snapshot = graph.copy()  # the editor may keep editing while we run
             out_dir = Path(output_dir) if output_dir is not None else self.output_dir
-            plan = build_plan(snapshot, self.registry, outputs, output_dir=str(out_dir.resolve()))
+            plan = build_plan(snapshot, self.registry, outputs, output_dir=str(out_dir.resolve()),
+                              settings=self.settings)
             return self._run_plan(snapshot, plan, on_event, cancel or CancelToken(), out_dir)
 
     # -- internals -----------------------------------------------------------------------

@@ -31,7 +31,7 @@ from typing import Any
 from .errors import NodeInputError, ValidationIssue, WorkflowInvalid
 from .graph import Graph, Node
 from .registry import Registry
-from .spec import NodeSpec, Widget, coerce_value
+from .spec import NodeSpec, Widget, call_with_settings, coerce_value
 from .types import compatible
 
 Source = tuple[str, str]  # (node id, output name)
@@ -103,7 +103,8 @@ def _issue(kind: str, node: Node | None, message: str, fix: str, input: str | No
     return ValidationIssue(kind, message, fix, node.id if node else None, node.type if node else None, input)
 
 
-def _check_constant(node: Node, spec: NodeSpec, name: str, issues: list[ValidationIssue]) -> tuple[bool, Any]:
+def _check_constant(node: Node, spec: NodeSpec, name: str, issues: list[ValidationIssue],
+                    settings: Mapping[str, Any] | None = None) -> tuple[bool, Any]:
     """Validate and coerce one constant input; returns (present, value)."""
     inp = spec.input(name)
     assert inp is not None
@@ -129,7 +130,7 @@ def _check_constant(node: Node, spec: NodeSpec, name: str, issues: list[Validati
             return False, None
     elif inp.widget is Widget.COMBO:
         try:
-            choices = inp.choice_list()
+            choices = inp.choice_list(settings)
         except Exception as exc:
             issues.append(_issue("bad_value", node, f"cannot list choices: {exc}",
                                  "check the node pack's configuration", name))
@@ -143,8 +144,15 @@ def _check_constant(node: Node, spec: NodeSpec, name: str, issues: list[Validati
 
 
 def _check_node(graph: Graph, registry: Registry, node: Node, spec: NodeSpec,
-                issues: list[ValidationIssue]) -> tuple[dict[str, Source], dict[str, Any]]:
-    """Per-node checks; returns the effective sources and coerced constants."""
+                issues: list[ValidationIssue], settings: Mapping[str, Any] | None,
+                dangling_into: frozenset[tuple[str, str]] = frozenset(),
+                ) -> tuple[dict[str, Source], dict[str, Any]]:
+    """Per-node checks; returns the effective sources and coerced constants.
+
+    Only this node's own issues (``issues[first:]``) and the dangling links into
+    it are consulted to avoid double-blaming an input: scanning every issue so
+    far would make validating a graph with many errors O(N^2)."""
+    first = len(issues)
     sources: dict[str, Source] = {}
     constants: dict[str, Any] = {}
     for name, lk in graph.inputs_view(node.id).items():
@@ -183,10 +191,11 @@ def _check_node(graph: Graph, registry: Registry, node: Node, spec: NodeSpec,
         if inp.name in sources:
             continue
         if inp.has_widget:
-            present, value = _check_constant(node, spec, inp.name, issues)
+            present, value = _check_constant(node, spec, inp.name, issues, settings)
             if present:
                 constants[inp.name] = value
-        elif not inp.optional and not any(i.input == inp.name and i.node_id == node.id for i in issues):
+        elif (not inp.optional and (node.id, inp.name) not in dangling_into
+              and not any(i.input == inp.name for i in issues[first:])):
             issues.append(_issue("missing_input", node, f"required input of type {inp.type} is not connected",
                                  f"link an output of type {inp.type} to {inp.name!r}", inp.name))
     return sources, constants
@@ -250,6 +259,7 @@ def build_plan(
     scope: str = "needed",
     run_nonce: str | None = None,
     output_dir: str | None = None,
+    settings: Mapping[str, Any] | None = None,
 ) -> Plan:
     """Validate and plan; raises :class:`WorkflowInvalid` listing *every* problem.
 
@@ -257,6 +267,7 @@ def build_plan(
     needs); ``scope="all"`` checks every node (what an editor shows).
     """
     issues: list[ValidationIssue] = []
+    dangling_into = frozenset((lk.dst, lk.dst_input) for lk in graph.dangling_links)
     for lk in graph.dangling_links:
         missing = lk.src if lk.src not in graph.nodes else lk.dst
         dst = graph.nodes.get(lk.dst)
@@ -306,7 +317,7 @@ def build_plan(
                                  "install the node pack that provides it, or delete the node"))
             continue
         specs[nid] = spec
-        sources[nid], constants[nid] = _check_node(graph, registry, node, spec, issues)
+        sources[nid], constants[nid] = _check_node(graph, registry, node, spec, issues, settings, dangling_into)
 
     # 3. Topological order (Kahn) over the checked nodes; leftovers are cycles.
     deps: dict[str, list[str]] = {
@@ -328,7 +339,7 @@ def build_plan(
             spec = specs[nid]
             if spec.fingerprint is not None:
                 try:
-                    fingerprints[nid] = spec.fingerprint(constants[nid])
+                    fingerprints[nid] = call_with_settings(spec.fingerprint, settings, constants[nid])
                 except NodeInputError as exc:
                     issues.append(_issue("bad_value", graph.nodes[nid], exc.message, exc.fix or "fix the value",
                                          exc.input))
@@ -349,7 +360,7 @@ def build_plan(
                 assert inp is not None
                 del sources[nid][name]
                 if inp.has_widget:
-                    present, value = _check_constant(graph.nodes[nid], spec, name, [])
+                    present, value = _check_constant(graph.nodes[nid], spec, name, [], settings)
                     if present:
                         constants[nid][name] = value
                         continue
@@ -360,7 +371,7 @@ def build_plan(
             plan.order.append(nid)
     for t in plan.targets:
         if graph.nodes[t].mode != "normal":
-            plan.skipped.setdefault(t, f"node is {graph.nodes[t].mode}d")
+            plan.skipped.setdefault(t, "node is " + {"bypass": "bypassed", "mute": "muted"}[graph.nodes[t].mode])
 
     # 6. Cache keys and reader counts, one pass in topological order.
     nonce = run_nonce or uuid.uuid4().hex
@@ -418,10 +429,10 @@ def _canonical(value: Any) -> bytes:
 
 
 def validate(graph: Graph, registry: Registry, targets: Sequence[str] | None = None,
-             *, scope: str = "needed") -> list[ValidationIssue]:
+             *, scope: str = "needed", settings: Mapping[str, Any] | None = None) -> list[ValidationIssue]:
     """All problems that would stop a run (empty list = runnable)."""
     try:
-        build_plan(graph, registry, targets, scope=scope)
+        build_plan(graph, registry, targets, scope=scope, settings=settings)
     except WorkflowInvalid as exc:
         return exc.issues
     return []

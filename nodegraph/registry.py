@@ -11,9 +11,10 @@ third-party packs plug in).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import replace
 from importlib.metadata import entry_points
+from typing import Any
 
 from .errors import SpecError
 from .spec import NodeSpec, check_spec
@@ -51,9 +52,15 @@ class Registry:
         return spec
 
     def add_pack(self, name: str, specs: Iterable[NodeSpec]) -> None:
-        """Register every spec of a pack under ``name``."""
-        for spec in specs:
-            self.add(spec, pack=name)
+        """Register every spec of a pack under ``name`` -- all or nothing, so a pack that
+        fails half-way (recorded in ``pack_errors``) leaves no half-registered nodes behind."""
+        before = dict(self._specs)
+        try:
+            for spec in specs:
+                self.add(spec, pack=name)
+        except BaseException:
+            self._specs = before
+            raise
 
     def load_pack(self, register: PackRegisterFn) -> None:
         register(self)
@@ -101,6 +108,6 @@ class Registry:
             out.setdefault(spec.category, []).append(spec)
         return out
 
-    def catalogue(self) -> list[dict]:
+    def catalogue(self, settings: Mapping[str, Any] | None = None) -> list[dict]:
         """Full JSON-able specs of every node (``nodegraph nodes --json``)."""
-        return [spec.to_dict() for spec in self]
+        return [spec.to_dict(settings) for spec in self]

@@ -84,12 +84,14 @@ class Input:
     def has_widget(self) -> bool:
         return self.widget is not None
 
-    def choice_list(self) -> list[str]:
-        """Current choices (calls the provider for dynamic lists)."""
+    def choice_list(self, settings: Mapping[str, Any] | None = None) -> list[str]:
+        """Current choices.  A dynamic provider is called with the run's settings
+        when it takes an argument (e.g. "checkpoints under the configured models
+        folder"), so choices follow ``--models-dir`` without global state."""
         if self.choices is None:
             return []
         if callable(self.choices):
-            return [str(v) for v in self.choices()]
+            return [str(v) for v in call_with_settings(self.choices, settings)]
         return self._static_choices
 
     @property
@@ -100,7 +102,7 @@ class Input:
             object.__setattr__(self, "_choices_cache", cached)
         return cached
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, settings: Mapping[str, Any] | None = None) -> dict[str, Any]:
         d: dict[str, Any] = {"name": self.name, "type": self.type, "optional": self.optional}
         if self.widget is not None:
             d["widget"] = self.widget.value
@@ -111,7 +113,7 @@ class Input:
                 d[key] = value
         if self.choices is not None:
             try:
-                d["choices"] = self.choice_list()
+                d["choices"] = self.choice_list(settings)
             except Exception as exc:  # a broken provider must not break the catalogue
                 d["choices"] = []
                 d["choices_error"] = str(exc)
@@ -138,16 +140,23 @@ class Output:
 
 
 # --- convenience constructors -------------------------------------------------------------
+# Defaults are passed through unconverted (ints are widened to float for FLOAT only):
+# ``Int("steps", 2.7)`` must be rejected by :func:`check_spec`, naming the node, not
+# silently become 2 -- and ``Int("steps", "abc")`` must not raise an anonymous ValueError.
+
+
+def _as_float(value: Any) -> Any:
+    return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
 
 def Int(name: str, default: int = 0, *, min: int | None = None, max: int | None = None,
         step: int = 1, optional: bool = False, tooltip: str = "") -> Input:
-    return Input(name, "INT", Widget.INT, int(default), min, max, step, optional=optional, tooltip=tooltip)
+    return Input(name, "INT", Widget.INT, default, min, max, step, optional=optional, tooltip=tooltip)
 
 
 def Float(name: str, default: float = 0.0, *, min: float | None = None, max: float | None = None,
           step: float = 0.01, optional: bool = False, tooltip: str = "") -> Input:
-    return Input(name, "FLOAT", Widget.FLOAT, float(default), min, max, step, optional=optional,
+    return Input(name, "FLOAT", Widget.FLOAT, _as_float(default), min, max, step, optional=optional,
                  tooltip=tooltip)
 
 
@@ -158,7 +167,7 @@ def String(name: str, default: str = "", *, multiline: bool = False, optional: b
 
 
 def Bool(name: str, default: bool = False, *, optional: bool = False, tooltip: str = "") -> Input:
-    return Input(name, "BOOLEAN", Widget.BOOL, bool(default), optional=optional, tooltip=tooltip)
+    return Input(name, "BOOLEAN", Widget.BOOL, default, optional=optional, tooltip=tooltip)
 
 
 def Combo(name: str, choices: Choices, default: str | None = None, *, optional: bool = False,
@@ -167,7 +176,7 @@ def Combo(name: str, choices: Choices, default: str | None = None, *, optional: 
 
 
 def Seed(name: str = "seed", default: int = 0, *, tooltip: str = "") -> Input:
-    return Input(name, "INT", Widget.SEED, int(default), 0, SEED_MAX, 1, tooltip=tooltip)
+    return Input(name, "INT", Widget.SEED, default, 0, SEED_MAX, 1, tooltip=tooltip)
 
 
 def In(name: str, type: str, *, optional: bool = False, tooltip: str = "") -> Input:
@@ -194,8 +203,10 @@ class NodeSpec:
       behaviour changes so stale cached results are not reused.
     * ``deterministic=False`` opts out of caching (the node and everything
       downstream re-run every time).
-    * ``fingerprint(values)`` returns extra data folded into the cache key,
-      for results that depend on the outside world (a file's size and mtime).
+    * ``fingerprint(values[, settings])`` returns extra data folded into the
+      cache key, for results that depend on the outside world (a file's size
+      and mtime).  It may raise ``NodeInputError`` (e.g. file not found), which
+      becomes a validation error on that input.
     * ``cache_valid(result)`` can reject a cached result (a saved file was
       deleted), forcing a re-run.
     * ``fn(ctx, **inputs)`` returns the single output, a tuple of outputs in
@@ -234,7 +245,7 @@ class NodeSpec:
     def output_names(self) -> list[str]:
         return [o.name for o in self.outputs]
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, settings: Mapping[str, Any] | None = None) -> dict[str, Any]:
         return {
             "type": self.type_id,
             "version": self.version,
@@ -245,7 +256,7 @@ class NodeSpec:
             "output_node": self.output_node,
             "deterministic": self.deterministic,
             "has_fingerprint": self.fingerprint is not None,
-            "inputs": [i.to_dict() for i in self.inputs],
+            "inputs": [i.to_dict(settings) for i in self.inputs],
             "outputs": [o.to_dict() for o in self.outputs],
         }
 
@@ -261,6 +272,30 @@ class NodeResult:
     outputs: Any = ()
     ui: dict[str, Any] = field(default_factory=dict)
     files: list[str] = field(default_factory=list)
+
+
+def _positional_arity(fn: Callable[..., Any]) -> int:
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return 1
+    if any(p.kind is p.VAR_POSITIONAL for p in params):
+        return 99
+    return sum(1 for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD))
+
+
+_ARITY: dict[Callable[..., Any], int] = {}
+
+
+def call_with_settings(fn: Callable[..., Any], settings: Mapping[str, Any] | None, *args: Any) -> Any:
+    """Call a spec hook with ``*args`` and, if it accepts one more positional
+    parameter, the run's settings.  Lets simple hooks ignore settings."""
+    arity = _ARITY.get(fn)
+    if arity is None:
+        arity = _ARITY[fn] = _positional_arity(fn)
+    if arity > len(args):
+        return fn(*args, settings or {})
+    return fn(*args)
 
 
 def check_spec(spec: NodeSpec, known_types: Callable[[str], bool] | None = None) -> None:

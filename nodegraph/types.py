@@ -70,7 +70,8 @@ class TypeTable:
     def __contains__(self, name: object) -> bool:
         if not isinstance(name, str):
             return False
-        return all(part in self._types for part in split_union(name))
+        parts = split_union(name)
+        return bool(parts) and all(part in self._types for part in parts)  # "" is not a type
 
     def get(self, name: str) -> PortType | None:
         return self._types.get(name)
