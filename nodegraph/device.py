@@ -20,8 +20,8 @@ class DeviceError(ValueError):
 
 def check_device_name(name: str) -> str:
     """Validate the syntax of ``auto|cpu|cuda|cuda:N|mps`` without importing torch."""
-    kind, _, index = name.partition(":")
-    if kind not in VALID_KINDS or (index and (kind != "cuda" or not index.isdigit())):
+    kind, sep, index = name.partition(":")
+    if kind not in VALID_KINDS or (sep and (kind != "cuda" or not index.isdigit())):
         raise DeviceError(f"unknown device {name!r}; use one of auto, cpu, cuda, cuda:N, mps")
     return name
 

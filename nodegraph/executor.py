@@ -67,6 +67,9 @@ class RunReport:
     outputs: list[str] = field(default_factory=list)
     ui: dict[str, dict[str, Any]] = field(default_factory=dict)
     error: ErrorInfo | None = None
+    # Output values of the requested target nodes ({node id: {output name: value}}),
+    # so Python callers can ask for any node's result, not only files.
+    results: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -147,7 +150,10 @@ class Executor:
         self._listeners.append(listener)
 
     def plan(self, graph: Graph, outputs: Sequence[str] | None = None) -> Plan:
-        return build_plan(graph, self.registry, outputs, settings=self.settings)
+        """The plan :meth:`run` would execute (same cache keys, so ``plan.keys[n] in executor.cache``
+        tells whether node ``n`` would come from the cache)."""
+        return build_plan(graph, self.registry, outputs, output_dir=str(self.output_dir.resolve()),
+                          settings=self.settings)
 
     def run(
         self,
@@ -222,6 +228,8 @@ class Executor:
                     if spec.deterministic:
                         self.cache.put(key, entry)
                 memo[key] = entry
+                if nid in plan.targets and spec.outputs:
+                    report.results[nid] = dict(zip(spec.output_names(), entry.outputs, strict=True))
                 seconds = time.perf_counter() - t0
                 report.nodes[nid] = NodeReport(spec.type_id, status, seconds)
                 if entry.files:

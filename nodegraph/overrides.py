@@ -30,10 +30,12 @@ def apply_overrides(graph: Graph, registry: Registry, overrides: Mapping[str, An
     """Set values in ``graph``.  Accepts ``{"node.input": value}`` or ``["node.input=value", ...]``.
 
     String values are converted by the input's widget type; other values are
-    checked the same way.  Every problem is collected and raised together.
+    checked the same way.  Every problem is collected and raised together, and
+    then nothing is applied (a half-applied sweep would run the wrong thing).
     """
     items: list[tuple[str, str, Any]] = []
     problems: list[str] = []
+    accepted: list[tuple[str, str, Any]] = []
     if isinstance(overrides, Mapping):
         for key, value in overrides.items():
             node_id, dot, name = str(key).rpartition(".")
@@ -68,6 +70,8 @@ def apply_overrides(graph: Graph, registry: Registry, overrides: Mapping[str, An
         except (TypeError, ValueError) as exc:
             problems.append(f"node {node_id!r} ({node.type}) input {name!r}: cannot use {value!r}: {exc}")
             continue
-        graph.set_value(node_id, name, coerced)
+        accepted.append((node_id, name, coerced))
     if problems:
         raise OverrideError("invalid override(s):\n" + "\n".join(f"  - {p}" for p in problems))
+    for node_id, name, coerced in accepted:
+        graph.set_value(node_id, name, coerced)

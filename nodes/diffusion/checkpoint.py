@@ -1,0 +1,173 @@
+"""Load single-file checkpoints (original SD layout) into MODEL / CLIP / VAE objects.
+
+``load_checkpoint`` reads the file lazily (safetensors are memory-mapped),
+splits it by prefix, infers each component's architecture from tensor shapes,
+applies family rules and metadata for what shapes cannot say, and builds each
+module on the meta device before adopting the file's tensors — no random init,
+no second copy.  Errors name the file and list missing/unexpected keys.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .families import FamilyRules, rules_for
+from .models.clip_text import ClipTextModel, clean_hf_clip_state_dict, infer_clip_config, openclip_to_hf
+from .models.controlnet import ControlNet
+from .models.loading import (
+    CheckpointError,
+    assign_weights,
+    build_on_meta,
+    compute_dtype,
+    has_prefix,
+    load_state_dict,
+    stored_dtype,
+    strip_prefix,
+)
+from .models.unet import UNetModel
+from .models.unet_config import infer_unet_config
+from .models.vae import AutoencoderKL, infer_vae_config
+from .runtime import DiffusionModel, TextEncoder, VAEModel
+from .sampling.model_sampling import make_schedule
+from .text.tokenizer import DEFAULT_VOCAB_PATH, ClipTokenizer, default_tokenizer
+
+UNET = "model.diffusion_model."
+VAE = "first_stage_model."
+SD1_CLIP = "cond_stage_model.transformer."
+SD2_CLIP = "cond_stage_model.model."
+SDXL_CLIP_L = "conditioner.embedders.0.transformer."
+SDXL_CLIP_G = "conditioner.embedders.1.model."
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    model: DiffusionModel
+    clip: TextEncoder | None
+    vae: VAEModel | None
+    rules: FamilyRules
+
+
+def _ctx(path: os.PathLike[str] | str, what: str, exc: Exception) -> CheckpointError:
+    return CheckpointError(f"{Path(path).name}: cannot load the {what}: {exc}")
+
+
+def tokenizer_for(metadata: Mapping[str, str], vocab_size: int) -> ClipTokenizer:
+    """The tokenizer matching a text encoder: the standard CLIP vocabulary, or its
+    first N merges for pruned-vocabulary models (N from metadata or from the
+    embedding table's size: 512 byte tokens + N merges + 2 specials)."""
+    n = metadata.get("nodegraph.tokenizer.max_merges")
+    merges = int(n) if n else vocab_size - 514
+    if merges >= 48894 or merges <= 0:
+        return default_tokenizer()
+    tok = ClipTokenizer.from_file(DEFAULT_VOCAB_PATH, max_merges=merges)
+    if tok.vocab_size != vocab_size:
+        raise CheckpointError(f"text encoder has {vocab_size} tokens but a {merges}-merge CLIP vocabulary "
+                              f"has {tok.vocab_size}; set nodegraph.tokenizer.max_merges in the file's metadata")
+    return tok
+
+
+def build_clip(sd: Mapping[str, torch.Tensor], *, activation: str, device: torch.device, dtype: torch.dtype,
+               heads: int | None = None, name: str = "text encoder") -> ClipTextModel:
+    sd = clean_hf_clip_state_dict(sd)
+    config = infer_clip_config(sd, activation, heads)  # type: ignore[arg-type]
+    model = build_on_meta(ClipTextModel, config)
+    return assign_weights(model, sd, name=name, device=device, dtype=dtype)
+
+
+def load_checkpoint(path: str | os.PathLike[str], *, device: torch.device | str = "cpu",
+                    prediction: str = "auto") -> Checkpoint:
+    """Load an all-in-one checkpoint.  ``prediction`` ("auto", "eps", "v") overrides the
+    family rule / metadata for the rare file that gets it wrong."""
+    device = torch.device(device) if not isinstance(device, torch.device) else device
+    sd, metadata = load_state_dict(path)
+    if not has_prefix(sd, UNET):
+        raise CheckpointError(f"{Path(path).name}: no UNet weights ('{UNET}*' keys); this is not a "
+                              "full checkpoint — load it with the VAE/LoRA/ControlNet loader instead")
+    dtype = compute_dtype(device, stored_dtype(strip_prefix(sd, UNET)))
+    try:
+        unet_sd = strip_prefix(sd, UNET)
+        config = infer_unet_config(unet_sd, metadata)
+        unet = UNetModel.from_state_dict(unet_sd, metadata, device=device, dtype=dtype, config=config)
+    except Exception as exc:
+        raise _ctx(path, "UNet", exc) from exc
+    rules = rules_for(config.family, metadata, prediction)
+    schedule = make_schedule(**(rules.schedule or {}))
+    model = DiffusionModel(unet, schedule, rules, device, dtype)
+
+    vae = None
+    if has_prefix(sd, VAE):
+        try:
+            vae = load_vae_state_dict(strip_prefix(sd, VAE), rules, device)
+        except Exception as exc:
+            raise _ctx(path, "VAE", exc) from exc
+
+    clip = None
+    heads = metadata.get("nodegraph.clip.heads")
+    head_count = int(heads) if heads else None
+    try:
+        if has_prefix(sd, SDXL_CLIP_L) and has_prefix(sd, SDXL_CLIP_G):
+            clip_l = build_clip(strip_prefix(sd, SDXL_CLIP_L), activation="quick_gelu", device=device,
+                                dtype=dtype, name="CLIP-L text encoder")
+            clip_g = build_clip(openclip_to_hf(strip_prefix(sd, SDXL_CLIP_G)), activation="gelu", device=device,
+                                dtype=dtype, name="CLIP-G text encoder")
+            clip = TextEncoder((clip_l, clip_g), default_tokenizer(), rules, device)
+        elif has_prefix(sd, SD2_CLIP):
+            enc = build_clip(openclip_to_hf(strip_prefix(sd, SD2_CLIP)), activation=rules.clip_activation,
+                             device=device, dtype=dtype, heads=head_count)
+            clip = TextEncoder((enc,), tokenizer_for(metadata, enc.config.vocab_size), rules, device)
+        elif has_prefix(sd, SD1_CLIP):
+            enc = build_clip(strip_prefix(sd, SD1_CLIP), activation=rules.clip_activation, device=device,
+                             dtype=dtype, heads=head_count)
+            clip = TextEncoder((enc,), tokenizer_for(metadata, enc.config.vocab_size), rules, device)
+    except Exception as exc:
+        raise _ctx(path, "text encoder", exc) from exc
+    return Checkpoint(model, clip, vae, rules)
+
+
+def load_vae_state_dict(sd: Mapping[str, torch.Tensor], rules: FamilyRules, device: torch.device) -> VAEModel:
+    dtype = compute_dtype(device, stored_dtype(sd))
+    config = infer_vae_config(sd, rules.vae_scaling_factor, rules.vae_shift_factor)
+    vae = build_on_meta(AutoencoderKL, config)
+    assign_weights(vae, sd, name="VAE", device=device, dtype=dtype)
+    return VAEModel(vae, device, dtype)
+
+
+def load_vae_file(path: str | os.PathLike[str], *, device: torch.device | str = "cpu") -> VAEModel:
+    """A standalone VAE file (bare keys, or a full checkpoint's ``first_stage_model.*``).
+    Scaling: metadata, else SDXL's if the file name says so, else SD's."""
+    device = torch.device(device) if not isinstance(device, torch.device) else device
+    sd, metadata = load_state_dict(path)
+    if has_prefix(sd, VAE):
+        sd = strip_prefix(sd, VAE)
+    family = "sdxl" if "xl" in Path(path).name.lower() else "sd1"
+    try:
+        return load_vae_state_dict(sd, rules_for(family, metadata), device)
+    except Exception as exc:
+        raise _ctx(path, "VAE", exc) from exc
+
+
+def load_controlnet_file(path: str | os.PathLike[str], *, device: torch.device | str = "cpu") -> ControlNet:
+    """Single-file ControlNet (original layout, bare or ``control_model.*``) or a diffusers folder."""
+    device = torch.device(device) if not isinstance(device, torch.device) else device
+    p = Path(path)
+    try:
+        if p.is_dir():
+            return ControlNet.from_diffusers_folder(p, device=device)
+        sd, metadata = load_state_dict(p)
+        return ControlNet.from_state_dict(sd, metadata, device=device)
+    except CheckpointError:
+        raise
+    except Exception as exc:
+        raise _ctx(path, "ControlNet", exc) from exc
+
+
+def file_fingerprint(path: Path) -> dict[str, Any]:
+    """What makes a cached model stale: the file's identity, size and modification time."""
+    st = path.stat()
+    return {"path": str(path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}

@@ -1,0 +1,97 @@
+"""Per-family facts a checkpoint's tensor shapes cannot tell.
+
+Shapes give channels, depths, context width and SDXL's extra embedding
+(see ``models/unet_config.py``).  They do not give the prediction type, the
+VAE's latent scaling, the text encoder's activation or which hidden layer the
+UNet was trained on.  Those come from, in order: the file's safetensors
+metadata (``nodegraph.*`` keys, which our demo models carry), then the family
+rules below, which describe the public Stable Diffusion releases.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+from .text.encode import SD1, SD2, SDXL_G, SDXL_L, EncoderSettings
+
+META = "nodegraph."
+
+
+@dataclass(frozen=True)
+class FamilyRules:
+    """Everything beyond shapes that a loader needs for one model family."""
+
+    name: str
+    prediction_type: str = "eps"
+    vae_scaling_factor: float = 0.18215
+    vae_shift_factor: float = 0.0
+    clip_activation: str = "quick_gelu"
+    encoder: EncoderSettings = SD1
+    schedule: Mapping[str, Any] | None = None  # make_schedule kwargs; None = SD's
+    default_size: int = 512
+    default_steps: int = 20
+    default_cfg: float = 7.0
+    default_sampler: str = "euler"
+    default_scheduler: str = "normal"
+    description: str = ""
+
+
+FAMILIES: dict[str, FamilyRules] = {
+    "sd1": FamilyRules("sd1", description="Stable Diffusion 1.x"),
+    # SD2.x ships as 512-base (eps) and 768-v (v-prediction); 768-v is the common
+    # one.  Files can say otherwise in metadata, and the loader node has an override.
+    "sd2": FamilyRules("sd2", prediction_type="v", clip_activation="gelu", encoder=SD2, default_size=768,
+                       description="Stable Diffusion 2.x"),
+    "sdxl": FamilyRules("sdxl", vae_scaling_factor=0.13025, encoder=SDXL_L, default_size=1024,
+                        description="Stable Diffusion XL base"),
+    "custom": FamilyRules("custom", description="unrecognised architecture, SD1 conventions assumed"),
+}
+
+SDXL_G_SETTINGS = SDXL_G
+
+
+def _meta(metadata: Mapping[str, str], key: str) -> str | None:
+    value = metadata.get(META + key)
+    return value if value not in (None, "") else None
+
+
+def rules_for(family: str, metadata: Mapping[str, str] | None = None,
+              prediction_override: str | None = None) -> FamilyRules:
+    """Family rules with metadata overrides applied (metadata wins over family defaults,
+    an explicit user choice wins over both)."""
+    metadata = metadata or {}
+    declared = _meta(metadata, "family")
+    # A file may declare a known family (its rules then apply) or its own name.
+    rules = FAMILIES.get(declared or family) or FAMILIES.get(family, FAMILIES["custom"])
+    name = declared or rules.name
+    changes: dict[str, Any] = {"name": name}
+    if (p := _meta(metadata, "prediction_type")) or (p := metadata.get("modelspec.prediction_type")):
+        changes["prediction_type"] = {"epsilon": "eps", "v_prediction": "v"}.get(p, p)
+    if v := _meta(metadata, "vae.scaling_factor"):
+        changes["vae_scaling_factor"] = float(v)
+    if v := _meta(metadata, "vae.shift_factor"):
+        changes["vae_shift_factor"] = float(v)
+    if v := _meta(metadata, "clip.activation"):
+        changes["clip_activation"] = v
+    enc = rules.encoder
+    if v := _meta(metadata, "clip.skip"):
+        enc = replace(enc, clip_skip=int(v))
+    if v := _meta(metadata, "clip.final_norm"):
+        enc = replace(enc, final_norm=v.lower() == "true")
+    if v := _meta(metadata, "clip.pad"):
+        enc = replace(enc, pad_id=None if v == "eos" else int(v))
+    changes["encoder"] = enc
+    if v := _meta(metadata, "schedule"):
+        changes["schedule"] = json.loads(v)
+    for key, conv in (("default_size", int), ("default_steps", int), ("default_cfg", float),
+                      ("default_sampler", str), ("default_scheduler", str), ("description", str)):
+        if v := _meta(metadata, key):
+            changes[key] = conv(v)
+    if prediction_override and prediction_override != "auto":
+        changes["prediction_type"] = prediction_override
+    if changes["prediction_type"] not in ("eps", "v", "sample"):
+        raise ValueError(f"unknown prediction type {changes['prediction_type']!r} in metadata")
+    return replace(rules, **changes)

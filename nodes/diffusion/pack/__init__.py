@@ -1,0 +1,21 @@
+"""Diffusion nodes, registered under the ``diffusion.*`` type ids.
+
+Importing this package imports neither torch nor the model code: node
+functions import them when they run, so ``nodegraph nodes`` and validation
+stay instant.
+"""
+
+from __future__ import annotations
+
+from nodegraph.registry import Registry
+
+from . import conditioning, latent, loaders, sampler, vae
+
+NODES = [*loaders.NODES, *conditioning.NODES, *latent.NODES, *sampler.NODES, *vae.NODES]
+
+
+def register(registry: Registry) -> None:
+    registry.add_pack("diffusion", NODES)
+
+
+__all__ = ["NODES", "register"]

@@ -1,0 +1,45 @@
+"""Helpers shared by the diffusion node modules (torch-free at import time)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from nodegraph.errors import NodeInputError
+
+from ..paths import ModelNotFound, ModelPaths
+
+SAMPLER_NAMES = ["euler", "euler_ancestral", "heun", "dpm_2", "dpm_2_ancestral", "lms", "dpmpp_2m",
+                 "dpmpp_2m_sde", "dpmpp_sde", "ddim", "uni_pc", "uni_pc_bh2", "lcm"]
+SCHEDULER_NAMES = ["normal", "karras", "exponential", "sgm_uniform", "simple", "ddim_uniform"]
+MAX_RESOLUTION = 16384
+
+
+def resolve_model(settings: Mapping[str, Any], kind: str, name: str, input_name: str) -> Path:
+    """Path of a model file, or an error on the input listing the folders searched."""
+    try:
+        return ModelPaths.from_settings(settings).resolve(kind, name)
+    except ModelNotFound as exc:
+        raise NodeInputError(input_name, f"{kind} file {name!r} not found",
+                             f"put it in one of: {', '.join(str(d) for d in exc.searched)}") from None
+
+
+def model_file_fingerprint(kind: str, input_name: str):  # noqa: ANN201 - returns a fingerprint hook
+    """Fingerprint hook: a model file's identity, size and mtime (re-load when it changes)."""
+
+    def fingerprint(values: Mapping[str, Any], settings: Mapping[str, Any]) -> dict[str, Any]:
+        path = resolve_model(settings, kind, str(values[input_name]), input_name)
+        if path.is_dir():
+            files = sorted(p for p in path.rglob("*") if p.is_file())
+            return {"dir": str(path.resolve()), "files": [(p.name, p.stat().st_size, p.stat().st_mtime_ns)
+                                                          for p in files]}
+        st = path.stat()
+        return {"path": str(path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+    return fingerprint
+
+
+def load_error(input_name: str, exc: Exception) -> NodeInputError:
+    """Turn a loader exception into an error on the input that named the file."""
+    return NodeInputError(input_name, str(exc), "check that the file is a complete model of the right kind")

@@ -1,0 +1,83 @@
+"""Prompt encoding and ControlNet application."""
+
+from __future__ import annotations
+
+from nodegraph.context import NodeContext
+from nodegraph.errors import NodeInputError
+from nodegraph.spec import Float, In, Int, Out, String, node
+
+
+@node("diffusion.text_encode", category="conditioning", display_name="Text Encode (Prompt)",
+      inputs=[In("clip", "CLIP"), String("text", "", multiline=True,
+                                         tooltip="prompt; (word:1.2) / (word) / [word] change emphasis")],
+      outputs=[Out("CONDITIONING", "CONDITIONING")])
+def text_encode(ctx: NodeContext, clip, text: str):  # noqa: ANN001, ANN201
+    """Encode a prompt with the model's text encoder(s).  Long prompts are split into
+    75-token chunks; weights use ComfyUI's convention."""
+    if clip is None:
+        raise NodeInputError("clip", "the checkpoint has no text encoder", "connect a CLIP output that has one")
+    import torch
+
+    with torch.inference_mode():
+        return clip.encode(text)
+
+
+@node("diffusion.clip_set_last_layer", category="conditioning", display_name="CLIP Set Last Layer",
+      inputs=[In("clip", "CLIP"), Int("stop_at_clip_layer", -1, min=-24, max=-1,
+                                      tooltip="-1 = last layer, -2 = penultimate (\"clip skip 2\")")],
+      outputs=[Out("CLIP", "CLIP")])
+def clip_set_last_layer(ctx: NodeContext, clip, stop_at_clip_layer: int):  # noqa: ANN001, ANN201
+    """Use an earlier hidden layer of the text encoder (clip skip)."""
+    from dataclasses import replace
+
+    return replace(clip, clip_skip=-stop_at_clip_layer)
+
+
+def _hint(image, name: str):  # noqa: ANN001, ANN202
+    if image.ndim != 4:
+        raise NodeInputError(name, f"expected an IMAGE [B,H,W,C], got shape {tuple(image.shape)}",
+                             "connect an image output")
+    return image[..., :3].permute(0, 3, 1, 2).contiguous().float()
+
+
+def _apply(cond, control_net, hint, strength: float, start: float, end: float):  # noqa: ANN001, ANN202
+    from dataclasses import replace
+
+    from ..runtime import ControlHint
+
+    return replace(cond, controls=cond.controls + (ControlHint(control_net, hint, strength, start, end),))
+
+
+@node("diffusion.controlnet_apply", category="conditioning/controlnet", display_name="Apply ControlNet",
+      inputs=[In("conditioning", "CONDITIONING"), In("control_net", "CONTROL_NET"), In("image", "IMAGE"),
+              Float("strength", 1.0, min=0.0, max=10.0, step=0.01)],
+      outputs=[Out("CONDITIONING", "CONDITIONING")])
+def controlnet_apply(ctx: NodeContext, conditioning, control_net, image, strength: float):  # noqa: ANN001, ANN201
+    """Guide generation with a control image (edges, masks, poses…) on one conditioning."""
+    return _apply(conditioning, control_net, _hint(image, "image"), strength, 0.0, 1.0)
+
+
+@node("diffusion.controlnet_apply_advanced", category="conditioning/controlnet",
+      display_name="Apply ControlNet (Advanced)",
+      inputs=[In("positive", "CONDITIONING"), In("negative", "CONDITIONING"), In("control_net", "CONTROL_NET"),
+              In("image", "IMAGE"), Float("strength", 1.0, min=0.0, max=10.0, step=0.01),
+              Float("start_percent", 0.0, min=0.0, max=1.0, step=0.001),
+              Float("end_percent", 1.0, min=0.0, max=1.0, step=0.001)],
+      outputs=[Out("positive", "CONDITIONING"), Out("negative", "CONDITIONING")])
+def controlnet_apply_advanced(ctx: NodeContext, positive, negative, control_net, image,  # noqa: ANN001, ANN201
+                              strength: float, start_percent: float, end_percent: float):
+    """Apply a ControlNet to both conditionings for part of the schedule."""
+    if end_percent < start_percent:
+        raise NodeInputError("end_percent", "end_percent is before start_percent", "make end >= start")
+    hint = _hint(image, "image")
+    from ..runtime import ControlHint
+
+    c = ControlHint(control_net, hint, strength, start_percent, end_percent)
+    from dataclasses import replace
+
+    # The same ControlHint object on both lets the sampler batch cond and uncond together.
+    return (replace(positive, controls=positive.controls + (c,)),
+            replace(negative, controls=negative.controls + (c,)))
+
+
+NODES = [text_encode, clip_set_last_layer, controlnet_apply, controlnet_apply_advanced]

@@ -1,0 +1,77 @@
+"""Model loader nodes: checkpoint, VAE, ControlNet, LoRA.
+
+Loaders are cached by the engine like any node (the key includes the file's
+size and mtime through the fingerprint), so a second run re-uses the loaded
+model, and nodes downstream must never modify what they receive.
+"""
+
+from __future__ import annotations
+
+from nodegraph.context import NodeContext
+from nodegraph.spec import Combo, Out, node
+
+from ..paths import choices_for
+from .common import load_error, model_file_fingerprint, resolve_model
+
+
+@node("diffusion.checkpoint_loader", category="loaders", display_name="Load Checkpoint",
+      inputs=[Combo("ckpt_name", choices_for("checkpoints"),
+                    tooltip="single-file checkpoint in the original SD layout (SD1.x, SD2.x, SDXL, our demos)"),
+              Combo("prediction", ["auto", "eps", "v"], "auto",
+                    tooltip="override the model's prediction type if its file is mislabelled")],
+      outputs=[Out("MODEL", "MODEL"), Out("CLIP", "CLIP"), Out("VAE", "VAE")],
+      fingerprint=model_file_fingerprint("checkpoints", "ckpt_name"))
+def checkpoint_loader(ctx: NodeContext, ckpt_name: str, prediction: str = "auto"):
+    """Load UNet, text encoder(s) and VAE from one checkpoint file; architecture is read
+    from tensor shapes, the rest from family rules and the file's metadata."""
+    from ..checkpoint import load_checkpoint
+
+    path = resolve_model(ctx.settings, "checkpoints", ckpt_name, "ckpt_name")
+    try:
+        ckpt = load_checkpoint(path, device=ctx.device, prediction=prediction)
+    except Exception as exc:
+        raise load_error("ckpt_name", exc) from exc
+    if ckpt.clip is None or ckpt.vae is None:
+        missing = [n for n, v in (("text encoder", ckpt.clip), ("VAE", ckpt.vae)) if v is None]
+        ctx.log(f"checkpoint has no {' and '.join(missing)}; load them separately")
+    return ckpt.model, ckpt.clip, ckpt.vae
+
+
+@node("diffusion.vae_loader", category="loaders", display_name="Load VAE",
+      inputs=[Combo("vae_name", choices_for("vae"))], outputs=[Out("VAE", "VAE")],
+      fingerprint=model_file_fingerprint("vae", "vae_name"))
+def vae_loader(ctx: NodeContext, vae_name: str):
+    """Load a standalone VAE (e.g. a fixed SD1.5 or SDXL VAE)."""
+    from ..checkpoint import load_vae_file
+
+    path = resolve_model(ctx.settings, "vae", vae_name, "vae_name")
+    try:
+        return load_vae_file(path, device=ctx.device)
+    except Exception as exc:
+        raise load_error("vae_name", exc) from exc
+
+
+def _controlnet_choices(settings):  # noqa: ANN001, ANN202
+    from ..paths import ModelPaths
+
+    paths = ModelPaths.from_settings(settings)
+    return paths.list("controlnet") + [n for n in paths.list("controlnet", folders=True)]
+
+
+@node("diffusion.controlnet_loader", category="loaders", display_name="Load ControlNet",
+      inputs=[Combo("control_net_name", _controlnet_choices,
+                    tooltip="single-file ControlNet (original layout) or a diffusers folder")],
+      outputs=[Out("CONTROL_NET", "CONTROL_NET")],
+      fingerprint=model_file_fingerprint("controlnet", "control_net_name"))
+def controlnet_loader(ctx: NodeContext, control_net_name: str):
+    """Load a ControlNet."""
+    from ..checkpoint import load_controlnet_file
+
+    path = resolve_model(ctx.settings, "controlnet", control_net_name, "control_net_name")
+    try:
+        return load_controlnet_file(path, device=ctx.device)
+    except Exception as exc:
+        raise load_error("control_net_name", exc) from exc
+
+
+NODES = [checkpoint_loader, vae_loader, controlnet_loader]
