@@ -1,0 +1,183 @@
+"""Which model module a LoRA key addresses, for every naming LoRA trainers use.
+
+A LoRA file names the *module* it patches, and the trainers disagree on how:
+
+* kohya/sd-scripts: ``lora_unet_`` + module path with ``.`` replaced by ``_``.
+  SD1/SD2 LoRAs use diffusers module paths (``down_blocks_0_attentions_0_
+  proj_in``), SDXL LoRAs use the LDM paths (``input_blocks_4_1_proj_in``).
+  Text encoders: ``lora_te_`` (single encoder), ``lora_te1_`` / ``lora_te2_``
+  (SDXL's CLIP-L / bigG), each followed by the Hugging Face CLIP path.
+* diffusers / peft: dotted diffusers paths under ``unet.`` and
+  ``text_encoder.`` / ``text_encoder_2.``.
+* LDM dotted paths under ``diffusion_model.`` / ``model.diffusion_model.``.
+
+Our modules carry LDM names (UNet) and Hugging Face names (CLIP), so the
+lookup table is built by enumerating the model's own Linear/Conv2d modules
+and emitting every alias of each.  The diffusers alias of an LDM path is
+derived from the :class:`UNetConfig` (levels, ResBlocks per level, which
+blocks carry attention), not from a fixed SD1 table, so SD2, SDXL and
+non-standard configs (including our tiny test models) map correctly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from torch import nn
+
+from .unet_config import UNetConfig
+
+__all__ = [
+    "PATCHABLE",
+    "unet_block_map",
+    "ldm_to_diffusers_unet",
+    "unet_key_map",
+    "text_encoder_key_map",
+]
+
+#: Module types whose ``weight`` a LoRA can patch (GEGLU's projection is a plain Linear).
+PATCHABLE = (nn.Linear, nn.Conv2d)
+
+# ResBlock parts: LDM name -> diffusers name.  Attention submodules keep their names.
+_RESNET_RENAMES = {
+    "in_layers.0": "norm1",
+    "in_layers.2": "conv1",
+    "emb_layers.1": "time_emb_proj",
+    "out_layers.0": "norm2",
+    "out_layers.3": "conv2",
+    "skip_connection": "conv_shortcut",
+}
+# Top-level modules: LDM name -> diffusers name.
+_TOP_RENAMES = {
+    "time_embed.0": "time_embedding.linear_1",
+    "time_embed.2": "time_embedding.linear_2",
+    "label_emb.0.0": "add_embedding.linear_1",
+    "label_emb.0.2": "add_embedding.linear_2",
+    "input_blocks.0.0": "conv_in",
+    "out.0": "conv_norm_out",
+    "out.2": "conv_out",
+}
+
+
+def unet_block_map(cfg: UNetConfig) -> dict[str, tuple[str, str]]:
+    """LDM block path -> (diffusers block path, kind) with kind in ``resnet|attention|sampler``.
+
+    Input side: level ``i`` owns ``num_res_blocks[i]`` blocks ``[ResBlock,
+    SpatialTransformer?]`` then (except the last level) a Downsample block;
+    block ``k`` counts from 1 (0 is the stem conv).  Output side: levels in
+    reverse, ``num_res_blocks + 1`` blocks each, the last block of every level
+    but the top one ending with an Upsample at index 1 (no attention) or 2.
+    """
+    out: dict[str, tuple[str, str]] = {}
+    levels = len(cfg.channel_mult)
+    k = 1
+    for i in range(levels):
+        for j in range(cfg.num_res_blocks[i]):
+            out[f"input_blocks.{k}.0"] = (f"down_blocks.{i}.resnets.{j}", "resnet")
+            if cfg.transformer_depth[i]:
+                out[f"input_blocks.{k}.1"] = (f"down_blocks.{i}.attentions.{j}", "attention")
+            k += 1
+        if i != levels - 1:
+            out[f"input_blocks.{k}.0.op"] = (f"down_blocks.{i}.downsamplers.0.conv", "sampler")
+            k += 1
+    out["middle_block.0"] = ("mid_block.resnets.0", "resnet")
+    out["middle_block.1"] = ("mid_block.attentions.0", "attention")
+    out["middle_block.2"] = ("mid_block.resnets.1", "resnet")
+    k = 0
+    for up, level in enumerate(reversed(range(levels))):
+        n = cfg.num_res_blocks[level] + 1
+        for j in range(n):
+            has_attn = cfg.transformer_depth_output[k] > 0
+            out[f"output_blocks.{k}.0"] = (f"up_blocks.{up}.resnets.{j}", "resnet")
+            if has_attn:
+                out[f"output_blocks.{k}.1"] = (f"up_blocks.{up}.attentions.{j}", "attention")
+            if level and j == n - 1:
+                out[f"output_blocks.{k}.{2 if has_attn else 1}.conv"] = (
+                    f"up_blocks.{up}.upsamplers.0.conv",
+                    "sampler",
+                )
+            k += 1
+    return out
+
+
+def ldm_to_diffusers_unet(cfg: UNetConfig, ldm_names: Iterable[str]) -> dict[str, str]:
+    """Map LDM module (or parameter) paths to their diffusers ``UNet2DConditionModel`` paths.
+
+    Paths with no diffusers counterpart (e.g. a class ``label_emb``) are left out.
+    """
+    blocks = unet_block_map(cfg)
+    result: dict[str, str] = {}
+    for name in ldm_names:
+        mapped = _to_diffusers(name, blocks)
+        if mapped is not None:
+            result[name] = mapped
+    return result
+
+
+def _to_diffusers(name: str, blocks: dict[str, tuple[str, str]]) -> str | None:
+    for ldm, diff in _TOP_RENAMES.items():
+        if name == ldm or name.startswith(ldm + "."):
+            return diff + name[len(ldm) :]
+    parts = name.split(".")
+    # Block paths are 3 components ("input_blocks.4.1") or 4 for samplers ("input_blocks.3.0.op").
+    for n in (4, 3, 2):
+        head = ".".join(parts[:n])
+        if head not in blocks:
+            continue
+        diff, kind = blocks[head]
+        rest = ".".join(parts[n:])
+        if kind == "resnet" and rest:
+            for ldm, new in _RESNET_RENAMES.items():
+                if rest == ldm or rest.startswith(ldm + "."):
+                    rest = new + rest[len(ldm) :]
+                    break
+            else:
+                return None
+        return f"{diff}.{rest}" if rest else diff
+    return None
+
+
+def _patchable(model: nn.Module) -> list[str]:
+    return [name for name, mod in model.named_modules() if isinstance(mod, PATCHABLE)]
+
+
+def _add(table: dict[str, str], alias: str, target: str) -> None:
+    # First writer wins; the "_"-joined forms of distinct paths never collide in
+    # SD models, and if they did the LDM spelling (added first) is the safer bet.
+    table.setdefault(alias, target)
+
+
+def unet_key_map(model: nn.Module, cfg: UNetConfig) -> dict[str, str]:
+    """LoRA module name (every supported spelling) -> our UNet module path."""
+    names = _patchable(model)
+    diffusers = ldm_to_diffusers_unet(cfg, names)
+    table: dict[str, str] = {}
+    for name in names:
+        _add(table, "lora_unet_" + name.replace(".", "_"), name)
+        for prefix in ("diffusion_model.", "model.diffusion_model."):
+            _add(table, prefix + name, name)
+    for name, diff in diffusers.items():
+        _add(table, "lora_unet_" + diff.replace(".", "_"), name)
+        _add(table, "unet." + diff, name)
+    return table
+
+
+def text_encoder_key_map(model: nn.Module, index: int, count: int) -> dict[str, str]:
+    """LoRA module name -> module path in text encoder ``index`` of ``count``.
+
+    One encoder (SD1/SD2): ``lora_te_`` / ``text_encoder.``.  Two (SDXL):
+    encoder 0 answers to ``lora_te1_`` / ``text_encoder.``, encoder 1 to
+    ``lora_te2_`` / ``text_encoder_2.``.
+    """
+    if count == 1:
+        kohya, dotted = ["lora_te_"], ["text_encoder."]
+    else:
+        kohya = [f"lora_te{index + 1}_"]
+        dotted = ["text_encoder." if index == 0 else f"text_encoder_{index + 1}."]
+    table: dict[str, str] = {}
+    for name in _patchable(model):
+        for prefix in kohya:
+            _add(table, prefix + name.replace(".", "_"), name)
+        for prefix in dotted:
+            _add(table, prefix + name, name)
+    return table
