@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from nodegraph.registry import Registry
 
-from . import conditioning, latent, loaders, sampler, vae
+from . import conditioning, latent, loaders, lora, sampler, vae
 
-NODES = [*loaders.NODES, *conditioning.NODES, *latent.NODES, *sampler.NODES, *vae.NODES]
+NODES = [*loaders.NODES, *lora.NODES, *conditioning.NODES, *latent.NODES, *sampler.NODES, *vae.NODES]
 
 
 def register(registry: Registry) -> None:
