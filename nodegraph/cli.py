@@ -44,6 +44,10 @@ def _parser() -> argparse.ArgumentParser:
     val.add_argument("--json", action="store_true", help="print problems as JSON")
     val.add_argument("--models-dir", help="root of the models/ folders")
 
+    gui = sub.add_parser("gui", help="open the desktop editor (also: bare `nodegraph`)")
+    gui.add_argument("workflow", nargs="?", help="workflow or PNG to open (default: workflows/txt2img.json)")
+    gui.add_argument("--models-dir", help="root of the models/ folders")
+
     nodes = sub.add_parser("nodes", help="list the node catalogue")
     nodes.add_argument("--json", action="store_true", help="full specs as JSON")
     nodes.add_argument("--models-dir", help="root of the models/ folders (fills file choices)")
@@ -53,10 +57,9 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command is None:
-        _parser().print_help()
-        return EXIT_OK
+        args = _parser().parse_args(["gui"])
     try:
-        return {"run": _cmd_run, "validate": _cmd_validate, "nodes": _cmd_nodes}[args.command](args)
+        return {"run": _cmd_run, "validate": _cmd_validate, "nodes": _cmd_nodes, "gui": _cmd_gui}[args.command](args)
     except BrokenPipeError:  # `nodegraph nodes | head`
         sys.stderr.close()
         return EXIT_OK
@@ -70,6 +73,9 @@ def _settings(args: argparse.Namespace) -> dict[str, object]:
     settings: dict[str, object] = {}
     if getattr(args, "models_dir", None):
         settings["models_dir"] = str(Path(args.models_dir).resolve())
+    if getattr(args, "workflow", None):
+        # Relative input paths inside a shipped workflow resolve next to the file.
+        settings["workflow_dir"] = str(Path(args.workflow).resolve().parent)
     return settings
 
 
@@ -128,6 +134,18 @@ def _cmd_nodes(args: argparse.Namespace) -> int:
             outs = ", ".join(f"{o.name}:{o.type}" for o in s.outputs)
             print(f"  {s.type_id:<34} ({ins}) -> ({outs})")
     return EXIT_OK
+
+
+def _cmd_gui(args: argparse.Namespace) -> int:
+    try:
+        from gui.app import main as gui_main
+    except ImportError as exc:
+        _err(f"the desktop editor is not available ({exc}); install it with: pip install -e '.[gui]'")
+        return EXIT_INVALID
+    argv = [args.workflow] if args.workflow else []
+    if args.models_dir:
+        argv += ["--models-dir", args.models_dir]
+    return int(gui_main(argv))
 
 
 def _cmd_run(args: argparse.Namespace) -> int:

@@ -81,15 +81,17 @@ def build_clip(sd: Mapping[str, torch.Tensor], *, activation: str, device: torch
 
 
 def load_checkpoint(path: str | os.PathLike[str], *, device: torch.device | str = "cpu",
-                    prediction: str = "auto") -> Checkpoint:
+                    prediction: str = "auto", dtype: torch.dtype | None = None) -> Checkpoint:
     """Load an all-in-one checkpoint.  ``prediction`` ("auto", "eps", "v") overrides the
-    family rule / metadata for the rare file that gets it wrong."""
+    family rule / metadata for the rare file that gets it wrong.  ``dtype`` overrides the
+    device policy (fp32 on CPU, stored precision on GPUs), e.g. to keep fp16 weights
+    memory-mapped instead of converting them."""
     device = torch.device(device) if not isinstance(device, torch.device) else device
     sd, metadata = load_state_dict(path)
     if not has_prefix(sd, UNET):
         raise CheckpointError(f"{Path(path).name}: no UNet weights ('{UNET}*' keys); this is not a "
                               "full checkpoint — load it with the VAE/LoRA/ControlNet loader instead")
-    dtype = compute_dtype(device, stored_dtype(strip_prefix(sd, UNET)))
+    dtype = dtype or compute_dtype(device, stored_dtype(strip_prefix(sd, UNET)))
     try:
         unet_sd = strip_prefix(sd, UNET)
         config = infer_unet_config(unet_sd, metadata)
@@ -103,7 +105,7 @@ def load_checkpoint(path: str | os.PathLike[str], *, device: torch.device | str 
     vae = None
     if has_prefix(sd, VAE):
         try:
-            vae = load_vae_state_dict(strip_prefix(sd, VAE), rules, device)
+            vae = load_vae_state_dict(strip_prefix(sd, VAE), rules, device, dtype)
         except Exception as exc:
             raise _ctx(path, "VAE", exc) from exc
 
@@ -130,8 +132,9 @@ def load_checkpoint(path: str | os.PathLike[str], *, device: torch.device | str 
     return Checkpoint(model, clip, vae, rules)
 
 
-def load_vae_state_dict(sd: Mapping[str, torch.Tensor], rules: FamilyRules, device: torch.device) -> VAEModel:
-    dtype = compute_dtype(device, stored_dtype(sd))
+def load_vae_state_dict(sd: Mapping[str, torch.Tensor], rules: FamilyRules, device: torch.device,
+                        dtype: torch.dtype | None = None) -> VAEModel:
+    dtype = dtype or compute_dtype(device, stored_dtype(sd))
     config = infer_vae_config(sd, rules.vae_scaling_factor, rules.vae_shift_factor)
     vae = build_on_meta(AutoencoderKL, config)
     assign_weights(vae, sd, name="VAE", device=device, dtype=dtype)

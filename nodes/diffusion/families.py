@@ -92,6 +92,7 @@ def rules_for(family: str, metadata: Mapping[str, str] | None = None,
             changes[key] = conv(v)
     if prediction_override and prediction_override != "auto":
         changes["prediction_type"] = prediction_override
-    if changes["prediction_type"] not in ("eps", "v", "sample"):
-        raise ValueError(f"unknown prediction type {changes['prediction_type']!r} in metadata")
-    return replace(rules, **changes)
+    result = replace(rules, **changes)
+    if result.prediction_type not in ("eps", "v", "sample"):
+        raise ValueError(f"unknown prediction type {result.prediction_type!r} in metadata")
+    return result
