@@ -87,6 +87,12 @@ def sizeof(obj: Any, _seen: set[int] | None = None) -> int:
     return total
 
 
+def entry_nbytes(entry: CacheEntry) -> int:
+    """Bytes an entry keeps alive: its outputs *and* its display data (a preview
+    image in ``ui`` is as real as an output tensor for the RAM budget)."""
+    return sizeof((entry.outputs, entry.ui))
+
+
 class ResultCache:
     """LRU over :class:`CacheEntry` values with a RAM budget in bytes.
 
@@ -118,7 +124,7 @@ class ResultCache:
     def put(self, key: str, entry: CacheEntry) -> bool:
         """Store ``entry``; returns False if it alone exceeds the budget."""
         if not entry.nbytes:
-            entry.nbytes = sizeof(entry.outputs)
+            entry.nbytes = entry_nbytes(entry)
         with self._lock:
             old = self._entries.pop(key, None)
             if old is not None:
@@ -155,4 +161,6 @@ class ResultCache:
         return key in self._entries
 
     def keys(self) -> Iterator[str]:
-        return iter(list(self._entries))
+        """Keys from least to most recently used (a snapshot: safe while a run adds entries)."""
+        with self._lock:
+            return iter(list(self._entries))

@@ -7,8 +7,9 @@ the batch runner and a server's event stream.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 
@@ -21,9 +22,33 @@ class Event:
         return _KINDS[type(self)]
 
     def to_dict(self) -> dict[str, Any]:
-        d = {k: v for k, v in asdict(self).items() if k != "preview"}
+        """JSON-able form: previews are left out and display data keeps only JSON values
+        (a preview array in ``ui`` must not break a server's event stream).  Fields are
+        read directly -- ``dataclasses.asdict`` would deep-copy every array."""
+        d: dict[str, Any] = {}
+        for f in fields(self):
+            if f.name == "preview":
+                continue
+            value = getattr(self, f.name)
+            if f.name == "ui" and isinstance(value, Mapping):
+                value = json_safe(value)
+            elif isinstance(value, tuple):
+                value = list(value)
+            d[f.name] = value
         d["kind"] = self.kind
         return d
+
+
+def json_safe(ui: Mapping[str, Any]) -> dict[str, Any]:
+    """The entries of ``ui`` that survive ``json.dumps`` (arrays, images… are dropped)."""
+    out = {}
+    for k, v in ui.items():
+        try:
+            json.dumps(v)
+        except (TypeError, ValueError):
+            continue
+        out[k] = v
+    return out
 
 
 @dataclass(frozen=True)

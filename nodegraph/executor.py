@@ -8,7 +8,6 @@ touched.  The executor is small on purpose: planning lives in
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 import traceback
@@ -18,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .cache import CacheEntry, ResultCache, sizeof
+from .cache import CacheEntry, ResultCache, entry_nbytes
 from .context import CancelToken, NodeContext
 from .device import DevicePolicy
 from .errors import Cancelled, NodeInputError
@@ -31,6 +30,7 @@ from .events import (
     NodeStarted,
     RunFinished,
     RunStarted,
+    json_safe,
 )
 from .graph import Graph
 from .plan import Plan, build_plan
@@ -100,7 +100,7 @@ class RunReport:
                 for nid, r in self.nodes.items()
             },
             "outputs": list(self.outputs),
-            "ui": {nid: _json_safe(u) for nid, u in self.ui.items()},
+            "ui": {nid: json_safe(u) for nid, u in self.ui.items()},
             "error": None,
         }
         if self.error is not None:
@@ -108,17 +108,6 @@ class RunReport:
             d["error"] = {"node_id": e.node_id, "node_type": e.node_type, "input": e.input,
                           "message": e.message, "traceback": e.traceback}
         return d
-
-
-def _json_safe(ui: Mapping[str, Any]) -> dict[str, Any]:
-    out = {}
-    for k, v in ui.items():
-        try:
-            json.dumps(v)
-        except (TypeError, ValueError):
-            continue
-        out[k] = v
-    return out
 
 
 class Executor:
@@ -198,12 +187,34 @@ class Executor:
         for nid in plan.order:
             report.nodes[nid] = NodeReport(plan.specs[nid].type_id, "not_run")
 
-        memo: dict[str, CacheEntry] = {}  # this run's results by key
+        memo: dict[str, CacheEntry] = {}  # this run's results by key (cache hits are pinned here)
+        targets = set(plan.targets)
+        # Backward pass: which nodes must produce a result.  Targets must; a needed node
+        # found in the cache is pinned in the memo and needs nothing upstream -- so when
+        # everything after, say, an evicted checkpoint loader is cached, the loader is
+        # not re-run.  ``readers`` are the needed nodes that will execute (or reuse an
+        # identical branch's result from this run): only they read upstream results.
+        needed = targets & plan.keys.keys()
+        readers: set[str] = set()
+        for nid in reversed(plan.order):
+            if nid not in needed:
+                continue
+            key = plan.keys[nid]
+            if key not in memo:
+                entry = self._cached(plan.specs[nid], key)
+                if entry is not None:
+                    memo[key] = entry
+            if key in memo:
+                continue
+            readers.add(nid)
+            for src, _ in plan.sources[nid].values():
+                needed.add(src)
         # Readers still to run, per cache key: identical branches share one result.
         remaining: dict[str, int] = {}
-        for src, count in plan.consumers.items():
-            remaining[plan.keys[src]] = remaining.get(plan.keys[src], 0) + count
-        target_keys = {plan.keys[t] for t in plan.targets if t in plan.keys}
+        for nid in readers:
+            for src, _ in plan.sources[nid].values():
+                remaining[plan.keys[src]] = remaining.get(plan.keys[src], 0) + 1
+        target_keys = {plan.keys[t] for t in targets if t in plan.keys}
         workflow_doc: dict[str, Any] | None = None
         try:
             for nid in plan.order:
@@ -212,12 +223,12 @@ class Executor:
                 key = plan.keys[nid]
                 t0 = time.perf_counter()
                 entry = memo.get(key)
-                if entry is None:
-                    entry = self.cache.get(key)
-                    if entry is not None and spec.cache_valid is not None and not spec.cache_valid(entry):
-                        self.cache.discard(key)
-                        entry = None
-                if entry is not None:
+                if nid not in needed:
+                    # Everything that reads it came from the cache: not computed, not
+                    # fetched -- only peeked at so the report keeps its display data.
+                    status = "cached"
+                    entry = entry or self.cache.get(key)
+                elif entry is not None:
                     status = "cached"
                 else:
                     status = "executed"
@@ -227,16 +238,19 @@ class Executor:
                                           run_id, workflow_doc)
                     if spec.deterministic:
                         self.cache.put(key, entry)
-                memo[key] = entry
-                if nid in plan.targets and spec.outputs:
+                    memo[key] = entry
+                if entry is not None and nid in targets and spec.outputs:
                     report.results[nid] = dict(zip(spec.output_names(), entry.outputs, strict=True))
                 seconds = time.perf_counter() - t0
                 report.nodes[nid] = NodeReport(spec.type_id, status, seconds)
-                if entry.files:
+                ui = entry.ui if entry is not None else None
+                if entry is not None and entry.files:
                     report.outputs.extend(entry.files)
-                if entry.ui:
-                    report.ui[nid] = entry.ui
-                emit(NodeFinished(run_id, nid, spec.type_id, status, seconds, entry.ui or None), on_event)
+                if ui:
+                    report.ui[nid] = ui
+                emit(NodeFinished(run_id, nid, spec.type_id, status, seconds, ui or None), on_event)
+                if nid not in readers:
+                    continue
                 # Release upstream results nobody else in this run still needs.
                 for src, _ in plan.sources[nid].values():
                     src_key = plan.keys[src]
@@ -253,6 +267,14 @@ class Executor:
             report.seconds = time.perf_counter() - t_run
         emit(RunFinished(run_id, report.status, report.seconds), on_event)
         return report
+
+    def _cached(self, spec: NodeSpec, key: str) -> CacheEntry | None:
+        """A usable cached result, or None (a ``cache_valid`` hook may reject it, e.g. its file is gone)."""
+        entry = self.cache.get(key)
+        if entry is not None and spec.cache_valid is not None and not spec.cache_valid(entry):
+            self.cache.discard(key)
+            return None
+        return entry
 
     def _execute(self, graph: Graph, plan: Plan, nid: str, spec: NodeSpec, memo: Mapping[str, CacheEntry],
                  on_event: EventListener | None, cancel: CancelToken, output_dir: Path, run_id: str,
@@ -284,7 +306,7 @@ class Executor:
                                  "batch size, or use a tiled node")
             self._emit(NodeError(run_id, nid, spec.type_id, info.input, info.message, info.traceback), on_event)
             raise _NodeFailed(info, time.perf_counter() - t0) from exc
-        entry.nbytes = sizeof(entry.outputs)
+        entry.nbytes = entry_nbytes(entry)
         return entry
 
 

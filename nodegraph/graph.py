@@ -169,7 +169,8 @@ class Graph:
     def remove_node(self, nid: str) -> tuple[Node, list[Link]]:
         """Remove a node and every link touching it; returns both (for undo)."""
         n = self.node(nid)
-        removed = list(self._in.get(nid, {}).values()) + list(self._out.get(nid, ()))
+        # dict.fromkeys: a self-loop is both an input and an output link; remove (and report) it once.
+        removed = list(dict.fromkeys([*self._in.get(nid, {}).values(), *self._out.get(nid, ())]))
         for link in removed:
             self._remove_link(link)
         del self.nodes[nid]

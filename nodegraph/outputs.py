@@ -31,7 +31,12 @@ def confined_path(output_dir: Path, prefix: str, suffix: str, *, input_name: str
                              "use letters, digits, '-', '_' and '/'")
     root = output_dir.resolve()
     base = (root / pp).resolve()
-    if root != base and root not in base.parents:
+    # Strictly inside: a prefix of "." resolves to the folder itself, whose own name
+    # would then become the stem of a file written next to (outside) the folder.
+    if base == root:
+        raise NodeInputError(input_name, f"prefix {prefix!r} names the output folder itself, not a file in it",
+                             "give a name such as 'nodegraph' (optionally with sub-folders)")
+    if root not in base.parents:
         raise NodeInputError(input_name, f"prefix {prefix!r} resolves outside the output folder",
                              "use a plain name without links that leave the output folder")
     base.parent.mkdir(parents=True, exist_ok=True)

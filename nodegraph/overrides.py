@@ -65,6 +65,11 @@ def apply_overrides(graph: Graph, registry: Registry, overrides: Mapping[str, An
             problems.append(f"node {node_id!r} ({node.type}) has no settable input {name!r} "
                             f"(settable inputs: {names})")
             continue
+        link = graph.link_into(node_id, name)
+        if link is not None:  # the link wins over a typed-in value: the override would do nothing
+            problems.append(f"node {node_id!r} ({node.type}) input {name!r} is fed by a link from node "
+                            f"{link.src!r}; override that node's value instead (or remove the link)")
+            continue
         try:
             coerced = coerce_value(inp, value)
         except (TypeError, ValueError) as exc:

@@ -99,6 +99,17 @@ def _resolve_source(graph: Graph, registry: Registry, link_src: Source) -> Sourc
         src, out = lk.src, lk.src_output
 
 
+def _passed_through_type(graph: Graph, registry: Registry, link: Any, resolved: Source) -> str | None:
+    """Type of the output that really arrives when ``link`` was resolved through bypassed
+    nodes (``None`` when nothing was bypassed or the type is unknown)."""
+    if resolved == _MUTED or resolved == (link.src, link.src_output):
+        return None
+    node = graph.nodes.get(resolved[0])
+    spec = registry.get(node.type) if node is not None else None
+    out = spec.output(resolved[1]) if spec is not None else None
+    return out.type if out is not None else None
+
+
 def _issue(kind: str, node: Node | None, message: str, fix: str, input: str | None = None) -> ValidationIssue:
     return ValidationIssue(kind, message, fix, node.id if node else None, node.type if node else None, input)
 
@@ -185,6 +196,13 @@ def _check_node(graph: Graph, registry: Registry, node: Node, spec: NodeSpec,
                                      f"mute node {lk.src!r} instead, or un-bypass it", name))
                 continue
         else:
+            passed = _passed_through_type(graph, registry, lk, resolved)
+            if passed is not None and not compatible(passed, inp.type):
+                # A bypassed node may pass a loosely matching input (e.g. a "*" one) through.
+                issues.append(_issue("type_mismatch", node, f"expects {inp.type} but bypassed node {lk.src!r} "
+                                     f"passes {resolved[0]!r}.{resolved[1]} of type {passed} through",
+                                     f"un-bypass {lk.src!r}, or mute it", name))
+                continue
             sources[name] = resolved
             continue
     for inp in spec.inputs:

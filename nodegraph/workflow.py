@@ -40,7 +40,7 @@ from typing import Any
 
 from .errors import WorkflowFileError
 from .fileio import atomic_write_text
-from .graph import MODES, Graph, Link
+from .graph import MODES, Graph, GraphError, Link
 
 FORMAT = "nodegraph.workflow"
 CURRENT_VERSION = 1
@@ -114,6 +114,13 @@ def migrate(doc: dict[str, Any]) -> dict[str, Any]:
 
 def from_dict(doc: dict[str, Any]) -> Graph:
     """Build a graph from a parsed workflow document (any supported version)."""
+    try:
+        return _graph_from_doc(doc)
+    except GraphError as exc:  # e.g. two groups with one id: a file problem, not a crash
+        raise WorkflowFileError(str(exc)) from None
+
+
+def _graph_from_doc(doc: dict[str, Any]) -> Graph:
     doc = migrate(doc)
     g = Graph()
     nodes = doc.get("nodes", {})

@@ -98,10 +98,14 @@ def int_math(ctx: NodeContext, a: int, b: int, op: str) -> int:
       outputs=[Out("FLOAT", "FLOAT")])
 def float_math(ctx: NodeContext, a: float, b: float, op: str) -> float:
     """a (op) b on floats."""
-    result = float(_apply(op, a, b))
-    if not math.isfinite(result):
-        raise NodeInputError("b", f"{a} {op} {b} is not a finite number", "change a or b")
-    return result
+    try:
+        result = _apply(op, a, b)
+    except OverflowError:
+        result = math.inf
+    # A negative base to a fractional power is complex in Python: not a real number either.
+    if isinstance(result, complex) or not math.isfinite(result):
+        raise NodeInputError("b", f"{a} {op} {b} is not a finite real number", "change a or b")
+    return float(result)
 
 
 @node("primitives.int_to_float", category="primitives/convert", display_name="Int to Float",
