@@ -90,6 +90,9 @@ def int_math(ctx: NodeContext, a: int, b: int, op: str) -> int:
     """a (op) b on integers; division rounds down so the result stays an integer."""
     if op == "power" and b < 0:
         raise NodeInputError("b", "negative power of an integer is not an integer", "use Float Math")
+    if op == "power" and abs(a) > 1 and b * max(abs(a), 2).bit_length() > 1_000_000:
+        # A workflow file is untrusted input: 10**10**9 would hang the run, not fail it.
+        raise NodeInputError("b", f"{a} ** {b} has more than a million bits", "use a smaller exponent")
     return int(_apply(op, a, b))
 
 
