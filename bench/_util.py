@@ -27,3 +27,13 @@ def measure(fn: Callable[[], object], repeat: int = 5, warmup: int = 1) -> list[
 def summary(samples: list[float], scale: float = 1.0, unit: str = "s") -> str:
     s = sorted(x * scale for x in samples)
     return f"min {s[0]:.4g}{unit}  median {statistics.median(s):.4g}{unit}  max {s[-1]:.4g}{unit}"
+
+
+def emit_summary(name: str, rows: list[dict]) -> None:
+    """Last line of a bench: machine-readable figures that bench/run_all.py tabulates.
+
+    Each row: {"metric", "median", "min", "max", "unit", "reference", "ratio", "target"} (omit what
+    does not apply)."""
+    import json
+
+    print("BENCH_JSON " + json.dumps({"bench": name, "rows": rows}))

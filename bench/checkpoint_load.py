@@ -21,6 +21,9 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench._util import emit_summary  # noqa: E402
 
 CHILD = r"""
 import json, resource, sys, time
@@ -74,6 +77,7 @@ def main() -> None:
     size = path.stat().st_size
     print(f"file: {size / 2**30:.2f} GiB")
     subprocess.run(["cat", str(path)], stdout=subprocess.DEVNULL, check=True)  # warm the page cache
+    rows = []
     for mode in ("fp16", "auto"):
         runs = []
         for _ in range(args.repeat):
@@ -85,7 +89,11 @@ def main() -> None:
         label = "kept fp16 (mmap)" if mode == "fp16" else f"device policy ({runs[0]['dtype']})"
         print(f"{label:28s} load: min {secs[0]:.2f}s median {statistics.median(secs):.2f}s max {secs[-1]:.2f}s | "
               f"peak RSS {rss / 2**30:.2f} GiB = {rss / size:.2f}x file  ({runs[0]['params'] / 1e6:.0f}M params)")
+        rows.append({"metric": f"SD1.5-layout load, {label}", "median": statistics.median(secs), "min": secs[0],
+                     "max": secs[-1], "unit": "s", "reference": "peer 6.6 s / 6.3 GB",
+                     "ratio": rss / size, "target": "peak RSS <= 1.2x file (fp16)" if mode == "fp16" else ""})
     print("reference peer on the same file (field measurement): 6.6 s, peak RSS 6.3 GB")
+    emit_summary("checkpoint_load", rows)
 
 
 if __name__ == "__main__":

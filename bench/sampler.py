@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
-from bench._util import machine  # noqa: E402
+from bench._util import emit_summary, machine  # noqa: E402
 from nodes.diffusion.models.unet import UNetModel  # noqa: E402
 from nodes.diffusion.sampling.ksampler import sample  # noqa: E402
 from nodes.diffusion.sampling.model_sampling import make_denoiser, make_schedule  # noqa: E402
@@ -93,6 +93,12 @@ def main() -> None:
               f"max {s[-1]*1e3:.1f} ms")
     ratio = statistics.median(results["nodegraph"]) / statistics.median(results["diffusers"])
     print(f"  ratio nodegraph/diffusers (median): {ratio:.3f}  (target <= 1.0)")
+    ours, ref = sorted(results["nodegraph"]), sorted(results["diffusers"])
+    emit_summary("sampler", [
+        {"metric": f"sampler step (UNet ch {args.channels}, latent {args.size}, CFG)", "median": statistics.median(ours)
+         * 1e3, "min": ours[0] * 1e3, "max": ours[-1] * 1e3, "unit": "ms", "reference": "plain diffusers loop "
+         f"{statistics.median(ref) * 1e3:.1f} ms", "ratio": ratio, "target": "ratio <= 1.0"},
+    ])
 
 
 if __name__ == "__main__":
