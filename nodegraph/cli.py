@@ -48,6 +48,51 @@ def _parser() -> argparse.ArgumentParser:
     gui.add_argument("workflow", nargs="?", help="workflow or PNG to open (default: workflows/txt2img.json)")
     gui.add_argument("--models-dir", help="root of the models/ folders")
 
+    batch = sub.add_parser(
+        "batch", help="run a workflow over a sweep of values (grid or zip), resumable",
+        description="Run WORKFLOW once per combination of swept values with one executor (shared work such as "
+                    "loading the checkpoint runs once).  Outputs are named by their parameters and listed in "
+                    "OUTDIR/manifest.json.  Re-running the same command resumes: items already written are "
+                    "skipped.  Exit codes: 0 all items ok, 1 some item failed or Ctrl+C, 2 invalid input "
+                    "(nothing was run).")
+    batch.add_argument("workflow", help="workflow file (.json)")
+    batch.add_argument("--sweep", dest="sweeps", action="append", default=[], metavar="NODE.INPUT=VALUES",
+                       help="values to sweep (repeatable): a..b, a..b:step (inclusive), x,y,z, a JSON list, "
+                            "or @FILE with one value per line; e.g. --sweep sampler.seed=1..100")
+    combine = batch.add_mutually_exclusive_group()
+    combine.add_argument("--grid", dest="mode", action="store_const", const="grid",
+                         help="every combination of the sweeps (default)")
+    combine.add_argument("--zip", dest="mode", action="store_const", const="zip",
+                         help="pair the sweeps element by element (equal lengths)")
+    batch.add_argument("--set", dest="overrides", action="append", default=[], metavar="NODE.INPUT=VALUE",
+                       help="fixed override for every item (repeatable)")
+    batch.add_argument("-o", "--output-dir", default="output", help="folder for files and manifest.json")
+    resume = batch.add_mutually_exclusive_group()
+    resume.add_argument("--resume", action="store_true",
+                        help="require an existing manifest in OUTDIR and continue it (resuming is also the "
+                             "default whenever one exists)")
+    resume.add_argument("--fresh", action="store_true",
+                        help="ignore an existing manifest and run every item again")
+    batch.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                       help="run on Ray: a cluster address (e.g. auto, ray://host:10001) or none for a local "
+                            "runtime (needs: pip install 'nodegraph[ray]')")
+    batch.add_argument("--workers", type=int, default=None,
+                       help="Ray workers (default: 2 locally, the cluster's CPU count otherwise)")
+    batch.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps")
+    batch.add_argument("--output", dest="targets", action="append", metavar="NODE_ID",
+                       help="run only these output nodes (repeatable)")
+    batch.add_argument("--models-dir", help="root of the models/ folders")
+    batch.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    serve = sub.add_parser("serve", help="serve the HTTP API (queue, status, cancel, outputs, events)")
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="address to bind (default 127.0.0.1: this machine only; the API has no "
+                            "authentication, so bind another address only on a trusted network)")
+    serve.add_argument("--port", type=int, default=8188, help="port (default 8188; 0 picks a free one)")
+    serve.add_argument("-o", "--output-dir", default="output", help="folder for written files")
+    serve.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps")
+    serve.add_argument("--models-dir", help="root of the models/ folders")
+
     nodes = sub.add_parser("nodes", help="list the node catalogue")
     nodes.add_argument("--json", action="store_true", help="full specs as JSON")
     nodes.add_argument("--models-dir", help="root of the models/ folders (fills file choices)")
@@ -59,7 +104,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         args = _parser().parse_args(["gui"])
     try:
-        return {"run": _cmd_run, "validate": _cmd_validate, "nodes": _cmd_nodes, "gui": _cmd_gui}[args.command](args)
+        commands = {"run": _cmd_run, "validate": _cmd_validate, "nodes": _cmd_nodes, "gui": _cmd_gui,
+                    "batch": _cmd_batch, "serve": _cmd_serve}
+        return commands[args.command](args)
     except BrokenPipeError:  # `nodegraph nodes | head`
         sys.stderr.close()
         return EXIT_OK
@@ -197,6 +244,88 @@ def _cmd_run(args: argparse.Namespace) -> int:
         if "text" in ui and not ui.get("files"):
             print(f"{nid}: {ui['text']}")
     return EXIT_OK
+
+
+def _cmd_batch(args: argparse.Namespace) -> int:
+    from .batch import MANIFEST_NAME, BatchInvalid, ManifestMismatch, SweepError, prepare, run_batch
+    from .context import CancelToken
+    from .device import DeviceError, check_device_name
+
+    try:
+        check_device_name(args.device)
+    except DeviceError as exc:
+        _err(str(exc))
+        return EXIT_INVALID
+    if args.workers is not None and args.workers < 1:
+        _err("--workers must be at least 1")
+        return EXIT_INVALID
+    out_dir = Path(args.output_dir)
+    if args.resume and not (out_dir / MANIFEST_NAME).exists():
+        _err(f"--resume: no {MANIFEST_NAME} in {out_dir} to resume")
+        return EXIT_INVALID
+    registry = _registry()
+    graph = _load(args, registry)
+    if graph is None:
+        return EXIT_INVALID
+    settings = _settings(args)
+    try:
+        plan = prepare(graph, args.sweeps, registry, mode=args.mode or "grid", settings=settings,  # type: ignore[arg-type]
+                       output_dir=out_dir, targets=args.targets, workflow_path=str(Path(args.workflow).resolve()))
+    except (SweepError, BatchInvalid) as exc:
+        _err(f"{args.workflow}: {exc}")
+        return EXIT_INVALID
+    cancel = CancelToken()
+    previous = signal.signal(signal.SIGINT, lambda *_: cancel.cancel())  # Ctrl+C: stop after a step
+    common = dict(output_dir=out_dir, settings=settings, targets=args.targets, fresh=args.fresh,
+                  progress=False if args.quiet else None, cancel=cancel, plan=plan)
+    try:
+        if args.ray is not None:
+            from .distributed import RayUnavailable, run_batch_ray
+
+            try:
+                result = run_batch_ray(graph, [], address=None if args.ray == "local" else args.ray,  # type: ignore[arg-type]
+                                       workers=args.workers, registry=registry,  # type: ignore[arg-type]
+                                       device="cpu" if args.device == "auto" else args.device,
+                                       **common)  # type: ignore[arg-type]
+            except RayUnavailable as exc:
+                _err(str(exc))
+                return EXIT_INVALID
+        else:
+            from .executor import Executor
+
+            executor = Executor(registry, device=args.device, output_dir=out_dir,  # type: ignore[arg-type]
+                                settings=settings)
+            result = run_batch(graph, [], executor=executor, **common)  # type: ignore[arg-type]
+    except ManifestMismatch as exc:
+        _err(str(exc))
+        return EXIT_INVALID
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    counts = result.manifest["counts"]
+    summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+    print(f"batch: {len(result.manifest['items'])} items ({summary}; {len(result.skipped)} resumed) in "
+          f"{result.seconds:.2f}s; manifest: {result.manifest_path}", file=sys.stderr)
+    for entry in result.failed:
+        err = entry.get("error") or {}
+        where = f"node {err['node_id']!r}: " if err.get("node_id") else ""
+        print(f"  - item {entry['index']} ({entry['name']}) {entry['status']}: {where}"
+              f"{err.get('message', '')}".rstrip(": "), file=sys.stderr)
+    if result.cancelled:
+        _err("batch cancelled; run the same command again to resume")
+    return EXIT_OK if result.ok else EXIT_RUN_ERROR
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from .device import DeviceError, check_device_name
+    from .server import serve
+
+    try:
+        check_device_name(args.device)
+    except DeviceError as exc:
+        _err(str(exc))
+        return EXIT_INVALID
+    return serve(host=args.host, port=args.port, output_dir=args.output_dir, device=args.device,
+                 settings=_settings(args))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -293,6 +293,7 @@ def build_plan(
                              f"refers to node {missing!r}, which does not exist",
                              "delete the link or restore the missing node", lk.dst_input if dst else None))
 
+    explicit_targets = targets is not None
     if targets is None:
         targets = default_targets(graph, registry)
         if not targets and scope == "needed":
@@ -336,6 +337,14 @@ def build_plan(
             continue
         specs[nid] = spec
         sources[nid], constants[nid] = _check_node(graph, registry, node, spec, issues, settings, dangling_into)
+    if scope != "all" and not explicit_targets:
+        # Running "everything": a node whose type is unknown might be an output node of a
+        # pack that is not installed, and skipping it would silently drop an output.
+        checked = set(needed_order)
+        for node in graph:
+            if node.id not in checked and node.mode != "mute" and node.type not in registry:
+                issues.append(_issue("unknown_type", node, f"unknown node type {node.type!r}",
+                                     "install the node pack that provides it, or delete (or mute) the node"))
 
     # 3. Topological order (Kahn) over the checked nodes; leftovers are cycles.
     deps: dict[str, list[str]] = {

@@ -68,7 +68,10 @@ def _v0_to_v1(doc: dict[str, Any]) -> dict[str, Any]:
         inputs = n.pop("inputs", {}) or {}
         if not isinstance(inputs, dict):
             raise WorkflowFileError(f"node {nid!r}: 'inputs' must be an object")
-        values = dict(n.pop("values", {}) or {})
+        values = n.pop("values", {}) or {}
+        if not isinstance(values, dict):
+            raise WorkflowFileError(f"node {nid!r}: 'values' must be an object keyed by input name")
+        values = dict(values)
         for name, v in inputs.items():
             if (isinstance(v, list) and len(v) == 2 and isinstance(v[0], (str, int))
                     and isinstance(v[1], (str, int))):

@@ -65,6 +65,7 @@ def test_runs_only_what_the_requested_outputs_need(tmp_path):
         ex.run(g)
     assert calls(ex) == []  # validation failed before any work
     g.remove_node("s3")
+    g.set_mode("unrelated", "mute")  # an unknown type blocks "run everything" unless muted
     report = ex.run(g)
     assert report.ok and report.ui == {"s1": {"value": 3}, "s2": {"value": 12}}
     assert sorted(calls(ex)) == ["b", "s2"]  # the rest came from the cache

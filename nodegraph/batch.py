@@ -1,0 +1,725 @@
+"""Batch sweeps: run one workflow many times over a grid (or zip) of input values.
+
+A sweep is ``NODE.INPUT=SPEC`` where SPEC is
+
+* ``a..b`` or ``a..b:step`` -- an inclusive number range (``1..100``, ``4..6:0.5``);
+* ``x,y,z`` -- a comma list (``euler,heun``);
+* ``[...]`` -- a JSON list, for values that contain commas (``["a, b", "c"]``);
+* ``@FILE`` -- one value per line of a text file (blank lines are skipped);
+* anything else -- a single value.
+
+Several sweeps combine as a grid (cartesian product, the first sweep varying
+slowest, like nested loops) or, with ``mode="zip"``, element by element.
+
+Why it is built the way it is:
+
+* **one long-lived executor** runs every item, so the result cache turns work the
+  items share (loading the checkpoint, encoding an unchanged prompt) into cache
+  hits: the loader executes once for the whole batch;
+* **everything is validated before anything runs**: every item's overrides are
+  applied and planned up front, so a typo in item 97 fails in a second, not
+  after an hour of sampling;
+* **outputs are named by their parameters**: each save node's ``filename_prefix``
+  becomes ``<prefix>_<name>`` with ``name`` like ``seed=7_cfg=5.0`` (sanitised to
+  a flat file name, so it cannot leave the output folder);
+* **a manifest** (``manifest.json`` in the output folder, rewritten atomically after
+  every item) lists every item: index, name, the exact (type-converted)
+  parameters, status, output files (relative to the folder), seconds and error;
+* **resumable**: re-running the same batch into the same folder skips the items
+  whose manifest entry is ``ok`` and whose files all still exist.  A manifest made
+  for a different workflow is refused rather than mixed with (pass ``fresh=True``
+  to start over in the same folder);
+* **one failing item does not stop the batch**: its error is recorded and the
+  next item runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import math
+import re
+import sys
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any, TextIO
+
+from .context import CancelToken
+from .errors import NodegraphError, OverrideError, WorkflowInvalid
+from .events import Event, EventListener, NodeProgress, NodeStarted
+from .executor import Executor, RunReport
+from .fileio import atomic_write_text
+from .graph import Graph
+from .overrides import apply_overrides
+from .plan import build_plan
+from .registry import Registry
+from .spec import Widget
+from .workflow import to_dict
+
+MANIFEST_NAME = "manifest.json"
+MANIFEST_FORMAT = "nodegraph.batch"
+MANIFEST_VERSION = 1
+# Fields of a manifest that legitimately differ between two runs of the same batch.
+VOLATILE_ITEM_KEYS = ("seconds", "node_seconds")
+
+_RANGE_RE = re.compile(r"^([^\s,]+?)\.\.([^\s,:]+)(?::([^\s,]+))?$")
+_SAFE_NAME = re.compile(r"[^A-Za-z0-9._=+-]+")
+_MAX_SLUG = 32
+_MAX_ITEMS = 1_000_000
+
+
+class SweepError(NodegraphError):
+    """A sweep specification cannot be parsed (bad range, unreadable @file, zip lengths differ...)."""
+
+
+class BatchInvalid(NodegraphError):
+    """Some items cannot run; nothing was run.  ``problems`` lists each distinct problem
+    once with the items it affects: ``{"items": [indices], "message": str, "issue": dict | None}``."""
+
+    def __init__(self, problems: Sequence[Mapping[str, Any]]) -> None:
+        self.problems = [dict(p) for p in problems]
+        lines = []
+        for p in self.problems:
+            lines.append(f"  - {p['message']} ({_describe_items(p['items'])})")
+        super().__init__(f"batch is invalid ({len(self.problems)} problem(s), nothing was run):\n"
+                         + "\n".join(lines))
+
+
+class ManifestMismatch(NodegraphError):
+    """The output folder holds a manifest of another batch (different workflow)."""
+
+
+# -- sweep specs ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """One swept input: ``key`` is ``NODE.INPUT``, ``values`` the raw values in order
+    (strings from the command line are converted by the input's type later)."""
+
+    key: str
+    values: tuple[Any, ...]
+    spec: str = ""
+
+    @property
+    def node_id(self) -> str:
+        return self.key.rpartition(".")[0]
+
+    @property
+    def input(self) -> str:
+        return self.key.rpartition(".")[2]
+
+
+def parse_sweep(text: str, *, base_dir: str | Path | None = None) -> Sweep:
+    """``"sampler.seed=1..4"`` -> ``Sweep("sampler.seed", (1, 2, 3, 4))``.
+
+    ``@file`` paths are relative to ``base_dir`` (default: the current directory)."""
+    key, sep, spec = text.partition("=")
+    key = key.strip()
+    node_id, dot, name = key.rpartition(".")
+    if not sep or not dot or not node_id or not name:
+        raise SweepError(f"sweep {text!r} must look like NODE.INPUT=VALUES (e.g. sampler.seed=1..10)")
+    return Sweep(key, tuple(parse_values(spec, base_dir=base_dir, label=text)), spec)
+
+
+def parse_values(spec: Any, *, base_dir: str | Path | None = None, label: str | None = None) -> list[Any]:
+    """The values a sweep spec stands for (see the module docstring).  Non-string specs
+    (a Python list or range) are taken as they are."""
+    label = label or str(spec)
+    if not isinstance(spec, str):
+        if isinstance(spec, (list, tuple, range)):
+            values = list(spec)
+        else:
+            values = [spec]
+    else:
+        s = spec.strip()
+        if s.startswith("@"):
+            values = _read_value_file(s[1:], base_dir, label)
+        elif s.startswith("["):
+            try:
+                values = json.loads(s)
+            except json.JSONDecodeError as exc:
+                raise SweepError(f"sweep {label!r}: not a valid JSON list ({exc.msg})") from None
+            if not isinstance(values, list):
+                raise SweepError(f"sweep {label!r}: expected a JSON list")
+        elif (m := _RANGE_RE.match(s)) is not None:
+            values = _parse_range(m.group(1), m.group(2), m.group(3), label)
+        elif "," in s:
+            values = [v.strip() for v in s.split(",")]
+        else:
+            values = [s]
+    if not values:
+        raise SweepError(f"sweep {label!r} has no values")
+    return values
+
+
+def _read_value_file(path: str, base_dir: str | Path | None, label: str) -> list[str]:
+    p = Path(path).expanduser()
+    if not p.is_absolute() and base_dir is not None:
+        p = Path(base_dir) / p
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SweepError(f"sweep {label!r}: cannot read {str(p)!r}: {exc}") from None
+    return [line.rstrip("\r") for line in text.split("\n") if line.strip()]
+
+
+def _number(text: str) -> Decimal:
+    try:
+        d = Decimal(text)
+    except InvalidOperation:
+        raise ValueError(text) from None
+    if not d.is_finite():
+        raise ValueError(text)
+    return d
+
+
+def _parse_range(a: str, b: str, step: str | None, label: str) -> list[int | float]:
+    """Inclusive range with exact decimal stepping (``0.1..0.3:0.1`` has 3 values, not 2)."""
+    try:
+        lo, hi = _number(a), _number(b)
+        st = _number(step) if step is not None else Decimal(1 if hi >= lo else -1)
+    except ValueError as exc:
+        raise SweepError(f"sweep {label!r}: {str(exc)!r} is not a number; a range is a..b or a..b:step "
+                         "with numbers (for text containing '..' use a JSON list or @file)") from None
+    if st == 0 or (hi - lo) * st < 0:
+        raise SweepError(f"sweep {label!r}: step {st} never gets from {lo} to {hi}")
+    count = int((hi - lo) / st) + 1
+    if count > _MAX_ITEMS:
+        raise SweepError(f"sweep {label!r} has {count} values; at most {_MAX_ITEMS} are allowed")
+    integral = all(x == x.to_integral_value() and "." not in t and "e" not in t.lower()
+                   for x, t in ((lo, a), (hi, b), (st, step or "1")))
+    values = [lo + i * st for i in range(count)]
+    return [int(v) for v in values] if integral else [float(v) for v in values]
+
+
+def parse_sweeps(sweeps: Mapping[str, Any] | Iterable[str | Sweep], *,
+                 base_dir: str | Path | None = None) -> list[Sweep]:
+    """Accepts ``["node.input=SPEC", ...]``, ``{"node.input": SPEC or [values]}`` or Sweep objects."""
+    out: list[Sweep] = []
+    if isinstance(sweeps, Mapping):
+        for key, spec in sweeps.items():
+            key = str(key).strip()
+            node_id, dot, name = key.rpartition(".")
+            if not dot or not node_id or not name:
+                raise SweepError(f"sweep key {key!r} must look like NODE.INPUT (e.g. sampler.seed)")
+            text = spec if isinstance(spec, str) else json.dumps(spec, default=str)
+            out.append(Sweep(key, tuple(parse_values(spec, base_dir=base_dir, label=f"{key}={text}")), text))
+    else:
+        for s in sweeps:
+            out.append(s if isinstance(s, Sweep) else parse_sweep(s, base_dir=base_dir))
+    keys = [s.key for s in out]
+    dup = sorted({k for k in keys if keys.count(k) > 1})
+    if dup:
+        raise SweepError(f"input(s) swept more than once: {', '.join(dup)}")
+    return out
+
+
+def expand(sweeps: Sequence[Sweep], mode: str = "grid") -> list[dict[str, Any]]:
+    """The raw overrides of every item, in order."""
+    if mode not in ("grid", "zip"):
+        raise SweepError(f"mode must be 'grid' or 'zip', not {mode!r}")
+    if not sweeps:
+        return [{}]
+    if mode == "zip":
+        lengths = {s.key: len(s.values) for s in sweeps}
+        if len(set(lengths.values())) > 1:
+            shown = ", ".join(f"{k}: {n}" for k, n in lengths.items())
+            raise SweepError(f"--zip needs sweeps of equal length ({shown}); use --grid for all combinations")
+        combos: Iterable[tuple[Any, ...]] = zip(*(s.values for s in sweeps), strict=True)
+    else:
+        total = math.prod(len(s.values) for s in sweeps)
+        if total > _MAX_ITEMS:
+            raise SweepError(f"the grid has {total} items; at most {_MAX_ITEMS} are allowed")
+        combos = itertools.product(*(s.values for s in sweeps))
+    return [dict(zip((s.key for s in sweeps), combo, strict=True)) for combo in combos]
+
+
+# -- prepared items ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BatchItem:
+    """One validated item: ``overrides`` hold the values as converted by the inputs' types
+    (exactly what runs); ``prefixes`` the save nodes' per-item ``filename_prefix``."""
+
+    index: int
+    name: str
+    overrides: dict[str, Any]
+    prefixes: dict[str, str] = field(default_factory=dict)
+
+    def all_overrides(self) -> dict[str, Any]:
+        out = dict(self.overrides)
+        out.update({f"{nid}.filename_prefix": p for nid, p in self.prefixes.items()})
+        return out
+
+
+@dataclass
+class BatchPlan:
+    """A validated batch: the base graph, its items, and what identifies it on disk."""
+
+    graph: Graph
+    sweeps: list[Sweep]
+    mode: str
+    items: list[BatchItem]
+    workflow_hash: str
+    workflow_path: str | None = None
+
+    def graph_for(self, item: BatchItem, registry: Registry) -> Graph:
+        g = self.graph.copy()
+        apply_overrides(g, registry, item.all_overrides())
+        return g
+
+
+def _slug(value: Any) -> str:
+    """A short file-name-safe rendering of a value; long or altered text gets a hash suffix
+    so two different values never share a name."""
+    text = ("true" if value else "false") if isinstance(value, bool) else str(value)
+    slug = _SAFE_NAME.sub("-", text).strip("-.") or "empty"
+    if slug != text or len(slug) > _MAX_SLUG:
+        digest = hashlib.blake2b(text.encode("utf-8"), digest_size=3).hexdigest()
+        slug = f"{slug[:_MAX_SLUG - 7].rstrip('-.')}-{digest}"
+    return slug
+
+
+def item_name(overrides: Mapping[str, Any], labels: Mapping[str, str]) -> str:
+    """``{"sampler.seed": 7, "sampler.cfg": 5.0}`` -> ``"seed=7_cfg=5.0"``."""
+    if not overrides:
+        return "item"
+    return "_".join(f"{labels[k]}={_slug(v)}" for k, v in overrides.items())
+
+
+def _labels(sweeps: Sequence[Sweep]) -> dict[str, str]:
+    names = [s.input for s in sweeps]
+    return {s.key: (s.input if names.count(s.input) == 1 else s.key) for s in sweeps}
+
+
+def _prefix_nodes(graph: Graph, registry: Registry) -> dict[str, str]:
+    """Save-like nodes (an unlinked ``filename_prefix`` text input) and their current prefix."""
+    out = {}
+    for n in graph:
+        spec = registry.get(n.type)
+        inp = spec.input("filename_prefix") if spec is not None else None
+        if inp is None or inp.widget is not Widget.STRING or graph.link_into(n.id, "filename_prefix") is not None:
+            continue
+        out[n.id] = str(n.values.get("filename_prefix", inp.default or "output"))
+    return out
+
+
+def workflow_hash(graph: Graph) -> str:
+    doc = to_dict(graph)
+    return hashlib.sha256(json.dumps(doc, sort_keys=True, separators=(",", ":"), default=str).encode()).hexdigest()
+
+
+def prepare(
+    graph: Graph,
+    sweeps: Mapping[str, Any] | Iterable[str | Sweep],
+    registry: Registry,
+    *,
+    mode: str = "grid",
+    settings: Mapping[str, Any] | None = None,
+    output_dir: str | Path = "output",
+    targets: Sequence[str] | None = None,
+    base_dir: str | Path | None = None,
+    workflow_path: str | None = None,
+) -> BatchPlan:
+    """Parse, expand and validate every item; raises :class:`SweepError` or
+    :class:`BatchInvalid` (listing every distinct problem) before any work."""
+    parsed = parse_sweeps(sweeps, base_dir=base_dir)
+    raw_items = expand(parsed, mode)
+    labels = _labels(parsed)
+    save_nodes = _prefix_nodes(graph, registry)
+    out_dir = str(Path(output_dir).resolve())
+    problems: dict[str, dict[str, Any]] = {}
+
+    def problem(index: int, message: str, issue: dict[str, Any] | None = None) -> None:
+        entry = problems.setdefault(message, {"items": [], "message": message, "issue": issue})
+        entry["items"].append(index)
+
+    items: list[BatchItem] = []
+    names: dict[str, int] = {}
+    plan_memo: dict[str, list[Any]] = {}
+    for index, raw in enumerate(raw_items):
+        g = graph.copy()
+        try:
+            apply_overrides(g, registry, raw)
+        except OverrideError as exc:
+            for line in str(exc).splitlines()[1:] or [str(exc)]:
+                problem(index, line.strip().removeprefix("- "))
+            continue
+        coerced = {k: g.nodes[k.rpartition(".")[0]].values[k.rpartition(".")[2]] for k in raw}
+        name = item_name(coerced, labels)
+        if name in names:  # the same values twice (e.g. a repeated prompt line)
+            names[name] += 1
+            name = f"{name}_{names[name]}"
+        else:
+            names[name] = 1
+        prefixes = {}
+        for nid, base in save_nodes.items():
+            own = g.nodes[nid].values.get("filename_prefix", base)
+            prefixes[nid] = f"{own}_{name}" if raw else str(own)
+        try:
+            apply_overrides(g, registry, {f"{nid}.filename_prefix": p for nid, p in prefixes.items()})
+        except OverrideError as exc:
+            problem(index, str(exc))
+            continue
+        # Items differing only in values that planning cannot reject (seeds, text) plan alike:
+        # plan each distinct combination of the other values once.
+        ranged = [m for k, v in coerced.items() if (m := _range_problem(registry, g, k, v))]
+        for message in ranged:
+            problem(index, message)
+        memo_key = json.dumps({k: v for k, v in coerced.items()
+                               if _needs_plan(registry, g, k)}, sort_keys=True, default=str)
+        if memo_key not in plan_memo:
+            try:
+                build_plan(g, registry, targets, output_dir=out_dir, settings=settings)
+                plan_memo[memo_key] = []
+            except WorkflowInvalid as exc:
+                plan_memo[memo_key] = list(exc.issues)
+        for issue in plan_memo[memo_key]:
+            problem(index, str(issue), issue.to_dict())
+        items.append(BatchItem(index, name, coerced, prefixes))
+    if problems:
+        raise BatchInvalid(list(problems.values()))
+    return BatchPlan(graph.copy(), parsed, mode, items, workflow_hash(graph), workflow_path)
+
+
+def _needs_plan(registry: Registry, g: Graph, key: str) -> bool:
+    """Whether a value can make planning fail beyond coercion and a range check: choices
+    (a COMBO such as a model name) and anything a node's fingerprint inspects (files)."""
+    nid, _, name = key.rpartition(".")
+    spec = registry.get(g.nodes[nid].type)
+    if spec is None or spec.fingerprint is not None:
+        return True
+    inp = spec.input(name)
+    return inp is None or inp.widget not in (Widget.STRING, Widget.BOOL, Widget.INT, Widget.FLOAT, Widget.SEED)
+
+
+def _range_problem(registry: Registry, g: Graph, key: str, value: Any) -> str | None:
+    nid, _, name = key.rpartition(".")
+    spec = registry.get(g.nodes[nid].type)
+    inp = spec.input(name) if spec is not None else None
+    if inp is None or inp.widget not in (Widget.INT, Widget.FLOAT, Widget.SEED):
+        return None
+    if (inp.min is not None and value < inp.min) or (inp.max is not None and value > inp.max):
+        return (f"node {nid!r} ({g.nodes[nid].type}) input {name!r}: value {value} is outside "
+                f"[{inp.min}, {inp.max}]")
+    return None
+
+
+# -- manifest --------------------------------------------------------------------------------------
+
+
+def _describe_items(indices: Sequence[int]) -> str:
+    if len(indices) == 1:
+        return f"item {indices[0]}"
+    runs: list[str] = []
+    start = prev = indices[0]
+    for i in list(indices[1:]) + [None]:  # type: ignore[list-item]
+        if i is not None and i == prev + 1:
+            prev = i
+            continue
+        runs.append(str(start) if start == prev else f"{start}-{prev}")
+        if i is not None:
+            start = prev = i
+    shown = ", ".join(runs[:8]) + (", ..." if len(runs) > 8 else "")
+    return f"{len(indices)} items: {shown}"
+
+
+@dataclass
+class ItemOutcome:
+    """What running one item produced (picklable: it crosses process boundaries under Ray)."""
+
+    status: str  # ok | error | cancelled
+    outputs: list[str]  # relative to the output folder, '/'-separated
+    seconds: float
+    node_seconds: float
+    error: dict[str, Any] | None = None
+    executed: list[str] = field(default_factory=list)
+    report: dict[str, Any] | None = None
+
+
+class Manifest:
+    """``manifest.json``: the batch header plus one entry per item, rewritten atomically."""
+
+    def __init__(self, path: Path, plan: BatchPlan) -> None:
+        self.path = path
+        self.plan = plan
+        self.entries: list[dict[str, Any]] = [self._pending(item) for item in plan.items]
+
+    @staticmethod
+    def _pending(item: BatchItem) -> dict[str, Any]:
+        return {"index": item.index, "name": item.name, "overrides": dict(item.overrides),
+                "prefixes": dict(item.prefixes), "status": "pending", "outputs": [], "seconds": None,
+                "node_seconds": None, "error": None}
+
+    def header(self) -> dict[str, Any]:
+        return {
+            "format": MANIFEST_FORMAT,
+            "version": MANIFEST_VERSION,
+            "workflow": {"path": self.plan.workflow_path, "sha256": self.plan.workflow_hash},
+            "mode": self.plan.mode,
+            "sweeps": [{"key": s.key, "spec": s.spec, "count": len(s.values)} for s in self.plan.sweeps],
+            "total": len(self.plan.items),
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        counts: dict[str, int] = {}
+        for e in self.entries:
+            counts[e["status"]] = counts.get(e["status"], 0) + 1
+        return {**self.header(), "counts": counts, "items": self.entries}
+
+    def write(self) -> None:
+        atomic_write_text(self.path, json.dumps(self.to_dict(), indent=2, default=str) + "\n")
+
+    def record(self, position: int, outcome: ItemOutcome) -> dict[str, Any]:
+        entry = self.entries[position]
+        entry.update(status=outcome.status, outputs=list(outcome.outputs), seconds=round(outcome.seconds, 4),
+                     node_seconds=round(outcome.node_seconds, 4), error=outcome.error)
+        return entry
+
+    def adopt_previous(self, *, fresh: bool) -> list[int]:
+        """Carry over finished entries of an earlier run of this batch; returns the positions
+        that are already done (status ok and every output file present)."""
+        if fresh or not self.path.exists():
+            return []
+        try:
+            old = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ManifestMismatch(f"{self.path}: cannot read the existing manifest ({exc}); "
+                                   "use another output folder or start fresh") from None
+        if not isinstance(old, dict) or old.get("format") != MANIFEST_FORMAT:
+            raise ManifestMismatch(f"{self.path} is not a nodegraph batch manifest")
+        if (old.get("workflow") or {}).get("sha256") != self.plan.workflow_hash:
+            raise ManifestMismatch(
+                f"{self.path} belongs to a batch of a different workflow; use another output folder, "
+                "or start fresh (--fresh) to run this batch there anyway")
+        root = self.path.parent
+        previous = {}
+        for e in old.get("items", []):
+            if isinstance(e, dict) and "name" in e:
+                previous[(e["name"], _canon(e.get("overrides")))] = e
+        done = []
+        for pos, entry in enumerate(self.entries):
+            e = previous.get((entry["name"], _canon(entry["overrides"])))
+            if e is None or e.get("status") != "ok":
+                continue
+            outputs = [str(o) for o in e.get("outputs", [])]
+            if all((root / o).is_file() for o in outputs):
+                entry.update(status="ok", outputs=outputs, seconds=e.get("seconds"),
+                             node_seconds=e.get("node_seconds"), error=None)
+                done.append(pos)
+        return done
+
+
+def _canon(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def manifest_core(doc: Mapping[str, Any]) -> dict[str, Any]:
+    """A manifest without its timings: what two runs of the same batch must agree on."""
+    out = dict(doc)
+    out["items"] = [{k: v for k, v in e.items() if k not in VOLATILE_ITEM_KEYS} for e in doc.get("items", [])]
+    return out
+
+
+# -- running ------------------------------------------------------------------------------------------
+
+
+def relative_outputs(report: RunReport, out_dir: Path) -> list[str]:
+    root = out_dir.resolve()
+    rel = []
+    for p in report.outputs:
+        path = Path(p).resolve()
+        try:
+            rel.append(path.relative_to(root).as_posix())
+        except ValueError:
+            rel.append(str(path))
+    return rel
+
+
+def outcome_of(report: RunReport, out_dir: Path, seconds: float) -> ItemOutcome:
+    """Summarise a run report as an item outcome (node time = time inside executed nodes)."""
+    node_seconds = sum(r.seconds for r in report.nodes.values() if r.status in ("executed", "error"))
+    error = None
+    if report.error is not None:
+        e = report.error
+        error = {"node_id": e.node_id, "node_type": e.node_type, "input": e.input, "message": e.message}
+    status = {"ok": "ok", "error": "error", "cancelled": "cancelled"}.get(report.status, report.status)
+    return ItemOutcome(status, relative_outputs(report, out_dir), seconds, node_seconds, error,
+                       report.executed(), report.to_dict())
+
+
+def run_item(executor: Executor, plan: BatchPlan, item: BatchItem, out_dir: Path, *,
+             targets: Sequence[str] | None = None, cancel: CancelToken | None = None,
+             on_event: EventListener | None = None) -> ItemOutcome:
+    """Run one item on ``executor`` (whose cache persists across items).  Never raises for
+    a failing item: the failure is the outcome."""
+    t0 = time.perf_counter()
+    try:
+        graph = plan.graph_for(item, executor.registry)
+        report = executor.run(graph, outputs=targets, on_event=on_event, cancel=cancel, output_dir=out_dir)
+    except (WorkflowInvalid, OverrideError) as exc:  # e.g. a model file deleted mid-batch
+        return ItemOutcome("error", [], time.perf_counter() - t0, 0.0,
+                           {"node_id": None, "node_type": None, "input": None, "message": str(exc)})
+    return outcome_of(report, out_dir, time.perf_counter() - t0)
+
+
+@dataclass
+class BatchResult:
+    """What :func:`run_batch` did.  ``outcomes`` holds the items run in this call
+    (skipped ones are absent), keyed by item index."""
+
+    manifest_path: Path
+    manifest: dict[str, Any]
+    outcomes: dict[int, ItemOutcome]
+    skipped: list[int]
+    seconds: float
+    cancelled: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return not self.cancelled and all(e["status"] == "ok" for e in self.manifest["items"])
+
+    @property
+    def failed(self) -> list[dict[str, Any]]:
+        return [e for e in self.manifest["items"] if e["status"] not in ("ok",)]
+
+
+class BatchProgress:
+    """One self-overwriting status line over the whole batch (drawn only on a TTY):
+    items done, the item running, its current node step, and an ETA."""
+
+    def __init__(self, total: int, stream: TextIO | None = None, *, enabled: bool | None = None) -> None:
+        self.stream = stream or sys.stderr
+        self.enabled = self.stream.isatty() if enabled is None else enabled
+        self.total = total
+        self.done = 0
+        self.failed = 0
+        self.current = ""
+        self.node = ""
+        self._t0 = time.monotonic()
+        self._ran = 0
+        self._last = 0.0
+
+    def start_item(self, name: str) -> None:
+        self.current, self.node = name, ""
+        self._draw(force=True)
+
+    def finish_item(self, status: str, *, skipped: bool = False) -> None:
+        self.done += 1
+        if not skipped:
+            self._ran += 1
+        if status != "ok":
+            self.failed += 1
+        self._draw(force=True)
+
+    def __call__(self, event: Event) -> None:
+        if not self.enabled:
+            return
+        if isinstance(event, NodeStarted):
+            self.node = event.node_id
+            self._draw()
+        elif isinstance(event, NodeProgress):
+            self.node = f"{event.node_id} {event.step}/{event.total}"
+            self._draw()
+
+    def _draw(self, force: bool = False) -> None:
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        if not force and now - self._last < 0.1:
+            return
+        self._last = now
+        width = 24
+        frac = self.done / self.total if self.total else 1.0
+        bar = "#" * int(frac * width) + "-" * (width - int(frac * width))
+        eta = ""
+        if self._ran:
+            per = (now - self._t0) / self._ran
+            left = per * (self.total - self.done)
+            eta = f" {per:.2f}s/item eta {int(left // 60)}m{int(left % 60):02d}s"
+        fail = f" {self.failed} failed" if self.failed else ""
+        line = f"[{bar}] {self.done}/{self.total}{fail}{eta} {self.current} {self.node}"
+        self.stream.write("\r" + line[:150].ljust(150))
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            self.stream.write("\r" + " " * 150 + "\r")
+            self.stream.flush()
+
+
+ItemCallback = Callable[[BatchItem, dict[str, Any]], None]
+
+
+def run_batch(
+    graph: Graph,
+    sweeps: Mapping[str, Any] | Iterable[str | Sweep],
+    *,
+    mode: str = "grid",
+    output_dir: str | Path = "output",
+    executor: Executor | None = None,
+    registry: Registry | None = None,
+    settings: Mapping[str, Any] | None = None,
+    device: str = "auto",
+    targets: Sequence[str] | None = None,
+    fresh: bool = False,
+    progress: BatchProgress | bool | None = None,
+    cancel: CancelToken | None = None,
+    on_item: ItemCallback | None = None,
+    base_dir: str | Path | None = None,
+    workflow_path: str | None = None,
+    plan: BatchPlan | None = None,
+) -> BatchResult:
+    """Run ``graph`` once per sweep item with ONE executor; see the module docstring.
+
+    Raises :class:`SweepError`, :class:`BatchInvalid` or :class:`ManifestMismatch`
+    before any work.  Resumes automatically from ``output_dir/manifest.json``
+    unless ``fresh``.  ``progress``: None = a bar on a TTY, False = none.
+    """
+    if executor is None:
+        executor = Executor(registry, device=device, output_dir=output_dir, settings=settings)
+    out_dir = Path(output_dir)
+    if plan is None:
+        plan = prepare(graph, sweeps, executor.registry, mode=mode, settings=executor.settings,
+                       output_dir=out_dir, targets=targets, base_dir=base_dir, workflow_path=workflow_path)
+    manifest = Manifest(out_dir / MANIFEST_NAME, plan)
+    skipped = manifest.adopt_previous(fresh=fresh)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    manifest.write()
+    bar = progress if isinstance(progress, BatchProgress) else BatchProgress(
+        len(plan.items), enabled=None if progress is None or progress is True else False)
+    if progress is True:
+        bar.enabled = True
+    cancel = cancel or CancelToken()
+    outcomes: dict[int, ItemOutcome] = {}
+    t0 = time.perf_counter()
+    skip = set(skipped)
+    cancelled = False
+    try:
+        for pos, item in enumerate(plan.items):
+            if pos in skip:
+                bar.finish_item("ok", skipped=True)
+                continue
+            if cancel.cancelled:
+                cancelled = True
+                break
+            bar.start_item(item.name)
+            outcome = run_item(executor, plan, item, out_dir, targets=targets, cancel=cancel, on_event=bar)
+            outcomes[item.index] = outcome
+            entry = manifest.record(pos, outcome)
+            manifest.write()
+            bar.finish_item(outcome.status)
+            if on_item is not None:
+                on_item(item, entry)
+            if outcome.status == "cancelled":
+                cancelled = True
+                break
+    finally:
+        bar.close()
+    return BatchResult(manifest.path, manifest.to_dict(), outcomes, skipped, time.perf_counter() - t0, cancelled)

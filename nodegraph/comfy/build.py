@@ -1,0 +1,142 @@
+"""Building our graph from ComfyUI nodes: shared by the UI-format and API-format importers.
+
+Both formats boil down to "create node N of ComfyUI class C with these input
+values" and "link output slot k of A to input named x of B"; this module turns
+those into our node types, input names and output names through the mapping
+table, keeps unknown classes as placeholders and records every compromise as
+a warning, so the two importers only deal with their own file structure.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..graph import Graph
+from .mapping import BY_COMFY, REROUTE_TYPE, SEED_CONTROLS, NodeMap, placeholder_type
+from .result import ImportResult
+
+_CHECKPOINT = "diffusion.checkpoint_loader"
+_EMPTY_LATENT = "diffusion.empty_latent"
+
+
+class Builder:
+    """Accumulates nodes and links; :meth:`finish` returns the :class:`ImportResult`."""
+
+    def __init__(self, source: str) -> None:
+        self.graph = Graph()
+        self.result = ImportResult(self.graph, source=source)
+        self._maps: dict[str, NodeMap] = {}
+        self._out_names: dict[str, list[str]] = {}  # placeholders: output names by slot
+        self._reroutes: set[str] = set()
+
+    def warn(self, message: str) -> None:
+        self.result.warnings.append(message)
+
+    # -- nodes ------------------------------------------------------------------------------
+    def add_mapped(self, nid: str, nmap: NodeMap, values: dict[str, Any], *, mode: str = "normal",
+                   title: str | None = None, ui: dict[str, Any] | None = None,
+                   seed_controls: dict[str, str] | None = None) -> None:
+        """Node ``nid`` of a mapped class; ``values`` are ComfyUI widget values by ComfyUI input name."""
+        ours: dict[str, Any] = {}
+        for name, value in values.items():
+            p = nmap.param(name)
+            if p is None:
+                if name not in nmap.ui_widgets:
+                    self.warn(f"node {nid!r} ({nmap.comfy}): input {name!r} has no equivalent; ignored")
+                continue
+            if p.drop:
+                continue
+            converted, warning = p.to_ours(value)
+            if warning:
+                self.warn(f"node {nid!r} ({nmap.comfy}): {warning}")
+            ours[p.name] = converted
+        ui = dict(ui or {})
+        controls = {}
+        for name, control in (seed_controls or {}).items():
+            p = nmap.param(name)
+            if p is not None and p.seed and control in SEED_CONTROLS:
+                controls[p.name] = control
+        if controls:
+            ui["seed_control"] = controls
+        self.graph.add_node(nmap.ours, ours, id=nid, mode=mode, title=title, ui=ui)
+        self._maps[nid] = nmap
+
+    def add_reroute(self, nid: str, *, mode: str = "normal", title: str | None = None,
+                    ui: dict[str, Any] | None = None) -> None:
+        self.graph.add_node(REROUTE_TYPE, {}, id=nid, mode=mode, title=title, ui=dict(ui or {}))
+        self._reroutes.add(nid)
+
+    def add_placeholder(self, nid: str, class_type: str, values: dict[str, Any], comfy: dict[str, Any], *,
+                        output_names: list[str], mode: str = "normal", title: str | None = None,
+                        ui: dict[str, Any] | None = None) -> None:
+        """Keep an unmapped node visible: type ``comfy:<Class>``, its original data in ``extra["comfy"]``."""
+        self.graph.add_node(placeholder_type(class_type), values, id=nid, mode=mode, title=title,
+                            ui=dict(ui or {}), extra={"comfy": comfy})
+        self._out_names[nid] = output_names
+        self.result.unmapped.append((nid, class_type))
+
+    def is_mapped(self, nid: str) -> bool:
+        return nid in self._maps
+
+    def map_of(self, nid: str) -> NodeMap | None:
+        return self._maps.get(nid)
+
+    def input_name(self, nid: str, comfy_input: str) -> str | None:
+        """Our input name for ComfyUI input ``comfy_input`` of node ``nid`` (None = no equivalent)."""
+        if nid in self._reroutes:
+            return "input"
+        nmap = self._maps.get(nid)
+        if nmap is None:
+            return comfy_input
+        p = nmap.param(comfy_input)
+        return None if p is None or p.drop else p.name
+
+    # -- links --------------------------------------------------------------------------------
+    def link(self, src: str, slot: int, dst: str, comfy_input: str) -> None:
+        """Connect output ``slot`` of ``src`` to ComfyUI input ``comfy_input`` of ``dst``."""
+        if src not in self.graph or dst not in self.graph:
+            missing = src if src not in self.graph else dst
+            self.warn(f"a link into node {dst!r} input {comfy_input!r} refers to node {missing!r}, which "
+                      "does not exist; dropped")
+            return
+        out = self._output_name(src, slot)
+        if out is None:
+            self.warn(f"node {dst!r} input {comfy_input!r}: node {src!r} has no output #{slot}; link dropped")
+            return
+        inp = self.input_name(dst, comfy_input)
+        if inp is None:
+            nmap = self._maps[dst]
+            self.warn(f"node {dst!r} ({nmap.comfy}): input {comfy_input!r} has no equivalent; its link was dropped")
+            return
+        self.graph.connect(src, out, dst, inp)
+
+    def _output_name(self, src: str, slot: int) -> str | None:
+        if src in self._reroutes:
+            return "output" if slot == 0 else None
+        nmap = self._maps.get(src)
+        names = nmap.outputs if nmap is not None else self._out_names.get(src, [])
+        if nmap is None and not names:
+            return str(slot)  # an API-format placeholder: outputs are known by index only
+        return names[slot] if 0 <= slot < len(names) else None
+
+    # -- finishing -------------------------------------------------------------------------------
+    def finish(self) -> ImportResult:
+        self._connect_latent_vae()
+        return self.result
+
+    def _connect_latent_vae(self) -> None:
+        # ComfyUI's EmptyLatentImage always makes SD's 4-channel latents at 1/8 size.  Ours sizes the
+        # latent for the VAE it is given (optional input), which is what makes models with another VAE
+        # (our small demo models: 4x downscale) work.  When the workflow has exactly one checkpoint
+        # loader there is no doubt which VAE the latent is for, so we connect it; for SD models the
+        # result is the same 4-channel 1/8 latent ComfyUI makes.
+        loaders = [n.id for n in self.graph if n.type == _CHECKPOINT]
+        if len(loaders) != 1:
+            return
+        for n in list(self.graph):
+            if n.type == _EMPTY_LATENT and self.graph.link_into(n.id, "vae") is None:
+                self.graph.connect(loaders[0], "VAE", n.id, "vae")
+
+
+def mapping_of(class_type: str) -> NodeMap | None:
+    return BY_COMFY.get(class_type)

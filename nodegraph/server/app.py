@@ -1,0 +1,212 @@
+"""The HTTP server: stdlib ``http.server`` dispatching on the route table.
+
+No web framework on purpose: the API is small, the engine has no
+dependencies, and ``ThreadingHTTPServer`` gives each client (including the
+long-lived ``/events`` streams) its own thread while one worker thread owns
+the executor (:mod:`nodegraph.server.runs`).
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import sys
+import threading
+from collections.abc import Iterator, Mapping
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+from ..executor import Executor
+from ..registry import Registry
+from .routes import MAX_BODY, ROUTES, Request, Response, error
+from .runs import EventHub, RunQueue
+
+KEEPALIVE_SECONDS = 15.0
+_COMPILED = [(r, r.compile()) for r in ROUTES]
+
+
+class Api:
+    """What the handlers work with: the registry, the executor, the run queue, the event hub."""
+
+    def __init__(self, executor: Executor) -> None:
+        self.executor = executor
+        self.registry: Registry = executor.registry
+        self.hub = EventHub()
+        self.runs = RunQueue(executor, self.hub)
+
+    def event_stream(self) -> Iterator[bytes]:
+        """SSE frames until the server closes: ``event: <kind>`` + ``data: <json>``, with a
+        comment line every few seconds so proxies and clients see the connection alive."""
+        q = self.hub.subscribe()
+        try:
+            yield b": connected\n\n"
+            while not self.hub.closed.is_set():
+                try:
+                    event = q.get(timeout=KEEPALIVE_SECONDS)
+                except queue.Empty:
+                    yield b": keepalive\n\n"
+                    continue
+                if event is None:
+                    return
+                data = json.dumps(event, default=str)
+                yield f"id: {event['seq']}\nevent: {event.get('kind', 'message')}\ndata: {data}\n\n".encode()
+        finally:
+            self.hub.unsubscribe(q)
+
+    def dispatch(self, method: str, raw_path: str, body: bytes) -> Response:
+        parts = urlsplit(raw_path)
+        allowed = []
+        for route, pattern in _COMPILED:
+            m = pattern.match(parts.path)
+            if m is None:
+                continue
+            if route.method != method:
+                allowed.append(route.method)
+                continue
+            req = Request(m.groupdict(), body, dict(parse_qsl(parts.query)))
+            try:
+                return route.handler(self, req)
+            except Exception as exc:  # a bug must answer 500, not drop the connection
+                return error(500, "internal_error", f"{type(exc).__name__}: {exc}")
+        if allowed:
+            return error(405, "method_not_allowed", f"{method} is not allowed here; use {', '.join(allowed)}")
+        return error(404, "not_found", f"no route {parts.path!r}; see /openapi.json")
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server_version = "nodegraph"
+    api: Api  # set on the subclass made per server
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        if getattr(self.server, "verbose", False):
+            super().log_message(format, *args)
+
+    def _handle(self, method: str) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        if length > MAX_BODY:
+            self._send(error(413, "too_large", f"request body over {MAX_BODY} bytes"))
+            return
+        body = self.rfile.read(length) if length > 0 else b""
+        self._send(self.api.dispatch(method, self.path, body))
+
+    def do_GET(self) -> None:  # noqa: N802 - stdlib naming
+        self._handle("GET")
+
+    def do_POST(self) -> None:  # noqa: N802
+        self._handle("POST")
+
+    def do_DELETE(self) -> None:  # noqa: N802
+        self._handle("DELETE")
+
+    def _send(self, resp: Response) -> None:
+        if resp.stream is not None:
+            self.send_response(resp.status)
+            self.send_header("Content-Type", resp.content_type)
+            for k, v in resp.headers.items():
+                self.send_header(k, v)
+            self.end_headers()
+            try:
+                for chunk in resp.stream():
+                    self.wfile.write(chunk)
+                    self.wfile.flush()
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the client went away
+            return
+        if isinstance(resp.body, bytes):
+            data = resp.body
+        else:
+            data = (json.dumps(resp.body, indent=None, default=str) + "\n").encode()
+        self.send_response(resp.status)
+        self.send_header("Content-Type", resp.content_type)
+        self.send_header("Content-Length", str(len(data)))
+        for k, v in resp.headers.items():
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(data)
+
+
+class NodegraphServer:
+    """A running API server.  ``start()`` serves from a background thread (tests, embedding);
+    :func:`serve` runs it in the foreground for the CLI."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 8188, *, executor: Executor | None = None,
+                 output_dir: str | Path = "output", device: str = "auto",
+                 settings: Mapping[str, Any] | None = None, registry: Registry | None = None,
+                 verbose: bool = False) -> None:
+        self.executor = executor or Executor(registry, device=device, output_dir=output_dir, settings=settings)
+        self.api = Api(self.executor)
+        handler = type("Handler", (_Handler,), {"api": self.api})
+        self.httpd = ThreadingHTTPServer((host, port), handler)
+        self.httpd.daemon_threads = True
+        self.httpd.verbose = verbose  # type: ignore[attr-defined]
+        self._thread: threading.Thread | None = None
+
+    @property
+    def address(self) -> tuple[str, int]:
+        host, port = self.httpd.server_address[:2]
+        return str(host), int(port)
+
+    @property
+    def url(self) -> str:
+        host, port = self.address
+        return f"http://{host}:{port}"
+
+    def start(self) -> NodegraphServer:
+        self._thread = threading.Thread(target=self.httpd.serve_forever, name="nodegraph-http", daemon=True)
+        self._thread.start()
+        return self
+
+    def close(self) -> None:
+        self.api.hub.close()  # ends the /events streams
+        self.api.runs.stop()
+        if self._thread is not None:
+            self.httpd.shutdown()
+            self._thread.join(10)
+        self.httpd.server_close()
+
+    def __enter__(self) -> NodegraphServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def serve(host: str = "127.0.0.1", port: int = 8188, *, output_dir: str | Path = "output", device: str = "auto",
+          settings: Mapping[str, Any] | None = None) -> int:
+    """Serve until Ctrl+C (the ``nodegraph serve`` command)."""
+    registry = Registry.with_installed_packs()
+    for pack, err in registry.pack_errors.items():
+        print(f"nodegraph: warning: node pack {pack!r} failed to load: {err}", file=sys.stderr)
+    try:
+        server = NodegraphServer(host, port, output_dir=output_dir, device=device, settings=settings,
+                                 registry=registry, verbose=True)
+    except OSError as exc:
+        print(f"nodegraph: cannot listen on {host}:{port}: {exc}", file=sys.stderr)
+        return 2
+    if not _is_loopback(host):
+        print(f"nodegraph: WARNING: listening on {host}, not loopback. The API has no authentication: anyone "
+              "who can reach this address can run workflows and read outputs.", file=sys.stderr)
+    print(f"nodegraph: serving {server.url} (API description: {server.url}/openapi.json); Ctrl+C stops",
+          file=sys.stderr)
+    try:
+        server.httpd.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.api.hub.close()
+        server.api.runs.stop()
+        server.httpd.server_close()
+    return 0

@@ -1,0 +1,95 @@
+"""OpenAPI 3 document generated from the route table (so it cannot drift from the code)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+_ISSUE = {
+    "type": "object",
+    "required": ["kind", "message", "fix"],
+    "properties": {
+        "kind": {"type": "string", "description": "e.g. missing_input, bad_value, not_in_choices, bad_override"},
+        "node_id": {"type": "string", "nullable": True},
+        "node_type": {"type": "string", "nullable": True},
+        "input": {"type": "string", "nullable": True},
+        "message": {"type": "string"},
+        "fix": {"type": "string", "description": "what to do about it"},
+    },
+}
+_SUMMARY_PROPS = {
+    "id": {"type": "string"},
+    "status": {"type": "string", "enum": ["queued", "running", "done", "error", "cancelled"]},
+    "created": {"type": "number"},
+    "started": {"type": "number", "nullable": True},
+    "finished": {"type": "number", "nullable": True},
+    "outputs": {"type": "array", "items": {"type": "string"}, "description": "URLs of the files written"},
+}
+
+SCHEMAS: dict[str, Any] = {
+    "Error": {"type": "object", "required": ["error", "message"],
+              "properties": {"error": {"type": "string"}, "message": {"type": "string"}}},
+    "ValidationIssue": _ISSUE,
+    "Problems": {"type": "object", "required": ["error", "problems"],
+                 "properties": {"error": {"type": "string", "enum": ["invalid_workflow", "bad_request"]},
+                                "message": {"type": "string"},
+                                "problems": {"type": "array",
+                                             "items": {"$ref": "#/components/schemas/ValidationIssue"}}}},
+    "RunRequest": {
+        "type": "object", "required": ["workflow"],
+        "properties": {
+            "workflow": {"type": "object", "description": "a workflow document (nodegraph.workflow format)"},
+            "overrides": {"type": "object", "additionalProperties": True,
+                          "description": 'input values to set, keyed "node_id.input"'},
+            "outputs": {"type": "array", "items": {"type": "string"},
+                        "description": "output node ids to run (default: all)"},
+        },
+    },
+    "RunAccepted": {"type": "object", "required": ["id", "status"],
+                    "properties": {"id": {"type": "string"}, "status": {"type": "string"}, "url": {"type": "string"}}},
+    "RunSummary": {"type": "object", "required": ["id", "status"], "properties": _SUMMARY_PROPS},
+    "Run": {"type": "object", "required": ["id", "status"],
+            "properties": {**_SUMMARY_PROPS,
+                           "overrides": {"type": "object", "additionalProperties": True},
+                           "message": {"type": "string", "nullable": True},
+                           "report": {"type": "object", "nullable": True,
+                                      "description": "RunReport.to_dict(): per-node status/seconds, outputs, error"}}},
+    "RunList": {"type": "object", "properties": {"runs": {"type": "array",
+                                                          "items": {"$ref": "#/components/schemas/RunSummary"}}}},
+    "NodeCatalogue": {"type": "object", "properties": {"nodes": {"type": "array", "items": {"type": "object"}}}},
+    "Index": {"type": "object", "properties": {"name": {"type": "string"}, "version": {"type": "string"},
+                                               "openapi": {"type": "string"},
+                                               "routes": {"type": "array", "items": {"type": "string"}}}},
+}
+
+
+def openapi_document(routes: Sequence[Any]) -> dict[str, Any]:
+    from .. import __version__
+
+    paths: dict[str, dict[str, Any]] = {}
+    for r in routes:
+        op: dict[str, Any] = {"operationId": r.operation_id, "summary": r.summary, "responses": {}}
+        if r.params:
+            op["parameters"] = [{"name": name, "in": "path", "required": True, "schema": {"type": kind}}
+                                for name, kind in r.params.items()]
+        if r.request_schema:
+            op["requestBody"] = {"required": True, "content": {"application/json": {
+                "schema": {"$ref": f"#/components/schemas/{r.request_schema}"}}}}
+        for status, (description, schema) in sorted(r.responses.items()):
+            resp: dict[str, Any] = {"description": description}
+            if schema is not None:
+                resp["content"] = {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}}
+            elif status < 300:
+                ctype = "application/json" if r.content_type == "application/json" else r.content_type
+                resp["content"] = {ctype: {"schema": {"type": "string"} if ctype != "application/json"
+                                           else {"type": "object"}}}
+            op["responses"][str(status)] = resp
+        paths.setdefault(r.path, {})[r.method.lower()] = op
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": "nodegraph", "version": __version__,
+                 "description": "Queue and run nodegraph workflows headless; stream engine events; fetch outputs. "
+                                "No authentication: bound to 127.0.0.1 unless asked otherwise."},
+        "paths": paths,
+        "components": {"schemas": SCHEMAS},
+    }

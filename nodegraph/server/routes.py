@@ -1,0 +1,208 @@
+"""The HTTP API as ONE route table.
+
+Each :class:`Route` carries its method, path template, handler and its
+documentation (summary, request schema, responses).  The dispatcher and the
+OpenAPI document (:mod:`nodegraph.server.openapi`) are both generated from
+:data:`ROUTES`, so the documented API cannot drift from the served one.
+"""
+
+from __future__ import annotations
+
+import json
+import mimetypes
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..errors import OverrideError, WorkflowFileError, WorkflowInvalid
+from ..overrides import apply_overrides
+from ..workflow import from_dict
+
+if TYPE_CHECKING:
+    from .app import Api
+
+MAX_BODY = 32 * 1024 * 1024
+
+
+@dataclass
+class Request:
+    params: dict[str, str]
+    body: bytes = b""
+    query: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Response:
+    status: int
+    body: Any = None  # JSON-able, or bytes with content_type
+    content_type: str = "application/json"
+    headers: dict[str, str] = field(default_factory=dict)
+    stream: Callable[[], Iterator[bytes]] | None = None  # for Server-Sent Events
+
+
+def error(status: int, code: str, message: str, **extra: Any) -> Response:
+    return Response(status, {"error": code, "message": message, **extra})
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    path: str  # template: /runs/{id}
+    handler: Callable[[Api, Request], Response]
+    summary: str
+    responses: dict[int, tuple[str, str | None]]  # status -> (description, schema name or None)
+    request_schema: str | None = None
+    params: dict[str, str] = field(default_factory=dict)  # path parameter -> "string" | "integer"
+    content_type: str = "application/json"  # of the success response
+
+    @property
+    def operation_id(self) -> str:
+        return self.handler.__name__.lstrip("_")
+
+    def compile(self) -> re.Pattern[str]:
+        pattern = re.sub(r"\{(\w+)\}", lambda m: f"(?P<{m.group(1)}>[^/]+)", self.path)
+        return re.compile(f"^{pattern}$")
+
+
+# -- handlers ---------------------------------------------------------------------------------------
+
+
+def _index(api: Api, req: Request) -> Response:
+    from .. import __version__
+
+    return Response(200, {"name": "nodegraph", "version": __version__, "openapi": "/openapi.json",
+                          "routes": [f"{r.method} {r.path}" for r in ROUTES]})
+
+
+def _openapi(api: Api, req: Request) -> Response:
+    from .openapi import openapi_document
+
+    return Response(200, openapi_document(ROUTES))
+
+
+def _list_nodes(api: Api, req: Request) -> Response:
+    return Response(200, {"nodes": api.registry.catalogue(api.executor.settings)})
+
+
+def _problem(kind: str, message: str, fix: str, node_id: str | None = None, node_type: str | None = None,
+             input: str | None = None) -> dict[str, Any]:
+    return {"kind": kind, "node_id": node_id, "node_type": node_type, "input": input, "message": message,
+            "fix": fix}
+
+
+def _submit_run(api: Api, req: Request) -> Response:
+    try:
+        body = json.loads(req.body or b"null")
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        return error(400, "bad_request", f"body is not JSON: {exc}")
+    if not isinstance(body, dict) or not isinstance(body.get("workflow"), dict):
+        return error(400, "bad_request", 'body must be {"workflow": {...}, "overrides": {...}}')
+    overrides = body.get("overrides") or {}
+    targets = body.get("outputs")
+    if not isinstance(overrides, dict):
+        return error(400, "bad_request", '"overrides" must be an object {"node.input": value}')
+    if targets is not None and not (isinstance(targets, list) and all(isinstance(t, str) for t in targets)):
+        return error(400, "bad_request", '"outputs" must be a list of node ids')
+    try:
+        graph = from_dict(body["workflow"])
+    except WorkflowFileError as exc:
+        return Response(400, {"error": "invalid_workflow", "message": str(exc),
+                              "problems": [_problem("invalid_file", str(exc), "fix the workflow document")]})
+    problems = []
+    for key, value in overrides.items():  # one at a time, so each problem names its node and input
+        node_id, _, name = str(key).rpartition(".")
+        node = graph.nodes.get(node_id)
+        try:
+            apply_overrides(graph.copy(), api.registry, {key: value})
+        except OverrideError as exc:
+            message = str(exc).splitlines()[-1].strip().removeprefix("- ")
+            problems.append(_problem("bad_override", message, "fix or remove this override",
+                                     node_id or None, node.type if node else None, name or None))
+    if not problems:
+        apply_overrides(graph, api.registry, overrides)
+        try:
+            api.executor.plan(graph, targets)
+        except WorkflowInvalid as exc:
+            problems = [i.to_dict() for i in exc.issues]
+    if problems:
+        return Response(400, {"error": "invalid_workflow", "message": f"{len(problems)} problem(s); nothing was run",
+                              "problems": problems})
+    record = api.runs.submit(graph, targets, overrides)
+    return Response(202, {"id": record.id, "status": record.status, "url": f"/runs/{record.id}"},
+                    headers={"Location": f"/runs/{record.id}"})
+
+
+def _list_runs(api: Api, req: Request) -> Response:
+    return Response(200, {"runs": [r.summary() for r in api.runs.list()]})
+
+
+def _get_run(api: Api, req: Request) -> Response:
+    record = api.runs.get(req.params["id"])
+    if record is None:
+        return error(404, "not_found", f"no run {req.params['id']!r}")
+    return Response(200, record.to_dict())
+
+
+def _cancel_run(api: Api, req: Request) -> Response:
+    record = api.runs.get(req.params["id"])
+    if record is None:
+        return error(404, "not_found", f"no run {req.params['id']!r}")
+    if record.status in ("done", "error"):
+        return error(409, "finished", f"run {record.id!r} already finished ({record.status})")
+    api.runs.cancel(record.id)
+    return Response(200, record.summary())
+
+
+def _get_output(api: Api, req: Request) -> Response:
+    record = api.runs.get(req.params["id"])
+    if record is None:
+        return error(404, "not_found", f"no run {req.params['id']!r}")
+    outputs = record.report.outputs if record.report is not None else []
+    try:
+        n = int(req.params["n"])
+    except ValueError:
+        return error(404, "not_found", "output index must be a number")
+    if not 0 <= n < len(outputs):
+        return error(404, "not_found", f"run {record.id!r} has {len(outputs)} output(s)")
+    root = api.executor.output_dir.resolve()
+    path = Path(outputs[n]).resolve()
+    if root not in path.parents:  # never serve anything outside the output folder
+        return error(403, "forbidden", "that output lies outside the output folder")
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return error(410, "gone", "the output file no longer exists")
+    ctype = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+    return Response(200, data, ctype, {"Content-Disposition": f'inline; filename="{path.name}"'})
+
+
+def _events(api: Api, req: Request) -> Response:
+    return Response(200, None, "text/event-stream", {"Cache-Control": "no-cache"}, stream=api.event_stream)
+
+
+# -- the table --------------------------------------------------------------------------------------
+
+_E = ("error", "Error")
+ROUTES: list[Route] = [
+    Route("GET", "/", _index, "Service name, version and route list", {200: ("index", "Index")}),
+    Route("GET", "/openapi.json", _openapi, "This API described as OpenAPI 3", {200: ("OpenAPI document", None)}),
+    Route("GET", "/nodes", _list_nodes, "The node catalogue (every node type's inputs and outputs)",
+          {200: ("catalogue", "NodeCatalogue")}),
+    Route("POST", "/runs", _submit_run, "Validate a workflow (+ overrides) and queue it",
+          {202: ("queued", "RunAccepted"), 400: ("invalid workflow, override or body", "Problems")},
+          request_schema="RunRequest"),
+    Route("GET", "/runs", _list_runs, "Every known run, oldest first", {200: ("runs", "RunList")}),
+    Route("GET", "/runs/{id}", _get_run, "One run: status and, once finished, its report",
+          {200: ("run", "Run"), 404: _E}, params={"id": "string"}),
+    Route("POST", "/runs/{id}/cancel", _cancel_run,
+          "Cancel a queued run, or stop a running one at its next step",
+          {200: ("cancel requested", "RunSummary"), 404: _E, 409: ("already finished", "Error")},
+          params={"id": "string"}),
+    Route("GET", "/runs/{id}/outputs/{n}", _get_output, "Download the n-th file a run wrote",
+          {200: ("the file", None), 403: _E, 404: _E, 410: ("file deleted", "Error")},
+          params={"id": "string", "n": "integer"}, content_type="application/octet-stream"),
+    Route("GET", "/events", _events, "Server-Sent Events: every engine event as JSON (event.to_dict() + run id)",
+          {200: ("event stream", None)}, content_type="text/event-stream"),
+]
