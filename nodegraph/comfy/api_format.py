@@ -54,5 +54,6 @@ def import_api(doc: dict[str, Any]) -> ImportResult:
                               title=title)
     for src, slot, dst, name in links:
         b.link(src, slot, dst, name)
-    auto_layout(b.graph)
-    return b.finish()
+    result = b.finish()
+    auto_layout(result.graph)  # after finish(): it may add links (the empty latent's VAE)
+    return result

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..graph import Graph
-from .mapping import BY_COMFY, REROUTE_TYPE, SEED_CONTROLS, NodeMap, placeholder_type
+from .mapping import REROUTE_TYPE, SEED_CONTROLS, NodeMap, placeholder_type
 from .result import ImportResult
 
 _CHECKPOINT = "diffusion.checkpoint_loader"
@@ -75,9 +75,6 @@ class Builder:
         self._out_names[nid] = output_names
         self.result.unmapped.append((nid, class_type))
 
-    def is_mapped(self, nid: str) -> bool:
-        return nid in self._maps
-
     def map_of(self, nid: str) -> NodeMap | None:
         return self._maps.get(nid)
 
@@ -136,7 +133,3 @@ class Builder:
         for n in list(self.graph):
             if n.type == _EMPTY_LATENT and self.graph.link_into(n.id, "vae") is None:
                 self.graph.connect(loaders[0], "VAE", n.id, "vae")
-
-
-def mapping_of(class_type: str) -> NodeMap | None:
-    return BY_COMFY.get(class_type)

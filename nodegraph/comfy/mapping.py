@@ -88,7 +88,8 @@ def normalise_file_name(name: str, *, image: bool = False) -> tuple[str, str | N
             if out.endswith(tag):
                 out = out[: -len(tag)]
                 if tag != " [input]":
-                    warning = f"image {name!r} refers to ComfyUI's {tag.strip(' []')} folder; looked up in the input folder"
+                    folder = tag.strip(" []")
+                    warning = f"image {name!r} refers to ComfyUI's {folder} folder; looked up in the input folder"
     return out, warning
 
 

@@ -184,7 +184,7 @@ def import_ui(doc: dict[str, Any]) -> ImportResult:
             b.warn(f"link {lid} enters node {dst!r} at input #{dslot}, which the node does not list; dropped")
             continue
         b.link(src, slot, dst, name or str(dslot))
-    for pid, p in primitives.items():
+    for pid in primitives:
         if not any(src == pid for src, _, _, _ in links.values()):
             b.warn(f"unconnected primitive node {pid!r} dropped (it only feeds widgets in ComfyUI)")
 

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from nodegraph.registry import Registry
 
-from . import conditioning, latent, loaders, lora, sampler, vae
+from . import conditioning, custom_sampling, latent, loaders, lora, sampler, vae
 
-NODES = [*loaders.NODES, *lora.NODES, *conditioning.NODES, *latent.NODES, *sampler.NODES, *vae.NODES]
+NODES = [*loaders.NODES, *lora.NODES, *conditioning.NODES, *latent.NODES, *sampler.NODES, *vae.NODES,
+         *custom_sampling.NODES]
 
 
 def register(registry: Registry) -> None:

@@ -1,0 +1,59 @@
+"""Open any workflow file: ours (.json or a PNG we saved) or ComfyUI's (UI/API JSON, or its PNGs).
+
+``workflow.py`` stays a pure reader of our format; this is the one place that
+sniffs what a file is and routes it, so the CLI and the editor open the same
+things the same way.  Only JSON is parsed; nothing in a file is executed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from .errors import WorkflowFileError
+from .graph import Graph
+
+
+def open_any(path: str | os.PathLike[str]) -> tuple[Graph, list[str]]:
+    """``(graph, notes)`` for a workflow file of any supported kind.
+
+    ``notes`` is empty for our own files; for ComfyUI imports it says what was
+    imported, which nodes have no equivalent (kept as placeholders) and what
+    was approximated.  Raises :class:`WorkflowFileError` naming the file.
+    """
+    from . import workflow
+    from .comfy import detect, load_comfy
+    from .comfy.png import is_png, png_documents
+
+    p = Path(path)
+    if not p.exists():
+        raise WorkflowFileError("file not found", str(p))
+    if is_png(p):
+        docs = png_documents(p)
+        ours = docs.get("workflow")
+        if detect(ours) == "nodegraph":
+            try:
+                return workflow.from_dict(ours), []
+            except WorkflowFileError as exc:
+                raise WorkflowFileError(str(exc), str(p)) from None
+        if not any(detect(d) in ("comfy_ui", "comfy_api") for d in docs.values()):
+            raise WorkflowFileError("the PNG holds no workflow (no 'workflow' or 'prompt' text chunk)", str(p))
+        result = load_comfy(p)
+        return result.graph, result.notes()
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise WorkflowFileError(f"cannot read: {exc}", str(p)) from None
+    try:
+        doc = json.loads(text)
+    except (ValueError, RecursionError):
+        doc = None  # let workflow.loads report the JSON error in its words
+    if detect(doc) in ("comfy_ui", "comfy_api"):
+        try:
+            result = load_comfy(doc)
+        except WorkflowFileError as exc:
+            raise WorkflowFileError(str(exc), str(p)) from None
+        result.graph.meta.setdefault("name", p.stem)
+        return result.graph, result.notes()
+    return workflow.loads(text, source=str(p)), []
