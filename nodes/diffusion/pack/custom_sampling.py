@@ -61,47 +61,10 @@ def sample_with_sigmas(denoiser: Any, latent: Any, sigmas: Any, *, sampler: str,
                        noise_mask: Any = None, callback: Any = None) -> tuple[Any, Any]:
     """Run ``sampler`` over an explicit sigma list; returns (result, last x0 estimate).
 
-    Mirrors ``sampling.ksampler.sample`` step for step (noise streams derived from
-    the per-item seeds, CFG batching, inpainting mask) -- that equality is what
-    makes a custom-sampling graph reproduce a KSampler image; a test enforces it.
+    Uses the same code path as the KSampler (``sampling.ksampler.sample_sigmas``), which is
+    what makes a custom-sampling graph reproduce a KSampler image; ``seed=None`` = no noise.
     """
-    import torch
-
-    from ..sampling.guidance import cfg_denoiser
-    from ..sampling.ksampler import _masked, prepare_mask
-    from ..sampling.noise import BrownianTreeNoiseSampler, NoiseSampler, derive_seed, initial_noise, item_seeds
-    from ..sampling.samplers import BROWNIAN_SAMPLERS, SAMPLERS, STOCHASTIC_SAMPLERS
-
-    if sampler not in SAMPLERS:
-        raise ValueError(f"unknown sampler {sampler!r}; choose from {sorted(SAMPLERS)}")
-    if len(sigmas) < 2:
-        return latent.clone(), latent.clone()
-    sigmas = sigmas.to(latent.device, torch.float32)
-    noise_seed = 0 if seed is None else seed
-    seeds = item_seeds(noise_seed, latent.shape[0])
-    if seed is not None:
-        noise = initial_noise(latent.shape, seed, device=latent.device, dtype=latent.dtype)
-    else:
-        noise = torch.zeros_like(latent)
-
-    model = denoiser
-    if uncond_kwargs is not None:
-        model = cfg_denoiser(denoiser, cond_kwargs, uncond_kwargs, cfg)
-    elif cond_kwargs:
-        model = cfg_denoiser(denoiser, cond_kwargs, {}, 1.0)
-    mask = None
-    if noise_mask is not None:
-        mask = prepare_mask(noise_mask, latent)
-        model = _masked(model, mask, latent, noise)
-
-    x = latent + noise * sigmas[0]
-    options: dict[str, Any] = {}
-    if sampler in BROWNIAN_SAMPLERS:
-        positive = sigmas[sigmas > 0]
-        options["noise_sampler"] = BrownianTreeNoiseSampler(
-            x, float(positive.min()), float(sigmas.max()), [derive_seed(s, "brownian") for s in seeds])
-    elif sampler in STOCHASTIC_SAMPLERS:
-        options["noise_sampler"] = NoiseSampler(x, [derive_seed(s, "ancestral") for s in seeds])
+    from ..sampling.ksampler import sample_sigmas
 
     last: dict[str, Any] = {}
 
@@ -110,9 +73,9 @@ def sample_with_sigmas(denoiser: Any, latent: Any, sigmas: Any, *, sampler: str,
         if callback is not None:
             callback(step, total, x_cur, denoised)
 
-    out = SAMPLERS[sampler](model, x, sigmas, callback=on_step, **options)
-    if mask is not None:
-        out = out * mask + (latent + noise * sigmas[-1]) * (1 - mask)
+    out = sample_sigmas(denoiser, latent, sigmas, sampler=sampler, seed=0 if seed is None else seed,
+                        add_noise=seed is not None, cfg=cfg, cond_kwargs=cond_kwargs, uncond_kwargs=uncond_kwargs,
+                        noise_mask=noise_mask, callback=on_step)
     return out, last.get("x0", out)
 
 

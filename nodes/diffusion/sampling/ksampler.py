@@ -123,9 +123,36 @@ def sample(
         scheduler, steps, schedule, denoise, discard_penultimate=sampler in DISCARD_PENULTIMATE_SIGMA_SAMPLERS
     )
     sigmas = slice_sigmas(sigmas, start_step, end_step, return_with_leftover_noise)
+    return sample_sigmas(denoiser, latent, sigmas, sampler=sampler, seed=seed, add_noise=add_noise, cfg=cfg,
+                         cond_kwargs=cond_kwargs, uncond_kwargs=uncond_kwargs, noise_mask=noise_mask,
+                         callback=callback, sampler_options=sampler_options)
+
+
+def sample_sigmas(
+    denoiser: Denoiser,
+    latent: torch.Tensor,
+    sigmas: torch.Tensor,
+    *,
+    sampler: str = "euler",
+    seed: int = 0,
+    add_noise: bool = True,
+    cfg: float = 1.0,
+    cond_kwargs: dict[str, Any] | None = None,
+    uncond_kwargs: dict[str, Any] | None = None,
+    noise_mask: torch.Tensor | None = None,
+    callback: Callback | None = None,
+    sampler_options: dict[str, Any] | None = None,
+) -> torch.Tensor:
+    """Sample over an explicit sigma list (what custom-sampling graphs provide).
+
+    :func:`sample` computes the sigmas and calls this, so a KSampler and an
+    equivalent custom-sampling graph share one code path and give the same image.
+    """
+    if sampler not in SAMPLERS:
+        raise ValueError(f"unknown sampler {sampler!r}; choose from {sorted(SAMPLERS)}")
     if len(sigmas) < 2:
         return latent.clone()
-    sigmas = sigmas.to(latent.device)
+    sigmas = sigmas.to(latent.device, torch.float32)
 
     seeds = item_seeds(seed, latent.shape[0])
     if add_noise:
