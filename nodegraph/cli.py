@@ -26,7 +26,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     run = sub.add_parser("run", help="run a workflow headless")
-    run.add_argument("workflow", help="workflow file (.json)")
+    run.add_argument("workflow", help="workflow file (.json or .png; ComfyUI workflows are imported)")
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="NODE.INPUT=VALUE",
                      help="override an input value (repeatable), e.g. --set sampler.seed=42")
     run.add_argument("-o", "--output-dir", default="output", help="folder for written files (default: output)")
@@ -93,6 +93,12 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps")
     serve.add_argument("--models-dir", help="root of the models/ folders")
 
+    exp = sub.add_parser("export-comfy", help="export a workflow to ComfyUI's API format (JSON)")
+    exp.add_argument("workflow", help="workflow file (.json or .png; ComfyUI files too)")
+    exp.add_argument("-o", "--output", required=True, metavar="FILE", help="where to write the API prompt")
+    exp.add_argument("--set", dest="overrides", action="append", default=[], metavar="NODE.INPUT=VALUE")
+    exp.add_argument("--models-dir", help="root of the models/ folders")
+
     nodes = sub.add_parser("nodes", help="list the node catalogue")
     nodes.add_argument("--json", action="store_true", help="full specs as JSON")
     nodes.add_argument("--models-dir", help="root of the models/ folders (fills file choices)")
@@ -105,7 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = _parser().parse_args(["gui"])
     try:
         commands = {"run": _cmd_run, "validate": _cmd_validate, "nodes": _cmd_nodes, "gui": _cmd_gui,
-                    "batch": _cmd_batch, "serve": _cmd_serve}
+                    "batch": _cmd_batch, "serve": _cmd_serve, "export-comfy": _cmd_export_comfy}
         return commands[args.command](args)
     except BrokenPipeError:  # `nodegraph nodes | head`
         sys.stderr.close()
@@ -127,12 +133,19 @@ def _settings(args: argparse.Namespace) -> dict[str, object]:
 
 
 def _load(args: argparse.Namespace, registry: object) -> object | None:
+    """Read the workflow (ours or ComfyUI's; import notes go to stderr) and apply ``--set``."""
     from .errors import OverrideError, WorkflowFileError
+    from .open import open_any
     from .overrides import apply_overrides
-    from .workflow import load
 
     try:
-        graph = load(args.workflow)
+        graph, notes = open_any(args.workflow)
+        if notes:  # a ComfyUI import: also say which model files are not in our folders
+            from .comfy import describe_missing, missing_models
+
+            notes += describe_missing(missing_models(graph, registry, _settings(args)))  # type: ignore[arg-type]
+        for note in notes:
+            _err(note)
         apply_overrides(graph, registry, args.overrides)  # type: ignore[arg-type]
     except (WorkflowFileError, OverrideError) as exc:
         _err(str(exc))
@@ -167,6 +180,26 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     else:
         print(f"{args.workflow}: valid")
     return EXIT_INVALID if issues else EXIT_OK
+
+
+def _cmd_export_comfy(args: argparse.Namespace) -> int:
+    from .comfy import ComfyExportError, export_comfy_api
+    from .fileio import atomic_write_text
+
+    registry = _registry()
+    graph = _load(args, registry)
+    if graph is None:
+        return EXIT_INVALID
+    try:
+        result = export_comfy_api(graph, registry)  # type: ignore[arg-type]
+    except ComfyExportError as exc:
+        _err(f"{args.workflow}: {exc}")
+        return EXIT_INVALID
+    for warning in result.warnings:
+        _err(f"warning: {warning}")
+    atomic_write_text(args.output, json.dumps(result.prompt, indent=2) + "\n")
+    print(args.output)
+    return EXIT_OK
 
 
 def _cmd_nodes(args: argparse.Namespace) -> int:
@@ -307,7 +340,9 @@ def _cmd_batch(args: argparse.Namespace) -> int:
           f"{result.seconds:.2f}s; manifest: {result.manifest_path}", file=sys.stderr)
     for entry in result.failed:
         err = entry.get("error") or {}
-        where = f"node {err['node_id']!r}: " if err.get("node_id") else ""
+        where = f"node {err['node_id']!r}" if err.get("node_id") else ""
+        where += f", input {err['input']!r}" if err.get("input") else ""
+        where += ": " if where else ""
         print(f"  - item {entry['index']} ({entry['name']}) {entry['status']}: {where}"
               f"{err.get('message', '')}".rstrip(": "), file=sys.stderr)
     if result.cancelled:

@@ -40,6 +40,7 @@ from .batch import (
     Manifest,
     Sweep,
     prepare,
+    progress_bar,
     run_item,
 )
 from .context import CancelToken
@@ -207,6 +208,7 @@ def run_batch_ray(
     Ray starts.  ``registry_factory`` builds each worker's registry (default: the
     installed packs); it must be importable by the workers.
     """
+    ray = import_ray()  # before anything is written: a missing extra is bad input (exit 2)
     registry = registry if registry is not None else (
         registry_factory() if registry_factory is not None else Registry.with_installed_packs())
     out_dir = Path(output_dir)
@@ -218,10 +220,7 @@ def run_batch_ray(
     out_dir.mkdir(parents=True, exist_ok=True)
     manifest.write()
     todo = [pos for pos in range(len(plan.items)) if pos not in set(skipped)]
-    bar = progress if isinstance(progress, BatchProgress) else BatchProgress(
-        len(plan.items), enabled=None if progress is None or progress is True else False)
-    if progress is True:
-        bar.enabled = True
+    bar = progress_bar(progress, len(plan.items))
     for _ in skipped:
         bar.finish_item("ok", skipped=True)
     cancel = cancel or CancelToken()
@@ -231,7 +230,6 @@ def run_batch_ray(
         bar.close()
         return BatchResult(manifest.path, manifest.to_dict(), outcomes, skipped, 0.0)
 
-    ray = import_ray()
     started_here = False
     if not ray.is_initialized():
         kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
@@ -272,6 +270,8 @@ def run_batch_ray(
                 try:
                     outcome, files = ray.get(ref)
                     outcome.outputs = [place_file(out_dir, rel, files[rel]) for rel in outcome.outputs]
+                    if outcome.report is not None:  # point the report at the placed files, not the scratch
+                        outcome.report["outputs"] = [str((out_dir / rel).resolve()) for rel in outcome.outputs]
                 except NodegraphError:
                     raise
                 except Exception as exc:  # the worker died (e.g. killed, out of memory)
