@@ -1,0 +1,92 @@
+"""Application entry: ``nodegraph gui [WORKFLOW] [--models-dir DIR]`` (and bare ``nodegraph``).
+
+Sets up the QApplication (dark theme, bundled fonts), builds the node registry
+from the installed packs, opens the window and offers crash recovery.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from nodegraph import Registry
+
+
+def build_registry() -> Registry:
+    """Every installed pack; the in-tree image pack too when it is present but not
+    (yet) registered as an entry point, so Save/Preview Image are always offered."""
+    reg = Registry.with_installed_packs()
+    if "image.save" not in reg:
+        try:
+            import nodes.image as image_pack
+
+            image_pack.register(reg)
+        except Exception:  # not shipped in this installation: fine
+            pass
+    return reg
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="nodegraph gui", description="Open the node-graph editor.")
+    p.add_argument("workflow", nargs="?", help="workflow (.json) or a PNG written by nodegraph")
+    p.add_argument("--models-dir", help="root of the models/ folders (default: ./models and shipped demos)")
+    p.add_argument("-o", "--output-dir", default="output", help="folder for images the runs write")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps")
+    return p
+
+
+def make_app(argv: Sequence[str] | None = None) -> Any:
+    """The QApplication (created once), themed."""
+    from PySide6.QtWidgets import QApplication
+
+    from . import theme
+
+    app = QApplication.instance()
+    if app is None:
+        app = QApplication(list(argv or [sys.argv[0]]))
+        app.setApplicationName("nodegraph")
+        app.setOrganizationName("nodegraph")
+    theme.apply(app)
+    return app
+
+
+def create_window(workflow: str | None = None, *, models_dir: str | None = None, output_dir: str = "output",
+                  device: str = "auto", recover: bool = True, **window_kwargs: Any) -> Any:
+    """Build the main window (the app must exist).  Opens ``workflow``, or the
+    recovered session, or the default txt2img workflow."""
+    from nodegraph import Executor
+
+    from .default_workflow import default_graph
+    from .main_window import MainWindow
+
+    settings: dict[str, Any] = {}
+    if models_dir:
+        settings["models_dir"] = str(Path(models_dir).resolve())
+    registry = build_registry()
+    executor = Executor(registry, device=device, output_dir=output_dir, settings=settings)
+    win = MainWindow(registry, settings=settings, executor=executor, output_dir=output_dir, **window_kwargs)
+    if recover and win.offer_recovery():
+        return win
+    if workflow:
+        if not win.open_path(workflow, ask=False):
+            win.set_graph(default_graph(), None)
+    else:
+        win.set_graph(default_graph(), None)
+    return win
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the editor until its window closes; returns the exit code."""
+    args = _parser().parse_args(argv if argv is not None else sys.argv[1:])
+    app = make_app([sys.argv[0]])
+    win = create_window(args.workflow, models_dir=args.models_dir, output_dir=args.output_dir,
+                        device=args.device)
+    win.show()
+    return int(app.exec())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Dockable side panels: node library, problems, output gallery, minimap."""

@@ -1,0 +1,186 @@
+"""Runs workflows off the UI thread.
+
+One worker ``QThread`` owns one long-lived :class:`nodegraph.Executor` (so its
+result cache survives between runs and a re-run after a small edit only
+recomputes what changed).  The UI thread only ever *queues* a snapshot of the
+graph and *receives* events as Qt signals (queued connections), so it never
+waits for a model to load or a sampler to step.  Preview arrays are turned into
+``QImage`` on the worker, where the copy costs the UI nothing.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from PySide6.QtCore import QObject, QThread, Signal, Slot
+from PySide6.QtGui import QImage
+
+from nodegraph import CancelToken, Executor, Graph, WorkflowInvalid
+from nodegraph.events import Event, NodeProgress
+
+
+def array_to_qimage(arr: Any) -> QImage | None:
+    """HxWx3 (or HxWx4) uint8 array → an owned QImage (None if it is not one)."""
+    try:
+        import numpy as np
+    except ImportError:  # pragma: no cover - numpy is a dependency
+        return None
+    a = np.asarray(arr)
+    if a.dtype != np.uint8:
+        if a.dtype.kind == "f":
+            a = (np.clip(a, 0, 1) * 255 + 0.5).astype(np.uint8)
+        else:
+            return None
+    if a.ndim == 4:
+        a = a[0]
+    if a.ndim == 2:
+        a = np.repeat(a[:, :, None], 3, axis=2)
+    if a.ndim != 3 or a.shape[2] not in (3, 4):
+        return None
+    a = np.ascontiguousarray(a)
+    h, w, c = a.shape
+    fmt = QImage.Format.Format_RGB888 if c == 3 else QImage.Format.Format_RGBA8888
+    return QImage(a.data, w, h, w * c, fmt).copy()  # copy: own the pixels, drop the numpy buffer
+
+
+@dataclass
+class RunJob:
+    """One queued run: the graph snapshot taken when the user pressed Run."""
+
+    job_id: int
+    graph: Graph
+    outputs: list[str] | None = None
+    cancel: CancelToken = field(default_factory=CancelToken)
+
+
+class _Worker(QObject):
+    event = Signal(int, object, object)  # job id, engine event, preview QImage|None
+    invalid = Signal(int, object)  # job id, list[ValidationIssue]
+    finished = Signal(int, object)  # job id, RunReport | None
+    failed = Signal(int, str)
+
+    def __init__(self, executor: Executor) -> None:
+        super().__init__()
+        self.executor = executor
+
+    @Slot(object)
+    def run(self, job: RunJob) -> None:
+        def forward(ev: Event) -> None:
+            preview = None
+            if isinstance(ev, NodeProgress) and ev.preview is not None:
+                preview = array_to_qimage(ev.preview)
+            self.event.emit(job.job_id, ev, preview)
+
+        try:
+            if job.cancel.cancelled:
+                self.finished.emit(job.job_id, None)
+                return
+            report = self.executor.run(job.graph, outputs=job.outputs, on_event=forward, cancel=job.cancel)
+        except WorkflowInvalid as exc:
+            self.invalid.emit(job.job_id, exc.issues)
+            self.finished.emit(job.job_id, None)
+            return
+        except Exception as exc:  # an engine bug must not kill the worker thread
+            self.failed.emit(job.job_id, f"{type(exc).__name__}: {exc}")
+            self.finished.emit(job.job_id, None)
+            return
+        self.finished.emit(job.job_id, report)
+
+
+class RunController(QObject):
+    """Queue of runs on one worker thread.  Signals arrive on the UI thread."""
+
+    event = Signal(object, object)  # engine event, preview QImage|None
+    invalid = Signal(object)  # list[ValidationIssue]
+    runFinished = Signal(object)  # RunReport | None
+    failed = Signal(str)
+    queueChanged = Signal(int)  # runs waiting (not counting the running one)
+    busyChanged = Signal(bool)
+    _submit = Signal(object)
+
+    def __init__(self, executor: Executor, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.executor = executor
+        self._ids = itertools.count(1)
+        self._queue: deque[RunJob] = deque()
+        self._current: RunJob | None = None
+        self.thread = QThread()
+        self.thread.setObjectName("nodegraph-runner")
+        self._worker = _Worker(executor)
+        self._worker.moveToThread(self.thread)
+        self._submit.connect(self._worker.run)
+        self._worker.event.connect(self._on_event)
+        self._worker.invalid.connect(self._on_invalid)
+        self._worker.finished.connect(self._on_finished)
+        self._worker.failed.connect(self._on_failed)
+        self.thread.start()
+
+    @property
+    def busy(self) -> bool:
+        return self._current is not None
+
+    @property
+    def current_graph(self) -> Graph | None:
+        """The snapshot the running job executes (None when idle)."""
+        return self._current.graph if self._current is not None else None
+
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
+
+    def submit(self, graph: Graph, outputs: list[str] | None = None) -> int:
+        """Queue a run of a *snapshot* of ``graph`` (later edits do not affect it)."""
+        job = RunJob(next(self._ids), graph.copy(), outputs)
+        self._queue.append(job)
+        self._pump()
+        self.queueChanged.emit(len(self._queue))
+        return job.job_id
+
+    def cancel(self, clear_queue: bool = False) -> None:
+        """Stop the running job (at its next step or node boundary)."""
+        if clear_queue:
+            for job in self._queue:
+                job.cancel.cancel()
+            self._queue.clear()
+            self.queueChanged.emit(0)
+        if self._current is not None:
+            self._current.cancel.cancel()
+
+    def _pump(self) -> None:
+        if self._current is None and self._queue:
+            self._current = self._queue.popleft()
+            self.busyChanged.emit(True)
+            self._submit.emit(self._current)
+            self.queueChanged.emit(len(self._queue))
+
+    def _is_current(self, job_id: int) -> bool:
+        return self._current is not None and self._current.job_id == job_id
+
+    def _on_event(self, job_id: int, ev: Event, preview: QImage | None) -> None:
+        if self._is_current(job_id):
+            self.event.emit(ev, preview)
+
+    def _on_invalid(self, job_id: int, issues: list) -> None:
+        if self._is_current(job_id):
+            self.invalid.emit(issues)
+
+    def _on_failed(self, job_id: int, message: str) -> None:
+        if self._is_current(job_id):
+            self.failed.emit(message)
+
+    def _on_finished(self, job_id: int, report: Any) -> None:
+        if not self._is_current(job_id):
+            return
+        self._current = None
+        self.runFinished.emit(report)
+        self.busyChanged.emit(False)
+        self._pump()
+
+    def shutdown(self, timeout_ms: int = 5000) -> None:
+        """Cancel everything and stop the thread (call before the app quits)."""
+        self.cancel(clear_queue=True)
+        self.thread.quit()
+        self.thread.wait(timeout_ms)
