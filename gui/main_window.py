@@ -35,11 +35,10 @@ from nodegraph import (
     RunFinished,
     RunStarted,
     WorkflowFileError,
-    load_workflow,
     save_workflow,
     validate,
 )
-from nodegraph.workflow import from_dict
+from nodegraph.open import open_any
 
 from . import commands as cmd
 from .alignment import align
@@ -52,7 +51,6 @@ from .panels.gallery import GalleryPanel
 from .panels.library import LibraryPanel
 from .panels.minimap import Minimap
 from .panels.problems import Problem, ProblemsPanel
-from .pngflow import read_png_workflow
 from .runner import RunController
 from .seeds import next_seeds
 
@@ -217,9 +215,10 @@ class MainWindow(QMainWindow):
         self.progress.hide()
         self.queue_label = QLabel("")
         sb = self.statusBar()
+        # Run state sits on the right, so temporary messages on the left never overlap it.
+        sb.addPermanentWidget(self.status_label)
         sb.addPermanentWidget(self.queue_label)
         sb.addPermanentWidget(self.progress)
-        sb.addWidget(self.status_label)
 
     def _place_minimap(self) -> None:
         self.minimap.place()
@@ -273,6 +272,13 @@ class MainWindow(QMainWindow):
         if self.isVisible() and not self.quiet:
             QMessageBox.warning(self, title, message)
 
+    def show_info(self, title: str, message: str) -> None:
+        """Report something worth reading (e.g. what a ComfyUI import could not map)."""
+        self.last_info = message
+        self.statusBar().showMessage(f"{title}: {message.splitlines()[0]}", 8000)
+        if self.isVisible() and not self.quiet:
+            QMessageBox.information(self, title, message)
+
     def ask_recover(self, info: Mapping[str, Any]) -> bool:
         src = info.get("source") or "an untitled workflow"
         return QMessageBox.question(
@@ -315,23 +321,21 @@ class MainWindow(QMainWindow):
             self.open_path(path, ask=False)
 
     def open_path(self, path: str | Path, *, ask: bool = True) -> bool:
-        """Open a workflow (.json) or the workflow embedded in a PNG this app wrote."""
+        """Open a workflow: ours (.json or a PNG we wrote) or ComfyUI's (UI/API JSON or PNG).
+
+        Imported files and PNGs are not where we save to, so they open as untitled."""
         if ask and not self.maybe_discard():
             return False
         p = Path(path)
         try:
-            if p.suffix.lower() == ".png":
-                doc = read_png_workflow(p)
-                if doc is None:
-                    raise WorkflowFileError("this PNG holds no workflow", str(p))
-                graph = from_dict(doc)
-                self.set_graph(graph, None)  # the PNG is not where we save to
-            else:
-                graph = load_workflow(p)
-                self.set_graph(graph, p)
+            graph, notes = open_any(p)
         except (WorkflowFileError, ValueError, OSError) as exc:
             self.show_error("Cannot open", str(exc))
             return False
+        native = not notes and p.suffix.lower() == ".json"
+        self.set_graph(graph, p if native else None)
+        if notes:
+            self.show_info("Imported", "\n".join(notes))
         self._add_recent(p)
         self.autosaver.discard()
         self.statusBar().showMessage(f"Opened {p}", 4000)
