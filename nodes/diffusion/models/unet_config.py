@@ -256,29 +256,9 @@ def infer_unet_config(
         raise ValueError(f"expected output_blocks 0..{n_out - 1} for this encoder, found {found}")
     depth_out = tuple(_depth(keys, f"output_blocks.{j}.1") for j in range(n_out))
 
-    family = _family(enc, adm_in_channels)
-    heads, head_channels = _heads(family, enc.use_linear, metadata, namespace, num_heads, num_head_channels)
-    upcast = False
-    if metadata and f"{namespace}.upcast_attention" in metadata:
-        upcast = _parse_bool(metadata[f"{namespace}.upcast_attention"])
-    return _checked(namespace, family)(
-        in_channels=enc.in_channels,
-        out_channels=out_channels,
-        model_channels=enc.model_channels,
-        channel_mult=enc.channel_mult,
-        num_res_blocks=enc.num_res_blocks,
-        transformer_depth=enc.transformer_depth,
-        transformer_depth_middle=enc.transformer_depth_middle,
-        transformer_depth_output=depth_out,
-        context_dim=enc.context_dim,
-        use_linear_in_transformer=enc.use_linear,
-        num_heads=heads,
-        num_head_channels=head_channels,
-        adm_in_channels=adm_in_channels,
-        num_classes=num_classes,
-        upcast_attention=upcast,
-        family=family,
-    )
+    return _build_config(enc, out_channels=out_channels, depth_out=depth_out, adm_in_channels=adm_in_channels,
+                         num_classes=num_classes, metadata=metadata, namespace=namespace, num_heads=num_heads,
+                         num_head_channels=num_head_channels)
 
 
 def infer_encoder_config(
@@ -300,19 +280,29 @@ def infer_encoder_config(
     adm = state_dict.get("label_emb.0.0.weight")
     adm_in_channels = None if adm is None else int(adm.shape[1])
     classes = state_dict.get("label_emb.weight")
-    family = _family(enc, adm_in_channels)
-    heads, head_channels = _heads(family, enc.use_linear, metadata, namespace, num_heads, num_head_channels)
-    upcast = False
-    if metadata and f"{namespace}.upcast_attention" in metadata:
-        upcast = _parse_bool(metadata[f"{namespace}.upcast_attention"])
     depth_out = tuple(
         d
         for level in reversed(range(len(enc.channel_mult)))
         for d in [enc.transformer_depth[level]] * (enc.num_res_blocks[level] + 1)
     )
+    return _build_config(enc, out_channels=enc.in_channels, depth_out=depth_out, adm_in_channels=adm_in_channels,
+                         num_classes=None if classes is None else int(classes.shape[0]), metadata=metadata,
+                         namespace=namespace, num_heads=num_heads, num_head_channels=num_head_channels)
+
+
+def _build_config(enc: _Encoder, *, out_channels: int, depth_out: tuple[int, ...], adm_in_channels: int | None,
+                  num_classes: int | None, metadata: Mapping[str, str] | None, namespace: str,
+                  num_heads: int | None, num_head_channels: int | None) -> UNetConfig:
+    """The one place that turns inferred encoder facts + family/metadata head rules into a config
+    (shared by full UNets and encoder-only ControlNets)."""
+    family = _family(enc, adm_in_channels)
+    heads, head_channels = _heads(family, enc.use_linear, metadata, namespace, num_heads, num_head_channels)
+    upcast = False
+    if metadata and f"{namespace}.upcast_attention" in metadata:
+        upcast = _parse_bool(metadata[f"{namespace}.upcast_attention"])
     return _checked(namespace, family)(
         in_channels=enc.in_channels,
-        out_channels=enc.in_channels,
+        out_channels=out_channels,
         model_channels=enc.model_channels,
         channel_mult=enc.channel_mult,
         num_res_blocks=enc.num_res_blocks,
@@ -324,7 +314,7 @@ def infer_encoder_config(
         num_heads=heads,
         num_head_channels=head_channels,
         adm_in_channels=adm_in_channels,
-        num_classes=None if classes is None else int(classes.shape[0]),
+        num_classes=num_classes,
         upcast_attention=upcast,
         family=family,
     )
