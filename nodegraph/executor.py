@@ -33,7 +33,6 @@ from .events import (
     json_safe,
 )
 from .graph import Graph
-from .memory import release_free_memory
 from .plan import Plan, build_plan
 from .registry import Registry
 from .spec import NodeResult, NodeSpec
@@ -166,10 +165,7 @@ class Executor:
             out_dir = Path(output_dir) if output_dir is not None else self.output_dir
             plan = build_plan(snapshot, self.registry, outputs, output_dir=str(out_dir.resolve()),
                               settings=self.settings)
-            try:
-                return self._run_plan(snapshot, plan, on_event, cancel or CancelToken(), out_dir)
-            finally:
-                release_free_memory()  # keeps a long-lived executor's RSS flat (see memory.py)
+            return self._run_plan(snapshot, plan, on_event, cancel or CancelToken(), out_dir)
 
     # -- internals -----------------------------------------------------------------------
     def _emit(self, event: Event, on_event: EventListener | None) -> None:
