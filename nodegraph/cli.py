@@ -18,6 +18,19 @@ from pathlib import Path
 EXIT_OK, EXIT_RUN_ERROR, EXIT_INVALID = 0, 1, 2
 
 
+def _port(text: str) -> int:
+    """``--port`` as argparse type: 0..65535 (0 = any free port).  A bad port is then a usage
+    error with exit code 2, not an ``OverflowError`` traceback from ``bind()``."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number; use 1-65535, or 0 for any free port") \
+            from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is out of range; use 1-65535, or 0 for any free port")
+    return port
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="nodegraph",
@@ -88,7 +101,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1",
                        help="address to bind (default 127.0.0.1: this machine only; the API has no "
                             "authentication, so bind another address only on a trusted network)")
-    serve.add_argument("--port", type=int, default=8188, help="port (default 8188; 0 picks a free one)")
+    serve.add_argument("--port", type=_port, default=8188, help="port (default 8188; 0 picks a free one)")
     serve.add_argument("-o", "--output-dir", default="output", help="folder for written files")
     serve.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps")
     serve.add_argument("--models-dir", help="root of the models/ folders")
@@ -116,10 +129,59 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # `nodegraph nodes | head`
         sys.stderr.close()
         return EXIT_OK
+    except KeyboardInterrupt:  # Ctrl+C outside a run (a run installs its own handler and stops cleanly)
+        _err("interrupted")
+        return EXIT_RUN_ERROR
+    except OSError as exc:  # the disk or the OS refused (full disk, permissions changed mid-run...)
+        where = f"{exc.filename}: " if exc.filename else ""
+        _err(f"{where}{exc.strerror or exc} -> check that the path exists and is writable, and that the disk "
+             "has room")
+        return EXIT_RUN_ERROR
 
 
 def _err(msg: str) -> None:
     print(f"nodegraph: {msg}", file=sys.stderr)
+
+
+# How each path option is spelled on the command line, for messages.
+_FLAGS = {"output_dir": "-o/--output-dir", "report": "--report", "output": "-o/--output"}
+
+
+def _path_problems(args: argparse.Namespace, folders: Sequence[str] = (), files: Sequence[str] = ()) -> bool:
+    """Report every ``args`` path that cannot be written (``folders``: output folders, ``files``: single
+    files such as ``--report``) and return whether there was one.  Checked before any work, so a typo in
+    ``-o`` costs nothing instead of failing in the Save node after the whole graph ran."""
+    from .fileio import unwritable_reason
+
+    bad = False
+    for dest, directory in [(d, True) for d in folders] + [(f, False) for f in files]:
+        value = getattr(args, dest, None)
+        if value is None:
+            continue
+        reason = unwritable_reason(value, directory=directory)
+        if reason is not None:
+            flag = _FLAGS.get(dest, f"--{dest.replace('_', '-')}")
+            what = "an output folder (created if missing)" if directory else "a file path in a writable folder"
+            _err(f"{flag} {value!r}: {reason} -> choose {what}")
+            bad = True
+    return bad
+
+
+def _device_problem(name: str, *, check_available: bool = True) -> str | None:
+    """Why ``--device name`` cannot be used, or ``None``.  The syntax is always checked; for an
+    explicit accelerator (cuda, cuda:N, mps) also its presence, which imports torch (that run needs it
+    anyway), so ``--device cuda`` on a machine without CUDA is refused before loading a model."""
+    from .device import DeviceError, check_device_name, resolve_device
+
+    try:
+        check_device_name(name)
+        if check_available and name not in ("auto", "cpu"):
+            resolve_device(name)
+    except DeviceError as exc:
+        return f"--device {name}: {exc}"
+    except ImportError as exc:
+        return f"--device {name} needs torch, which cannot be imported ({exc}) -> run scripts/setup.sh"
+    return None
 
 
 def _settings(args: argparse.Namespace) -> dict[str, object]:
@@ -147,8 +209,11 @@ def _load(args: argparse.Namespace, registry: object) -> object | None:
         for note in notes:
             _err(note)
         apply_overrides(graph, registry, args.overrides)  # type: ignore[arg-type]
-    except (WorkflowFileError, OverrideError) as exc:
+    except WorkflowFileError as exc:  # its message already starts with the file name
         _err(str(exc))
+        return None
+    except OverrideError as exc:
+        _err(f"{args.workflow}: {exc}")
         return None
     return graph
 
@@ -186,6 +251,8 @@ def _cmd_export_comfy(args: argparse.Namespace) -> int:
     from .comfy import ComfyExportError, export_comfy_api
     from .fileio import atomic_write_text
 
+    if _path_problems(args, files=["output"]):
+        return EXIT_INVALID
     registry = _registry()
     graph = _load(args, registry)
     if graph is None:
@@ -230,16 +297,16 @@ def _cmd_gui(args: argparse.Namespace) -> int:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from .context import CancelToken
-    from .device import DeviceError, check_device_name
     from .errors import WorkflowInvalid
     from .executor import Executor
     from .fileio import atomic_write_text
     from .progress import TerminalProgress
 
-    try:
-        check_device_name(args.device)
-    except DeviceError as exc:
-        _err(str(exc))
+    if _path_problems(args, folders=["output_dir"], files=["report"]):
+        return EXIT_INVALID
+    problem = _device_problem(args.device)
+    if problem:
+        _err(problem)
         return EXIT_INVALID
     registry = _registry()
     graph = _load(args, registry)
@@ -282,12 +349,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_batch(args: argparse.Namespace) -> int:
     from .batch import MANIFEST_NAME, BatchInvalid, ManifestMismatch, SweepError, prepare, run_batch
     from .context import CancelToken
-    from .device import DeviceError, check_device_name
 
-    try:
-        check_device_name(args.device)
-    except DeviceError as exc:
-        _err(str(exc))
+    if _path_problems(args, folders=["output_dir"]):
+        return EXIT_INVALID
+    # On Ray the workers' machines decide what exists; here only the name is checked.
+    problem = _device_problem(args.device, check_available=args.ray is None)
+    if problem:
+        _err(problem)
         return EXIT_INVALID
     if args.workers is not None and args.workers < 1:
         _err("--workers must be at least 1")
@@ -351,13 +419,13 @@ def _cmd_batch(args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from .device import DeviceError, check_device_name
     from .server import serve
 
-    try:
-        check_device_name(args.device)
-    except DeviceError as exc:
-        _err(str(exc))
+    if _path_problems(args, folders=["output_dir"]):
+        return EXIT_INVALID
+    problem = _device_problem(args.device)
+    if problem:
+        _err(problem)
         return EXIT_INVALID
     return serve(host=args.host, port=args.port, output_dir=args.output_dir, device=args.device,
                  settings=_settings(args))

@@ -75,3 +75,35 @@ def _fsync_dir(directory: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def unwritable_reason(path: str | os.PathLike[str], *, directory: bool) -> str | None:
+    """Why ``path`` cannot be written, or ``None`` if it looks writable.
+
+    ``directory=True`` asks about a folder that files will be created in (it may
+    not exist yet: creating it must be possible); ``directory=False`` about one
+    file written atomically (a temp file beside it, then a rename).  Nothing is
+    created, so a command can refuse a bad ``-o``/``--report`` before any work
+    instead of failing with an ``OSError`` after minutes of computing.
+    """
+    p = Path(path)
+    try:
+        if directory:
+            if p.exists() and not p.is_dir():
+                return "it is a file, not a folder"
+            folder = p
+        else:
+            if p.is_dir():
+                return "it is a folder, not a file name"
+            folder = p.parent
+        # The nearest part of the path that exists decides whether the rest can be created.
+        existing = folder
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        if not existing.is_dir():
+            return f"{str(existing)!r} is a file, so no folder can be created inside it"
+        if not os.access(existing, os.W_OK | os.X_OK):
+            return f"the folder {str(existing)!r} is not writable (permission denied or a read-only file system)"
+    except OSError as exc:  # e.g. a parent folder we may not even look into
+        return exc.strerror or str(exc)
+    return None

@@ -28,7 +28,14 @@ def open_any(path: str | os.PathLike[str]) -> tuple[Graph, list[str]]:
 
     p = Path(path)
     if not p.exists():
-        raise WorkflowFileError("file not found", str(p))
+        where = "" if p.is_absolute() else f" (relative to {os.getcwd()})"
+        raise WorkflowFileError(
+            f"file not found{where} -> check the path; the shipped examples are in "
+            "workflows/, e.g. workflows/txt2img.json",
+            str(p),
+        )
+    if p.is_dir():
+        raise WorkflowFileError(f"is a folder, not a workflow file -> {_files_hint(p)}", str(p))
     if is_png(p):
         docs = png_documents(p)
         ours = docs.get("workflow")
@@ -43,8 +50,14 @@ def open_any(path: str | os.PathLike[str]) -> tuple[Graph, list[str]]:
         return result.graph, result.notes()
     try:
         text = p.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise WorkflowFileError(f"cannot read: {exc}", str(p)) from None
+    except UnicodeDecodeError:
+        raise WorkflowFileError(
+            "is neither JSON text nor a PNG (it is not UTF-8 text) -> open a workflow .json, "
+            "or a PNG saved by nodegraph or ComfyUI",
+            str(p),
+        ) from None
+    except OSError as exc:
+        raise WorkflowFileError(f"cannot read: {exc.strerror or exc} -> check the file's permissions", str(p)) from None
     try:
         doc = json.loads(text)
     except (ValueError, RecursionError):
@@ -57,3 +70,15 @@ def open_any(path: str | os.PathLike[str]) -> tuple[Graph, list[str]]:
         result.graph.meta.setdefault("name", p.stem)
         return result.graph, result.notes()
     return workflow.loads(text, source=str(p)), []
+
+
+def _files_hint(folder: Path) -> str:
+    """The fix for a folder given as a workflow: name the workflow-like files inside it."""
+    try:
+        names = sorted(c.name for c in folder.iterdir() if c.suffix.lower() in (".json", ".png") and c.is_file())
+    except OSError:
+        names = []
+    if not names:
+        return "pass a workflow file (.json, or a .png that embeds a workflow)"
+    shown = ", ".join(str(folder / n) for n in names[:5]) + (", …" if len(names) > 5 else "")
+    return f"pass one of the files in it, e.g. {shown}"

@@ -13,7 +13,45 @@ from typing import Any
 from .errors import OverrideError
 from .graph import Graph
 from .registry import Registry
-from .spec import coerce_value
+from .spec import Input, Widget, coerce_value
+
+
+def _number(x: float) -> str:
+    """``10000.0`` -> "10000", ``0.5`` -> "0.5": bounds read as the user would type them."""
+    return str(int(x)) if float(x).is_integer() else str(x)
+
+
+def expected_value(inp: Input) -> str:
+    """What a valid constant for ``inp`` looks like, in words ("a whole number from 1 to
+    10000"), for the fix part of an error message: the user needs the rule, not Python's."""
+    w = inp.widget
+    if w in (Widget.INT, Widget.SEED, Widget.FLOAT):
+        kind = "a number" if w is Widget.FLOAT else "a whole number"
+        if inp.min is not None and inp.max is not None:
+            return f"{kind} from {_number(inp.min)} to {_number(inp.max)}"
+        if inp.min is not None:
+            return f"{kind} of at least {_number(inp.min)}"
+        if inp.max is not None:
+            return f"{kind} of at most {_number(inp.max)}"
+        return kind
+    if w is Widget.BOOL:
+        return "true or false"
+    if w is Widget.COMBO:
+        return "one of its choices (listed by `nodegraph nodes --json`)"
+    if w is Widget.STRING:
+        return "text"
+    return f"a value of type {inp.type}"
+
+
+def explain_value_error(value: Any, exc: BaseException) -> str:
+    """Turn the conversion error of :func:`coerce_value` into words: Python's
+    "invalid literal for int() with base 10: 'x'" becomes "'x' is not a whole number"."""
+    text = str(exc)
+    if text.startswith("invalid literal for int()"):
+        return f"{value!r} is not a whole number"
+    if text.startswith("could not convert string to float"):
+        return f"{value!r} is not a number"
+    return text
 
 
 def parse_assignment(text: str) -> tuple[str, str, str]:
@@ -22,7 +60,10 @@ def parse_assignment(text: str) -> tuple[str, str, str]:
     target, sep, value = text.partition("=")
     node_id, dot, name = target.strip().rpartition(".")
     if not sep or not dot or not node_id or not name:
-        raise OverrideError(f"override {text!r} must look like NODE.INPUT=VALUE (e.g. sampler.seed=42)")
+        lacks = ("no '=VALUE'" if not sep else "no node id before the dot" if not dot or not node_id
+                 else "no input name after the dot")
+        raise OverrideError(f"override {text!r} must look like NODE.INPUT=VALUE ({lacks}) -> e.g. "
+                            "sampler.seed=42; quote values with spaces: 'positive.text=a red star'")
     return node_id, name, value
 
 
@@ -53,11 +94,13 @@ def apply_overrides(graph: Graph, registry: Registry, overrides: Mapping[str, An
         node = graph.nodes.get(node_id)
         if node is None:
             ids = ", ".join(sorted(graph.nodes)[:30])
-            problems.append(f"no node {node_id!r} in this workflow (node ids: {ids})")
+            problems.append(f"no node {node_id!r} in this workflow (node ids: {ids}) -> use one of these ids "
+                            "before the dot")
             continue
         spec = registry.get(node.type)
         if spec is None:
-            problems.append(f"node {node_id!r}: unknown node type {node.type!r}")
+            problems.append(f"node {node_id!r}: unknown node type {node.type!r} -> install the node pack that "
+                            "provides it, or delete the node")
             continue
         inp = spec.input(name)
         if inp is None or not inp.has_widget:
@@ -73,7 +116,9 @@ def apply_overrides(graph: Graph, registry: Registry, overrides: Mapping[str, An
         try:
             coerced = coerce_value(inp, value)
         except (TypeError, ValueError) as exc:
-            problems.append(f"node {node_id!r} ({node.type}) input {name!r}: cannot use {value!r}: {exc}")
+            example = f", e.g. {node_id}.{name}={inp.default}" if inp.default is not None else ""
+            problems.append(f"node {node_id!r} ({node.type}) input {name!r}: cannot use {value!r}: "
+                            f"{explain_value_error(value, exc)} -> give {expected_value(inp)}{example}")
             continue
         accepted.append((node_id, name, coerced))
     if problems:

@@ -30,6 +30,7 @@ from typing import Any
 
 from .errors import NodeInputError, ValidationIssue, WorkflowInvalid
 from .graph import Graph, Node
+from .overrides import expected_value, explain_value_error
 from .registry import Registry
 from .spec import NodeSpec, Widget, call_with_settings, coerce_value
 from .types import compatible
@@ -131,8 +132,8 @@ def _check_constant(node: Node, spec: NodeSpec, name: str, issues: list[Validati
     try:
         value = coerce_value(inp, raw)
     except (TypeError, ValueError) as exc:
-        issues.append(_issue("bad_value", node, f"value {raw!r} is invalid: {exc}",
-                             f"give {name!r} a {inp.widget.value if inp.widget else inp.type} value", name))
+        issues.append(_issue("bad_value", node, f"value {raw!r} is invalid: {explain_value_error(raw, exc)}",
+                             f"give {name!r} {expected_value(inp)}", name))
         return False, None
     if inp.widget in (Widget.INT, Widget.FLOAT, Widget.SEED):
         if (inp.min is not None and value < inp.min) or (inp.max is not None and value > inp.max):
@@ -149,6 +150,9 @@ def _check_constant(node: Node, spec: NodeSpec, name: str, issues: list[Validati
         if value not in choices:
             shown = ", ".join(repr(c) for c in choices[:10]) + (" …" if len(choices) > 10 else "")
             fix = f"pick one of: {shown}" if choices else "no choices are available; add the files it lists"
+            if callable(inp.choices):  # a list built at run time: in practice the files of a models folder
+                fix += (" (or put the file in the folder this node lists, under ./models, --models-dir or "
+                        "$NODEGRAPH_MODELS_DIR)")
             issues.append(_issue("not_in_choices", node, f"{value!r} is not an available choice", fix, name))
             return False, None
     return True, value
@@ -182,9 +186,9 @@ def _check_node(graph: Graph, registry: Registry, node: Node, spec: NodeSpec,
                                      f"reconnect {name!r} to one of {src_spec.output_names()}", name))
                 continue
             if not compatible(out.type, inp.type):
-                issues.append(_issue("type_mismatch", node, f"expects {inp.type} but is linked to "
-                                     f"{lk.src!r}.{lk.src_output} of type {out.type}",
-                                     f"connect an output of type {inp.type} to {name!r}", name))
+                issues.append(_issue("type_mismatch", node, f"expects {inp.type} but is linked to output "
+                                     f"{lk.src_output!r} of node {lk.src!r} ({src_node.type}), which is {out.type}",
+                                     f"connect an output of type {inp.type} to {name!r} instead", name))
                 continue
         resolved = _resolve_source(graph, registry, (lk.src, lk.src_output))
         if resolved is None:
@@ -214,8 +218,9 @@ def _check_node(graph: Graph, registry: Registry, node: Node, spec: NodeSpec,
                 constants[inp.name] = value
         elif (not inp.optional and (node.id, inp.name) not in dangling_into
               and not any(i.input == inp.name for i in issues[first:])):
-            issues.append(_issue("missing_input", node, f"required input of type {inp.type} is not connected",
-                                 f"link an output of type {inp.type} to {inp.name!r}", inp.name))
+            kind = "any type" if inp.type == "*" else f"type {inp.type}"
+            issues.append(_issue("missing_input", node, f"required input of {kind} is not connected",
+                                 f"link an output of {kind} to {inp.name!r}", inp.name))
     return sources, constants
 
 

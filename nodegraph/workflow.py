@@ -49,6 +49,18 @@ _NODE_KEYS = {"type", "values", "mode", "title", "ui"}
 _LINK_KEYS = {"from", "to"}
 _GROUP_KEYS = {"id", "title", "bounds", "color"}
 _TOP_KEYS = {"format", "version", "meta", "nodes", "links", "groups"}
+# The fix shown when a file is not a workflow at all: what *can* be opened.
+_WHAT_OPENS = ("open a nodegraph workflow (a JSON object with 'nodes' and 'links', see workflows/), "
+               "a ComfyUI workflow or API-prompt JSON, or a PNG that embeds one")
+
+
+def _json_kind(value: Any) -> str:
+    """``[1, 2]`` -> "a JSON list": names what a non-object document is, in the user's terms."""
+    for kind, name in ((list, "a JSON list"), (str, "a JSON string"), (bool, "a JSON true/false"),
+                       (int, "a JSON number"), (float, "a JSON number"), (type(None), "JSON null")):
+        if isinstance(value, kind):
+            return name
+    return f"a {type(value).__name__}"
 
 
 # -- migrations ----------------------------------------------------------------------------
@@ -56,6 +68,9 @@ _TOP_KEYS = {"format", "version", "meta", "nodes", "links", "groups"}
 
 def _v0_to_v1(doc: dict[str, Any]) -> dict[str, Any]:
     """Compact form (links inline as ``[src, output]``) → version 1."""
+    if "nodes" not in doc:
+        keys = ", ".join(repr(k) for k in list(doc)[:5]) or "none"
+        raise WorkflowFileError(f"this JSON is not a workflow: it has no 'nodes' (its keys: {keys}) -> {_WHAT_OPENS}")
     nodes_in = doc.get("nodes")
     if not isinstance(nodes_in, dict):
         raise WorkflowFileError("'nodes' must be an object mapping node ids to nodes")
@@ -92,7 +107,8 @@ MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {0: _v0_to_v
 def migrate(doc: dict[str, Any]) -> dict[str, Any]:
     """Upgrade a parsed document to :data:`CURRENT_VERSION`."""
     if not isinstance(doc, dict):
-        raise WorkflowFileError("a workflow must be a JSON object")
+        raise WorkflowFileError(f"a workflow must be a JSON object, but this file holds {_json_kind(doc)} "
+                                f"-> {_WHAT_OPENS}")
     if "format" in doc and doc["format"] != FORMAT:
         raise WorkflowFileError(
             f"not a nodegraph workflow (format {doc['format']!r}); ComfyUI files need the importer"
@@ -236,10 +252,13 @@ def to_dict(graph: Graph) -> dict[str, Any]:
 
 def loads(text: str, *, source: str | None = None) -> Graph:
     """Parse workflow JSON text.  Errors name the file and the problem."""
+    if not text.strip():
+        raise WorkflowFileError(f"the file is empty -> {_WHAT_OPENS}", source)
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise WorkflowFileError(f"not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})",
+        raise WorkflowFileError(f"not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}) -> fix the "
+                                "JSON there (often a trailing comma or a missing quote or bracket)",
                                 source) from None
     except RecursionError:
         raise WorkflowFileError("JSON nested too deeply", source) from None

@@ -93,7 +93,8 @@ def main() -> None:
 
     b = Builder("Text to image", "Text-to-image on the shipped demo model: a prompt such as 'a red circle on a "
                 "blue background' (shapes: circle, square, triangle, star; colours: red, green, blue, yellow, cyan, "
-                "magenta, white, black) becomes a 64x64 image in under half a second per image on one CPU core once loaded.")
+                "magenta, white, black) becomes a 64x64 image in under half a second per image on one CPU core "
+                "once loaded.")
     b.base("a red circle on a blue background")
     b.empty_latent(1, 2)
     b.sampler("sampler", 2, 0, ("latent", "LATENT"))
