@@ -31,7 +31,9 @@ from nodes.diffusion.text.encode import EncoderSettings, chunk_prompt
 from nodes.diffusion.text.tokenizer import DEFAULT_VOCAB_PATH, ClipTokenizer
 
 REPO = Path(__file__).resolve().parent.parent
-WORK = Path(os.environ.get("NODEGRAPH_TRAIN_DIR", "/tmp/nodegraph_train"))
+# Training state is pickled (optimizer moments, cached dataset attributes), so it lives in a folder only its
+# owner can write: a shared /tmp path would let another user plant a payload that load_work() would unpickle.
+WORK = Path(os.environ.get("NODEGRAPH_TRAIN_DIR", Path.home() / ".cache" / "nodegraph" / "train"))
 DEMO_DIR = REPO / "nodes" / "diffusion" / "demo_models"
 CHECKPOINT_PATH = DEMO_DIR / "checkpoints" / "nodegraph-shapes-v1.safetensors"
 CONTROLNET_PATH = DEMO_DIR / "controlnet" / "nodegraph-shapes-mask-controlnet-v1.safetensors"
@@ -75,6 +77,25 @@ UNET_CONFIG = UNetConfig(
     num_head_channels=32,
 )
 HINT_BLOCK_CHANNELS = (16, 32, 64)  # 3 entries -> 4x hint downsampling, matching the VAE
+
+
+def work_dir() -> Path:
+    """The training work folder, created private (0700) if missing."""
+    WORK.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return WORK
+
+
+def load_work(path: Path) -> dict:
+    """Load one of the training scripts' own state files (a full pickle, so only from a private folder).
+
+    These files hold numpy arrays and optimizer state, which ``weights_only`` loading refuses; instead
+    the folder must belong to this user and be writable by nobody else, so nobody else can plant one.
+    """
+    st = path.parent.stat()
+    if st.st_uid != os.getuid() or st.st_mode & 0o022:
+        raise PermissionError(f"{path.parent} is writable by other users or not yours; refusing to unpickle "
+                              f"{path.name} from it -> set NODEGRAPH_TRAIN_DIR to a private folder (chmod 700)")
+    return torch.load(path, weights_only=False)
 
 
 def setup_torch(threads: int | None = None) -> None:

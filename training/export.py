@@ -28,6 +28,7 @@ from training.common import (
     UPSCALER_PATH,
     WORK,
     checkpoint_metadata,
+    load_work,
     log,
 )
 
@@ -44,8 +45,8 @@ def _fp16(sd: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
 
 
 def export_checkpoint() -> None:
-    vae = torch.load(WORK / "vae.pt", weights_only=False)["model"]
-    s = torch.load(WORK / "unet.pt", weights_only=False)
+    vae = load_work(WORK / "vae.pt")["model"]
+    s = load_work(WORK / "unet.pt")
     flat = {
         **_fp16(s["ema_unet"], "model.diffusion_model."),
         **_fp16(vae, "first_stage_model."),
@@ -61,7 +62,7 @@ def export_checkpoint() -> None:
 def export_controlnet() -> None:
     from training.train_controlnet import HINT
 
-    s = torch.load(WORK / "controlnet.pt", weights_only=False)
+    s = load_work(WORK / "controlnet.pt")
     meta = {
         "nodegraph.controlnet.hint": HINT,
         "nodegraph.controlnet.num_head_channels": str(UNET_CONFIG.num_head_channels),
@@ -78,7 +79,7 @@ def export_controlnet() -> None:
 
 
 def export_upscaler() -> None:
-    s = torch.load(WORK / "upscaler.pt", weights_only=False)
+    s = load_work(WORK / "upscaler.pt")
     meta = {"nodegraph.description": "2x SRVGGNetCompact upscaler trained on the nodegraph shapes dataset",
             "nodegraph.training.steps": str(s["step"])}  # fmt: skip
     UPSCALER_PATH.parent.mkdir(parents=True, exist_ok=True)

@@ -35,6 +35,7 @@ from training.common import (
     WORK,
     Timer,
     encode_with_grad,
+    load_work,
     log,
     setup_torch,
     text_config,
@@ -67,7 +68,7 @@ def main() -> None:
     latents, attrs, sf, masks = latent_set(args.data, with_masks=True)
     latents = latents * sf
     tok = tokenizer()
-    base = torch.load(WORK / "unet.pt", weights_only=False)
+    base = load_work(WORK / "unet.pt")
     unet = UNetModel(UNET_CONFIG)
     unet.load_state_dict({k: v.half().float() for k, v in base["ema_unet"].items()})
     clip = ClipTextModel(text_config(tok))
@@ -92,7 +93,7 @@ def main() -> None:
     gen = torch.Generator().manual_seed(args.seed)
     ckpt = WORK / "controlnet.pt"
     if ckpt.exists():
-        s = torch.load(ckpt, weights_only=False)
+        s = load_work(ckpt)
         net.load_state_dict(s["model"])
         opt.load_state_dict(s["opt"])
         gen.set_state(s["gen"])

@@ -21,6 +21,9 @@
 Usage (resumes from ``$NODEGRAPH_TRAIN_DIR/unet.pt``)::
 
     .venv/bin/python -m training.train_unet --minutes 45
+
+To continue from the shipped weights instead, ``python -m training.restore`` first:
+the run then starts a new optimizer with its own warm-up and cosine cycle.
 """
 
 from __future__ import annotations
@@ -54,6 +57,7 @@ from training.common import (
     encode_with_grad,
     grade,
     images_to_tensor,
+    load_work,
     log,
     sample_images,
     setup_torch,
@@ -70,7 +74,7 @@ MIN_SNR_GAMMA = 5.0
 
 def load_vae(scaling_factor: float = 1.0) -> AutoencoderKL:
     """The trained VAE with its weights rounded through fp16, exactly as shipped."""
-    state = torch.load(WORK / "vae.pt", weights_only=False)["model"]
+    state = load_work(WORK / "vae.pt")["model"]
     vae = AutoencoderKL(replace(VAE_CONFIG, scaling_factor=scaling_factor))
     vae.load_state_dict({k: v.half().float() for k, v in state.items()})
     return vae.eval().requires_grad_(False)
@@ -83,7 +87,7 @@ def latent_set(n: int, with_masks: bool = False):
     """
     path = WORK / f"latents_{LATENT_SEED}_{n}.pt"
     if path.exists():
-        d = torch.load(path, weights_only=False)
+        d = load_work(path)
         out = d["latents"], d["attrs"], d["scaling_factor"]
         return (*out, d["masks"]) if with_masks else out
     log(f"generating and encoding {n} images")
@@ -139,19 +143,23 @@ def main() -> None:
     params = list(unet.parameters()) + list(clip.parameters())
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01, betas=(0.9, 0.99))
     ema_unet, ema_clip = copy.deepcopy(unet).requires_grad_(False), copy.deepcopy(clip).requires_grad_(False)
-    step = 0
+    step = warm_from = 0
     gen = torch.Generator().manual_seed(args.seed)
     ckpt = WORK / "unet.pt"
     if ckpt.exists():
-        s = torch.load(ckpt, weights_only=False)
+        s = load_work(ckpt)
         unet.load_state_dict(s["unet"])
         clip.load_state_dict(s["clip"])
         ema_unet.load_state_dict(s["ema_unet"])
         ema_clip.load_state_dict(s["ema_clip"])
-        opt.load_state_dict(s["opt"])
-        gen.set_state(s["gen"])
+        if "opt" in s:  # an interrupted run: continue it exactly
+            opt.load_state_dict(s["opt"])
+            gen.set_state(s["gen"])
+            warm_from = s.get("warm_from", 0)
+        else:  # rebuilt by training.restore from shipped weights: new optimizer, new warm-up and cosine cycle
+            warm_from = s["step"]
         step, timer = s["step"], Timer(s["elapsed"])
-        log(f"resumed at step {step}")
+        log(f"resumed at step {step}" + ("" if "opt" in s else " from restored weights (fresh optimizer)"))
     n_unet = sum(p.numel() for p in unet.parameters()) / 1e6
     n_text = sum(p.numel() for p in clip.parameters()) / 1e6
     log(f"UNet {n_unet:.2f} M, text {n_text:.2f} M params; scaling factor {sf:.4f}")
@@ -159,7 +167,7 @@ def main() -> None:
     def save() -> None:
         torch.save({"unet": unet.state_dict(), "clip": clip.state_dict(), "ema_unet": ema_unet.state_dict(),
                     "ema_clip": ema_clip.state_dict(), "opt": opt.state_dict(), "gen": gen.get_state(),
-                    "step": step, "elapsed": timer.elapsed, "scaling_factor": sf}, ckpt)
+                    "step": step, "elapsed": timer.elapsed, "scaling_factor": sf, "warm_from": warm_from}, ckpt)
 
     def evaluate() -> None:
         model, text, vae = runtime_objects(ema_unet, ema_clip, tok, sf)
@@ -187,7 +195,7 @@ def main() -> None:
         s = (1 - acp[t]).sqrt().view(-1, 1, 1, 1)
         x_t = a * x0 + s * noise
         v = a * noise - s * x0
-        lr = args.lr * min(1.0, (step + 1) / 100) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
+        lr = args.lr * min(1.0, (step - warm_from + 1) / 100) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
         for g in opt.param_groups:
             g["lr"] = lr
         ctx = encode_with_grad(clip, tok, token_ids(tok, caps))

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from training.common import WORK, Timer, log, setup_torch
+from training.common import WORK, Timer, load_work, log, setup_torch, work_dir
 from training.shapes import generate_batch
 
 TRAIN_SEED = 3000
@@ -80,7 +80,7 @@ def main() -> None:
     args = ap.parse_args()
     setup_torch(args.threads)
     timer = Timer()
-    WORK.mkdir(parents=True, exist_ok=True)
+    work_dir()
     hr = generate_batch(TRAIN_SEED, args.data, 64).images
     lr_imgs = downsample(hr)
     torch.manual_seed(args.seed)
@@ -89,7 +89,7 @@ def main() -> None:
     ckpt = WORK / "upscaler.pt"
     step = 0
     if ckpt.exists():
-        s = torch.load(ckpt, weights_only=False)
+        s = load_work(ckpt)
         net.load_state_dict(s["model"])
         opt.load_state_dict(s["opt"])
         step, timer = s["step"], Timer(s["elapsed"])

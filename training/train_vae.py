@@ -27,7 +27,17 @@ import torch
 
 from nodes.diffusion.models.vae import AutoencoderKL
 from training.checker import check
-from training.common import IMAGE_SIZE, VAE_CONFIG, WORK, Timer, images_to_tensor, log, setup_torch
+from training.common import (
+    IMAGE_SIZE,
+    VAE_CONFIG,
+    WORK,
+    Timer,
+    images_to_tensor,
+    load_work,
+    log,
+    setup_torch,
+    work_dir,
+)
 from training.shapes import generate_batch
 
 TRAIN_SEED = 1000  # generate_batch seed of the training images
@@ -94,7 +104,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     setup_torch(args.threads)
-    WORK.mkdir(parents=True, exist_ok=True)
+    work_dir()
 
     data_path = WORK / f"vae_data_{TRAIN_SEED}_{args.data}.npz"
     if data_path.exists():
@@ -118,7 +128,7 @@ def main() -> None:
     step, timer = 0, Timer()
     gen = torch.Generator().manual_seed(args.seed)
     if ckpt.exists():
-        state = torch.load(ckpt, weights_only=False)
+        state = load_work(ckpt)
         vae.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
         step, timer = state["step"], Timer(state["elapsed"])
