@@ -1,11 +1,20 @@
 """Sampler step time: our KSampler path vs a plain diffusers UNet loop on the same weights.
 
-Run: .venv/bin/python bench/sampler.py [--channels 64] [--size 32] [--steps 8]
+Run: .venv/bin/python bench/sampler.py [--channels 64] [--size 32] [--steps 8] [--repeat 5]
 
 Both sides: the same SD1-layout UNet weights (ours loaded directly, diffusers'
 converted with its own LDM converter), batch 1 with classifier-free guidance
-(cond + uncond in one batch of 2), Euler, fp32 on CPU, inference mode.
-Prints per-step median/min/max and the ratio ours/diffusers (target <= 1.0).
+(cond + uncond in one batch of 2), Euler over the same sigmas, fp32 on CPU,
+inference mode.  Before timing, both loops are run once from the same noise
+and checked to call their UNet ``--steps`` times and to reach the same latent,
+so the per-step figures divide equal work by equal step counts.
+
+Prints per-step median/min/max of wall time (the main figure, ratio
+ours/diffusers, target <= 1.0), the same ratio in thread CPU time (less
+sensitive to other processes on a shared machine), and a breakdown: the UNet
+forward alone on identical inputs for both models, and what each loop adds
+around it.  All four are timed in one schedule whose order reverses every
+round (ABCD DCBA ...), so drift on a shared machine hits them alike.
 """
 
 from __future__ import annotations
@@ -15,6 +24,7 @@ import os
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -27,8 +37,29 @@ from bench._util import emit_summary, machine  # noqa: E402
 from nodes.diffusion.models.unet import UNetModel  # noqa: E402
 from nodes.diffusion.sampling.ksampler import sample  # noqa: E402
 from nodes.diffusion.sampling.model_sampling import make_denoiser, make_schedule  # noqa: E402
+from nodes.diffusion.sampling.noise import initial_noise  # noqa: E402
 from nodes.diffusion.sampling.schedulers import sigmas_for  # noqa: E402
 from tests.diffusion.ldm_fixtures import diffusers_unet, randomize_, tiny_unet_config  # noqa: E402
+
+Timings = dict[str, dict[str, list[float]]]
+
+
+def time_alternating(fns: dict[str, Callable[[], object]], rounds: int, per: int) -> Timings:
+    """Wall and thread-CPU seconds per ``per`` units of each fn; ``rounds`` rounds, order reversed every other one."""
+    out: Timings = {name: {"wall": [], "cpu": []} for name in fns}
+    items = list(fns.items())
+    for r in range(rounds):
+        for name, fn in items if r % 2 == 0 else reversed(items):
+            w0, c0 = time.perf_counter(), time.thread_time()
+            fn()
+            out[name]["cpu"].append((time.thread_time() - c0) / per)
+            out[name]["wall"].append((time.perf_counter() - w0) / per)
+    return out
+
+
+def fmt(xs: list[float]) -> str:
+    s = sorted(xs)
+    return f"min {s[0] * 1e3:.1f} ms  median {statistics.median(s) * 1e3:.1f} ms  max {s[-1] * 1e3:.1f} ms"
 
 
 def main() -> None:
@@ -36,7 +67,7 @@ def main() -> None:
     ap.add_argument("--channels", type=int, default=64)
     ap.add_argument("--size", type=int, default=32, help="latent size")
     ap.add_argument("--steps", type=int, default=8)
-    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--repeat", type=int, default=5, help="timed runs per side = 2 * repeat")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -48,20 +79,36 @@ def main() -> None:
     unc = torch.randn(1, 77, 64, generator=torch.Generator().manual_seed(2))
     latent = torch.zeros(1, 4, args.size, args.size)
 
-    def ours_run() -> None:
+    def ours_run() -> torch.Tensor:
         den = make_denoiser(lambda x, t, context: ours(x, t, context), schedule, "eps")
         with torch.inference_mode():
-            sample(den, schedule, latent, sampler="euler", scheduler="normal", steps=args.steps, seed=0, cfg=5.0,
-                   cond_kwargs={"context": ctx}, uncond_kwargs={"context": unc})
+            return sample(
+                den,
+                schedule,
+                latent,
+                sampler="euler",
+                scheduler="normal",
+                steps=args.steps,
+                seed=0,
+                cfg=5.0,
+                cond_kwargs={"context": ctx},
+                uncond_kwargs={"context": unc},
+            )
 
     from diffusers import EulerDiscreteScheduler
 
     sched = EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
-    sigmas = sigmas_for("normal", args.steps, schedule).numpy()
+    # The full list, final 0 included: given ``sigmas=``, diffusers takes them as the whole
+    # schedule (one step per sigma but the last) and appends nothing.  Passing ``sigmas[:-1]``
+    # (as this bench once did) runs steps - 1 UNet calls, and dividing by ``steps`` then
+    # understated the reference's per-step time by 1/steps.
+    sigmas = sigmas_for("normal", args.steps, schedule).tolist()
 
-    def diffusers_run() -> None:
-        sched.set_timesteps(sigmas=sigmas[:-1].tolist())
-        x = torch.randn(1, 4, args.size, args.size, generator=torch.Generator().manual_seed(0)) * sched.init_noise_sigma
+    def diffusers_run(noise: torch.Tensor | None = None) -> torch.Tensor:
+        sched.set_timesteps(sigmas=sigmas)
+        if noise is None:
+            noise = torch.randn(1, 4, args.size, args.size, generator=torch.Generator().manual_seed(0))
+        x = noise * sched.init_noise_sigma
         both = torch.cat([ctx, unc])
         with torch.inference_mode():
             for t in sched.timesteps:
@@ -69,36 +116,100 @@ def main() -> None:
                 eps = ref(inp, t, encoder_hidden_states=both).sample
                 c, u = eps.chunk(2)
                 x = sched.step(u + 5.0 * (c - u), t, x).prev_sample
+        return x
 
-    results = {}
-    for name, fn in (("nodegraph", ours_run), ("diffusers", diffusers_run)):
+    # Same work on both sides: count UNet calls, compare the results from the same noise,
+    # and keep our loop's UNet inputs for the forward-only comparison.
+    calls = {"nodegraph": 0, "diffusers": 0}
+    unet_inputs: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+
+    def on_ours(_m: torch.nn.Module, a: tuple) -> None:
+        calls["nodegraph"] += 1
+        unet_inputs.append((a[0].clone(), a[1].clone(), a[2].clone()))
+
+    def on_ref(_m: torch.nn.Module, _a: tuple) -> None:
+        calls["diffusers"] += 1
+
+    hooks = [ours.register_forward_pre_hook(on_ours), ref.register_forward_pre_hook(on_ref)]
+    out_ours = ours_run()
+    out_ref = diffusers_run(initial_noise(latent.shape, 0))
+    for h in hooks:
+        h.remove()
+    if calls != {"nodegraph": args.steps, "diffusers": args.steps}:
+        raise SystemExit(f"UNet calls per run differ from --steps {args.steps}: {calls}")
+    diff = float((out_ours - out_ref).abs().max() / out_ref.abs().max())
+    if diff > 1e-3:
+        raise SystemExit(f"the two loops disagree (max rel. difference {diff:.2e}): they are not doing the same work")
+
+    def ours_fwd() -> None:
+        with torch.inference_mode():
+            for x, t, c in unet_inputs:
+                ours(x, t, c)
+
+    def ref_fwd() -> None:
+        with torch.inference_mode():
+            for x, t, c in unet_inputs:
+                ref(x, t, encoder_hidden_states=c)
+
+    for fn in (ours_run, diffusers_run, ours_fwd, ref_fwd):
         fn()  # warm-up
-        per_step = []
-        for _ in range(args.repeat):
-            t0 = time.perf_counter()
-            fn()
-            per_step.append((time.perf_counter() - t0) / args.steps)
-        results[name] = per_step
-    # Interleave a second round so drift on a shared machine hits both sides alike.
-    for name, fn in (("diffusers", diffusers_run), ("nodegraph", ours_run)):
-        for _ in range(args.repeat):
-            t0 = time.perf_counter()
-            fn()
-            results[name].append((time.perf_counter() - t0) / args.steps)
+    # One alternating schedule for all four, so the loop-minus-forward differences compare like with like.
+    timed = time_alternating(
+        {"nodegraph": ours_run, "diffusers": diffusers_run, "nodegraph fwd": ours_fwd, "diffusers fwd": ref_fwd},
+        2 * args.repeat,
+        args.steps,
+    )
+    loop = {name: timed[name] for name in ("nodegraph", "diffusers")}
+    fwd = {name: timed[name + " fwd"] for name in ("nodegraph", "diffusers")}
+
+    def ratio(t: Timings, kind: str = "wall") -> float:
+        return statistics.median(t["nodegraph"][kind]) / statistics.median(t["diffusers"][kind])
+
     print(f"machine: {machine()}, torch threads {args.threads}")
-    print(f"UNet model_channels={args.channels}, latent {args.size}x{args.size}, {args.steps} steps, CFG batch 2")
-    for name, xs in results.items():
-        s = sorted(xs)
-        print(f"  {name:10s} per step: min {s[0]*1e3:.1f} ms  median {statistics.median(s)*1e3:.1f} ms  "
-              f"max {s[-1]*1e3:.1f} ms")
-    ratio = statistics.median(results["nodegraph"]) / statistics.median(results["diffusers"])
-    print(f"  ratio nodegraph/diffusers (median): {ratio:.3f}  (target <= 1.0)")
-    ours, ref = sorted(results["nodegraph"]), sorted(results["diffusers"])
-    emit_summary("sampler", [
-        {"metric": f"sampler step (UNet ch {args.channels}, latent {args.size}, CFG)", "median": statistics.median(ours)
-         * 1e3, "min": ours[0] * 1e3, "max": ours[-1] * 1e3, "unit": "ms", "reference": "plain diffusers loop "
-         f"{statistics.median(ref) * 1e3:.1f} ms", "ratio": ratio, "target": "ratio <= 1.0"},
-    ])
+    print(
+        f"UNet model_channels={args.channels}, latent {args.size}x{args.size}, {args.steps} steps, CFG batch 2; "
+        f"{args.steps} UNet calls per run on both sides, results agree to {diff:.1e} (rel.)"
+    )
+    print(f"sampler step, {2 * args.repeat} runs per side:")
+    for name, t in loop.items():
+        print(f"  {name:10s} {fmt(t['wall'])}   (thread CPU median {statistics.median(t['cpu']) * 1e3:.1f} ms)")
+    print(
+        f"  ratio nodegraph/diffusers (median): {ratio(loop):.3f}  (target <= 1.0); "
+        f"in thread CPU time {ratio(loop, 'cpu'):.3f}"
+    )
+    print(f"UNet forward alone, identical inputs (our loop's), {2 * args.repeat} runs per side:")
+    for name, t in fwd.items():
+        print(f"  {name:10s} {fmt(t['wall'])}   (thread CPU median {statistics.median(t['cpu']) * 1e3:.1f} ms)")
+    print(f"  ratio nodegraph/diffusers (median): {ratio(fwd):.3f}; in thread CPU time {ratio(fwd, 'cpu'):.3f}")
+    for name in loop:
+        extra = statistics.median(loop[name]["cpu"]) - statistics.median(fwd[name]["cpu"])
+        print(f"  {name:10s} loop minus forward (thread CPU, medians): {extra * 1e3:+.1f} ms/step")
+    ours_s, ref_s = sorted(loop["nodegraph"]["wall"]), sorted(loop["diffusers"]["wall"])
+    ours_f, ref_f = sorted(fwd["nodegraph"]["wall"]), sorted(fwd["diffusers"]["wall"])
+    emit_summary(
+        "sampler",
+        [
+            {
+                "metric": f"sampler step (UNet ch {args.channels}, latent {args.size}, CFG)",
+                "median": statistics.median(ours_s) * 1e3,
+                "min": ours_s[0] * 1e3,
+                "max": ours_s[-1] * 1e3,
+                "unit": "ms",
+                "reference": f"plain diffusers loop {statistics.median(ref_s) * 1e3:.1f} ms",
+                "ratio": ratio(loop),
+                "target": "ratio <= 1.0",
+            },
+            {
+                "metric": "UNet forward alone (same inputs)",
+                "median": statistics.median(ours_f) * 1e3,
+                "min": ours_f[0] * 1e3,
+                "max": ours_f[-1] * 1e3,
+                "unit": "ms",
+                "reference": f"diffusers UNet {statistics.median(ref_f) * 1e3:.1f} ms",
+                "ratio": ratio(fwd),
+            },
+        ],
+    )
 
 
 if __name__ == "__main__":
