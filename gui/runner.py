@@ -6,6 +6,12 @@ recomputes what changed).  The UI thread only ever *queues* a snapshot of the
 graph and *receives* events as Qt signals (queued connections), so it never
 waits for a model to load or a sampler to step.  Preview arrays are turned into
 ``QImage`` on the worker, where the copy costs the UI nothing.
+
+Memory: while the worker thread exists, Python's cyclic garbage collector runs
+on the UI thread only (:mod:`gui.gc_guard` says why), and once a run has finished
+the UI thread returns the heap pages it freed to the OS
+(:func:`nodegraph.memory.release_free_memory`; the executor itself trims only
+on the main thread, so this never happens during a run).
 """
 
 from __future__ import annotations
@@ -20,6 +26,9 @@ from PySide6.QtGui import QImage
 
 from nodegraph import CancelToken, Executor, Graph, WorkflowInvalid
 from nodegraph.events import Event, NodeProgress
+from nodegraph.memory import release_free_memory
+
+from .gc_guard import collect_due, hold_gc_on_gui_thread
 
 
 def array_to_qimage(arr: Any) -> QImage | None:
@@ -116,6 +125,7 @@ class RunController(QObject):
         self._worker.invalid.connect(self._on_invalid)
         self._worker.finished.connect(self._on_finished)
         self._worker.failed.connect(self._on_failed)
+        self._gc_hold = hold_gc_on_gui_thread()  # before the worker can allocate anything
         self.thread.start()
 
     @property
@@ -177,10 +187,20 @@ class RunController(QObject):
         self._current = None
         self.runFinished.emit(report)
         self.busyChanged.emit(False)
+        self._release_memory()
         self._pump()
+
+    def _release_memory(self) -> None:
+        """Between runs, on the UI thread: collect what the run left in cycles, then return
+        the freed heap pages to the OS (unless the executor trims itself or was told not to)."""
+        collect_due()
+        if self.executor.trim_after_run is None:
+            release_free_memory()
 
     def shutdown(self, timeout_ms: int = 5000) -> None:
         """Cancel everything and stop the thread (call before the app quits)."""
         self.cancel(clear_queue=True)
         self.thread.quit()
-        self.thread.wait(timeout_ms)
+        stopped = self.thread.wait(timeout_ms)
+        if stopped and self._gc_hold is not None:
+            self._gc_hold.release()  # a worker that did not stop keeps collection on the UI thread

@@ -33,6 +33,7 @@ from .events import (
     json_safe,
 )
 from .graph import Graph
+from .memory import release_free_memory
 from .plan import Plan, build_plan
 from .registry import Registry
 from .spec import NodeResult, NodeSpec
@@ -115,6 +116,14 @@ class Executor:
 
     Thread-safe in the sense the GUI needs: one run at a time (others wait),
     cancellation from any thread through a :class:`CancelToken`.
+
+    ``trim_after_run`` returns the heap pages a run freed to the OS once it ends
+    (:func:`nodegraph.memory.release_free_memory`), which keeps a long-lived
+    executor's resident memory flat.  ``None`` (default) trims only when
+    :meth:`run` is called on the process's main thread -- scripts, ``nodegraph
+    run``/``batch`` -- and leaves runs on other threads to their owner: the
+    editor trims from its GUI thread after its worker finished, the API server
+    passes ``True`` for its plain worker thread.  ``False`` never trims.
     """
 
     def __init__(
@@ -125,6 +134,7 @@ class Executor:
         cache_bytes: int = 8 * 1024**3,
         output_dir: str | Path = "output",
         settings: Mapping[str, Any] | None = None,
+        trim_after_run: bool | None = None,
     ) -> None:
         self.registry = registry if registry is not None else Registry.with_installed_packs()
         self.device_policy = DevicePolicy(device)
@@ -133,6 +143,13 @@ class Executor:
         self.settings: dict[str, Any] = dict(settings or {})
         self._listeners: list[EventListener] = []
         self._lock = threading.Lock()
+        self.trim_after_run = trim_after_run
+
+    def trims_in_this_thread(self) -> bool:
+        """Whether a run called from the current thread ends with a heap trim (see the class doc)."""
+        if self.trim_after_run is None:
+            return threading.current_thread() is threading.main_thread()
+        return self.trim_after_run
 
     def subscribe(self, listener: EventListener) -> None:
         """Receive every event of every run (in the thread that runs)."""
@@ -165,7 +182,11 @@ class Executor:
             out_dir = Path(output_dir) if output_dir is not None else self.output_dir
             plan = build_plan(snapshot, self.registry, outputs, output_dir=str(out_dir.resolve()),
                               settings=self.settings)
-            return self._run_plan(snapshot, plan, on_event, cancel or CancelToken(), out_dir)
+            try:
+                return self._run_plan(snapshot, plan, on_event, cancel or CancelToken(), out_dir)
+            finally:
+                if self.trims_in_this_thread():
+                    release_free_memory()
 
     # -- internals -----------------------------------------------------------------------
     def _emit(self, event: Event, on_event: EventListener | None) -> None:

@@ -135,7 +135,10 @@ class NodegraphServer:
                  output_dir: str | Path = "output", device: str = "auto",
                  settings: Mapping[str, Any] | None = None, registry: Registry | None = None,
                  verbose: bool = False) -> None:
-        self.executor = executor or Executor(registry, device=device, output_dir=output_dir, settings=settings)
+        # Runs happen on the queue's worker thread (plain Python, no Qt), so ask for the heap trim
+        # there explicitly: by default an executor trims only on the main thread.
+        self.executor = executor or Executor(registry, device=device, output_dir=output_dir, settings=settings,
+                                             trim_after_run=True)
         self.api = Api(self.executor)
         handler = type("Handler", (_Handler,), {"api": self.api})
         self.httpd = ThreadingHTTPServer((host, port), handler)
