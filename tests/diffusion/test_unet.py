@@ -381,6 +381,57 @@ def test_lazy_safetensors_behaves_like_a_dict(tmp_path):
         sd["q"]
 
 
+def test_lazy_safetensors_reads_unaligned_writers_and_every_dtype(tmp_path):
+    """Tensors are views into one mapping when aligned; a writer that does not align gets a copy."""
+    import json
+    import struct
+
+    from safetensors.torch import load_file
+
+    tensors = {"h": torch.randn(3, 5).half(), "b": torch.randn(4).bfloat16(), "i": torch.arange(6).view(2, 3),
+               "m": torch.tensor([True, False]), "e": torch.empty(0, 4)}  # fmt: skip
+    path = tmp_path / "all.safetensors"
+    save_file(tensors, path)
+    sd, _ = load_state_dict(path)
+    ref = load_file(path)
+    assert all(torch.equal(sd[k], ref[k]) and sd[k].dtype == ref[k].dtype for k in tensors)
+    # hand-written file whose float32 tensor starts at an odd byte offset
+    header = json.dumps({"u": {"dtype": "U8", "shape": [1], "data_offsets": [0, 1]},
+                         "f": {"dtype": "F32", "shape": [3], "data_offsets": [1, 13]}}).encode()  # fmt: skip
+    header += b" " * (-len(header) % 8)
+    odd = tmp_path / "odd.safetensors"
+    odd.write_bytes(struct.pack("<Q", len(header)) + header + b"\x07" + torch.tensor([1.0, 2.0, 3.0]).numpy().tobytes())
+    sd, _ = load_state_dict(odd)
+    assert sd["f"].tolist() == [1.0, 2.0, 3.0] and sd["u"].tolist() == [7]
+
+
+def test_repeated_safetensors_loads_do_not_grow_the_python_heap(tmp_path):
+    """A long-lived process reloads a checkpoint that does not fit its cache on every run."""
+    import gc
+    import tracemalloc
+
+    path = tmp_path / "m.safetensors"
+    save_file({f"w{i}": torch.randn(8) for i in range(300)}, path)
+
+    def load_all() -> None:
+        sd, _ = load_state_dict(path)
+        for k in sd:
+            sd[k]
+
+    load_all()
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for _ in range(20):
+            load_all()
+        gc.collect()
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert grown < 20 * 1024, f"{grown / 20:.0f} bytes kept per load"  # safe_open.get_tensor kept ~56 B per tensor
+
+
 def test_nonpersistent_buffers_are_rebuilt_after_meta_build():
     class WithBuffer(torch.nn.Module):
         def __init__(self) -> None:
