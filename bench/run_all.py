@@ -28,7 +28,7 @@ BENCHES = {
     "checkpoint_load": ["bench/checkpoint_load.py", "--repeat", "2"],
     "gui": ["bench/gui_open.py"],
     "batch": ["bench/batch.py"],
-    "long_run": ["bench/long_run.py", "--runs", "300"],
+    "long_run": ["bench/long_run.py", "--runs", "600", "--cache-mb", "16"],  # cache full by run ~280
 }
 
 
