@@ -43,6 +43,8 @@ def main() -> int:
     ap.add_argument("--cache-mb", type=int, default=64)
     ap.add_argument("--no-trim", action="store_true", help="do not return freed heap pages to the OS after runs")
     args = ap.parse_args()
+    if args.runs <= args.warmup:
+        ap.error(f"--runs ({args.runs}) must be larger than --warmup ({args.warmup})")
     import torch
 
     torch.set_num_threads(1)

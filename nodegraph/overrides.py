@@ -13,45 +13,7 @@ from typing import Any
 from .errors import OverrideError
 from .graph import Graph
 from .registry import Registry
-from .spec import Input, Widget, coerce_value
-
-
-def _number(x: float) -> str:
-    """``10000.0`` -> "10000", ``0.5`` -> "0.5": bounds read as the user would type them."""
-    return str(int(x)) if float(x).is_integer() else str(x)
-
-
-def expected_value(inp: Input) -> str:
-    """What a valid constant for ``inp`` looks like, in words ("a whole number from 1 to
-    10000"), for the fix part of an error message: the user needs the rule, not Python's."""
-    w = inp.widget
-    if w in (Widget.INT, Widget.SEED, Widget.FLOAT):
-        kind = "a number" if w is Widget.FLOAT else "a whole number"
-        if inp.min is not None and inp.max is not None:
-            return f"{kind} from {_number(inp.min)} to {_number(inp.max)}"
-        if inp.min is not None:
-            return f"{kind} of at least {_number(inp.min)}"
-        if inp.max is not None:
-            return f"{kind} of at most {_number(inp.max)}"
-        return kind
-    if w is Widget.BOOL:
-        return "true or false"
-    if w is Widget.COMBO:
-        return "one of its choices (listed by `nodegraph nodes --json`)"
-    if w is Widget.STRING:
-        return "text"
-    return f"a value of type {inp.type}"
-
-
-def explain_value_error(value: Any, exc: BaseException) -> str:
-    """Turn the conversion error of :func:`coerce_value` into words: Python's
-    "invalid literal for int() with base 10: 'x'" becomes "'x' is not a whole number"."""
-    text = str(exc)
-    if text.startswith("invalid literal for int()"):
-        return f"{value!r} is not a whole number"
-    if text.startswith("could not convert string to float"):
-        return f"{value!r} is not a number"
-    return text
+from .spec import coerce_value, expected_value, explain_value_error
 
 
 def parse_assignment(text: str) -> tuple[str, str, str]:

@@ -30,9 +30,8 @@ from typing import Any
 
 from .errors import NodeInputError, ValidationIssue, WorkflowInvalid
 from .graph import Graph, Node
-from .overrides import expected_value, explain_value_error
 from .registry import Registry
-from .spec import NodeSpec, Widget, call_with_settings, coerce_value
+from .spec import NodeSpec, Widget, call_with_settings, coerce_value, expected_value, explain_value_error
 from .types import compatible
 
 Source = tuple[str, str]  # (node id, output name)
