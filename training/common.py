@@ -130,6 +130,19 @@ def images_to_tensor(images: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(images).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
 
 
+def outline_ring(masks: np.ndarray) -> torch.Tensor:
+    """[N,1,H,W] float: 1 on the anti-aliased outline pixels of each mask and their 8 neighbours, else 0.
+
+    Where a square differs from a rounded square, and a star from a blob: both the VAE's and
+    the UNet's losses weight it up.
+    """
+    import cv2
+
+    partial = ((masks > 0) & (masks < 255)).astype(np.uint8)
+    k = np.ones((3, 3), np.uint8)
+    return torch.from_numpy(np.stack([cv2.dilate(p, k) for p in partial]).astype(np.float32)).unsqueeze(1)
+
+
 def checkpoint_metadata(scaling_factor: float, description: str) -> dict[str, str]:
     """Safetensors metadata for the all-in-one checkpoint (what shapes cannot tell a loader)."""
     return {
@@ -243,13 +256,15 @@ def sample_images(
 
 
 def grade(images: np.ndarray, prompts, seeds) -> dict[str, float]:
-    """Checker pass rates: per image, and colour by majority over seeds per prompt."""
+    """Checker pass rates: per image (``img_*``), by majority over seeds per prompt (``maj_*``),
+    and the shape rate per asked-for shape (``shape_ok_<shape>``)."""
     from training.captions import parse_caption
     from training.checker import check, compare
 
     n_seeds = len(seeds)
     per = {"color_ok": 0, "background_ok": 0, "shape_ok": 0}
     maj = {"color_ok": 0, "background_ok": 0, "shape_ok": 0}
+    by_shape: dict[str, list[bool]] = {}
     for p_i, prompt in enumerate(prompts):
         attrs = parse_caption(prompt)
         oks = [compare(check(images[p_i * n_seeds + s]), attrs) for s in range(n_seeds)]
@@ -257,6 +272,9 @@ def grade(images: np.ndarray, prompts, seeds) -> dict[str, float]:
             hits = sum(o[k] for o in oks)
             per[k] += hits
             maj[k] += hits * 2 > n_seeds
+        if "shape" in attrs:
+            by_shape.setdefault(attrs["shape"], []).extend(o["shape_ok"] for o in oks)
     n = len(prompts)
     return {**{f"img_{k}": v / (n * n_seeds) for k, v in per.items()},
-            **{f"maj_{k}": v / n for k, v in maj.items()}}
+            **{f"maj_{k}": v / n for k, v in maj.items()},
+            **{f"shape_ok_{k}": sum(v) / len(v) for k, v in by_shape.items()}}

@@ -72,6 +72,7 @@ from training.common import (
     images_to_tensor,
     load_work,
     log,
+    outline_ring,
     sample_images,
     setup_torch,
     text_config,
@@ -124,12 +125,7 @@ def outline_weights(masks: np.ndarray, edge_weight: float, latent_size: int) -> 
     A square and a rounded square differ only along the outline (the corners); plain MSE spends most of
     its weight on flat interior and background, where every shape looks the same.
     """
-    import cv2
-
-    partial = ((masks > 0) & (masks < 255)).astype(np.uint8)
-    k = np.ones((3, 3), np.uint8)
-    ring = torch.from_numpy(np.stack([cv2.dilate(p, k) for p in partial]).astype(np.float32)).unsqueeze(1)
-    return 1.0 + edge_weight * F.avg_pool2d(ring, masks.shape[-1] // latent_size)
+    return 1.0 + edge_weight * F.avg_pool2d(outline_ring(masks), masks.shape[-1] // latent_size)
 
 
 def runtime_objects(unet: UNetModel, clip: ClipTextModel, tok, sf: float):

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import math
 
-import cv2
 import numpy as np
 import torch
 
@@ -35,6 +34,7 @@ from training.common import (
     images_to_tensor,
     load_work,
     log,
+    outline_ring,
     setup_torch,
     work_dir,
 )
@@ -49,10 +49,7 @@ KL_WEIGHT = 1e-6
 
 def edge_weights(masks: np.ndarray) -> torch.Tensor:
     """1 + EDGE_WEIGHT on pixels within ~2 px of the object's outline."""
-    partial = ((masks > 0) & (masks < 255)).astype(np.uint8)
-    k = np.ones((3, 3), np.uint8)
-    ring = np.stack([cv2.dilate(p, k) for p in partial]).astype(np.float32)
-    return torch.from_numpy(1.0 + EDGE_WEIGHT * ring).unsqueeze(1)
+    return 1.0 + EDGE_WEIGHT * outline_ring(masks)
 
 
 def grad_mse(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
