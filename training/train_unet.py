@@ -182,13 +182,13 @@ def main() -> None:
         clip.load_state_dict(s["clip"])
         ema_unet.load_state_dict(s["ema_unet"])
         ema_clip.load_state_dict(s["ema_clip"])
-        if "opt" in s and not args.new_cycle:  # an interrupted run: continue it exactly
+        fresh = "opt" not in s or args.new_cycle
+        if not fresh:  # an interrupted run: continue it exactly
             opt.load_state_dict(s["opt"])
             gen.set_state(s["gen"])
             warm_from = s.get("warm_from", 0)
         else:  # restored from shipped weights, or --new-cycle: new optimizer, new warm-up and cosine cycle
             warm_from = s["step"]
-        fresh = "opt" not in s or args.new_cycle
         step, timer = s["step"], Timer(0.0 if fresh else s["elapsed"])
         log(f"resumed at step {step}" + (" with a fresh optimizer and LR cycle" if fresh else ""))
     n_unet = sum(p.numel() for p in unet.parameters()) / 1e6
