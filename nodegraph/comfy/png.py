@@ -2,8 +2,8 @@
 
 ComfyUI writes its UI workflow under ``workflow`` and its API prompt under
 ``prompt``; nodegraph writes *its own* format under ``workflow``.  The chunks
-are read with the image pack's hardened reader (bounded sizes, CRC checks,
-never decodes pixels), so the engine itself stays free of image code.
+are read with the engine's hardened stdlib reader (:mod:`nodegraph.pngtext`:
+bounded sizes, CRC checks, never decodes pixels), so no image code is needed.
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ import json
 import os
 from typing import Any
 
+from ..pngtext import PNG_SIGNATURE, PngMetadataError, read_png_text
 from .result import ComfyFormatError
 
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 KEYS = ("workflow", "prompt")
 
 
@@ -28,11 +28,6 @@ def is_png(path: str | os.PathLike[str]) -> bool:
 
 def png_documents(path: str | os.PathLike[str]) -> dict[str, Any]:
     """The parsed JSON of the ``workflow`` and ``prompt`` chunks present in the PNG."""
-    try:
-        from nodes.image.png_meta import PngMetadataError, read_png_text
-    except ImportError:  # pragma: no cover - the image pack ships with nodegraph
-        raise ComfyFormatError("reading workflows from PNGs needs the image node pack (nodes.image)",
-                               os.fspath(path)) from None
     try:
         texts = read_png_text(path, set(KEYS))
     except PngMetadataError as exc:
