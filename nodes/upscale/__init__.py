@@ -2,7 +2,7 @@
 
 ``tiled`` holds the model-agnostic tiling, ``model`` the safe loading and
 spandrel detection, ``nodes`` the specs (torch-free at import).  Model files
-live in ``<models_dir>/upscale_models`` (see ``nodes.diffusion.paths``).
+live in ``<models_dir>/upscale_models`` (see ``nodes.shared.model_paths``).
 """
 
 from __future__ import annotations

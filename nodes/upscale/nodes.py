@@ -10,8 +10,7 @@ from typing import Any
 from nodegraph.context import NodeContext
 from nodegraph.errors import NodeInputError
 from nodegraph.spec import Combo, In, Int, Out, node
-
-from ..diffusion.paths import ModelNotFound, ModelPaths, choices_for
+from nodes.shared.model_paths import ModelNotFound, ModelPaths, choices_for
 
 KIND = "upscale_models"
 

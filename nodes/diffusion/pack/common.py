@@ -7,8 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from nodegraph.errors import NodeInputError
-
-from ..paths import ModelNotFound, ModelPaths
+from nodes.shared.model_paths import ModelNotFound, ModelPaths
 
 SAMPLER_NAMES = ["euler", "euler_ancestral", "heun", "dpm_2", "dpm_2_ancestral", "lms", "dpmpp_2m",
                  "dpmpp_2m_sde", "dpmpp_sde", "ddim", "uni_pc", "uni_pc_bh2", "lcm"]

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from nodegraph.context import NodeContext
 from nodegraph.spec import Combo, Out, node
+from nodes.shared.model_paths import choices_for
 
-from ..paths import choices_for
 from .common import load_error, model_file_fingerprint, resolve_model
 
 
@@ -52,7 +52,7 @@ def vae_loader(ctx: NodeContext, vae_name: str):
 
 
 def _controlnet_choices(settings):  # noqa: ANN001, ANN202
-    from ..paths import ModelPaths
+    from nodes.shared.model_paths import ModelPaths
 
     paths = ModelPaths.from_settings(settings)
     return paths.list("controlnet") + [n for n in paths.list("controlnet", folders=True)]

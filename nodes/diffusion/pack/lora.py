@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from nodegraph.context import NodeContext
 from nodegraph.spec import Combo, Float, In, Out, node
+from nodes.shared.model_paths import choices_for
 
-from ..paths import choices_for
 from .common import load_error, model_file_fingerprint, resolve_model
 
 

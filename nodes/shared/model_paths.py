@@ -1,0 +1,188 @@
+"""Model folders: where loaders look for files, and the names they offer.
+
+A service shared by every pack that loads model files (diffusion, upscale,
+third-party packs): packs import this module, never each other.
+
+Layout (ComfyUI's, so existing collections work as they are)::
+
+    <models_dir>/checkpoints  vae  loras  controlnet  upscale_models  embeddings  diffusers
+
+``models_dir`` comes from the run's settings (``--models-dir``), else the
+``NODEGRAPH_MODELS_DIR`` environment variable, else ``./models``.  The demo
+models shipped inside the package are always searched last, so a fresh
+install has something to load.  An ``extra_model_paths.yaml`` in ComfyUI's
+format adds more folders (e.g. an A1111 install); it is looked for in the
+settings (``extra_model_paths``), beside ``models_dir``, and in the current
+directory.
+
+Names offered to the user are paths relative to their folder with ``/``
+separators; the first folder that has a name wins, in search order.
+
+The kinds are one table (:data:`FOLDERS`), so adding a kind of model (or
+another name ComfyUI uses for the same folder) is one row.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Folder:
+    """One kind of model file.
+
+    ``subdirs`` are the folders under ``models_dir`` searched for it, in order
+    (default: the kind's own name); ``aliases`` are other keys an
+    ``extra_model_paths.yaml`` may use for it (other tools' or older ComfyUI names).
+    """
+
+    kind: str
+    subdirs: tuple[str, ...] = ()
+    aliases: tuple[str, ...] = ()
+
+    @property
+    def dirs_under_root(self) -> tuple[str, ...]:
+        return self.subdirs or (self.kind,)
+
+
+#: Every kind of model folder, in the order tools list them.
+FOLDERS: tuple[Folder, ...] = (
+    Folder("checkpoints"),
+    Folder("vae"),
+    Folder("loras", aliases=("lora",)),
+    Folder("controlnet", aliases=("t2i_adapter",)),
+    Folder("upscale_models", aliases=("upscale",)),
+    Folder("embeddings"),
+    Folder("diffusers"),
+)
+_BY_KIND: dict[str, Folder] = {f.kind: f for f in FOLDERS}
+KINDS = tuple(_BY_KIND)
+# extra_model_paths.yaml key -> kind (a kind's own name and its aliases).
+_YAML_KEYS: dict[str, str] = {key: f.kind for f in FOLDERS for key in (f.kind, *f.aliases)}
+MODEL_EXTENSIONS = (".safetensors", ".sft", ".ckpt", ".pt", ".pth", ".bin")
+# The tiny demo models shipped with nodegraph (package data; found by path, not imported).
+DEMO_DIR = Path(__file__).resolve().parent.parent / "diffusion" / "demo_models"
+
+
+class ModelNotFound(FileNotFoundError):
+    """A model name that no configured folder holds."""
+
+    def __init__(self, kind: str, name: str, searched: list[Path]) -> None:
+        self.kind, self.name, self.searched = kind, name, searched
+        dirs = "\n".join(f"  {d}" for d in searched) or "  (no folders configured)"
+        super().__init__(f"{kind} model {name!r} not found; searched:\n{dirs}")
+
+
+def _parse_extra_paths(path: Path) -> dict[str, list[Path]]:
+    """Read a ComfyUI ``extra_model_paths.yaml``: sections with ``base_path`` and
+    one or more (newline-separated) folders per kind, relative to base_path."""
+    import yaml
+
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ValueError(f"{path}: cannot read extra model paths: {exc}") from None
+    if not isinstance(doc, dict):
+        raise ValueError(f"{path}: expected sections of 'kind: folder' entries")
+    out: dict[str, list[Path]] = {}
+    for section in doc.values():
+        if not isinstance(section, dict):
+            continue
+        base = Path(os.path.expanduser(str(section.get("base_path", ""))))
+        if not base.is_absolute():
+            base = path.parent / base
+        for key, value in section.items():
+            if key in ("base_path", "is_default") or value is None:
+                continue
+            kind = _YAML_KEYS.get(key)
+            if kind is None:
+                continue
+            for line in str(value).splitlines():
+                line = line.strip()
+                if line:
+                    p = Path(os.path.expanduser(line))
+                    out.setdefault(kind, []).append(p if p.is_absolute() else base / p)
+    return out
+
+
+@dataclass
+class ModelPaths:
+    """Resolved search folders for each kind of model."""
+
+    models_dir: Path
+    extra: dict[str, list[Path]] = field(default_factory=dict)
+    include_demo: bool = True
+
+    @classmethod
+    def from_settings(cls, settings: Mapping[str, Any] | None = None) -> ModelPaths:
+        settings = settings or {}
+        root = Path(str(settings.get("models_dir") or os.environ.get("NODEGRAPH_MODELS_DIR") or "models"))
+        candidates = []
+        if settings.get("extra_model_paths"):
+            candidates.append(Path(str(settings["extra_model_paths"])))
+        candidates += [root.parent / "extra_model_paths.yaml", Path("extra_model_paths.yaml")]
+        extra: dict[str, list[Path]] = {}
+        seen: set[Path] = set()
+        for c in candidates:
+            rc = c.resolve()
+            if rc in seen or not c.is_file():
+                continue
+            seen.add(rc)
+            for kind, dirs in _parse_extra_paths(c).items():
+                extra.setdefault(kind, []).extend(dirs)
+        return cls(root, extra, bool(settings.get("include_demo_models", True)))
+
+    def dirs(self, kind: str) -> list[Path]:
+        if kind not in KINDS:
+            raise ValueError(f"unknown model kind {kind!r}; expected one of {KINDS}")
+        out = [self.models_dir / sub for sub in _BY_KIND[kind].dirs_under_root]
+        out += self.extra.get(kind, [])
+        if self.include_demo:
+            out.append(DEMO_DIR / kind)
+        return out
+
+    def list(self, kind: str, *, folders: bool = False) -> list[str]:
+        """Names available for ``kind``: model files (or, with ``folders``, sub-folders
+        such as diffusers-format models) relative to their search folder."""
+        names: dict[str, None] = {}
+        for d in self.dirs(kind):
+            if not d.is_dir():
+                continue
+            if folders:
+                for p in sorted(d.iterdir()):
+                    if p.is_dir():
+                        names.setdefault(p.name)
+                continue
+            for p in sorted(d.rglob("*")):
+                if p.suffix.lower() in MODEL_EXTENSIONS and p.is_file():
+                    names.setdefault(p.relative_to(d).as_posix())
+        return list(names)
+
+    def resolve(self, kind: str, name: str) -> Path:
+        """Path of model ``name``; refuses names that climb out of their folder."""
+        rel = Path(name)
+        if rel.is_absolute() or ".." in rel.parts:
+            raise ModelNotFound(kind, name, self.dirs(kind))
+        for d in self.dirs(kind):
+            p = d / rel
+            if p.exists():
+                return p
+        raise ModelNotFound(kind, name, self.dirs(kind))
+
+
+def choices_for(kind: str, *, folders: bool = False):  # noqa: ANN201 - returns a choices provider
+    """A COMBO choices provider listing the files of ``kind`` for the run's settings."""
+
+    def provider(settings: Mapping[str, Any]) -> list[str]:
+        return ModelPaths.from_settings(settings).list(kind, folders=folders)
+
+    provider.__name__ = f"{kind}_choices"
+    return provider
+
+
+__all__ = ["DEMO_DIR", "FOLDERS", "KINDS", "MODEL_EXTENSIONS", "Folder", "ModelNotFound", "ModelPaths",
+           "choices_for"]
