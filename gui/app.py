@@ -16,17 +16,10 @@ from nodegraph import Registry
 
 
 def build_registry() -> Registry:
-    """Every installed pack; the in-tree image pack too when it is present but not
-    (yet) registered as an entry point, so Save/Preview Image are always offered."""
-    reg = Registry.with_installed_packs()
-    if "image.save" not in reg:
-        try:
-            import nodes.image as image_pack
-
-            image_pack.register(reg)
-        except Exception:  # not shipped in this installation: fine
-            pass
-    return reg
+    """Every installed pack, found through the ``nodegraph.nodes`` entry points like any
+    third-party pack (ours are declared in pyproject.toml); a pack that fails to load is
+    recorded in ``pack_errors`` instead of stopping the editor."""
+    return Registry.with_installed_packs()
 
 
 def _parser() -> argparse.ArgumentParser:

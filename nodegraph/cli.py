@@ -201,7 +201,7 @@ def _load(args: argparse.Namespace, registry: object) -> object | None:
     from .overrides import apply_overrides
 
     try:
-        graph, notes = open_any(args.workflow)
+        graph, notes = open_any(args.workflow, registry)  # type: ignore[arg-type]
         if notes:  # a ComfyUI import: also say which model files are not in our folders
             from .comfy import describe_missing, missing_models
 

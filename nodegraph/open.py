@@ -10,13 +10,20 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import WorkflowFileError
 from .graph import Graph
 
+if TYPE_CHECKING:  # pragma: no cover
+    from .registry import Registry
 
-def open_any(path: str | os.PathLike[str]) -> tuple[Graph, list[str]]:
+
+def open_any(path: str | os.PathLike[str], registry: Registry | None = None) -> tuple[Graph, list[str]]:
     """``(graph, notes)`` for a workflow file of any supported kind.
+
+    ComfyUI classes are mapped through the ComfyUI mappings of ``registry``'s
+    packs (default: every installed pack).
 
     ``notes`` is empty for our own files; for ComfyUI imports it says what was
     imported, which nodes have no equivalent (kept as placeholders) and what
@@ -46,7 +53,7 @@ def open_any(path: str | os.PathLike[str]) -> tuple[Graph, list[str]]:
                 raise WorkflowFileError(str(exc), str(p)) from None
         if not any(detect(d) in ("comfy_ui", "comfy_api") for d in docs.values()):
             raise WorkflowFileError("the PNG holds no workflow (no 'workflow' or 'prompt' text chunk)", str(p))
-        result = load_comfy(p)
+        result = load_comfy(p, registry)
         return result.graph, result.notes()
     try:
         text = p.read_text(encoding="utf-8")
@@ -64,7 +71,7 @@ def open_any(path: str | os.PathLike[str]) -> tuple[Graph, list[str]]:
         doc = None  # let workflow.loads report the JSON error in its words
     if detect(doc) in ("comfy_ui", "comfy_api"):
         try:
-            result = load_comfy(doc)
+            result = load_comfy(doc, registry)
         except WorkflowFileError as exc:
             raise WorkflowFileError(str(exc), str(p)) from None
         result.graph.meta.setdefault("name", p.stem)

@@ -5,7 +5,9 @@ to mutate — so tests, the GUI and a server can each hold their own.  Packs
 contribute nodes through one call, :meth:`Registry.add_pack`, made from a
 ``register(registry)`` function that is either called directly or discovered
 through the ``nodegraph.nodes`` entry-point group (how pip-installed
-third-party packs plug in).
+third-party packs plug in).  The same call carries the pack's ComfyUI
+mappings (``comfy=``), so the ComfyUI importer and exporter know only what the
+registered packs tell them.
 """
 
 from __future__ import annotations
@@ -14,11 +16,14 @@ import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import replace
 from importlib.metadata import entry_points
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import SpecError
 from .spec import NodeSpec, check_spec
 from .types import TypeTable
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .comfy.mapping import ComfyMappings
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +38,7 @@ class Registry:
         self.types = TypeTable()
         self._specs: dict[str, NodeSpec] = {}
         self.pack_errors: dict[str, str] = {}
+        self._comfy: list[tuple[str, ComfyMappings]] = []
 
     # -- registration -----------------------------------------------------------------
     def add(self, spec: NodeSpec, pack: str = "") -> NodeSpec:
@@ -51,16 +57,34 @@ class Registry:
         self._specs[spec.type_id] = spec
         return spec
 
-    def add_pack(self, name: str, specs: Iterable[NodeSpec]) -> None:
+    def add_pack(self, name: str, specs: Iterable[NodeSpec], *, comfy: ComfyMappings | None = None) -> None:
         """Register every spec of a pack under ``name`` -- all or nothing, so a pack that
-        fails half-way (recorded in ``pack_errors``) leaves no half-registered nodes behind."""
+        fails half-way (recorded in ``pack_errors``) leaves no half-registered nodes behind.
+
+        ``comfy`` says how the pack's node types correspond to ComfyUI classes
+        (:class:`nodegraph.comfy.ComfyMappings`); it is checked against the specs just
+        registered (input and output names) and against other packs' ComfyUI classes."""
         before = dict(self._specs)
         try:
             for spec in specs:
                 self.add(spec, pack=name)
+            if comfy is not None:
+                self._add_comfy(name, comfy)
         except BaseException:
             self._specs = before
             raise
+
+    def _add_comfy(self, pack: str, comfy: ComfyMappings) -> None:
+        from .comfy.mapping import ComfyTable
+
+        comfy.check(self, pack)
+        ComfyTable.merge([*self._comfy, (pack, comfy)])  # raises if a ComfyUI class is mapped twice
+        self._comfy.append((pack, comfy))
+
+    def comfy_mappings(self) -> list[tuple[str, ComfyMappings]]:
+        """``(pack, mappings)`` of every registered pack that supports ComfyUI, in registration order
+        (see :meth:`nodegraph.comfy.ComfyTable.of`)."""
+        return list(self._comfy)
 
     def load_pack(self, register: PackRegisterFn) -> None:
         register(self)

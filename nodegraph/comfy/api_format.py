@@ -13,7 +13,7 @@ from typing import Any
 from .build import Builder
 from .detect import is_api_prompt
 from .layout import auto_layout
-from .mapping import mapping_for
+from .mapping import ComfyTable
 from .result import ComfyFormatError, ImportResult
 
 
@@ -23,12 +23,13 @@ def _is_link(value: Any, ids: set[str]) -> bool:
             and isinstance(value[1], int) and not isinstance(value[1], bool))
 
 
-def import_api(doc: dict[str, Any]) -> ImportResult:
-    """Build a graph from an API-format prompt (bare, or wrapped as ``{"prompt": {...}}``)."""
+def import_api(doc: dict[str, Any], table: ComfyTable) -> ImportResult:
+    """Build a graph from an API-format prompt (bare, or wrapped as ``{"prompt": {...}}``),
+    mapping classes through ``table``."""
     prompt = doc.get("prompt") if isinstance(doc.get("prompt"), dict) and "class_type" not in doc else doc
     if not is_api_prompt(prompt):
         raise ComfyFormatError("not a ComfyUI API prompt: expected {node_id: {'class_type': ..., 'inputs': {...}}}")
-    b = Builder("comfy_api")
+    b = Builder("comfy_api", table)
     ids = {str(k) for k in prompt}
     links: list[tuple[str, int, str, str]] = []
     for key, node in prompt.items():
@@ -44,7 +45,7 @@ def import_api(doc: dict[str, Any]) -> ImportResult:
                 links.append((str(value[0]), int(value[1]), nid, str(name)))
             else:
                 values[str(name)] = value
-        nmap = mapping_for(cls)
+        nmap = b.mapping_for(cls)
         if cls == "Reroute":
             b.add_reroute(nid, title=title)
         elif nmap is not None:
@@ -55,5 +56,5 @@ def import_api(doc: dict[str, Any]) -> ImportResult:
     for src, slot, dst, name in links:
         b.link(src, slot, dst, name)
     result = b.finish()
-    auto_layout(result.graph)  # after finish(): it may add links (the empty latent's VAE)
+    auto_layout(result.graph)  # after finish(): packs' import hooks may add links
     return result

@@ -2,9 +2,11 @@
 
 Both formats boil down to "create node N of ComfyUI class C with these input
 values" and "link output slot k of A to input named x of B"; this module turns
-those into our node types, input names and output names through the mapping
-table, keeps unknown classes as placeholders and records every compromise as
-a warning, so the two importers only deal with their own file structure.
+those into our node types, input names and output names through the
+registered packs' mappings (:class:`~.mapping.ComfyTable`), keeps unknown
+classes as placeholders and records every compromise as a warning, so the two
+importers only deal with their own file structure.  Fix-ups a pack needs after
+an import (links ComfyUI makes implicitly) are that pack's ``import_hooks``.
 """
 
 from __future__ import annotations
@@ -12,22 +14,24 @@ from __future__ import annotations
 from typing import Any
 
 from ..graph import Graph
-from .mapping import REROUTE_TYPE, SEED_CONTROLS, NodeMap, placeholder_type
+from .mapping import SEED_CONTROLS, ComfyTable, NodeMap, placeholder_type
 from .result import ImportResult
-
-_CHECKPOINT = "diffusion.checkpoint_loader"
-_EMPTY_LATENT = "diffusion.empty_latent"
 
 
 class Builder:
     """Accumulates nodes and links; :meth:`finish` returns the :class:`ImportResult`."""
 
-    def __init__(self, source: str) -> None:
+    def __init__(self, source: str, table: ComfyTable) -> None:
         self.graph = Graph()
         self.result = ImportResult(self.graph, source=source)
+        self.table = table
         self._maps: dict[str, NodeMap] = {}
         self._out_names: dict[str, list[str]] = {}  # placeholders: output names by slot
         self._reroutes: set[str] = set()
+
+    def mapping_for(self, class_type: str) -> NodeMap | None:
+        """How ComfyUI class ``class_type`` maps onto a registered node type (None: placeholder)."""
+        return self.table.mapping_for(class_type)
 
     def warn(self, message: str) -> None:
         self.result.warnings.append(message)
@@ -63,7 +67,13 @@ class Builder:
 
     def add_reroute(self, nid: str, *, mode: str = "normal", title: str | None = None,
                     ui: dict[str, Any] | None = None) -> None:
-        self.graph.add_node(REROUTE_TYPE, {}, id=nid, mode=mode, title=title, ui=dict(ui or {}))
+        """A ComfyUI ``Reroute``: the registered reroute node, else a placeholder (no pack offers one)."""
+        reroute = self.table.reroute
+        if reroute is None:
+            self.add_placeholder(nid, "Reroute", {}, {"type": "Reroute"}, output_names=["0"], mode=mode,
+                                 title=title, ui=ui)
+            return
+        self.graph.add_node(reroute.type, {}, id=nid, mode=mode, title=title, ui=dict(ui or {}))
         self._reroutes.add(nid)
 
     def add_placeholder(self, nid: str, class_type: str, values: dict[str, Any], comfy: dict[str, Any], *,
@@ -80,8 +90,8 @@ class Builder:
 
     def input_name(self, nid: str, comfy_input: str) -> str | None:
         """Our input name for ComfyUI input ``comfy_input`` of node ``nid`` (None = no equivalent)."""
-        if nid in self._reroutes:
-            return "input"
+        if nid in self._reroutes and self.table.reroute is not None:
+            return self.table.reroute.input
         nmap = self._maps.get(nid)
         if nmap is None:
             return comfy_input
@@ -108,8 +118,8 @@ class Builder:
         self.graph.connect(src, out, dst, inp)
 
     def _output_name(self, src: str, slot: int) -> str | None:
-        if src in self._reroutes:
-            return "output" if slot == 0 else None
+        if src in self._reroutes and self.table.reroute is not None:
+            return self.table.reroute.output if slot == 0 else None
         nmap = self._maps.get(src)
         names = nmap.outputs if nmap is not None else self._out_names.get(src, [])
         if nmap is None and not names:
@@ -118,18 +128,7 @@ class Builder:
 
     # -- finishing -------------------------------------------------------------------------------
     def finish(self) -> ImportResult:
-        self._connect_latent_vae()
+        """The result, after every registered pack's import hooks ran over it."""
+        for hook in self.table.import_hooks:
+            hook(self.result)
         return self.result
-
-    def _connect_latent_vae(self) -> None:
-        # ComfyUI's EmptyLatentImage always makes SD's 4-channel latents at 1/8 size.  Ours sizes the
-        # latent for the VAE it is given (optional input), which is what makes models with another VAE
-        # (our small demo models: 4x downscale) work.  When the workflow has exactly one checkpoint
-        # loader there is no doubt which VAE the latent is for, so we connect it; for SD models the
-        # result is the same 4-channel 1/8 latent ComfyUI makes.
-        loaders = [n.id for n in self.graph if n.type == _CHECKPOINT]
-        if len(loaders) != 1:
-            return
-        for n in list(self.graph):
-            if n.type == _EMPTY_LATENT and self.graph.link_into(n.id, "vae") is None:
-                self.graph.connect(loaders[0], "VAE", n.id, "vae")

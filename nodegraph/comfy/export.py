@@ -6,10 +6,12 @@ editor does when it queues a prompt:
 * muted nodes are left out (inputs they fed are left out too);
 * bypassed nodes are left out and their consumers read what the bypassed
   node would have passed through (its first linked input of the output's type);
-* reroutes are followed to their source;
-* constant primitive nodes without a ComfyUI class (our Seed node) are folded
-  into the widgets they feed; int/float/text/bool export as ComfyUI's
-  Primitive* nodes.
+* reroutes (the registered reroute type) are followed to their source;
+* constant nodes without a ComfyUI class (the types packs list as
+  ``constants``, e.g. a seed node) are folded into the widgets they feed.
+
+Which class each node exports as comes from the registered packs' ComfyUI
+mappings (:class:`~.mapping.ComfyTable`); nothing here names a node type.
 
 A node that has no ComfyUI equivalent makes the export fail with a
 :class:`ComfyExportError` listing *all* such nodes.  Placeholders imported
@@ -24,10 +26,7 @@ from typing import Any
 from ..errors import NodegraphError
 from ..graph import Graph, Node
 from ..registry import Registry
-from .mapping import BY_OURS, PLACEHOLDER_PREFIX, REROUTE_TYPE, NodeMap
-
-_PRIMITIVES = frozenset({"primitives.int", "primitives.float", "primitives.string", "primitives.bool",
-                         "primitives.seed"})
+from .mapping import PLACEHOLDER_PREFIX, ComfyTable, NodeMap
 
 Source = tuple[str, str]
 
@@ -47,9 +46,9 @@ class ExportResult:
     warnings: list[str] = field(default_factory=list)
 
 
-def _constant_primitive(graph: Graph, registry: Registry, node: Node) -> tuple[bool, Any]:
-    """(True, value) for a primitive node whose output is a constant."""
-    if node.type not in _PRIMITIVES or node.type in BY_OURS or graph.inputs_view(node.id):
+def _constant(graph: Graph, registry: Registry, table: ComfyTable, node: Node) -> tuple[bool, Any]:
+    """(True, value) for a constant node (no ComfyUI class) whose output is its widget's value."""
+    if node.type not in table.constants or node.type in table.by_ours or graph.inputs_view(node.id):
         return False, None
     spec = registry.get(node.type)
     if spec is None or not spec.inputs:
@@ -58,7 +57,7 @@ def _constant_primitive(graph: Graph, registry: Registry, node: Node) -> tuple[b
     return True, node.values.get(inp.name, inp.default)
 
 
-def _resolve(graph: Graph, registry: Registry, src: Source) -> Source | None:
+def _resolve(graph: Graph, registry: Registry, table: ComfyTable, src: Source) -> Source | None:
     """The exported output that really feeds a link: through reroutes and bypassed nodes.
     ``None`` when it comes from a muted node or a bypassed node with nothing to pass through."""
     seen: set[str] = set()
@@ -68,8 +67,8 @@ def _resolve(graph: Graph, registry: Registry, src: Source) -> Source | None:
         if node is None or node.mode == "mute" or nid in seen:
             return None
         seen.add(nid)
-        if node.type == REROUTE_TYPE:
-            link = graph.link_into(nid, "input")
+        if table.reroute is not None and node.type == table.reroute.type:
+            link = graph.link_into(nid, table.reroute.input)
             if link is None:
                 return None
             nid, out = link.src, link.src_output
@@ -87,9 +86,9 @@ def _resolve(graph: Graph, registry: Registry, src: Source) -> Source | None:
         nid, out = links[chosen.name].src, links[chosen.name].src_output
 
 
-def _output_slot(graph: Graph, src: Source) -> int | None:
+def _output_slot(graph: Graph, table: ComfyTable, src: Source) -> int | None:
     node = graph.nodes[src[0]]
-    nmap = BY_OURS.get(node.type)
+    nmap = table.by_ours.get(node.type)
     if nmap is not None:
         return nmap.outputs.index(src[1]) if src[1] in nmap.outputs else None
     if src[1].isdigit():
@@ -107,17 +106,19 @@ def _exportable_placeholder(node: Node) -> bool:
 
 def export_comfy_api(graph: Graph, registry: Registry) -> ExportResult:
     """Our graph as a ComfyUI API prompt, with warnings for settings ComfyUI cannot express."""
+    table = ComfyTable.of(registry)
+    reroute = table.reroute.type if table.reroute is not None else None
     result = ExportResult({})
     constants: dict[str, Any] = {}
     exported: list[Node] = []
     bad: list[tuple[str, str]] = []
     for node in graph:
-        if node.mode != "normal" or node.type == REROUTE_TYPE:
+        if node.mode != "normal" or node.type == reroute:
             continue
-        is_const, value = _constant_primitive(graph, registry, node)
+        is_const, value = _constant(graph, registry, table, node)
         if is_const:
             constants[node.id] = value
-        elif node.type in BY_OURS or _exportable_placeholder(node):
+        elif node.type in table.by_ours or _exportable_placeholder(node):
             exported.append(node)
         else:
             bad.append((node.id, node.type))
@@ -130,14 +131,14 @@ def export_comfy_api(graph: Graph, registry: Registry) -> ExportResult:
         link = graph.link_into(dst, name)
         if link is None:
             return False, None
-        src = _resolve(graph, registry, (link.src, link.src_output))
+        src = _resolve(graph, registry, table, (link.src, link.src_output))
         if src is None:
             return False, None
         if src[0] in constants:
             return True, ("const", constants[src[0]])
         if src[0] not in exported_ids:
             return False, None
-        slot = _output_slot(graph, src)
+        slot = _output_slot(graph, table, src)
         if slot is None:
             result.warnings.append(f"node {dst!r} input {name!r}: output {src[1]!r} of {src[0]!r} has no "
                                    "ComfyUI slot; link left out")
@@ -145,7 +146,7 @@ def export_comfy_api(graph: Graph, registry: Registry) -> ExportResult:
         return True, [src[0], slot]
 
     for node in exported:
-        nmap = BY_OURS.get(node.type)
+        nmap = table.by_ours.get(node.type)
         if nmap is None:
             inputs = _placeholder_inputs(graph, node, linked_value)
             class_type = node.extra["comfy"]["class_type"]

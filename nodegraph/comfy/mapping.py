@@ -1,4 +1,11 @@
-"""The table: ComfyUI ``class_type`` <-> nodegraph node type, input by input.
+"""The vocabulary of ComfyUI mappings: ComfyUI ``class_type`` <-> node type, input by input.
+
+The engine knows no pack's nodes: each node pack describes how its own node
+types correspond to ComfyUI classes (a :class:`ComfyMappings` of
+:class:`NodeMap` rows, plus optional hooks) and registers it with its nodes
+through ``Registry.add_pack(name, nodes, comfy=...)``; the importer and
+exporter look it up through the registry (:class:`ComfyTable`).  A
+third-party pack takes part in ComfyUI import/export exactly like ours.
 
 Each :class:`NodeMap` lists the ComfyUI inputs of one class *in ComfyUI's
 declaration order*, because that order is what the UI format's positional
@@ -6,26 +13,25 @@ declaration order*, because that order is what the UI format's positional
 followed by the frontend-only "control_after_generate" value).  Outputs are
 listed by ComfyUI slot index, which is how both ComfyUI formats address them.
 
-Facts about ComfyUI (input names, widget order, output order, defaults) were
-taken from its node definitions (``nodes.py``, ``comfy_extras/``); nothing
-here imports ComfyUI, torch or our node packs, so importing a workflow stays
-instant and works without the packs installed.
+Nothing here imports ComfyUI, torch or a node pack, so importing a workflow
+stays instant; classes no registered pack maps become placeholders.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from ..errors import SpecError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..registry import Registry
+    from .result import ImportResult
 
 #: Values of ComfyUI's frontend-only "control_after_generate" widget.
 SEED_CONTROLS = frozenset({"fixed", "increment", "decrement", "randomize"})
-
-# Sampler variants that differ from ours only in the device their noise is drawn on.
-_GPU_SAMPLERS = MappingProxyType({"dpmpp_sde_gpu": "dpmpp_sde", "dpmpp_2m_sde_gpu": "dpmpp_2m_sde"})
-# ComfyUI's "nearest-exact" is what our image ops call "nearest" (torch's nearest-exact).
-_IMAGE_METHODS = MappingProxyType({"nearest-exact": "nearest"})
 
 
 @dataclass(frozen=True)
@@ -130,107 +136,101 @@ class NodeMap:
         return tuple(p for p in self.params if p.widget)
 
 
-def _sampler(name: str = "sampler_name") -> Param:
-    return W(name, approx=_GPU_SAMPLERS)
+@dataclass(frozen=True)
+class Reroute:
+    """The node type that stands for ComfyUI's frontend-only ``Reroute`` (one input, one output,
+    passes its value through).  Imported reroutes become this type; export follows them to their
+    source, since ComfyUI's API format has no reroutes."""
+
+    type: str
+    input: str = "input"
+    output: str = "output"
 
 
-_TABLE: tuple[NodeMap, ...] = (
-    # -- loaders
-    NodeMap("CheckpointLoaderSimple", "diffusion.checkpoint_loader",
-            (W("ckpt_name", kind="model:checkpoints"),), ("MODEL", "CLIP", "VAE")),
-    NodeMap("VAELoader", "diffusion.vae_loader", (W("vae_name", kind="model:vae"),), ("VAE",)),
-    NodeMap("LoraLoader", "diffusion.lora_loader",
-            (L("model"), L("clip"), W("lora_name", kind="model:loras"), W("strength_model"), W("strength_clip")),
-            ("MODEL", "CLIP")),
-    NodeMap("LoraLoaderModelOnly", "diffusion.lora_loader_model_only",
-            (L("model"), W("lora_name", kind="model:loras"), W("strength_model")), ("MODEL",)),
-    NodeMap("ControlNetLoader", "diffusion.controlnet_loader",
-            (W("control_net_name", kind="model:controlnet"),), ("CONTROL_NET",)),
-    NodeMap("UpscaleModelLoader", "upscale.load_model",
-            (W("model_name", kind="model:upscale_models"),), ("UPSCALE_MODEL",)),
-    # -- conditioning
-    NodeMap("CLIPTextEncode", "diffusion.text_encode", (W("text"), L("clip")), ("CONDITIONING",)),
-    NodeMap("CLIPSetLastLayer", "diffusion.clip_set_last_layer", (L("clip"), W("stop_at_clip_layer")), ("CLIP",)),
-    NodeMap("ControlNetApply", "diffusion.controlnet_apply",
-            (L("conditioning"), L("control_net"), L("image"), W("strength")), ("CONDITIONING",)),
-    NodeMap("ControlNetApplyAdvanced", "diffusion.controlnet_apply_advanced",
-            (L("positive"), L("negative"), L("control_net"), L("image"), W("strength"), W("start_percent"),
-             W("end_percent"), L("vae", drop=True)),
-            ("positive", "negative")),
-    # -- latents
-    NodeMap("EmptyLatentImage", "diffusion.empty_latent", (W("width"), W("height"), W("batch_size")), ("LATENT",)),
-    NodeMap("LatentUpscale", "diffusion.latent_upscale",
-            (L("samples"), W("upscale_method"), W("width"), W("height"), W("crop")), ("LATENT",)),
-    NodeMap("LatentUpscaleBy", "diffusion.latent_upscale_by",
-            (L("samples"), W("upscale_method"), W("scale_by")), ("LATENT",)),
-    NodeMap("SetLatentNoiseMask", "diffusion.set_latent_noise_mask", (L("samples"), L("mask")), ("LATENT",)),
-    NodeMap("VAEDecode", "diffusion.vae_decode", (L("samples"), L("vae")), ("IMAGE",)),
-    NodeMap("VAEEncode", "diffusion.vae_encode", (L("pixels"), L("vae")), ("LATENT",)),
-    NodeMap("VAEDecodeTiled", "diffusion.vae_decode_tiled",
-            (L("samples"), L("vae"), W("tile_size"), W("overlap"),
-             W("temporal_size", drop=True, comfy_default=64), W("temporal_overlap", drop=True, comfy_default=8)),
-            ("IMAGE",)),
-    NodeMap("VAEEncodeTiled", "diffusion.vae_encode_tiled",
-            (L("pixels"), L("vae"), W("tile_size"), W("overlap"),
-             W("temporal_size", drop=True, comfy_default=64), W("temporal_overlap", drop=True, comfy_default=8)),
-            ("LATENT",)),
-    NodeMap("VAEEncodeForInpaint", "diffusion.vae_encode_for_inpaint",
-            (L("pixels"), L("vae"), L("mask"), W("grow_mask_by")), ("LATENT",)),
-    # -- sampling
-    NodeMap("KSampler", "diffusion.ksampler",
-            (L("model"), W("seed", seed=True), W("steps"), W("cfg"), _sampler(), W("scheduler"),
-             L("positive"), L("negative"), L("latent_image"), W("denoise")),
-            ("LATENT",)),
-    NodeMap("KSamplerAdvanced", "diffusion.ksampler_advanced",
-            (L("model"), W("add_noise"), W("noise_seed", seed=True), W("steps"), W("cfg"), _sampler(),
-             W("scheduler"), L("positive"), L("negative"), L("latent_image"), W("start_at_step"),
-             W("end_at_step"), W("return_with_leftover_noise")),
-            ("LATENT",)),
-    NodeMap("RandomNoise", "diffusion.random_noise", (W("noise_seed", seed=True),), ("NOISE",)),
-    NodeMap("DisableNoise", "diffusion.disable_noise", (), ("NOISE",)),
-    NodeMap("KSamplerSelect", "diffusion.sampler_select", (_sampler(),), ("SAMPLER",)),
-    NodeMap("BasicScheduler", "diffusion.basic_scheduler",
-            (L("model"), W("scheduler"), W("steps"), W("denoise")), ("SIGMAS",)),
-    NodeMap("CFGGuider", "diffusion.cfg_guider",
-            (L("model"), L("positive"), L("negative"), W("cfg")), ("GUIDER",)),
-    NodeMap("SamplerCustomAdvanced", "diffusion.sampler_custom_advanced",
-            (L("noise"), L("guider"), L("sampler"), L("sigmas"), L("latent_image")),
-            ("output", "denoised_output")),
-    # -- images
-    NodeMap("LoadImage", "image.load", (W("image", kind="image"),), ("IMAGE", "MASK"), ui_widgets=("upload",)),
-    NodeMap("SaveImage", "image.save", (L("images"), W("filename_prefix"))),
-    NodeMap("PreviewImage", "image.preview", (L("images"),)),
-    NodeMap("ImageScale", "image.scale",
-            (L("image"), W("upscale_method", "method", values=_IMAGE_METHODS), W("width"), W("height"),
-             W("crop")),
-            ("IMAGE",)),
-    NodeMap("ImageScaleBy", "image.scale_by",
-            (L("image"), W("upscale_method", "method", values=_IMAGE_METHODS), W("scale_by", "factor")),
-            ("IMAGE",)),
-    NodeMap("ImagePadForOutpaint", "image.pad_for_outpaint",
-            (L("image"), W("left"), W("top"), W("right"), W("bottom"), W("feathering")), ("IMAGE", "MASK")),
-    NodeMap("ImageUpscaleWithModel", "upscale.image_with_model", (L("upscale_model"), L("image")), ("IMAGE",)),
-    NodeMap("ImageCrop", "image.crop", (L("image"), W("width"), W("height"), W("x"), W("y")), ("IMAGE",)),
-    NodeMap("ImageInvert", "image.invert", (L("image"),), ("IMAGE",)),
-    NodeMap("ImageBatch", "image.batch", (L("image1"), L("image2")), ("IMAGE",)),
-    NodeMap("ImageToMask", "image.to_mask", (L("image"), W("channel")), ("MASK",)),
-    NodeMap("MaskToImage", "image.mask_to_image", (L("mask"),), ("IMAGE",)),
-    NodeMap("InvertMask", "image.invert_mask", (L("mask"),), ("MASK",)),
-    NodeMap("GrowMask", "image.grow_mask", (L("mask"), W("expand"), W("tapered_corners")), ("MASK",)),
-    # -- primitives (ComfyUI's backend primitive nodes; the frontend-only PrimitiveNode is folded away)
-    NodeMap("PrimitiveInt", "primitives.int", (W("value", seed=True),), ("INT",)),
-    NodeMap("PrimitiveFloat", "primitives.float", (W("value"),), ("FLOAT",)),
-    NodeMap("PrimitiveString", "primitives.string", (W("value"),), ("STRING",)),
-    NodeMap("PrimitiveStringMultiline", "primitives.string", (W("value"),), ("STRING",)),
-    NodeMap("PrimitiveBoolean", "primitives.bool", (W("value"),), ("BOOLEAN",)),
-)
+#: ``hook(result)`` runs after every ComfyUI import, in registration order: a pack's fix-ups of
+#: its own nodes (e.g. links ComfyUI makes implicitly).  Report compromises in ``result.warnings``.
+ImportHook = Callable[["ImportResult"], None]
 
-#: ComfyUI class_type -> mapping.
-BY_COMFY: Mapping[str, NodeMap] = MappingProxyType({m.comfy: m for m in _TABLE})
-#: Our node type -> mapping used for export (the first entry wins when several ComfyUI classes share it).
-BY_OURS: Mapping[str, NodeMap] = MappingProxyType({m.ours: m for m in reversed(_TABLE)})
 
-REROUTE_TYPE = "primitives.reroute"
+@dataclass(frozen=True)
+class ComfyMappings:
+    """Everything one node pack contributes to ComfyUI import/export.
+
+    ``maps``: one row per ComfyUI class (several classes may map onto one of our types; export
+    uses the first).  ``reroute``: the pack's pass-through node, if it offers one.
+    ``constants``: node types without a ComfyUI class whose output is the value of their one
+    widget (a seed node); export folds them into the ComfyUI widgets they feed.
+    ``import_hooks``: fix-ups run after every import (see :data:`ImportHook`).
+    """
+
+    maps: tuple[NodeMap, ...] = ()
+    reroute: Reroute | None = None
+    constants: tuple[str, ...] = ()
+    import_hooks: tuple[ImportHook, ...] = ()
+
+    def check(self, registry: Registry, pack: str = "") -> None:
+        """Raise :class:`SpecError` for a row that does not match the registered node specs, so an
+        input renamed in a pack without its mapping fails when the pack loads, not in a user's import."""
+        where = f"pack {pack!r}: " if pack else ""
+        for m in self.maps:
+            spec = registry.get(m.ours)
+            if spec is None:
+                raise SpecError(f"{where}ComfyUI class {m.comfy!r} maps onto unknown node type {m.ours!r}")
+            for p in m.params:
+                if not p.drop and spec.input(p.name) is None:
+                    raise SpecError(f"{where}ComfyUI {m.comfy}.{p.comfy} maps onto input {p.name!r}, which "
+                                    f"{m.ours!r} does not have (inputs: {[i.name for i in spec.inputs]})")
+            for out in m.outputs:
+                if spec.output(out) is None:
+                    raise SpecError(f"{where}ComfyUI {m.comfy} lists output {out!r}, which {m.ours!r} does not "
+                                    f"have (outputs: {[o.name for o in spec.outputs]})")
+        for t in (*self.constants, *((self.reroute.type,) if self.reroute else ())):
+            if t not in registry:
+                raise SpecError(f"{where}ComfyUI support names unknown node type {t!r}")
+
+
+@dataclass(frozen=True)
+class ComfyTable:
+    """The ComfyUI mappings of every pack in a registry, merged: what import and export consult."""
+
+    by_comfy: Mapping[str, NodeMap]
+    by_ours: Mapping[str, NodeMap]
+    reroute: Reroute | None = None
+    constants: frozenset[str] = frozenset()
+    import_hooks: tuple[ImportHook, ...] = ()
+
+    @classmethod
+    def merge(cls, contributions: Iterable[tuple[str, ComfyMappings]]) -> ComfyTable:
+        """Merge ``(pack, mappings)`` in registration order.  Two packs mapping the same ComfyUI
+        class is an error naming both (the registry checks it when the second pack loads)."""
+        by_comfy: dict[str, NodeMap] = {}
+        owner: dict[str, str] = {}
+        by_ours: dict[str, NodeMap] = {}
+        reroute: Reroute | None = None
+        constants: set[str] = set()
+        hooks: list[ImportHook] = []
+        for pack, c in contributions:
+            for m in c.maps:
+                if m.comfy in by_comfy:
+                    raise SpecError(f"ComfyUI class {m.comfy!r} is mapped by pack {owner[m.comfy]!r} and again "
+                                    f"by pack {pack!r}; only one pack may map a ComfyUI class")
+                by_comfy[m.comfy], owner[m.comfy] = m, pack
+                by_ours.setdefault(m.ours, m)
+            reroute = reroute or c.reroute
+            constants.update(c.constants)
+            hooks.extend(c.import_hooks)
+        return cls(MappingProxyType(by_comfy), MappingProxyType(by_ours), reroute, frozenset(constants),
+                   tuple(hooks))
+
+    @classmethod
+    def of(cls, registry: Registry) -> ComfyTable:
+        """The table of the packs registered in ``registry``."""
+        return cls.merge(registry.comfy_mappings())
+
+    def mapping_for(self, class_type: str) -> NodeMap | None:
+        return self.by_comfy.get(class_type)
+
+
 PLACEHOLDER_PREFIX = "comfy:"
 #: Frontend-only ComfyUI node types that never reach its backend.
 FRONTEND_ONLY = frozenset({"PrimitiveNode", "Reroute", "Note", "MarkdownNote"})
@@ -242,9 +242,5 @@ def placeholder_type(class_type: str) -> str:
     return PLACEHOLDER_PREFIX + class_type
 
 
-def mapping_for(class_type: str) -> NodeMap | None:
-    return BY_COMFY.get(class_type)
-
-
-__all__ = ["BY_COMFY", "BY_OURS", "FRONTEND_ONLY", "NodeMap", "PLACEHOLDER_PREFIX", "Param", "REROUTE_TYPE",
-           "SEED_CONTROLS", "mapping_for", "normalise_file_name", "placeholder_type"]
+__all__ = ["FRONTEND_ONLY", "ComfyMappings", "ComfyTable", "ImportHook", "L", "NodeMap", "PLACEHOLDER_PREFIX",
+           "Param", "Reroute", "SEED_CONTROLS", "W", "normalise_file_name", "placeholder_type"]

@@ -13,19 +13,20 @@ from typing import Any
 
 from ..graph import Graph
 from ..registry import Registry
-from .mapping import BY_OURS
+from .mapping import ComfyTable
 
 
 def missing_models(graph: Graph, registry: Registry,
                    settings: Mapping[str, Any] | None = None) -> list[tuple[str, str, str]]:
     """``(node id, input, file name)`` for every model name no configured folder holds.
 
-    Only model inputs of mapped loader nodes are checked (checkpoints, VAEs,
-    LoRAs, ControlNets, upscale models); linked inputs and muted nodes are skipped.
+    Only inputs the packs' ComfyUI mappings mark as model files (``kind="model:<folder>"``)
+    are checked; linked inputs and muted nodes are skipped.
     """
     out: list[tuple[str, str, str]] = []
+    by_ours = ComfyTable.of(registry).by_ours
     for node in graph:
-        nmap = BY_OURS.get(node.type)
+        nmap = by_ours.get(node.type)
         spec = registry.get(node.type)
         if nmap is None or spec is None or node.mode == "mute":
             continue

@@ -29,7 +29,7 @@ from __future__ import annotations
 from typing import Any
 
 from .build import Builder
-from .mapping import SEED_CONTROLS, NodeMap, mapping_for
+from .mapping import SEED_CONTROLS, ComfyTable, NodeMap
 from .result import ComfyFormatError, ImportResult
 
 _MODES = {0: "normal", 1: "normal", 2: "mute", 3: "normal", 4: "bypass"}
@@ -126,13 +126,13 @@ def _widget_values(nid: str, node: dict[str, Any], nmap: NodeMap,
     return values, controls
 
 
-def import_ui(doc: dict[str, Any]) -> ImportResult:
-    """Build a graph from a UI-format workflow document."""
+def import_ui(doc: dict[str, Any], table: ComfyTable) -> ImportResult:
+    """Build a graph from a UI-format workflow document, mapping classes through ``table``."""
     nodes = doc.get("nodes")
     if not isinstance(nodes, list) or not all(isinstance(n, dict) and "id" in n and "type" in n for n in nodes):
         raise ComfyFormatError("not a ComfyUI workflow: 'nodes' must be a list of objects with 'id' and 'type'")
     links = _links(doc)
-    b = Builder("comfy_ui")
+    b = Builder("comfy_ui", table)
     by_id: dict[str, dict[str, Any]] = {}
     for n in nodes:
         nid = str(n["id"])
@@ -158,7 +158,7 @@ def import_ui(doc: dict[str, Any]) -> ImportResult:
             b.graph.meta.setdefault("notes", []).append({"title": title or cls, "text": str(wv[0]), **ui})
             b.warn(f"note {nid!r} kept as text in the workflow's meta (nodegraph has no note nodes)")
             continue
-        nmap = mapping_for(cls)
+        nmap = b.mapping_for(cls)
         if cls == "Reroute":
             b.add_reroute(nid, mode=mode, title=title, ui=ui)
         elif nmap is not None:

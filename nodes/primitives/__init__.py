@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from nodegraph.registry import Registry
 
+from .comfy import COMFY
 from .nodes import NODES
 
 
 def register(registry: Registry) -> None:
-    registry.add_pack("primitives", NODES)
+    registry.add_pack("primitives", NODES, comfy=COMFY)
 
 
 __all__ = ["NODES", "register"]

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from nodegraph.registry import Registry
 
+from .comfy import COMFY
 from .nodes import NODES
 
 
 def register(registry: Registry) -> None:
-    registry.add_pack("upscale", NODES)
+    registry.add_pack("upscale", NODES, comfy=COMFY)
 
 
 __all__ = ["NODES", "register"]

@@ -10,13 +10,14 @@ from __future__ import annotations
 from nodegraph.registry import Registry
 
 from . import conditioning, custom_sampling, latent, loaders, lora, sampler, vae
+from .comfy import COMFY
 
 NODES = [*loaders.NODES, *lora.NODES, *conditioning.NODES, *latent.NODES, *sampler.NODES, *vae.NODES,
          *custom_sampling.NODES]
 
 
 def register(registry: Registry) -> None:
-    registry.add_pack("diffusion", NODES)
+    registry.add_pack("diffusion", NODES, comfy=COMFY)
 
 
 __all__ = ["NODES", "register"]

@@ -1,0 +1,111 @@
+"""How the diffusion pack's nodes correspond to ComfyUI classes (registered with the pack).
+
+Each row lists the ComfyUI inputs of one class *in ComfyUI's declaration
+order* (the order of the UI format's positional ``widgets_values``) and the
+outputs by ComfyUI slot.  Facts about ComfyUI (input names, widget order,
+output order, defaults) come from its node definitions (``nodes.py``,
+``comfy_extras/``).  Torch-free: importing a workflow never loads models.
+"""
+
+from __future__ import annotations
+
+from types import MappingProxyType
+
+from nodegraph.comfy.mapping import ComfyMappings, L, NodeMap, Param, W
+from nodegraph.comfy.result import ImportResult
+
+# Sampler variants that differ from ours only in the device their noise is drawn on.
+_GPU_SAMPLERS = MappingProxyType({"dpmpp_sde_gpu": "dpmpp_sde", "dpmpp_2m_sde_gpu": "dpmpp_2m_sde"})
+
+_CHECKPOINT = "diffusion.checkpoint_loader"
+_EMPTY_LATENT = "diffusion.empty_latent"
+
+
+def _sampler(name: str = "sampler_name") -> Param:
+    return W(name, approx=_GPU_SAMPLERS)
+
+
+def _tiled(comfy: str, ours: str, image_input: str, output: str) -> NodeMap:
+    return NodeMap(comfy, ours,
+                   (L(image_input), L("vae"), W("tile_size"), W("overlap"),
+                    W("temporal_size", drop=True, comfy_default=64),
+                    W("temporal_overlap", drop=True, comfy_default=8)),
+                   (output,))
+
+
+MAPS: tuple[NodeMap, ...] = (
+    # -- loaders
+    NodeMap("CheckpointLoaderSimple", _CHECKPOINT,
+            (W("ckpt_name", kind="model:checkpoints"),), ("MODEL", "CLIP", "VAE")),
+    NodeMap("VAELoader", "diffusion.vae_loader", (W("vae_name", kind="model:vae"),), ("VAE",)),
+    NodeMap("LoraLoader", "diffusion.lora_loader",
+            (L("model"), L("clip"), W("lora_name", kind="model:loras"), W("strength_model"), W("strength_clip")),
+            ("MODEL", "CLIP")),
+    NodeMap("LoraLoaderModelOnly", "diffusion.lora_loader_model_only",
+            (L("model"), W("lora_name", kind="model:loras"), W("strength_model")), ("MODEL",)),
+    NodeMap("ControlNetLoader", "diffusion.controlnet_loader",
+            (W("control_net_name", kind="model:controlnet"),), ("CONTROL_NET",)),
+    # -- conditioning
+    NodeMap("CLIPTextEncode", "diffusion.text_encode", (W("text"), L("clip")), ("CONDITIONING",)),
+    NodeMap("CLIPSetLastLayer", "diffusion.clip_set_last_layer", (L("clip"), W("stop_at_clip_layer")), ("CLIP",)),
+    NodeMap("ControlNetApply", "diffusion.controlnet_apply",
+            (L("conditioning"), L("control_net"), L("image"), W("strength")), ("CONDITIONING",)),
+    NodeMap("ControlNetApplyAdvanced", "diffusion.controlnet_apply_advanced",
+            (L("positive"), L("negative"), L("control_net"), L("image"), W("strength"), W("start_percent"),
+             W("end_percent"), L("vae", drop=True)),
+            ("positive", "negative")),
+    # -- latents
+    NodeMap("EmptyLatentImage", _EMPTY_LATENT, (W("width"), W("height"), W("batch_size")), ("LATENT",)),
+    NodeMap("LatentUpscale", "diffusion.latent_upscale",
+            (L("samples"), W("upscale_method"), W("width"), W("height"), W("crop")), ("LATENT",)),
+    NodeMap("LatentUpscaleBy", "diffusion.latent_upscale_by",
+            (L("samples"), W("upscale_method"), W("scale_by")), ("LATENT",)),
+    NodeMap("SetLatentNoiseMask", "diffusion.set_latent_noise_mask", (L("samples"), L("mask")), ("LATENT",)),
+    NodeMap("VAEDecode", "diffusion.vae_decode", (L("samples"), L("vae")), ("IMAGE",)),
+    NodeMap("VAEEncode", "diffusion.vae_encode", (L("pixels"), L("vae")), ("LATENT",)),
+    _tiled("VAEDecodeTiled", "diffusion.vae_decode_tiled", "samples", "IMAGE"),
+    _tiled("VAEEncodeTiled", "diffusion.vae_encode_tiled", "pixels", "LATENT"),
+    NodeMap("VAEEncodeForInpaint", "diffusion.vae_encode_for_inpaint",
+            (L("pixels"), L("vae"), L("mask"), W("grow_mask_by")), ("LATENT",)),
+    # -- sampling
+    NodeMap("KSampler", "diffusion.ksampler",
+            (L("model"), W("seed", seed=True), W("steps"), W("cfg"), _sampler(), W("scheduler"),
+             L("positive"), L("negative"), L("latent_image"), W("denoise")),
+            ("LATENT",)),
+    NodeMap("KSamplerAdvanced", "diffusion.ksampler_advanced",
+            (L("model"), W("add_noise"), W("noise_seed", seed=True), W("steps"), W("cfg"), _sampler(),
+             W("scheduler"), L("positive"), L("negative"), L("latent_image"), W("start_at_step"),
+             W("end_at_step"), W("return_with_leftover_noise")),
+            ("LATENT",)),
+    NodeMap("RandomNoise", "diffusion.random_noise", (W("noise_seed", seed=True),), ("NOISE",)),
+    NodeMap("DisableNoise", "diffusion.disable_noise", (), ("NOISE",)),
+    NodeMap("KSamplerSelect", "diffusion.sampler_select", (_sampler(),), ("SAMPLER",)),
+    NodeMap("BasicScheduler", "diffusion.basic_scheduler",
+            (L("model"), W("scheduler"), W("steps"), W("denoise")), ("SIGMAS",)),
+    NodeMap("CFGGuider", "diffusion.cfg_guider",
+            (L("model"), L("positive"), L("negative"), W("cfg")), ("GUIDER",)),
+    NodeMap("SamplerCustomAdvanced", "diffusion.sampler_custom_advanced",
+            (L("noise"), L("guider"), L("sampler"), L("sigmas"), L("latent_image")),
+            ("output", "denoised_output")),
+)
+
+
+def connect_latent_vae(result: ImportResult) -> None:
+    """Give imported empty latents the checkpoint's VAE.
+
+    ComfyUI's EmptyLatentImage always makes SD's 4-channel latents at 1/8 size.  Ours sizes the
+    latent for the VAE it is given (optional input), which is what makes models with another VAE
+    (our small demo models: 4x downscale) work.  When the workflow has exactly one checkpoint
+    loader there is no doubt which VAE the latent is for, so it is connected; for SD models the
+    result is the same 4-channel 1/8 latent ComfyUI makes.
+    """
+    graph = result.graph
+    loaders = [n.id for n in graph if n.type == _CHECKPOINT]
+    if len(loaders) != 1:
+        return
+    for n in list(graph):
+        if n.type == _EMPTY_LATENT and graph.link_into(n.id, "vae") is None:
+            graph.connect(loaders[0], "VAE", n.id, "vae")
+
+
+COMFY = ComfyMappings(maps=MAPS, import_hooks=(connect_latent_vae,))
