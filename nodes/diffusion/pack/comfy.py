@@ -9,20 +9,18 @@ output order, defaults) come from its node definitions (``nodes.py``,
 
 from __future__ import annotations
 
-from types import MappingProxyType
-
 from nodegraph.comfy.mapping import ComfyMappings, L, NodeMap, Param, W
 from nodegraph.comfy.result import ImportResult
 
-# Sampler variants that differ from ours only in the device their noise is drawn on.
-_GPU_SAMPLERS = MappingProxyType({"dpmpp_sde_gpu": "dpmpp_sde", "dpmpp_2m_sde_gpu": "dpmpp_2m_sde"})
+from ..catalogue import COMFY_SAMPLER_VARIANTS
 
 _CHECKPOINT = "diffusion.checkpoint_loader"
 _EMPTY_LATENT = "diffusion.empty_latent"
 
 
 def _sampler(name: str = "sampler_name") -> Param:
-    return W(name, approx=_GPU_SAMPLERS)
+    """A sampler widget: ComfyUI's *_gpu variants import as ours, with a warning (noise device differs)."""
+    return W(name, approx=COMFY_SAMPLER_VARIANTS)
 
 
 def _tiled(comfy: str, ours: str, image_input: str, output: str) -> NodeMap:

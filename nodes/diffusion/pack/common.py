@@ -9,9 +9,11 @@ from typing import Any
 from nodegraph.errors import NodeInputError
 from nodes.shared.model_paths import ModelNotFound, ModelPaths
 
-SAMPLER_NAMES = ["euler", "euler_ancestral", "heun", "dpm_2", "dpm_2_ancestral", "lms", "dpmpp_2m",
-                 "dpmpp_2m_sde", "dpmpp_sde", "ddim", "uni_pc", "uni_pc_bh2", "lcm"]
-SCHEDULER_NAMES = ["normal", "karras", "exponential", "sgm_uniform", "simple", "ddim_uniform"]
+from .. import catalogue
+
+# Choice lists come from the sampler/scheduler catalogue (one row per algorithm).
+SAMPLER_NAMES = list(catalogue.SAMPLER_NAMES)
+SCHEDULER_NAMES = list(catalogue.SCHEDULER_NAMES)
 MAX_RESOLUTION = 16384
 
 

@@ -26,6 +26,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..catalogue import (  # noqa: F401 - re-exported: the sampling library's historical names
+    BROWNIAN_SAMPLERS,
+    DISCARD_PENULTIMATE_SIGMA_SAMPLERS,
+    SAMPLER_NAMES,
+    STOCHASTIC_SAMPLERS,
+    functions_for,
+)
 from .noise import BrownianTreeNoiseSampler
 
 Callback = Callable[[int, int, torch.Tensor, torch.Tensor], None]
@@ -456,25 +463,5 @@ def uni_pc_bh2(
     return uni_pc(denoiser, x, sigmas, extra_args=extra_args, callback=callback, variant="bh2")
 
 
-SAMPLERS: dict[str, Sampler] = {
-    "euler": euler,
-    "euler_ancestral": euler_ancestral,
-    "heun": heun,
-    "dpm_2": dpm_2,
-    "dpm_2_ancestral": dpm_2_ancestral,
-    "lms": lms,
-    "dpmpp_2m": dpmpp_2m,
-    "dpmpp_2m_sde": dpmpp_2m_sde,
-    "dpmpp_sde": dpmpp_sde,
-    "ddim": ddim,
-    "uni_pc": uni_pc,
-    "uni_pc_bh2": uni_pc_bh2,
-    "lcm": lcm,
-}
-
-#: Samplers whose noise comes from a Brownian tree rather than independent draws.
-BROWNIAN_SAMPLERS = frozenset({"dpmpp_sde", "dpmpp_2m_sde"})
-#: Samplers that add noise during sampling at all.
-STOCHASTIC_SAMPLERS = frozenset({"euler_ancestral", "dpm_2_ancestral", "lcm"}) | BROWNIAN_SAMPLERS
-#: ComfyUI schedules one extra step for these and drops the last non-zero sigma.
-DISCARD_PENULTIMATE_SIGMA_SAMPLERS = frozenset({"dpm_2", "dpm_2_ancestral", "uni_pc", "uni_pc_bh2"})
+# Dispatch table, noise kinds and schedule quirks all come from the catalogue (one row per sampler).
+SAMPLERS: dict[str, Sampler] = functions_for(SAMPLER_NAMES, globals(), "sampler")

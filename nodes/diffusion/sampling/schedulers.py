@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 import torch
 
+from ..catalogue import SCHEDULER_NAMES, functions_for
 from .model_sampling import DiscreteSchedule
 
 SigmaSchedule = Callable[[DiscreteSchedule, int], torch.Tensor]
@@ -81,14 +82,7 @@ def ddim_uniform(schedule: DiscreteSchedule, steps: int) -> torch.Tensor:
     return _append_zero(torch.tensor(picked[::-1], dtype=torch.float32))
 
 
-SCHEDULERS: dict[str, SigmaSchedule] = {
-    "normal": normal,
-    "karras": karras,
-    "exponential": exponential,
-    "sgm_uniform": sgm_uniform,
-    "simple": simple,
-    "ddim_uniform": ddim_uniform,
-}
+SCHEDULERS: dict[str, SigmaSchedule] = functions_for(SCHEDULER_NAMES, globals(), "scheduler")
 
 
 def sigmas_for(
