@@ -22,6 +22,7 @@ from ..executor import Executor
 from ..registry import Registry
 from .routes import MAX_BODY, ROUTES, Request, Response, error
 from .runs import EventHub, RunQueue
+from .security import Access, is_loopback, resolve_token
 
 KEEPALIVE_SECONDS = 15.0
 _COMPILED = [(r, r.compile()) for r in ROUTES]
@@ -78,12 +79,18 @@ class Api:
 class _Handler(BaseHTTPRequestHandler):
     server_version = "nodegraph"
     api: Api  # set on the subclass made per server
+    access: Access  # likewise
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
         if getattr(self.server, "verbose", False):
             super().log_message(format, *args)
 
     def _handle(self, method: str) -> None:
+        refusal = self.access.check(method, self.headers)
+        if refusal is not None:
+            self.close_connection = True  # the body (if any) is not read
+            self._send(refusal)
+            return
         length = int(self.headers.get("Content-Length") or 0)
         if length > MAX_BODY:
             self._send(error(413, "too_large", f"request body over {MAX_BODY} bytes"))
@@ -99,6 +106,12 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_DELETE(self) -> None:  # noqa: N802
         self._handle("DELETE")
+
+    def do_PUT(self) -> None:  # noqa: N802 - answered 405 (after the gate), not stdlib's HTML 501
+        self._handle("PUT")
+
+    def do_PATCH(self) -> None:  # noqa: N802
+        self._handle("PATCH")
 
     def _send(self, resp: Response) -> None:
         if resp.stream is not None:
@@ -134,14 +147,17 @@ class NodegraphServer:
     def __init__(self, host: str = "127.0.0.1", port: int = 8188, *, executor: Executor | None = None,
                  output_dir: str | Path = "output", device: str = "auto",
                  settings: Mapping[str, Any] | None = None, registry: Registry | None = None,
-                 verbose: bool = False) -> None:
+                 verbose: bool = False, token: str | None = None, allowed_hosts: frozenset[str] = frozenset(),
+                 ) -> None:
         # Runs happen on the queue's worker thread (plain Python, no Qt), so ask for the heap trim
         # there explicitly: by default an executor trims only on the main thread.
         self.executor = executor or Executor(registry, device=device, output_dir=output_dir, settings=settings,
                                              trim_after_run=True)
         self.api = Api(self.executor)
-        handler = type("Handler", (_Handler,), {"api": self.api})
+        self.access = Access(host, port, token, allowed_hosts)
+        handler = type("Handler", (_Handler,), {"api": self.api, "access": self.access})
         self.httpd = ThreadingHTTPServer((host, port), handler)
+        self.access.port = self.address[1]  # the real one when asked for port 0
         self.httpd.daemon_threads = True
         self.httpd.verbose = verbose  # type: ignore[attr-defined]
         self._thread: threading.Thread | None = None
@@ -176,32 +192,35 @@ class NodegraphServer:
         self.close()
 
 
-def _is_loopback(host: str) -> bool:
-    import ipaddress
-
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def serve(host: str = "127.0.0.1", port: int = 8188, *, output_dir: str | Path = "output", device: str = "auto",
-          settings: Mapping[str, Any] | None = None) -> int:
-    """Serve until Ctrl+C (the ``nodegraph serve`` command)."""
+          settings: Mapping[str, Any] | None = None, token: str | None = None, token_file: Path | None = None,
+          allowed_hosts: frozenset[str] = frozenset()) -> int:
+    """Serve until Ctrl+C (the ``nodegraph serve`` command).  ``token``: None, "auto" or the token
+    (see :func:`nodegraph.server.security.resolve_token`; binding beyond loopback implies "auto")."""
     registry = Registry.with_installed_packs()
     for pack, err in registry.pack_errors.items():
         print(f"nodegraph: warning: node pack {pack!r} failed to load: {err}", file=sys.stderr)
     try:
+        secret, written = resolve_token(token, host, token_file)
+    except OSError as exc:
+        print(f"nodegraph: cannot write the token file: {exc}", file=sys.stderr)
+        return 2
+    try:
         server = NodegraphServer(host, port, output_dir=output_dir, device=device, settings=settings,
-                                 registry=registry, verbose=True)
+                                 registry=registry, verbose=True, token=secret, allowed_hosts=allowed_hosts)
     except OSError as exc:
         print(f"nodegraph: cannot listen on {host}:{port}: {exc}", file=sys.stderr)
         return 2
-    if not _is_loopback(host):
-        print(f"nodegraph: WARNING: listening on {host}, not loopback. The API has no authentication: anyone "
-              "who can reach this address can run workflows and read outputs.", file=sys.stderr)
+    if not is_loopback(host):
+        print(f"nodegraph: WARNING: listening on {host}, not loopback: anyone who can reach this address and "
+              "holds the token can run workflows and read outputs. Plain HTTP: use a trusted network.",
+              file=sys.stderr)
+    if written is not None:
+        print(f"nodegraph: clients must send 'Authorization: Bearer <token>'; the token is in {written} "
+              "(readable by this user only)", file=sys.stderr)
+    elif secret is not None:
+        print("nodegraph: clients must send 'Authorization: Bearer <token>' (the token given with --token)",
+              file=sys.stderr)
     print(f"nodegraph: serving {server.url} (API description: {server.url}/openapi.json); Ctrl+C stops",
           file=sys.stderr)
     try:

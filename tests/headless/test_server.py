@@ -36,8 +36,9 @@ def server(tmp_path):
 
 def call(srv: NodegraphServer, method: str, path: str, body: object | None = None) -> tuple[int, object, dict]:
     data = json.dumps(body).encode() if body is not None else None
+    # State-changing requests must say they carry JSON (even an empty body): the CSRF gate.
     req = urllib.request.Request(srv.url + path, data=data, method=method,
-                                 headers={"Content-Type": "application/json"} if data else {})
+                                 headers={"Content-Type": "application/json"} if method != "GET" else {})
     try:
         with urllib.request.urlopen(req, timeout=TIMEOUT) as resp:
             raw, status, headers = resp.read(), resp.status, dict(resp.headers)
