@@ -103,6 +103,8 @@ def _parser() -> argparse.ArgumentParser:
                             "requires a token, generated unless --token gives one)")
     serve.add_argument("--port", type=_port, default=8188, help="port (default 8188; 0 picks a free one)")
     serve.add_argument("-o", "--output-dir", default="output", help="folder for written files")
+    serve.add_argument("--input-dir", help="the only folder server runs read images from (default "
+                                           "$NODEGRAPH_INPUT_DIR, else ./input)")
     serve.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps")
     serve.add_argument("--models-dir", help="root of the models/ folders")
     serve.add_argument("--token", metavar="TOKEN",
@@ -440,8 +442,11 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     if args.token is not None and not args.token.strip():
         _err("--token needs a value (or 'auto')")
         return EXIT_INVALID
+    settings = _settings(args)
+    if args.input_dir:
+        settings["input_dir"] = str(Path(args.input_dir).resolve())
     return serve(host=args.host, port=args.port, output_dir=args.output_dir, device=args.device,
-                 settings=_settings(args), token=args.token,
+                 settings=settings, token=args.token,
                  token_file=Path(args.token_file) if args.token_file else None,
                  allowed_hosts=hosts_from(args.allow_hosts))
 

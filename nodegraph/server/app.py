@@ -9,6 +9,8 @@ the executor (:mod:`nodegraph.server.runs`).
 from __future__ import annotations
 
 import json
+import logging
+import os
 import queue
 import sys
 import threading
@@ -19,23 +21,34 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from ..executor import Executor
+from ..paths import PATH_POLICY, PathPolicy
 from ..registry import Registry
+from .redact import Redactor
 from .routes import MAX_BODY, ROUTES, Request, Response, error
 from .runs import EventHub, RunQueue
 from .security import Access, is_loopback, resolve_token
 
 KEEPALIVE_SECONDS = 15.0
+log = logging.getLogger("nodegraph.server")
 _COMPILED = [(r, r.compile()) for r in ROUTES]
 
 
 class Api:
-    """What the handlers work with: the registry, the executor, the run queue, the event hub."""
+    """What the handlers work with: the registry, the executor, the run queue, the event hub,
+    and the redactor every engine-made text goes through before it is sent."""
 
-    def __init__(self, executor: Executor) -> None:
+    def __init__(self, executor: Executor, input_dir: str | Path | None = None) -> None:
         self.executor = executor
         self.registry: Registry = executor.registry
+        settings = executor.settings
+        folder = Path(str(input_dir or settings.get("input_dir") or os.environ.get("NODEGRAPH_INPUT_DIR")
+                          or "input")).absolute()
+        # Server runs read and write only inside these folders (checked at validation, see nodegraph.paths).
+        settings["input_dir"] = str(folder)
+        settings[PATH_POLICY] = PathPolicy(folder, executor.output_dir)
+        self.redact = Redactor.for_server(folder, executor.output_dir, settings.get("models_dir"))
         self.hub = EventHub()
-        self.runs = RunQueue(executor, self.hub)
+        self.runs = RunQueue(executor, self.hub, self.redact)
 
     def event_stream(self) -> Iterator[bytes]:
         """SSE frames until the server closes: ``event: <kind>`` + ``data: <json>``, with a
@@ -69,8 +82,9 @@ class Api:
             req = Request(m.groupdict(), body, dict(parse_qsl(parts.query)))
             try:
                 return route.handler(self, req)
-            except Exception as exc:  # a bug must answer 500, not drop the connection
-                return error(500, "internal_error", f"{type(exc).__name__}: {exc}")
+            except Exception:  # a bug must answer 500, not drop the connection -- nor show a traceback
+                log.exception("%s %s failed", method, parts.path)
+                return error(500, "internal_error", "internal error (details are in the server's log)")
         if allowed:
             return error(405, "method_not_allowed", f"{method} is not allowed here; use {', '.join(allowed)}")
         return error(404, "not_found", f"no route {parts.path!r}; see /openapi.json")
@@ -148,12 +162,12 @@ class NodegraphServer:
                  output_dir: str | Path = "output", device: str = "auto",
                  settings: Mapping[str, Any] | None = None, registry: Registry | None = None,
                  verbose: bool = False, token: str | None = None, allowed_hosts: frozenset[str] = frozenset(),
-                 ) -> None:
+                 input_dir: str | Path | None = None) -> None:
         # Runs happen on the queue's worker thread (plain Python, no Qt), so ask for the heap trim
         # there explicitly: by default an executor trims only on the main thread.
         self.executor = executor or Executor(registry, device=device, output_dir=output_dir, settings=settings,
                                              trim_after_run=True)
-        self.api = Api(self.executor)
+        self.api = Api(self.executor, input_dir)
         self.access = Access(host, port, token, allowed_hosts)
         handler = type("Handler", (_Handler,), {"api": self.api, "access": self.access})
         self.httpd = ThreadingHTTPServer((host, port), handler)

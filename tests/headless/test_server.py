@@ -123,7 +123,7 @@ def test_outputs_outside_the_output_folder_are_never_served(server, tmp_path):
     record = server.api.runs.get(body["id"])
     link = server.executor.output_dir / "link.txt"
     os.symlink(secret, link)  # inside by name, outside once resolved
-    record.report.outputs[:] = [str(link), str(secret), str(server.executor.output_dir / ".." / "secret.txt")]
+    record.files[:] = [str(link), str(secret), str(server.executor.output_dir / ".." / "secret.txt")]
     for n in range(3):
         status, err, _ = call(server, "GET", f"/runs/{body['id']}/outputs/{n}")
         assert status == 403 and err["error"] == "forbidden"

@@ -20,10 +20,11 @@ from pathlib import Path
 
 import pytest
 
-from nodegraph import Executor
+from nodegraph import Executor, Graph, NodeResult, String, node
 from nodegraph.server import NodegraphServer
 from nodegraph.server.security import Access, resolve_token
 from nodegraph.workflow import to_dict
+from nodes import image
 from tests.headless.helpers import server_registry, text_graph, wait_until
 
 TIMEOUT = 10.0
@@ -203,4 +204,131 @@ def _recv_all(s: socket.socket, limit: int = 1 << 20) -> bytes:
     return b"".join(chunks)
 
 
-_ = wait_until  # used by the bounds tests below
+
+# -- path confinement and what responses may say -------------------------------------------------------
+
+
+def _png(path: Path, value: int) -> Path:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (4, 4), (value, 0, 0)).save(path)
+    return path
+
+
+@node("headless.boom", category="test", inputs=[String("where", "")], outputs=[], output_node=True)
+def boom(ctx: object, where: str) -> NodeResult:
+    """Fails the way real nodes do: an exception whose text names an absolute path."""
+    raise RuntimeError(f"cannot open {where}: permission denied")
+
+
+@pytest.fixture()
+def files_server(tmp_path):
+    reg = server_registry()
+    reg.load_pack(image.register)
+    reg.add_pack("headless_boom", [boom])
+    executor = Executor(reg, output_dir=tmp_path / "out")
+    srv = NodegraphServer("127.0.0.1", 0, executor=executor, input_dir=tmp_path / "in").start()
+    yield srv
+    srv.close()
+
+
+def load_and_save(path: str, prefix: str = "copy") -> dict:
+    g = Graph()
+    g.add_node("image.load_path", {"path": path}, id="load")
+    g.add_node("image.save", {"filename_prefix": prefix, "embed_workflow": False}, id="save")
+    g.connect("load", "IMAGE", "save", "images")
+    return to_dict(g)
+
+
+def submit(srv: NodegraphServer, workflow: dict, **extra: object) -> tuple[int, dict]:
+    status, body, _ = raw(srv, "POST", "/runs", json.dumps({"workflow": workflow, **extra}), headers=JSON)
+    return status, body
+
+
+def finished(srv: NodegraphServer, run_id: str) -> dict:
+    def done():
+        run = raw(srv, "GET", f"/runs/{run_id}")[1]
+        return run if run["status"] in ("done", "error", "cancelled") else None
+    return wait_until(done, TIMEOUT)
+
+
+def test_server_runs_read_only_from_the_input_folder_and_never_reveal_other_files(files_server, tmp_path):
+    _png(tmp_path / "in" / "ok.png", 10)
+    secret = _png(tmp_path / "private" / "secret.png", 200)  # exists, outside the input folder
+    os.symlink(secret, tmp_path / "in" / "link.png")  # inside by name, outside once resolved
+    answers = set()
+    for path in (str(secret), str(tmp_path / "private" / "missing.png"), "/etc/passwd", "/no/such/file.png",
+                 "../private/secret.png", "../private/missing.png", "sub/../../private/secret.png",
+                 str(tmp_path / "in" / ".." / "private" / "secret.png"), "link.png", "C:\\Windows\\win.ini",
+                 "..\\private\\secret.png"):
+        status, body = submit(files_server, load_and_save(path))
+        assert status == 400, path
+        (problem,) = body["problems"]
+        assert (problem["node_id"], problem["input"], problem["kind"]) == ("load", "path", "path_not_allowed")
+        answers.add(json.dumps(body, sort_keys=True))
+    assert len(answers) == 1  # the same answer whether the file exists or not
+    assert str(tmp_path) not in answers.pop()
+    assert queued(files_server) == 0
+    # Inside the folder: a name, or an absolute path there, runs (and the result is served).
+    for path in ("ok.png", str(tmp_path / "in" / "ok.png")):
+        status, body = submit(files_server, load_and_save(path))
+        assert status == 202, body
+        run = finished(files_server, body["id"])
+        assert run["status"] == "done" and len(run["outputs"]) == 1
+        assert raw(files_server, "GET", run["outputs"][0])[0] == 200
+    # A missing file inside the input folder is reported -- without the server's absolute path.
+    status, body = submit(files_server, load_and_save("nope.png"))
+    assert status == 400 and body["problems"][0]["input"] == "path"
+    assert str(tmp_path) not in json.dumps(body) and "<input>" in json.dumps(body)
+
+
+def test_server_runs_write_only_inside_the_output_folder(files_server, tmp_path):
+    _png(tmp_path / "in" / "ok.png", 10)
+    (tmp_path / "out").mkdir(exist_ok=True)
+    os.symlink(tmp_path / "private", tmp_path / "out" / "escape", target_is_directory=True)
+    for prefix in (str(tmp_path / "stolen"), "../stolen", "a/../../stolen", "escape/stolen", "C:/stolen",
+                   "x\u202egnp.exe", "."):
+        status, body = submit(files_server, load_and_save("ok.png", prefix))
+        assert status == 400, prefix
+        assert [(p["node_id"], p["input"]) for p in body["problems"]] == [("save", "filename_prefix")], prefix
+    # A computed (linked) file name cannot be checked before the run: refused on the server.
+    g = text_graph()
+    g.add_node("primitives.string", {"value": "../stolen"}, id="name")
+    g.connect("name", "STRING", "save", "filename_prefix")
+    status, body = submit(files_server, to_dict(g))
+    assert status == 400 and body["problems"][0]["kind"] == "path_not_allowed"
+    assert not (tmp_path / "stolen_00001.png").exists() and not list((tmp_path / "private").glob("*"))
+    assert queued(files_server) == 0
+    status, body = submit(files_server, load_and_save("ok.png", "sub/dir/img"))
+    assert status == 202 and finished(files_server, body["id"])["status"] == "done"
+    assert (tmp_path / "out" / "sub" / "dir" / "img_00001.png").is_file()
+
+
+def test_no_traceback_or_absolute_path_in_any_response(files_server, tmp_path):
+    install = str(Path(__file__).resolve().parents[2])
+    conn = http.client.HTTPConnection(*files_server.address, timeout=TIMEOUT)
+    conn.request("GET", "/events")
+    stream = conn.getresponse()
+    wait_until(lambda: files_server.api.hub.subscribers == 1, TIMEOUT)
+    g = Graph()
+    g.add_node("headless.boom", {"where": str(tmp_path / "in" / "x.png")}, id="boom")
+    status, body = submit(files_server, to_dict(g))
+    assert status == 202
+    run = finished(files_server, body["id"])
+    assert run["status"] == "error" and run["report"]["error"]["node_id"] == "boom"
+    assert "<input>/x.png" in run["message"]
+    events = b""
+    while b'"status": "error"' not in events:  # bounded by the connection timeout
+        events += stream.fp.readline()
+    conn.close()
+    replies = [json.dumps(run), json.dumps(raw(files_server, "GET", "/runs")[1]), events.decode(),
+               json.dumps(raw(files_server, "GET", "/nodes")[1])]
+    for text in replies:
+        assert "Traceback" not in text and '"traceback"' not in text
+        assert str(tmp_path) not in text and install not in text
+    # An internal bug answers a one-line JSON error, not the exception's text.
+    files_server.api.registry.catalogue = lambda settings=None: 1 / 0
+    status, body, hdrs = raw(files_server, "GET", "/nodes")
+    assert status == 500 and body == {"error": "internal_error",
+                                      "message": "internal error (details are in the server's log)"}
