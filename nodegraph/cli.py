@@ -99,12 +99,22 @@ def _parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="serve the HTTP API (queue, status, cancel, outputs, events)")
     serve.add_argument("--host", default="127.0.0.1",
-                       help="address to bind (default 127.0.0.1: this machine only; the API has no "
-                            "authentication, so bind another address only on a trusted network)")
+                       help="address to bind (default 127.0.0.1: this machine only; any other address "
+                            "requires a token, generated unless --token gives one)")
     serve.add_argument("--port", type=_port, default=8188, help="port (default 8188; 0 picks a free one)")
     serve.add_argument("-o", "--output-dir", default="output", help="folder for written files")
+    serve.add_argument("--input-dir", help="the only folder server runs read images from (default "
+                                           "$NODEGRAPH_INPUT_DIR, else ./input)")
     serve.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps")
     serve.add_argument("--models-dir", help="root of the models/ folders")
+    serve.add_argument("--token", metavar="TOKEN",
+                       help="require 'Authorization: Bearer TOKEN' on every request; 'auto' generates one "
+                            "into a user-only file (the default when --host is not loopback)")
+    serve.add_argument("--token-file", metavar="FILE",
+                       help="where --token auto writes the token (default ~/.config/nodegraph/server-token)")
+    serve.add_argument("--allow-host", dest="allow_hosts", action="append", default=[], metavar="NAME",
+                       help="also accept this Host name (e.g. the machine's LAN name; repeatable). "
+                            "Loopback names and the --host address are always accepted")
 
     exp = sub.add_parser("export-comfy", help="export a workflow to ComfyUI's API format (JSON)")
     exp.add_argument("workflow", help="workflow file (.json or .png; ComfyUI files too)")
@@ -427,8 +437,18 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     if problem:
         _err(problem)
         return EXIT_INVALID
+    from .server.security import hosts_from
+
+    if args.token is not None and not args.token.strip():
+        _err("--token needs a value (or 'auto')")
+        return EXIT_INVALID
+    settings = _settings(args)
+    if args.input_dir:
+        settings["input_dir"] = str(Path(args.input_dir).resolve())
     return serve(host=args.host, port=args.port, output_dir=args.output_dir, device=args.device,
-                 settings=_settings(args))
+                 settings=settings, token=args.token,
+                 token_file=Path(args.token_file) if args.token_file else None,
+                 allowed_hosts=hosts_from(args.allow_hosts))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -30,6 +30,7 @@ from typing import Any
 
 from .errors import NodeInputError, ValidationIssue, WorkflowInvalid
 from .graph import Graph, Node
+from .paths import PATH_POLICY
 from .registry import Registry
 from .spec import NodeSpec, Widget, call_with_settings, coerce_value, expected_value, explain_value_error
 from .types import compatible
@@ -289,6 +290,7 @@ def build_plan(
     needs); ``scope="all"`` checks every node (what an editor shows).
     """
     issues: list[ValidationIssue] = []
+    path_policy = (settings or {}).get(PATH_POLICY)
     dangling_into = frozenset((lk.dst, lk.dst_input) for lk in graph.dangling_links)
     for lk in graph.dangling_links:
         missing = lk.src if lk.src not in graph.nodes else lk.dst
@@ -341,6 +343,8 @@ def build_plan(
             continue
         specs[nid] = spec
         sources[nid], constants[nid] = _check_node(graph, registry, node, spec, issues, settings, dangling_into)
+        if path_policy is not None:  # before fingerprints: a refused path is never looked at
+            issues.extend(path_policy.confine_node(node.id, spec, sources[nid], constants[nid]))
     if scope != "all" and not explicit_targets:
         # Running "everything": a node whose type is unknown might be an output node of a
         # pack that is not installed, and skipping it would silently drop an output.

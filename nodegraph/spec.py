@@ -79,6 +79,10 @@ class Input:
     multiline: bool = False
     optional: bool = False
     tooltip: str = ""
+    # Names a file: PATH_READ (a file the node reads) or PATH_WRITE (a name inside the output
+    # folder).  Lets a caller that does not trust the workflow (the server) confine such values
+    # generically, at validation, without knowing any node type (see nodegraph.paths).
+    path: str = ""
 
     @property
     def has_widget(self) -> bool:
@@ -121,7 +125,12 @@ class Input:
             d["multiline"] = True
         if self.tooltip:
             d["tooltip"] = self.tooltip
+        if self.path:
+            d["path"] = self.path
         return d
+
+
+PATH_READ, PATH_WRITE = "read", "write"
 
 
 @dataclass(frozen=True)
@@ -161,9 +170,10 @@ def Float(name: str, default: float = 0.0, *, min: float | None = None, max: flo
 
 
 def String(name: str, default: str = "", *, multiline: bool = False, optional: bool = False,
-           tooltip: str = "") -> Input:
+           tooltip: str = "", path: str = "") -> Input:
+    """``path=PATH_READ``/``PATH_WRITE`` marks text that names a file to read / a name to write."""
     return Input(name, "STRING", Widget.STRING, default, multiline=multiline, optional=optional,
-                 tooltip=tooltip)
+                 tooltip=tooltip, path=path)
 
 
 def Bool(name: str, default: bool = False, *, optional: bool = False, tooltip: str = "") -> Input:
@@ -320,6 +330,8 @@ def check_spec(spec: NodeSpec, known_types: Callable[[str], bool] | None = None)
         if known_types is not None and not known_types(inp.type):
             fail(f"input {inp.name!r} has unknown port type {inp.type!r} (register it first)")
         _check_widget(spec, inp, fail)
+        if inp.path and (inp.path not in (PATH_READ, PATH_WRITE) or inp.widget is not Widget.STRING):
+            fail(f"input {inp.name!r}: path must be {PATH_READ!r} or {PATH_WRITE!r}, on a STRING input")
     out_seen: set[str] = set()
     for out in spec.outputs:
         if not _NAME_RE.match(out.name):

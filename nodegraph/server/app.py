@@ -9,6 +9,8 @@ the executor (:mod:`nodegraph.server.runs`).
 from __future__ import annotations
 
 import json
+import logging
+import os
 import queue
 import sys
 import threading
@@ -19,22 +21,34 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from ..executor import Executor
+from ..paths import PATH_POLICY, PathPolicy
 from ..registry import Registry
+from .redact import Redactor
 from .routes import MAX_BODY, ROUTES, Request, Response, error
 from .runs import EventHub, RunQueue
+from .security import Access, is_loopback, resolve_token
 
 KEEPALIVE_SECONDS = 15.0
+log = logging.getLogger("nodegraph.server")
 _COMPILED = [(r, r.compile()) for r in ROUTES]
 
 
 class Api:
-    """What the handlers work with: the registry, the executor, the run queue, the event hub."""
+    """What the handlers work with: the registry, the executor, the run queue, the event hub,
+    and the redactor every engine-made text goes through before it is sent."""
 
-    def __init__(self, executor: Executor) -> None:
+    def __init__(self, executor: Executor, input_dir: str | Path | None = None) -> None:
         self.executor = executor
         self.registry: Registry = executor.registry
+        settings = executor.settings
+        folder = Path(str(input_dir or settings.get("input_dir") or os.environ.get("NODEGRAPH_INPUT_DIR")
+                          or "input")).absolute()
+        # Server runs read and write only inside these folders (checked at validation, see nodegraph.paths).
+        settings["input_dir"] = str(folder)
+        settings[PATH_POLICY] = PathPolicy(folder, executor.output_dir)
+        self.redact = Redactor.for_server(folder, executor.output_dir, settings.get("models_dir"))
         self.hub = EventHub()
-        self.runs = RunQueue(executor, self.hub)
+        self.runs = RunQueue(executor, self.hub, self.redact)
 
     def event_stream(self) -> Iterator[bytes]:
         """SSE frames until the server closes: ``event: <kind>`` + ``data: <json>``, with a
@@ -68,8 +82,9 @@ class Api:
             req = Request(m.groupdict(), body, dict(parse_qsl(parts.query)))
             try:
                 return route.handler(self, req)
-            except Exception as exc:  # a bug must answer 500, not drop the connection
-                return error(500, "internal_error", f"{type(exc).__name__}: {exc}")
+            except Exception:  # a bug must answer 500, not drop the connection -- nor show a traceback
+                log.exception("%s %s failed", method, parts.path)
+                return error(500, "internal_error", "internal error (details are in the server's log)")
         if allowed:
             return error(405, "method_not_allowed", f"{method} is not allowed here; use {', '.join(allowed)}")
         return error(404, "not_found", f"no route {parts.path!r}; see /openapi.json")
@@ -78,12 +93,18 @@ class Api:
 class _Handler(BaseHTTPRequestHandler):
     server_version = "nodegraph"
     api: Api  # set on the subclass made per server
+    access: Access  # likewise
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
         if getattr(self.server, "verbose", False):
             super().log_message(format, *args)
 
     def _handle(self, method: str) -> None:
+        refusal = self.access.check(method, self.headers)
+        if refusal is not None:
+            self.close_connection = True  # the body (if any) is not read
+            self._send(refusal)
+            return
         length = int(self.headers.get("Content-Length") or 0)
         if length > MAX_BODY:
             self._send(error(413, "too_large", f"request body over {MAX_BODY} bytes"))
@@ -99,6 +120,12 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_DELETE(self) -> None:  # noqa: N802
         self._handle("DELETE")
+
+    def do_PUT(self) -> None:  # noqa: N802 - answered 405 (after the gate), not stdlib's HTML 501
+        self._handle("PUT")
+
+    def do_PATCH(self) -> None:  # noqa: N802
+        self._handle("PATCH")
 
     def _send(self, resp: Response) -> None:
         if resp.stream is not None:
@@ -134,14 +161,17 @@ class NodegraphServer:
     def __init__(self, host: str = "127.0.0.1", port: int = 8188, *, executor: Executor | None = None,
                  output_dir: str | Path = "output", device: str = "auto",
                  settings: Mapping[str, Any] | None = None, registry: Registry | None = None,
-                 verbose: bool = False) -> None:
+                 verbose: bool = False, token: str | None = None, allowed_hosts: frozenset[str] = frozenset(),
+                 input_dir: str | Path | None = None) -> None:
         # Runs happen on the queue's worker thread (plain Python, no Qt), so ask for the heap trim
         # there explicitly: by default an executor trims only on the main thread.
         self.executor = executor or Executor(registry, device=device, output_dir=output_dir, settings=settings,
                                              trim_after_run=True)
-        self.api = Api(self.executor)
-        handler = type("Handler", (_Handler,), {"api": self.api})
+        self.api = Api(self.executor, input_dir)
+        self.access = Access(host, port, token, allowed_hosts)
+        handler = type("Handler", (_Handler,), {"api": self.api, "access": self.access})
         self.httpd = ThreadingHTTPServer((host, port), handler)
+        self.access.port = self.address[1]  # the real one when asked for port 0
         self.httpd.daemon_threads = True
         self.httpd.verbose = verbose  # type: ignore[attr-defined]
         self._thread: threading.Thread | None = None
@@ -176,32 +206,35 @@ class NodegraphServer:
         self.close()
 
 
-def _is_loopback(host: str) -> bool:
-    import ipaddress
-
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def serve(host: str = "127.0.0.1", port: int = 8188, *, output_dir: str | Path = "output", device: str = "auto",
-          settings: Mapping[str, Any] | None = None) -> int:
-    """Serve until Ctrl+C (the ``nodegraph serve`` command)."""
+          settings: Mapping[str, Any] | None = None, token: str | None = None, token_file: Path | None = None,
+          allowed_hosts: frozenset[str] = frozenset()) -> int:
+    """Serve until Ctrl+C (the ``nodegraph serve`` command).  ``token``: None, "auto" or the token
+    (see :func:`nodegraph.server.security.resolve_token`; binding beyond loopback implies "auto")."""
     registry = Registry.with_installed_packs()
     for pack, err in registry.pack_errors.items():
         print(f"nodegraph: warning: node pack {pack!r} failed to load: {err}", file=sys.stderr)
     try:
+        secret, written = resolve_token(token, host, token_file)
+    except OSError as exc:
+        print(f"nodegraph: cannot write the token file: {exc}", file=sys.stderr)
+        return 2
+    try:
         server = NodegraphServer(host, port, output_dir=output_dir, device=device, settings=settings,
-                                 registry=registry, verbose=True)
+                                 registry=registry, verbose=True, token=secret, allowed_hosts=allowed_hosts)
     except OSError as exc:
         print(f"nodegraph: cannot listen on {host}:{port}: {exc}", file=sys.stderr)
         return 2
-    if not _is_loopback(host):
-        print(f"nodegraph: WARNING: listening on {host}, not loopback. The API has no authentication: anyone "
-              "who can reach this address can run workflows and read outputs.", file=sys.stderr)
+    if not is_loopback(host):
+        print(f"nodegraph: WARNING: listening on {host}, not loopback: anyone who can reach this address and "
+              "holds the token can run workflows and read outputs. Plain HTTP: use a trusted network.",
+              file=sys.stderr)
+    if written is not None:
+        print(f"nodegraph: clients must send 'Authorization: Bearer <token>'; the token is in {written} "
+              "(readable by this user only)", file=sys.stderr)
+    elif secret is not None:
+        print("nodegraph: clients must send 'Authorization: Bearer <token>' (the token given with --token)",
+              file=sys.stderr)
     print(f"nodegraph: serving {server.url} (API description: {server.url}/openapi.json); Ctrl+C stops",
           file=sys.stderr)
     try:

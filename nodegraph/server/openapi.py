@@ -84,12 +84,29 @@ def openapi_document(routes: Sequence[Any]) -> dict[str, Any]:
                 resp["content"] = {ctype: {"schema": {"type": "string"} if ctype != "application/json"
                                            else {"type": "object"}}}
             op["responses"][str(status)] = resp
+        for status_text, resp in _gate_responses(r.method).items():
+            op["responses"].setdefault(status_text, resp)
         paths.setdefault(r.path, {})[r.method.lower()] = op
     return {
         "openapi": "3.0.3",
         "info": {"title": "nodegraph", "version": __version__,
                  "description": "Queue and run nodegraph workflows headless; stream engine events; fetch outputs. "
-                                "No authentication: bound to 127.0.0.1 unless asked otherwise."},
+                                "Bound to 127.0.0.1 unless asked otherwise. Every request needs a Host naming "
+                                "this server and no cross-site Origin/Sec-Fetch-Site; POST/PUT/PATCH/DELETE "
+                                "need 'Content-Type: application/json'. A server started with --token (always "
+                                "when bound beyond loopback) needs 'Authorization: Bearer <token>'."},
         "paths": paths,
-        "components": {"schemas": SCHEMAS},
+        "security": [{}, {"bearer": []}],  # optional: depends on how the server was started
+        "components": {"schemas": SCHEMAS,
+                       "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
     }
+
+
+def _gate_responses(method: str) -> dict[str, Any]:
+    """What the gate in front of every route may answer (see :mod:`nodegraph.server.security`)."""
+    err = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+    out = {"401": {"description": "a token is required and was missing or wrong", **err},
+           "403": {"description": "foreign Host, or a cross-site Origin / Sec-Fetch-Site", **err}}
+    if method in ("POST", "PUT", "PATCH", "DELETE"):
+        out["415"] = {"description": "the request is not 'Content-Type: application/json'", **err}
+    return out

@@ -83,7 +83,7 @@ def _openapi(api: Api, req: Request) -> Response:
 
 
 def _list_nodes(api: Api, req: Request) -> Response:
-    return Response(200, {"nodes": api.registry.catalogue(api.executor.settings)})
+    return Response(200, {"nodes": api.redact.value(api.registry.catalogue(api.executor.settings))})
 
 
 def _problem(kind: str, message: str, fix: str, node_id: str | None = None, node_type: str | None = None,
@@ -108,8 +108,9 @@ def _submit_run(api: Api, req: Request) -> Response:
     try:
         graph = from_dict(body["workflow"])
     except WorkflowFileError as exc:
-        return Response(400, {"error": "invalid_workflow", "message": str(exc),
-                              "problems": [_problem("invalid_file", str(exc), "fix the workflow document")]})
+        text = api.redact.text(str(exc))
+        return Response(400, {"error": "invalid_workflow", "message": text,
+                              "problems": [_problem("invalid_file", text, "fix the workflow document")]})
     problems = []
     for key, value in overrides.items():  # one at a time, so each problem names its node and input
         node_id, _, name = str(key).rpartition(".")
@@ -128,7 +129,7 @@ def _submit_run(api: Api, req: Request) -> Response:
             problems = [i.to_dict() for i in exc.issues]
     if problems:
         return Response(400, {"error": "invalid_workflow", "message": f"{len(problems)} problem(s); nothing was run",
-                              "problems": problems})
+                              "problems": api.redact.value(problems)})
     record = api.runs.submit(graph, targets, overrides)
     return Response(202, {"id": record.id, "status": record.status, "url": f"/runs/{record.id}"},
                     headers={"Location": f"/runs/{record.id}"})
@@ -159,7 +160,7 @@ def _get_output(api: Api, req: Request) -> Response:
     record = api.runs.get(req.params["id"])
     if record is None:
         return error(404, "not_found", f"no run {req.params['id']!r}")
-    outputs = record.report.outputs if record.report is not None else []
+    outputs = record.files
     try:
         n = int(req.params["n"])
     except ValueError:

@@ -15,7 +15,7 @@ from nodegraph.context import NodeContext
 from nodegraph.errors import NodeInputError
 from nodegraph.fileio import atomic_write_bytes
 from nodegraph.outputs import confined_path
-from nodegraph.spec import Bool, Combo, Float, In, Int, NodeResult, Out, String, node
+from nodegraph.spec import PATH_READ, PATH_WRITE, Bool, Combo, Float, In, Int, NodeResult, Out, String, node
 
 from .constants import CROP_MODES, MASK_CHANNELS, MAX_RESOLUTION, SCALE_METHODS
 from .inputs import file_fingerprint, list_input_images, resolve_image_path, resolve_input_name
@@ -53,7 +53,8 @@ def _path_fingerprint(values: Mapping[str, Any], settings: Mapping[str, Any]) ->
 
 
 @node("image.load_path", category="image", display_name="Load Image (path)",
-      inputs=[String("path", "", tooltip="absolute, or relative to the input folder, else to the current directory")],
+      inputs=[String("path", "", tooltip="absolute, or relative to the input folder, else to the current directory",
+                     path=PATH_READ)],
       outputs=[Out("IMAGE", "IMAGE"), Out("MASK", "MASK", "1 where the image is transparent")],
       fingerprint=_path_fingerprint)
 def load_image_path(ctx: NodeContext, path: str) -> tuple[Any, Any]:
@@ -83,7 +84,8 @@ def _write_pngs(images: Any, path_for: Any, text: Mapping[str, str] | None, comp
 
 @node("image.save", category="image", display_name="Save Image",
       inputs=[In("images", "IMAGE"),
-              String("filename_prefix", "nodegraph", tooltip="name inside the output folder; sub-folders allowed"),
+              String("filename_prefix", "nodegraph", tooltip="name inside the output folder; sub-folders allowed",
+                     path=PATH_WRITE),
               Bool("embed_workflow", True, tooltip="store the workflow in the PNG so it can be loaded back")],
       output_node=True, cache_valid=_files_exist)
 def save_image(ctx: NodeContext, images: Any, filename_prefix: str, embed_workflow: bool = True) -> NodeResult:

@@ -12,7 +12,7 @@ from nodegraph.context import NodeContext
 from nodegraph.errors import NodeInputError
 from nodegraph.fileio import atomic_write_text
 from nodegraph.outputs import confined_path
-from nodegraph.spec import Bool, Combo, Float, In, Int, NodeResult, Out, Seed, String, node
+from nodegraph.spec import PATH_WRITE, Bool, Combo, Float, In, Int, NodeResult, Out, Seed, String, node
 from nodegraph.types import ANY
 
 # -- constants ---------------------------------------------------------------------------------
@@ -194,7 +194,7 @@ def _files_exist(entry: Any) -> bool:
 
 
 @node("primitives.save_text", category="primitives/output", display_name="Save Text",
-      inputs=[In("text", "STRING"), String("filename_prefix", "text")], output_node=True,
+      inputs=[In("text", "STRING"), String("filename_prefix", "text", path=PATH_WRITE)], output_node=True,
       cache_valid=_files_exist)
 def save_text(ctx: NodeContext, text: str, filename_prefix: str) -> NodeResult:
     """Write text to ``<output>/<prefix>_NNNNN.txt`` (atomically, inside the output folder).

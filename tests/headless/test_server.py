@@ -36,8 +36,9 @@ def server(tmp_path):
 
 def call(srv: NodegraphServer, method: str, path: str, body: object | None = None) -> tuple[int, object, dict]:
     data = json.dumps(body).encode() if body is not None else None
+    # State-changing requests must say they carry JSON (even an empty body): the CSRF gate.
     req = urllib.request.Request(srv.url + path, data=data, method=method,
-                                 headers={"Content-Type": "application/json"} if data else {})
+                                 headers={"Content-Type": "application/json"} if method != "GET" else {})
     try:
         with urllib.request.urlopen(req, timeout=TIMEOUT) as resp:
             raw, status, headers = resp.read(), resp.status, dict(resp.headers)
@@ -122,7 +123,7 @@ def test_outputs_outside_the_output_folder_are_never_served(server, tmp_path):
     record = server.api.runs.get(body["id"])
     link = server.executor.output_dir / "link.txt"
     os.symlink(secret, link)  # inside by name, outside once resolved
-    record.report.outputs[:] = [str(link), str(secret), str(server.executor.output_dir / ".." / "secret.txt")]
+    record.files[:] = [str(link), str(secret), str(server.executor.output_dir / ".." / "secret.txt")]
     for n in range(3):
         status, err, _ = call(server, "GET", f"/runs/{body['id']}/outputs/{n}")
         assert status == 403 and err["error"] == "forbidden"
