@@ -14,14 +14,34 @@ from pathlib import Path
 from .errors import WorkflowFileError
 from .graph import Graph
 
+# What a malformed document can still make a reader raise after its structural checks.  Workflow
+# files come from downloads and other people's PNGs: whatever a bug lets through must reach the user
+# as one error about the file (exit 2, a dialog), never as a traceback or an aborted editor.
+_MALFORMED = (TypeError, KeyError, IndexError, ValueError, OverflowError, RecursionError, AttributeError)
+DAMAGED = "the file is damaged or not a workflow nodegraph can read"
+
 
 def open_any(path: str | os.PathLike[str]) -> tuple[Graph, list[str]]:
     """``(graph, notes)`` for a workflow file of any supported kind.
 
     ``notes`` is empty for our own files; for ComfyUI imports it says what was
     imported, which nodes have no equivalent (kept as placeholders) and what
-    was approximated.  Raises :class:`WorkflowFileError` naming the file.
+    was approximated.  Raises :class:`WorkflowFileError` naming the file, and
+    only that, whatever the file holds.
     """
+    try:
+        return _open(path)
+    except WorkflowFileError:
+        raise
+    except _MALFORMED as exc:
+        detail = str(exc).splitlines()[0][:160] if str(exc) else ""
+        raise WorkflowFileError(
+            f"{DAMAGED} ({type(exc).__name__}"
+            f"{': ' + detail if detail else ''}) -> open an undamaged copy, or re-export it from the app that "
+            "made it", os.fspath(path)) from None
+
+
+def _open(path: str | os.PathLike[str]) -> tuple[Graph, list[str]]:
     from . import workflow
     from .comfy import detect, load_comfy
     from .comfy.png import is_png, png_documents
