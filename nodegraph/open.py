@@ -7,12 +7,12 @@ things the same way.  Only JSON is parsed; nothing in a file is executed.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 from .errors import WorkflowFileError
 from .graph import Graph
+from .jsontext import check_size, parse_json
 
 # What a malformed document can still make a reader raise after its structural checks.  Workflow
 # files come from downloads and other people's PNGs: whatever a bug lets through must reach the user
@@ -56,6 +56,7 @@ def _open(path: str | os.PathLike[str]) -> tuple[Graph, list[str]]:
         )
     if p.is_dir():
         raise WorkflowFileError(f"is a folder, not a workflow file -> {_files_hint(p)}", str(p))
+    check_size(p)
     if is_png(p):
         docs = png_documents(p)
         ours = docs.get("workflow")
@@ -79,9 +80,9 @@ def _open(path: str | os.PathLike[str]) -> tuple[Graph, list[str]]:
     except OSError as exc:
         raise WorkflowFileError(f"cannot read: {exc.strerror or exc} -> check the file's permissions", str(p)) from None
     try:
-        doc = json.loads(text)
+        doc = parse_json(text)
     except (ValueError, RecursionError):
-        doc = None  # let workflow.loads report the JSON error in its words
+        doc = None  # let workflow.loads report the JSON error (or the duplicate key) in its words
     if detect(doc) in ("comfy_ui", "comfy_api"):
         try:
             result = load_comfy(doc)

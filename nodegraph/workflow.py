@@ -42,6 +42,7 @@ from typing import Any
 from .errors import WorkflowFileError
 from .fileio import atomic_write_text
 from .graph import MODES, Graph, GraphError, Link
+from .jsontext import DuplicateKeyError, check_size, duplicate_key_message, parse_json
 
 FORMAT = "nodegraph.workflow"
 CURRENT_VERSION = 1
@@ -291,7 +292,9 @@ def loads(text: str, *, source: str | None = None) -> Graph:
     if not text.strip():
         raise WorkflowFileError(f"the file is empty -> {_WHAT_OPENS}", source)
     try:
-        doc = json.loads(text)
+        doc = parse_json(text)
+    except DuplicateKeyError as exc:
+        raise WorkflowFileError(duplicate_key_message(exc), source) from None
     except json.JSONDecodeError as exc:
         raise WorkflowFileError(f"not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}) -> fix the "
                                 "JSON there (often a trailing comma or a missing quote or bracket)",
@@ -315,6 +318,7 @@ def dumps(graph: Graph) -> str:
 def load(path: str | os.PathLike[str]) -> Graph:
     """Read a workflow file (``.json``; PNGs are handled by the image pack's reader)."""
     p = Path(path)
+    check_size(p)
     try:
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError:

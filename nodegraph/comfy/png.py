@@ -8,10 +8,10 @@ never decodes pixels), so the engine itself stays free of image code.
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any
 
+from ..jsontext import DuplicateKeyError, duplicate_key_message, parse_json
 from .result import ComfyFormatError
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -42,7 +42,9 @@ def png_documents(path: str | os.PathLike[str]) -> dict[str, Any]:
         if key not in texts:
             continue
         try:
-            docs[key] = json.loads(texts[key])
+            docs[key] = parse_json(texts[key])
+        except DuplicateKeyError as exc:
+            raise ComfyFormatError(f"embedded {key!r}: {duplicate_key_message(exc)}", os.fspath(path)) from None
         except (ValueError, RecursionError) as exc:
             raise ComfyFormatError(f"embedded {key!r} is not valid JSON ({exc})", os.fspath(path)) from None
     return docs
