@@ -7,13 +7,19 @@ things the same way.  Only JSON is parsed; nothing in a file is executed.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .errors import WorkflowFileError
 from .graph import Graph
+from .jsontext import check_size, parse_json
+
+# What a malformed document can still make a reader raise after its structural checks.  Workflow
+# files come from downloads and other people's PNGs: whatever a bug lets through must reach the user
+# as one error about the file (exit 2, a dialog), never as a traceback or an aborted editor.
+_MALFORMED = (TypeError, KeyError, IndexError, ValueError, OverflowError, RecursionError, AttributeError)
+DAMAGED = "the file is damaged or not a workflow nodegraph can read"
 
 if TYPE_CHECKING:  # pragma: no cover
     from .registry import Registry
@@ -27,8 +33,22 @@ def open_any(path: str | os.PathLike[str], registry: Registry | None = None) -> 
 
     ``notes`` is empty for our own files; for ComfyUI imports it says what was
     imported, which nodes have no equivalent (kept as placeholders) and what
-    was approximated.  Raises :class:`WorkflowFileError` naming the file.
+    was approximated.  Raises :class:`WorkflowFileError` naming the file, and
+    only that, whatever the file holds.
     """
+    try:
+        return _open(path)
+    except WorkflowFileError:
+        raise
+    except _MALFORMED as exc:
+        detail = str(exc).splitlines()[0][:160] if str(exc) else ""
+        raise WorkflowFileError(
+            f"{DAMAGED} ({type(exc).__name__}"
+            f"{': ' + detail if detail else ''}) -> open an undamaged copy, or re-export it from the app that "
+            "made it", os.fspath(path)) from None
+
+
+def _open(path: str | os.PathLike[str]) -> tuple[Graph, list[str]]:
     from . import workflow
     from .comfy import detect, load_comfy
     from .comfy.png import is_png, png_documents
@@ -43,6 +63,7 @@ def open_any(path: str | os.PathLike[str], registry: Registry | None = None) -> 
         )
     if p.is_dir():
         raise WorkflowFileError(f"is a folder, not a workflow file -> {_files_hint(p)}", str(p))
+    check_size(p)
     if is_png(p):
         docs = png_documents(p)
         ours = docs.get("workflow")
@@ -66,9 +87,9 @@ def open_any(path: str | os.PathLike[str], registry: Registry | None = None) -> 
     except OSError as exc:
         raise WorkflowFileError(f"cannot read: {exc.strerror or exc} -> check the file's permissions", str(p)) from None
     try:
-        doc = json.loads(text)
+        doc = parse_json(text)
     except (ValueError, RecursionError):
-        doc = None  # let workflow.loads report the JSON error in its words
+        doc = None  # let workflow.loads report the JSON error (or the duplicate key) in its words
     if detect(doc) in ("comfy_ui", "comfy_api"):
         try:
             result = load_comfy(doc, registry)

@@ -33,6 +33,7 @@ Design choices and why:
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -41,6 +42,7 @@ from typing import Any
 from .errors import WorkflowFileError
 from .fileio import atomic_write_text
 from .graph import MODES, Graph, GraphError, Link
+from .jsontext import DuplicateKeyError, check_size, duplicate_key_message, parse_json
 
 FORMAT = "nodegraph.workflow"
 CURRENT_VERSION = 1
@@ -75,7 +77,10 @@ def _v0_to_v1(doc: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(nodes_in, dict):
         raise WorkflowFileError("'nodes' must be an object mapping node ids to nodes")
     nodes: dict[str, Any] = {}
-    links: list[dict[str, Any]] = list(doc.get("links", []))
+    links_in = doc.get("links", [])
+    if not isinstance(links_in, list):
+        raise WorkflowFileError("'links' must be a list")
+    links: list[dict[str, Any]] = list(links_in)
     for nid, n in nodes_in.items():
         if not isinstance(n, dict):
             raise WorkflowFileError(f"node {nid!r} must be an object")
@@ -163,6 +168,7 @@ def _graph_from_doc(doc: dict[str, Any]) -> Graph:
         ui = n.get("ui", {})
         if not isinstance(ui, dict):
             raise WorkflowFileError(f"node {nid!r}: 'ui' must be an object")
+        ui = _finite_layout(ui)
         extra = {k: v for k, v in n.items() if k not in _NODE_KEYS}
         g.add_node(t, values, id=str(nid), mode=mode, title=title, ui=ui, extra=extra)
 
@@ -195,7 +201,7 @@ def _graph_from_doc(doc: dict[str, Any]) -> Graph:
         if not isinstance(gr, dict):
             raise WorkflowFileError(f"group #{i} must be an object")
         bounds = gr.get("bounds", [0, 0, 400, 300])
-        if not (isinstance(bounds, list) and len(bounds) == 4 and all(isinstance(b, (int, float)) for b in bounds)):
+        if not (isinstance(bounds, list) and len(bounds) == 4 and all(_is_finite_number(b) for b in bounds)):
             raise WorkflowFileError(f"group #{i}: 'bounds' must be [x, y, width, height]")
         g.add_group(str(gr.get("title", "Group")), tuple(bounds), gr.get("color"),
                     id=str(gr["id"]) if "id" in gr else None,
@@ -207,6 +213,37 @@ def _graph_from_doc(doc: dict[str, Any]) -> Graph:
     g.meta.update(meta)
     g.extra = {k: v for k, v in doc.items() if k not in _TOP_KEYS}
     return g
+
+
+def _is_finite_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _finite_layout(ui: dict[str, Any]) -> dict[str, Any]:
+    """``ui`` without a ``pos``/``size`` that is not two finite numbers.  Python's JSON reader accepts
+    ``NaN``/``Infinity`` (and huge integers), which would put a node nowhere on the canvas and be
+    written back as non-standard JSON; the editor places a node without a position itself."""
+    bad = [k for k in ("pos", "size") if k in ui and not (
+        isinstance(ui[k], list) and len(ui[k]) == 2 and all(_is_finite_number(v) for v in ui[k])
+        and all(abs(v) < 1e15 for v in ui[k]))]
+    return {k: v for k, v in ui.items() if k not in bad} if bad else ui
+
+
+def _standard_json(value: Any) -> Any:
+    """``value`` with every NaN/Infinity replaced by ``None`` (what JavaScript's JSON.stringify writes, so
+    ComfyUI's files do the same), walked iteratively: saved files must be standard JSON that any
+    reader, including browsers, can parse."""
+    root = [value]
+    stack: list[Any] = [root]
+    while stack:
+        cur = stack.pop()
+        items = cur.items() if isinstance(cur, dict) else enumerate(cur)
+        for k, v in items:
+            if isinstance(v, float) and not math.isfinite(v):
+                cur[k] = None
+            elif isinstance(v, (dict, list)):
+                stack.append(v)
+    return root[0]
 
 
 def to_dict(graph: Graph) -> dict[str, Any]:
@@ -255,7 +292,9 @@ def loads(text: str, *, source: str | None = None) -> Graph:
     if not text.strip():
         raise WorkflowFileError(f"the file is empty -> {_WHAT_OPENS}", source)
     try:
-        doc = json.loads(text)
+        doc = parse_json(text)
+    except DuplicateKeyError as exc:
+        raise WorkflowFileError(duplicate_key_message(exc), source) from None
     except json.JSONDecodeError as exc:
         raise WorkflowFileError(f"not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}) -> fix the "
                                 "JSON there (often a trailing comma or a missing quote or bracket)",
@@ -271,12 +310,15 @@ def loads(text: str, *, source: str | None = None) -> Graph:
 
 
 def dumps(graph: Graph) -> str:
-    return json.dumps(to_dict(graph), indent=2, ensure_ascii=False) + "\n"
+    """The workflow as standard JSON text (non-finite numbers are written as ``null``)."""
+    doc = json.loads(json.dumps(to_dict(graph)))  # a private copy to clean (the graph keeps its values)
+    return json.dumps(_standard_json(doc), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
 
 
 def load(path: str | os.PathLike[str]) -> Graph:
     """Read a workflow file (``.json``; PNGs are handled by the image pack's reader)."""
     p = Path(path)
+    check_size(p)
     try:
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError:

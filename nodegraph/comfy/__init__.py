@@ -19,11 +19,11 @@ registry they are given (by default, every installed pack).
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..jsontext import DuplicateKeyError, check_size, duplicate_key_message, parse_json
 from .detect import detect, is_api_prompt, is_comfy
 from .export import ComfyExportError, ExportResult, export_comfy_api, to_comfy_api
 from .mapping import ComfyMappings, ComfyTable, ImportHook, L, NodeMap, Param, Reroute, W
@@ -54,12 +54,15 @@ def load_comfy(source: str | os.PathLike[str] | dict[str, Any], registry: Regist
             if key in docs and is_comfy(docs[key]):
                 return _with_source(_import_doc(docs[key], table), path)
         raise ComfyFormatError("the PNG holds no ComfyUI workflow or prompt", str(path))
+    check_size(path)
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
+        doc = parse_json(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ComfyFormatError("file not found", str(path)) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ComfyFormatError(f"cannot read: {exc}", str(path)) from None
+    except DuplicateKeyError as exc:
+        raise ComfyFormatError(duplicate_key_message(exc), str(path)) from None
     except (ValueError, RecursionError) as exc:
         raise ComfyFormatError(f"not valid JSON ({exc})", str(path)) from None
     return _with_source(_import_doc(doc, table), path)

@@ -8,10 +8,10 @@ bounded sizes, CRC checks, never decodes pixels), so no image code is needed.
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any
 
+from ..jsontext import DuplicateKeyError, duplicate_key_message, parse_json
 from ..pngtext import PNG_SIGNATURE, PngMetadataError, read_png_text
 from .result import ComfyFormatError
 
@@ -37,7 +37,9 @@ def png_documents(path: str | os.PathLike[str]) -> dict[str, Any]:
         if key not in texts:
             continue
         try:
-            docs[key] = json.loads(texts[key])
+            docs[key] = parse_json(texts[key])
+        except DuplicateKeyError as exc:
+            raise ComfyFormatError(f"embedded {key!r}: {duplicate_key_message(exc)}", os.fspath(path)) from None
         except (ValueError, RecursionError) as exc:
             raise ComfyFormatError(f"embedded {key!r} is not valid JSON ({exc})", os.fspath(path)) from None
     return docs

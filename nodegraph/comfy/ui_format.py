@@ -26,6 +26,7 @@ Structure read here::
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from .build import Builder
@@ -44,8 +45,18 @@ def _pair(value: Any) -> list[float] | None:
         value = [value.get("0"), value.get("1")]
     if (isinstance(value, (list, tuple)) and len(value) >= 2
             and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value[:2])):
-        return [float(value[0]), float(value[1])]
+        return _finite(value[:2])
     return None
+
+
+def _finite(values: Any) -> list[float] | None:
+    """Floats of ``values`` if all are finite: layout goes back out as JSON, which has no NaN or Infinity
+    (and an integer beyond float range cannot be a position)."""
+    try:
+        out = [float(v) for v in values]
+    except (OverflowError, TypeError, ValueError):
+        return None
+    return out if all(math.isfinite(v) for v in out) else None
 
 
 def _ui(node: dict[str, Any]) -> dict[str, Any]:
@@ -75,15 +86,34 @@ def _links(doc: dict[str, Any]) -> dict[int, LinkTuple]:
                                                lk["target_slot"])
             else:
                 lid, src, sslot, dst, dslot = lk[0], lk[1], lk[2], lk[3], lk[4]
-            out[int(lid)] = (str(src), int(sslot), str(dst), int(dslot))
-        except (KeyError, IndexError, TypeError, ValueError):
+            out[_int(lid)] = (str(src), _int(sslot), str(dst), _int(dslot))
+        except (KeyError, IndexError, TypeError, ValueError, OverflowError):
             raise ComfyFormatError(f"link #{i} must be [id, from_node, from_slot, to_node, to_slot, type]") from None
     return out
 
 
+def _int(value: Any) -> int:
+    """An id or slot number: an integer (or integral float, as JavaScript writes them), else ValueError."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise TypeError(value)
+    if isinstance(value, float) and not value.is_integer():
+        raise ValueError(value)
+    return int(value)
+
+
+def _node_id(value: Any, index: int) -> str:
+    """A node's id as our string id; ComfyUI writes integers (strings inside subgraphs)."""
+    if (isinstance(value, int) and not isinstance(value, bool)) or (isinstance(value, str) and value.strip()):
+        return str(value)
+    raise ComfyFormatError(f"node #{index} has the id {str(value)[:40]!r} -> a node id must be a number or a "
+                           "non-empty text; the file is damaged")
+
+
 def _input_name(node: dict[str, Any], slot: int, link_id: int) -> str | None:
     """Name of the input that link ``link_id`` enters (by slot, else by the link id it records)."""
-    inputs = node.get("inputs") or []
+    inputs = node.get("inputs")
+    if not isinstance(inputs, list):
+        return None
     entry = inputs[slot] if 0 <= slot < len(inputs) and isinstance(inputs[slot], dict) else None
     if entry is None or (entry.get("link") is not None and entry.get("link") != link_id):
         entry = next((e for e in inputs if isinstance(e, dict) and e.get("link") == link_id), entry)
@@ -102,7 +132,7 @@ def _widget_values(nid: str, node: dict[str, Any], nmap: NodeMap,
     if wv is None:
         return {}, {}
     if isinstance(wv, dict):  # some frontends save widgets by name
-        controls = {k: v for k, v in wv.items() if k == "control_after_generate"}
+        controls = {k: v for k, v in wv.items() if k == "control_after_generate" and isinstance(v, str)}
         values = {k: v for k, v in wv.items() if k not in controls}
         seeds = [p.comfy for p in nmap.widgets if p.seed]
         return values, ({seeds[0]: controls["control_after_generate"]} if seeds and controls else {})
@@ -134,8 +164,8 @@ def import_ui(doc: dict[str, Any], table: ComfyTable) -> ImportResult:
     links = _links(doc)
     b = Builder("comfy_ui", table)
     by_id: dict[str, dict[str, Any]] = {}
-    for n in nodes:
-        nid = str(n["id"])
+    for i, n in enumerate(nodes):
+        nid = _node_id(n["id"], i)
         if nid in by_id:
             raise ComfyFormatError(f"two nodes have the id {nid}")
         by_id[nid] = n
@@ -145,8 +175,9 @@ def import_ui(doc: dict[str, Any], table: ComfyTable) -> ImportResult:
     primitives: dict[str, dict[str, Any]] = {}
     for n in nodes:
         nid, cls = str(n["id"]), str(n["type"])
-        mode = _MODES.get(n.get("mode", 0), "normal")
-        if n.get("mode", 0) not in _MODES:
+        raw_mode = n.get("mode", 0)
+        mode = _MODES.get(raw_mode, "normal") if isinstance(raw_mode, int) else "normal"
+        if not isinstance(raw_mode, int) or raw_mode not in _MODES:
             b.warn(f"node {nid!r} ({cls}): unknown mode {n.get('mode')!r}; treated as normal")
         title = n["title"] if isinstance(n.get("title"), str) else None
         ui = _ui(n)
@@ -154,8 +185,9 @@ def import_ui(doc: dict[str, Any], table: ComfyTable) -> ImportResult:
             primitives[nid] = n
             continue
         if cls in _NOTES:
-            wv = n.get("widgets_values") or [""]
-            b.graph.meta.setdefault("notes", []).append({"title": title or cls, "text": str(wv[0]), **ui})
+            wv = n.get("widgets_values")
+            text = wv[0] if isinstance(wv, list) and wv and isinstance(wv[0], str) else ""
+            b.graph.meta.setdefault("notes", []).append({"title": title or cls, "text": text, **ui})
             b.warn(f"note {nid!r} kept as text in the workflow's meta (nodegraph has no note nodes)")
             continue
         nmap = b.mapping_for(cls)
@@ -165,7 +197,8 @@ def import_ui(doc: dict[str, Any], table: ComfyTable) -> ImportResult:
             values, controls = _widget_values(nid, n, nmap, b.warn)
             b.add_mapped(nid, nmap, values, mode=mode, title=title, ui=ui, seed_controls=controls)
         else:
-            outs = [o.get("name") if isinstance(o, dict) else None for o in (n.get("outputs") or [])]
+            raw_outs = n.get("outputs") if isinstance(n.get("outputs"), list) else []
+            outs = [o.get("name") if isinstance(o, dict) else None for o in raw_outs]
             names = [str(o) if o else str(k) for k, o in enumerate(outs)]
             if len(set(names)) != len(names):
                 names = [str(k) for k in range(len(names))]
@@ -199,7 +232,7 @@ def _fold_primitive(b: Builder, prim: dict[str, Any], dst: str, comfy_input: str
     if not isinstance(wv, list) or not wv:
         return
     value = wv[0]
-    control = wv[1] if len(wv) > 1 and wv[1] in SEED_CONTROLS else None
+    control = wv[1] if len(wv) > 1 and isinstance(wv[1], str) and wv[1] in SEED_CONTROLS else None
     node = b.graph.node(dst)
     nmap = b.map_of(dst)
     if nmap is None:  # a placeholder: keep the value under ComfyUI's name
@@ -224,11 +257,12 @@ def _groups(b: Builder, groups: Any) -> None:
         if not isinstance(g, dict):
             continue
         box = g.get("bounding")
-        if not (isinstance(box, list) and len(box) == 4 and all(isinstance(v, (int, float)) for v in box)):
+        box = _finite(box) if isinstance(box, list) and len(box) == 4 else None
+        if box is None:
             b.warn(f"group #{i} ({g.get('title', '')!r}) has no valid 'bounding'; dropped")
             continue
         gid = f"g{g.get('id', i + 1)}"
         while gid in b.graph.groups:
             gid += "_"
-        b.graph.add_group(str(g.get("title", "Group")), tuple(float(v) for v in box),
+        b.graph.add_group(str(g.get("title", "Group")), tuple(box),
                           g.get("color") if isinstance(g.get("color"), str) else None, id=gid)

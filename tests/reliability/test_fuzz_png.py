@@ -14,6 +14,7 @@ from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
 from nodes.image.png_meta import PngMetadataError, read_png_text, read_png_workflow
+from tests.reliability.fuzz_budget import examples
 
 
 def _png(text: dict[str, str], compressed: bool = False) -> bytes:
@@ -40,7 +41,7 @@ def _read(tmp_path_factory, data: bytes) -> None:
         pass
 
 
-@settings(max_examples=300, deadline=2000, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=examples(300), deadline=2000, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.sampled_from([BASE, BASE_Z]), st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)), max_size=8),
        st.integers(0, 10**6))
 def test_mutated_pngs(tmp_path_factory, base: bytes, flips: list[tuple[int, int]], cut: int) -> None:
@@ -50,7 +51,7 @@ def test_mutated_pngs(tmp_path_factory, base: bytes, flips: list[tuple[int, int]
     _read(tmp_path_factory, bytes(data[: max(8, cut % (len(data) + 1))]))
 
 
-@settings(max_examples=200, deadline=2000, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=examples(200), deadline=2000, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.binary(max_size=300), st.text(max_size=50), st.booleans())
 def test_forged_text_chunks(tmp_path_factory, payload: bytes, keyword: str, compress: bool) -> None:
     """Hand-built tEXt/zTXt chunks with valid CRCs but arbitrary contents."""

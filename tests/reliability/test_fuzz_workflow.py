@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from nodegraph import Registry, WorkflowFileError, validate
 from nodegraph.workflow import dumps, from_dict, loads
 from nodes import primitives
+from tests.reliability.fuzz_budget import examples
 
 WORKFLOWS = sorted((Path(__file__).resolve().parents[2] / "workflows").glob("*.json"))
 
@@ -62,7 +63,7 @@ link_strategy = st.fixed_dictionaries({
 })
 
 
-@settings(max_examples=400, deadline=2000, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(400), deadline=2000, suppress_health_check=[HealthCheck.too_slow])
 @given(st.fixed_dictionaries(
     {"format": st.just("nodegraph.workflow") | json_values, "version": st.sampled_from([0, 1, 2, -1]) | json_values},
     optional={"nodes": st.dictionaries(st.sampled_from(["1", "2", "3", "4"]), node_strategy, max_size=4) | json_values,
@@ -72,13 +73,13 @@ def test_structured_documents_never_crash(registry: Registry, doc: dict) -> None
     _check(doc, registry)
 
 
-@settings(max_examples=300, deadline=2000)
+@settings(max_examples=examples(300), deadline=2000)
 @given(json_values)
 def test_arbitrary_json_never_crashes(registry: Registry, doc: object) -> None:
     _check(doc, registry)
 
 
-@settings(max_examples=300, deadline=2000)
+@settings(max_examples=examples(300), deadline=2000)
 @given(st.text(max_size=200))
 def test_arbitrary_text_gives_clear_errors(text: str) -> None:
     try:
@@ -113,7 +114,7 @@ def _mutations(doc: dict, data: st.DataObject) -> dict:
 
 
 @pytest.mark.skipif(not WORKFLOWS, reason="no shipped workflows")
-@settings(max_examples=300, deadline=3000, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(300), deadline=3000, suppress_health_check=[HealthCheck.too_slow])
 @given(st.data())
 def test_mutated_shipped_workflows_never_crash(registry: Registry, data: st.DataObject) -> None:
     path = data.draw(st.sampled_from(WORKFLOWS))
