@@ -119,6 +119,26 @@ class Registry:
             count += 1
         return count
 
+    def load_default_subgraphs(self, workflow: str | os.PathLike[str] | None = None) -> None:
+        """Component folders a user expects to be found without configuration: every folder
+        in ``$NODEGRAPH_SUBGRAPHS_DIR`` (``os.pathsep``-separated), ``./subgraphs``, and for a
+        workflow at ``X/workflows/w.json`` the ``X/subgraphs`` folder next to ``workflows/``
+        (also ``X/workflows/subgraphs``).  The first folder that defines an id wins."""
+        folders = [Path(p) for p in os.environ.get("NODEGRAPH_SUBGRAPHS_DIR", "").split(os.pathsep) if p]
+        folders.append(Path("subgraphs"))
+        if workflow is not None:
+            here = Path(workflow).resolve().parent
+            folders += [here.parent / "subgraphs", here / "subgraphs"]
+        seen: set[Path] = set()
+        for folder in folders:
+            key = folder.resolve()
+            if key in seen or not folder.is_dir():
+                continue
+            seen.add(key)
+            before = dict(self.subgraphs)
+            self.load_subgraph_folder(folder)
+            self.subgraphs.update(before)  # earlier folders win
+
     def subgraph_specs(self) -> list[NodeSpec]:
         """Interface specs of the component library (how the catalogue and node search list them)."""
         return sorted((d.node_spec() for d in self.subgraphs.values()), key=lambda s: (s.category, s.type_id))

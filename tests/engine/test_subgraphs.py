@@ -402,3 +402,37 @@ def test_flatten_is_linear_in_size_and_keeps_links():
     flat = flatten(g, REG)
     assert len(flat.graph) == 32 and not flat.issues
     assert flat.graph.link_into("b1/n11", "a").src == "b0/n10"
+
+
+# -- command line ---------------------------------------------------------------------------------------------------
+
+
+def _cli_workflow(folder, *, bad_inner: bool = False):
+    """A primitives-only workflow: num -> subgraph "halve" (floor_divide by a promoted divisor) -> show."""
+    g = Graph()
+    inner = Graph()
+    inner.add_node("primitives.int_math", {"op": "floor_divide", "b": "two" if bad_inner else 2}, id="div")
+    define(g, SubgraphDef("halve", inner, (SubgraphInput("x", "INT", (("div", "a"),)),),
+                          (SubgraphOutput("y", "INT", ("div", "INT")),)))
+    g.add_node("primitives.int", {"value": 12}, id="num")
+    g.add_node("subgraph:halve", id="h")
+    g.add_node("primitives.show", id="show")
+    g.connect("num", "INT", "h", "x")
+    g.connect("h", "y", "show", "value")
+    return save_workflow(g, folder / "wf.json")
+
+
+def test_cli_validate_and_run_report_inner_problems_with_their_path_and_set_reaches_inside(tmp_path, capsys):
+    from nodegraph.cli import main
+
+    bad = _cli_workflow(tmp_path, bad_inner=True)
+    assert main(["validate", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "node 'h/div' (primitives.int_math) input 'b': value 'two' is invalid" in err
+    assert main(["run", str(bad), "--quiet", "-o", str(tmp_path / "out")]) == 2
+    assert "node 'h/div'" in capsys.readouterr().err
+    good = _cli_workflow(tmp_path)
+    assert main(["run", str(good), "--quiet", "-o", str(tmp_path / "out"), "--set", "h/div.b=4"]) == 0
+    assert "show: 3" in capsys.readouterr().out  # 12 // 4
+    assert main(["run", str(good), "--quiet", "-o", str(tmp_path / "out"), "--set", "h/nope.b=4"]) == 2
+    assert "subgraph 'halve' has the inner nodes div" in capsys.readouterr().err
