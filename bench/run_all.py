@@ -23,6 +23,7 @@ from bench._util import machine  # noqa: E402
 
 BENCHES = {
     "engine": ["bench/engine.py"],
+    "subgraph_plan": ["bench/subgraph_plan.py"],
     "sampler": ["bench/sampler.py", "--repeat", "3"],
     "demo": ["bench/demo.py"],
     "checkpoint_load": ["bench/checkpoint_load.py", "--repeat", "2"],

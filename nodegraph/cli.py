@@ -228,19 +228,22 @@ def _load(args: argparse.Namespace, registry: object) -> object | None:
     return graph
 
 
-def _registry() -> object:
+def _registry(args: argparse.Namespace | None = None) -> object:
     from .registry import Registry
 
     reg = Registry.with_installed_packs()
     for pack, error in reg.pack_errors.items():
         _err(f"warning: node pack {pack!r} failed to load: {error}")
+    reg.load_default_subgraphs(getattr(args, "workflow", None))  # subgraphs/ component folders
+    for path, error in reg.subgraph_errors.items():
+        _err(f"warning: subgraph component {path} not loaded: {error}")
     return reg
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
     from .plan import validate
 
-    registry = _registry()
+    registry = _registry(args)
     graph = _load(args, registry)
     if graph is None:
         return EXIT_INVALID
@@ -263,7 +266,7 @@ def _cmd_export_comfy(args: argparse.Namespace) -> int:
 
     if _path_problems(args, files=["output"]):
         return EXIT_INVALID
-    registry = _registry()
+    registry = _registry(args)
     graph = _load(args, registry)
     if graph is None:
         return EXIT_INVALID
@@ -280,7 +283,7 @@ def _cmd_export_comfy(args: argparse.Namespace) -> int:
 
 
 def _cmd_nodes(args: argparse.Namespace) -> int:
-    registry = _registry()
+    registry = _registry(args)
     if args.json:
         print(json.dumps(registry.catalogue(_settings(args)), indent=2))  # type: ignore[attr-defined]
         return EXIT_OK
@@ -318,7 +321,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if problem:
         _err(problem)
         return EXIT_INVALID
-    registry = _registry()
+    registry = _registry(args)
     graph = _load(args, registry)
     if graph is None:
         return EXIT_INVALID
@@ -374,7 +377,7 @@ def _cmd_batch(args: argparse.Namespace) -> int:
     if args.resume and not (out_dir / MANIFEST_NAME).exists():
         _err(f"--resume: no {MANIFEST_NAME} in {out_dir} to resume")
         return EXIT_INVALID
-    registry = _registry()
+    registry = _registry(args)
     graph = _load(args, registry)
     if graph is None:
         return EXIT_INVALID

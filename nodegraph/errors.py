@@ -46,12 +46,20 @@ class ValidationIssue:
         prefix = " ".join(where)
         return f"{prefix}: {self.message} -> {self.fix}" if prefix else f"{self.message} -> {self.fix}"
 
+    @property
+    def path(self) -> str | None:
+        """``outer/inner.input``: where the problem is, through subgraphs (inner nodes have path ids)."""
+        if self.node_id is None:
+            return None
+        return f"{self.node_id}.{self.input}" if self.input else self.node_id
+
     def to_dict(self) -> dict[str, str | None]:
         return {
             "kind": self.kind,
             "node_id": self.node_id,
             "node_type": self.node_type,
             "input": self.input,
+            "path": self.path,
             "message": self.message,
             "fix": self.fix,
         }

@@ -183,7 +183,9 @@ class Executor:
             plan = build_plan(snapshot, self.registry, outputs, output_dir=str(out_dir.resolve()),
                               settings=self.settings)
             try:
-                return self._run_plan(snapshot, plan, on_event, cancel or CancelToken(), out_dir)
+                report = self._run_plan(snapshot, plan, on_event, cancel or CancelToken(), out_dir)
+                _alias_results(plan, report)
+                return report
             finally:
                 if self.trims_in_this_thread():
                     release_free_memory()
@@ -199,12 +201,15 @@ class Executor:
                   output_dir: Path) -> RunReport:
         run_id = uuid.uuid4().hex[:12]
         report = RunReport(run_id)
+        # The planned graph: ``graph`` itself, or its flattened copy (inner nodes have path ids).
+        # ``graph`` stays what is embedded in written files: the workflow as the user made it.
+        planned = plan.graph if plan.graph is not None else graph
         t_run = time.perf_counter()
         emit = self._emit
         emit(RunStarted(run_id, tuple(plan.order)), on_event)
         for nid, reason in plan.skipped.items():
-            report.nodes[nid] = NodeReport(graph.nodes[nid].type, "skipped", reason=reason)
-            emit(NodeFinished(run_id, nid, graph.nodes[nid].type, "skipped"), on_event)
+            report.nodes[nid] = NodeReport(planned.nodes[nid].type, "skipped", reason=reason)
+            emit(NodeFinished(run_id, nid, planned.nodes[nid].type, "skipped"), on_event)
         for nid in plan.order:
             report.nodes[nid] = NodeReport(plan.specs[nid].type_id, "not_run")
 
@@ -329,6 +334,16 @@ class Executor:
             raise _NodeFailed(info, time.perf_counter() - t0) from exc
         entry.nbytes = entry_nbytes(entry)
         return entry
+
+
+def _alias_results(plan: Plan, report: RunReport) -> None:
+    """Results of requested subgraph instances, by their output names (read from the
+    inner nodes that feed those outputs)."""
+    for inst, outs in plan.aliases.items():
+        values = {name: report.results[src][out] for name, (src, out) in outs.items()
+                  if out in report.results.get(src, {})}
+        if values:
+            report.results[inst] = values
 
 
 class _NodeFailed(Exception):

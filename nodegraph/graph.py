@@ -71,7 +71,8 @@ class Group:
 class GraphChange:
     """A notification.  ``kind`` is one of: node_added, node_removed,
     link_added, link_removed, value_changed, mode_changed, title_changed,
-    ui_changed, group_added, group_removed, group_changed, meta_changed."""
+    ui_changed, group_added, group_removed, group_changed, meta_changed,
+    subgraph_changed."""
 
     kind: str
     node_id: str | None = None
@@ -101,6 +102,9 @@ class Graph:
         # Links from a file whose end node does not exist: kept so validation can
         # report them and saving does not silently drop the user's data.
         self.dangling_links: list[Link] = []
+        # Subgraph definitions by id (``nodegraph.subgraph.SubgraphDef``, treated as values:
+        # an edit replaces the object), instantiated by nodes of type "subgraph:<id>".
+        self.subgraphs: dict[str, Any] = {}
         self._listeners: list[Listener] = []
         self._next_id = 1
 
@@ -309,6 +313,19 @@ class Graph:
         self.meta[key] = value
         self._emit(GraphChange("meta_changed", None, key, old, value))
 
+    # -- subgraph definitions ----------------------------------------------------------------
+    def set_subgraph(self, definition: Any) -> None:
+        """Store (or replace) a subgraph definition; see ``nodegraph.subgraph.define``,
+        which also versions it.  Every instance follows the new definition."""
+        old = self.subgraphs.get(definition.id)
+        self.subgraphs[definition.id] = definition
+        self._emit(GraphChange("subgraph_changed", None, definition.id, old, definition))
+
+    def remove_subgraph(self, def_id: str) -> Any:
+        old = self.subgraphs.pop(def_id)
+        self._emit(GraphChange("subgraph_changed", None, def_id, old, None))
+        return old
+
     # -- copying -------------------------------------------------------------------------
     def copy(self) -> Graph:
         """Deep copy without listeners (the executor plans from a snapshot so the
@@ -326,5 +343,6 @@ class Graph:
         g.meta = copy.deepcopy(self.meta)
         g.extra = copy.deepcopy(self.extra)
         g.dangling_links = list(self.dangling_links)
+        g.subgraphs = dict(self.subgraphs)  # definitions are replaced on edit, never mutated
         g._next_id = self._next_id
         return g

@@ -37,7 +37,7 @@ def open_any(path: str | os.PathLike[str], registry: Registry | None = None) -> 
     only that, whatever the file holds.
     """
     try:
-        return _open(path)
+        return _open(path, registry)
     except WorkflowFileError:
         raise
     except _MALFORMED as exc:
@@ -48,7 +48,7 @@ def open_any(path: str | os.PathLike[str], registry: Registry | None = None) -> 
             "made it", os.fspath(path)) from None
 
 
-def _open(path: str | os.PathLike[str]) -> tuple[Graph, list[str]]:
+def _open(path: str | os.PathLike[str], registry: Registry | None) -> tuple[Graph, list[str]]:
     from . import workflow
     from .comfy import detect, load_comfy
     from .comfy.png import is_png, png_documents

@@ -13,7 +13,8 @@ from typing import Any
 from .errors import OverrideError
 from .graph import Graph
 from .registry import Registry
-from .spec import coerce_value, expected_value, explain_value_error
+from .spec import Input, coerce_value, expected_value, explain_value_error
+from .subgraph import SEP, inner_node, is_instance, lookup
 
 
 def parse_assignment(text: str) -> tuple[str, str, str]:
@@ -53,6 +54,13 @@ def apply_overrides(graph: Graph, registry: Registry, overrides: Mapping[str, An
             except OverrideError as exc:
                 problems.append(str(exc))
     for node_id, name, value in items:
+        if SEP in node_id or is_instance(getattr(graph.nodes.get(node_id), "type", "")):
+            problem, target = _subgraph_override(graph, registry, node_id, name, value)
+            if problem:
+                problems.append(problem)
+            elif target is not None:
+                accepted.append(target)
+            continue
         node = graph.nodes.get(node_id)
         if node is None:
             ids = ", ".join(sorted(graph.nodes)[:30])
@@ -87,3 +95,61 @@ def apply_overrides(graph: Graph, registry: Registry, overrides: Mapping[str, An
         raise OverrideError("invalid override(s):\n" + "\n".join(f"  - {p}" for p in problems))
     for node_id, name, coerced in accepted:
         graph.set_value(node_id, name, coerced)
+
+
+def _subgraph_override(graph: Graph, registry: Registry, path: str, name: str, value: Any
+                       ) -> tuple[str | None, tuple[str, str, Any] | None]:
+    """An override of a subgraph instance's promoted input (``outer.denoise``) or of a node
+    inside one (``outer/inner.steps``, any depth).  Inner values are stored on the outermost
+    instance (key ``"inner.steps"``), so other instances of the same definition are untouched.
+    Returns (problem, (node id, value key, coerced value))."""
+    chain, target, defn = inner_node(graph, path, registry)
+    if target is None:
+        if not chain and path.split(SEP)[0] not in graph.nodes:
+            ids = ", ".join(sorted(graph.nodes)[:30])
+            return f"no node {path.split(SEP)[0]!r} in this workflow (node ids: {ids})", None
+        if defn is None:
+            where = chain[-1].id if chain else path.split(SEP)[0]
+            return f"node {where!r} is not a subgraph instance with a known definition, so {path!r} names nothing", None
+        inner_ids = ", ".join(sorted(defn.graph.nodes)[:30])
+        return (f"no node {path!r}: subgraph {defn.id!r} has the inner nodes {inner_ids} -> write "
+                f"OUTER/INNER.INPUT=VALUE with one of these", None)
+    inp, problem = _settable_input(graph, registry, target, name, defn, path)
+    if problem or inp is None:
+        return problem, None
+    try:
+        coerced = coerce_value(inp, value)
+    except (TypeError, ValueError) as exc:
+        return (f"node {path!r} ({target.type}) input {name!r}: cannot use {value!r}: "
+                f"{explain_value_error(value, exc)} -> give {expected_value(inp)}"), None
+    if not chain:
+        return None, (target.id, name, coerced)
+    rest = path.split(SEP, 1)[1]
+    return None, (chain[0].id, f"{rest}.{name}", coerced)
+
+
+def _settable_input(graph: Graph, registry: Registry, target: Any, name: str, defn: Any, path: str
+                    ) -> tuple[Input | None, str | None]:
+    """The widget input ``name`` of ``target`` (a node, or a subgraph instance's promoted input)."""
+    sub = lookup(target.type, graph, registry) if is_instance(target.type) else None
+    if sub is not None:
+        iface = sub.input(name)
+        if iface is None or iface.widget is None:
+            names = ", ".join(i.name for i in sub.inputs if i.widget is not None) or "none"
+            return None, (f"subgraph node {path!r} ({sub.id}) has no promoted input {name!r} (promoted inputs: "
+                          f"{names}); set an inner node with {path}/INNER.INPUT=VALUE")
+        inp: Input | None = iface.as_input()
+    else:
+        spec = registry.get(target.type)
+        if spec is None:
+            return None, f"node {path!r}: unknown node type {target.type!r} -> install the node pack that provides it"
+        inp = spec.input(name)
+        if inp is None or not inp.has_widget:
+            names = ", ".join(i.name for i in spec.inputs if i.has_widget) or "none"
+            return None, f"node {path!r} ({target.type}) has no settable input {name!r} (settable inputs: {names})"
+    holder = defn.graph if defn is not None else graph
+    link = holder.link_into(target.id, name)
+    if link is not None:
+        return None, (f"node {path!r} input {name!r} is fed by a link from node {link.src!r}; override that "
+                      "node's value instead (or remove the link)")
+    return inp, None

@@ -32,11 +32,14 @@ from .errors import NodeInputError, ValidationIssue, WorkflowInvalid
 from .graph import Graph, Node
 from .paths import PATH_POLICY
 from .registry import Registry
-from .spec import NodeSpec, Widget, call_with_settings, coerce_value, expected_value, explain_value_error
+from .spec import Input, NodeSpec, Widget, call_with_settings, coerce_value, expected_value, explain_value_error
+from .subgraph import PREFIX as SUBGRAPH_PREFIX
+from .subgraph import Flat, flatten, has_instances
 from .types import compatible
 
 Source = tuple[str, str]  # (node id, output name)
 _MUTED = ("", "<muted>")
+_NO_BOUNDARY: Mapping[tuple[str, str], tuple[str, str]] = {}
 
 
 @dataclass
@@ -52,6 +55,25 @@ class Plan:
     keys: dict[str, str] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)  # node id -> reason
     consumers: dict[str, int] = field(default_factory=dict)  # node id -> planned readers
+    # The graph the ids above refer to: the caller's graph, or its flattened copy when it
+    # holds subgraph instances (inner nodes then have path ids such as "outer/inner").
+    graph: Graph | None = None
+    # Requested subgraph instances: instance id -> {output name: (flat node, output)}.
+    aliases: dict[str, dict[str, Source]] = field(default_factory=dict)
+
+
+class _Specs:
+    """The registry plus the interface specs of bypassed subgraph instances (what
+    ``registry.get`` answers during planning)."""
+
+    def __init__(self, registry: Registry, extra: Mapping[str, NodeSpec]) -> None:
+        self._registry, self._extra = registry, extra
+
+    def get(self, type_id: str) -> NodeSpec | None:
+        return self._extra.get(type_id) or self._registry.get(type_id)
+
+    def __contains__(self, type_id: object) -> bool:
+        return type_id in self._extra or type_id in self._registry
 
 
 def default_targets(graph: Graph, registry: Registry) -> list[str]:
@@ -64,11 +86,13 @@ def default_targets(graph: Graph, registry: Registry) -> list[str]:
     return out
 
 
-def _resolve_source(graph: Graph, registry: Registry, link_src: Source) -> Source | None:
+def _resolve_source(graph: Graph, registry: Registry, link_src: Source, want: str | None = None) -> Source | None:
     """Follow bypassed nodes upstream to the output that really feeds a link.
 
     Returns ``None`` when a bypassed node has no input of a matching type to pass
-    through, and ``_MUTED`` when the chain ends in a muted node.
+    through, and ``_MUTED`` when the chain ends in a muted node.  ``want`` is the type
+    the consumer expects, used to bypass nodes whose type is unknown (see
+    :func:`_unknown_pass_through`).
     """
     src, out = link_src
     seen: set[str] = set()
@@ -84,20 +108,61 @@ def _resolve_source(graph: Graph, registry: Registry, link_src: Source) -> Sourc
             return None  # bypass loop
         seen.add(src)
         spec = registry.get(node.type)
-        if spec is None:
-            return None
-        o = spec.output(out)
-        if o is None:
-            return None
         links = graph.inputs_view(src)
-        candidates = [i for i in spec.inputs if i.name in links]
-        exact = [i for i in candidates if i.type == o.type]
-        loose = [i for i in candidates if compatible(o.type, i.type) or compatible(i.type, o.type)]
-        chosen = (exact or loose or [None])[0]
-        if chosen is None:
-            return None
-        lk = links[chosen.name]
+        if spec is None:
+            chosen_name = _unknown_pass_through(graph, registry, node, out, want)
+            if chosen_name is None:
+                return None
+        else:
+            o = spec.output(out)
+            if o is None:
+                return None
+            candidates = [i for i in spec.inputs if i.name in links]
+            exact = [i for i in candidates if i.type == o.type]
+            loose = [i for i in candidates if compatible(o.type, i.type) or compatible(i.type, o.type)]
+            chosen = (exact or loose or [None])[0]
+            if chosen is None:
+                return None
+            chosen_name = chosen.name
+        lk = links[chosen_name]
         src, out = lk.src, lk.src_output
+
+
+def _output_type(graph: Graph, registry: Registry, src: str, out: str) -> str | None:
+    """Declared type of output ``out`` of node ``src`` (spec, else the node's ``extra["ports"]``)."""
+    node = graph.nodes.get(src)
+    if node is None:
+        return None
+    spec = registry.get(node.type)
+    if spec is not None:
+        o = spec.output(out)
+        return o.type if o is not None else None
+    ports = node.extra.get("ports")
+    outs = ports.get("outputs") if isinstance(ports, dict) else None
+    t = outs.get(out) if isinstance(outs, dict) else None
+    return t if isinstance(t, str) else None
+
+
+def _unknown_pass_through(graph: Graph, registry: Registry, node: Node, out: str, want: str | None) -> str | None:
+    """Which input a bypassed node of an *unknown* type (an imported placeholder) passes
+    to output ``out``: as ComfyUI's bypass does, the first linked input whose type matches
+    the output's type -- declared in ``extra["ports"]`` by the importer when the file says
+    it, else the type the consumer expects.  This lets a user bypass an unknown node and run."""
+    wanted = _output_type(graph, registry, node.id, out) or want
+    if wanted is None or wanted == "*":
+        return None
+    ports = node.extra.get("ports")
+    declared = ports.get("inputs") if isinstance(ports, dict) and isinstance(ports.get("inputs"), dict) else {}
+    links = graph.inputs_view(node.id)
+    order = [n for n in declared if n in links] + sorted(n for n in links if n not in declared)
+    for exact in (True, False):
+        for name in order:
+            lk = links[name]
+            t = declared.get(name) if isinstance(declared.get(name), str) else None
+            t = t or _output_type(graph, registry, lk.src, lk.src_output)
+            if t is not None and (t == wanted if exact else compatible(t, wanted)):
+                return name
+    return None
 
 
 def _passed_through_type(graph: Graph, registry: Registry, link: Any, resolved: Source) -> str | None:
@@ -161,6 +226,7 @@ def _check_constant(node: Node, spec: NodeSpec, name: str, issues: list[Validati
 def _check_node(graph: Graph, registry: Registry, node: Node, spec: NodeSpec,
                 issues: list[ValidationIssue], settings: Mapping[str, Any] | None,
                 dangling_into: frozenset[tuple[str, str]] = frozenset(),
+                boundary: Mapping[tuple[str, str], tuple[str, str]] = _NO_BOUNDARY,
                 ) -> tuple[dict[str, Source], dict[str, Any]]:
     """Per-node checks; returns the effective sources and coerced constants.
 
@@ -190,7 +256,7 @@ def _check_node(graph: Graph, registry: Registry, node: Node, spec: NodeSpec,
                                      f"{lk.src_output!r} of node {lk.src!r} ({src_node.type}), which is {out.type}",
                                      f"connect an output of type {inp.type} to {name!r} instead", name))
                 continue
-        resolved = _resolve_source(graph, registry, (lk.src, lk.src_output))
+        resolved = _resolve_source(graph, registry, (lk.src, lk.src_output), inp.type)
         if resolved is None:
             if inp.optional or inp.has_widget:
                 pass  # fall back to the node's own value/default below
@@ -219,6 +285,13 @@ def _check_node(graph: Graph, registry: Registry, node: Node, spec: NodeSpec,
         elif (not inp.optional and (node.id, inp.name) not in dangling_into
               and not any(i.input == inp.name for i in issues[first:])):
             kind = "any type" if inp.type == "*" else f"type {inp.type}"
+            outer = boundary.get((node.id, inp.name))
+            if outer is not None:  # fed through a subgraph input: the fix is on the instance
+                issues.append(_issue("missing_input", node, f"required input of {kind} is not connected: it "
+                                     f"comes from input {outer[1]!r} of subgraph node {outer[0]!r}",
+                                     f"link an output of {kind} to input {outer[1]!r} of node {outer[0]!r}",
+                                     inp.name))
+                continue
             issues.append(_issue("missing_input", node, f"required input of {kind} is not connected",
                                  f"link an output of {kind} to {inp.name!r}", inp.name))
     return sources, constants
@@ -291,6 +364,14 @@ def build_plan(
     """
     issues: list[ValidationIssue] = []
     path_policy = (settings or {}).get(PATH_POLICY)
+    requested_targets = list(targets) if targets is not None else None
+    flat: Flat | None = None
+    if has_instances(graph):  # expand subgraph instances first; everything below sees plain nodes
+        flat = _flatten(graph, registry, settings)
+        graph, issues = flat.graph, list(flat.issues)
+        registry = _Specs(registry, flat.specs)  # type: ignore[assignment]
+        if targets is not None:
+            targets = _instance_targets(flat, targets, registry)
     dangling_into = frozenset((lk.dst, lk.dst_input) for lk in graph.dangling_links)
     for lk in graph.dangling_links:
         missing = lk.src if lk.src not in graph.nodes else lk.dst
@@ -300,6 +381,7 @@ def build_plan(
                              "delete the link or restore the missing node", lk.dst_input if dst else None))
 
     explicit_targets = targets is not None
+    requested = set(requested_targets or ())
     if targets is None:
         targets = default_targets(graph, registry)
         if not targets and scope == "needed":
@@ -325,8 +407,10 @@ def build_plan(
                 continue
             seen.add(nid)
             needed_order.append(nid)
+            nspec = registry.get(graph.nodes[nid].type)
             for lk in graph.inputs_view(nid).values():
-                resolved = _resolve_source(graph, registry, (lk.src, lk.src_output))
+                ninp = nspec.input(lk.dst_input) if nspec is not None else None
+                resolved = _resolve_source(graph, registry, (lk.src, lk.src_output), ninp.type if ninp else None)
                 if resolved and resolved != _MUTED and resolved[0] in graph.nodes and resolved[0] not in seen:
                     stack.append(resolved[0])
 
@@ -337,12 +421,15 @@ def build_plan(
     for nid in needed_order:
         node = graph.nodes[nid]
         spec = registry.get(node.type)
+        if spec is None and node.type.startswith(SUBGRAPH_PREFIX) and flat is not None:
+            continue  # an unknown subgraph: already reported by flattening
         if spec is None:
             issues.append(_issue("unknown_type", node, f"unknown node type {node.type!r}",
                                  "install the node pack that provides it, or delete the node"))
             continue
         specs[nid] = spec
-        sources[nid], constants[nid] = _check_node(graph, registry, node, spec, issues, settings, dangling_into)
+        sources[nid], constants[nid] = _check_node(graph, registry, node, spec, issues, settings, dangling_into,
+                                                   flat.boundary if flat is not None else _NO_BOUNDARY)
         if path_policy is not None:  # before fingerprints: a refused path is never looked at
             issues.extend(path_policy.confine_node(node.id, spec, sources[nid], constants[nid]))
     if scope != "all" and not explicit_targets:
@@ -350,7 +437,9 @@ def build_plan(
         # pack that is not installed, and skipping it would silently drop an output.
         checked = set(needed_order)
         for node in graph:
-            if node.id not in checked and node.mode != "mute" and node.type not in registry:
+            # (bypassed ones pass their inputs through; unknown subgraphs were reported by flattening)
+            if (node.id not in checked and node.mode == "normal" and node.type not in registry
+                    and not node.type.startswith(SUBGRAPH_PREFIX)):
                 issues.append(_issue("unknown_type", node, f"unknown node type {node.type!r}",
                                      "install the node pack that provides it, or delete (or mute) the node"))
 
@@ -385,7 +474,10 @@ def build_plan(
     if issues:
         raise WorkflowInvalid(issues)
 
-    plan = Plan(list(targets), [], specs, sources, constants)
+    plan = Plan(list(targets), [], specs, sources, constants, graph=graph)
+    if flat is not None and explicit_targets:
+        plan.aliases = {t: {o: src for o, src in outs.items() if src is not None}
+                        for t, outs in flat.outputs.items() if t in requested}
     # 5. Mute propagation: drop nodes that require a muted/skipped output.
     for nid in order:
         spec = specs[nid]
@@ -428,6 +520,36 @@ def build_plan(
             h.update(f"\x03{nonce}\x00{nid}".encode())
         plan.keys[nid] = h.hexdigest()
     return plan
+
+
+def _flatten(graph: Graph, registry: Registry, settings: Mapping[str, Any] | None) -> Flat:
+    """Flatten with promoted values checked like node values, blamed on the instance."""
+    def check_value(node: Node, inp: Input, issues: list[ValidationIssue]) -> tuple[bool, Any]:
+        probe = NodeSpec(node.type, _no_fn, (inp,))
+        return _check_constant(node, probe, inp.name, issues, settings)
+
+    return flatten(graph, registry, check_value)
+
+
+def _no_fn(ctx: Any) -> None:  # pragma: no cover - interface probes are never called
+    return None
+
+
+def _instance_targets(flat: Flat, targets: Sequence[str], registry: Registry) -> list[str]:
+    """Requested ids as flat node ids: an instance stands for the inner nodes behind its
+    outputs and the output nodes inside it."""
+    out: list[str] = []
+    for t in targets:
+        if t not in flat.instances:
+            out.append(t)
+            continue
+        out.extend(src[0] for src in flat.outputs[t].values() if src is not None)
+        inner = t + "/"
+        for nid, node in flat.graph.nodes.items():
+            spec = registry.get(node.type) if nid.startswith(inner) else None
+            if spec is not None and spec.output_node:
+                out.append(nid)
+    return list(dict.fromkeys(out))
 
 
 def _topological(nodes: list[str], deps: Mapping[str, list[str]]) -> list[str]:

@@ -13,13 +13,16 @@ registered packs tell them.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import replace
 from importlib.metadata import entry_points
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import SpecError
 from .spec import NodeSpec, check_spec
+from .subgraph import SubgraphDef
 from .types import TypeTable
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -39,6 +42,9 @@ class Registry:
         self._specs: dict[str, NodeSpec] = {}
         self.pack_errors: dict[str, str] = {}
         self._comfy: list[tuple[str, ComfyMappings]] = []
+        # Subgraph components available to every workflow (``subgraphs/*.json``), by id.
+        self.subgraphs: dict[str, SubgraphDef] = {}
+        self.subgraph_errors: dict[str, str] = {}  # file -> why it was not loaded
 
     # -- registration -----------------------------------------------------------------
     def add(self, spec: NodeSpec, pack: str = "") -> NodeSpec:
@@ -110,6 +116,57 @@ class Registry:
         reg.load_entry_points(strict=strict)
         return reg
 
+    def add_subgraph(self, definition: SubgraphDef) -> None:
+        """Offer a subgraph component to every workflow (a workflow's own definition of the
+        same id wins).  Listed in the catalogue as node type ``subgraph:<id>``."""
+        definition.check()
+        self.subgraphs[definition.id] = definition
+
+    def load_subgraph_folder(self, folder: str | os.PathLike[str]) -> int:
+        """Register every component file (``*.json``) of ``folder``; returns how many were
+        loaded.  A broken file is recorded in ``subgraph_errors`` and skipped, like a broken pack."""
+        from .errors import WorkflowFileError
+        from .workflow import load_subgraph_file
+
+        count = 0
+        for path in sorted(Path(folder).glob("*.json")):
+            try:
+                definitions = load_subgraph_file(path)
+            except WorkflowFileError as exc:
+                self.subgraph_errors[str(path)] = str(exc)
+                log.error("subgraph component %s not loaded: %s", path, exc)
+                continue
+            main, *nested = definitions
+            self.add_subgraph(main)
+            for d in nested:  # dependencies shipped inside the file; a component file of its own wins
+                self.subgraphs.setdefault(d.id, d)
+            count += 1
+        return count
+
+    def load_default_subgraphs(self, workflow: str | os.PathLike[str] | None = None) -> None:
+        """Component folders a user expects to be found without configuration: every folder
+        in ``$NODEGRAPH_SUBGRAPHS_DIR`` (``os.pathsep``-separated), ``./subgraphs``, and for a
+        workflow at ``X/workflows/w.json`` the ``X/subgraphs`` folder next to ``workflows/``
+        (also ``X/workflows/subgraphs``).  The first folder that defines an id wins."""
+        folders = [Path(p) for p in os.environ.get("NODEGRAPH_SUBGRAPHS_DIR", "").split(os.pathsep) if p]
+        folders.append(Path("subgraphs"))
+        if workflow is not None:
+            here = Path(workflow).resolve().parent
+            folders += [here.parent / "subgraphs", here / "subgraphs"]
+        seen: set[Path] = set()
+        for folder in folders:
+            key = folder.resolve()
+            if key in seen or not folder.is_dir():
+                continue
+            seen.add(key)
+            before = dict(self.subgraphs)
+            self.load_subgraph_folder(folder)
+            self.subgraphs.update(before)  # earlier folders win
+
+    def subgraph_specs(self) -> list[NodeSpec]:
+        """Interface specs of the component library (how the catalogue and node search list them)."""
+        return sorted((d.node_spec() for d in self.subgraphs.values()), key=lambda s: (s.category, s.type_id))
+
     # -- lookup -----------------------------------------------------------------------
     def get(self, type_id: str) -> NodeSpec | None:
         return self._specs.get(type_id)
@@ -128,10 +185,10 @@ class Registry:
 
     def categories(self) -> dict[str, list[NodeSpec]]:
         out: dict[str, list[NodeSpec]] = {}
-        for spec in self:
+        for spec in [*self, *self.subgraph_specs()]:
             out.setdefault(spec.category, []).append(spec)
         return out
 
     def catalogue(self, settings: Mapping[str, Any] | None = None) -> list[dict]:
         """Full JSON-able specs of every node (``nodegraph nodes --json``)."""
-        return [spec.to_dict(settings) for spec in self]
+        return [spec.to_dict(settings) for spec in [*self, *self.subgraph_specs()]]

@@ -214,6 +214,7 @@ def serve(host: str = "127.0.0.1", port: int = 8188, *, output_dir: str | Path =
     registry = Registry.with_installed_packs()
     for pack, err in registry.pack_errors.items():
         print(f"nodegraph: warning: node pack {pack!r} failed to load: {err}", file=sys.stderr)
+    registry.load_default_subgraphs()
     try:
         secret, written = resolve_token(token, host, token_file)
     except OSError as exc:

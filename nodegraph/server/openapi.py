@@ -13,6 +13,8 @@ _ISSUE = {
         "node_id": {"type": "string", "nullable": True},
         "node_type": {"type": "string", "nullable": True},
         "input": {"type": "string", "nullable": True},
+        "path": {"type": "string", "nullable": True,
+                 "description": "node_id.input; inside subgraphs node ids are paths (outer/inner)"},
         "message": {"type": "string"},
         "fix": {"type": "string", "description": "what to do about it"},
     },

@@ -88,8 +88,9 @@ def _list_nodes(api: Api, req: Request) -> Response:
 
 def _problem(kind: str, message: str, fix: str, node_id: str | None = None, node_type: str | None = None,
              input: str | None = None) -> dict[str, Any]:
-    return {"kind": kind, "node_id": node_id, "node_type": node_type, "input": input, "message": message,
-            "fix": fix}
+    path = None if node_id is None else f"{node_id}.{input}" if input else node_id
+    return {"kind": kind, "node_id": node_id, "node_type": node_type, "input": input, "path": path,
+            "message": message, "fix": fix}
 
 
 def _submit_run(api: Api, req: Request) -> Response:

@@ -88,7 +88,7 @@ def test_invalid_workflows_answer_400_naming_node_and_input(server):
     assert status == 400 and body["error"] == "invalid_workflow"
     found = {(p["node_id"], p["input"], p["kind"]) for p in body["problems"]}
     assert found == {("div", "op", "not_in_choices"), ("num", "value", "bad_value")}
-    assert all(set(p) == {"kind", "node_id", "node_type", "input", "message", "fix"} for p in body["problems"])
+    assert all(set(p) == {"kind", "node_id", "node_type", "input", "path", "message", "fix"} for p in body["problems"])
     status, body, _ = call(server, "POST", "/runs", {"workflow": to_dict(text_graph()),
                                                      "overrides": {"div.b": "abc", "ghost.value": 1}})
     assert status == 400

@@ -1,0 +1,83 @@
+"""Planning cost of subgraphs (issue 15).
+
+Run: .venv/bin/python bench/subgraph_plan.py
+
+A chain of N primitive nodes is planned (validate + order + cache keys) twice in the same
+run: flat, and wrapped into N/50 subgraph instances of 50 nodes each (every block its own
+definition, instances chained through their interface).  Sizes 1,250 / 2,500 / 5,000
+show whether the cost is linear: the per-node time should stay flat as N grows, and the
+wrapped/flat ratio is the price of flattening.  Also checks that both give identical cache
+keys (wrapping never invalidates the cache).
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench._util import emit_summary, machine, measure, summary  # noqa: E402
+from nodegraph import Graph, Registry, build_plan  # noqa: E402
+from nodegraph.subgraph import extract  # noqa: E402
+from nodes import primitives  # noqa: E402
+
+BLOCK = 50
+
+
+def chain(n: int) -> Graph:
+    """int -> int_math x (n-2) -> show."""
+    g = Graph()
+    g.add_node("primitives.int", {"value": 1}, id="n0")
+    for i in range(1, n - 1):
+        g.add_node("primitives.int_math", {"b": 1, "op": "add"}, id=f"n{i}")
+        g.connect(f"n{i-1}", "INT", f"n{i}", "a")
+    g.add_node("primitives.show", id="out")
+    g.connect(f"n{n-2}", "INT", "out", "value")
+    return g
+
+
+def wrapped(n: int, registry: Registry) -> Graph:
+    """The same chain with its middle wrapped into blocks of ``BLOCK`` nodes, one definition each."""
+    g = chain(n)
+    inner = [f"n{i}" for i in range(1, n - 1)]
+    for k in range(0, len(inner), BLOCK):
+        extract(g, registry, inner[k:k + BLOCK], f"block{k // BLOCK}", instance_id=f"b{k // BLOCK}")
+    return g
+
+
+def main() -> None:
+    reg = Registry()
+    primitives.register(reg)
+    print(f"machine: {machine()} (shared with other engineers' jobs: figures are noisy; compare ratios)")
+    rows = []
+    per_node: dict[str, list[float]] = {"flat": [], "wrapped": []}
+    for n in (1_250, 2_500, 5_000):
+        flat, wrap = chain(n), wrapped(n, reg)
+        instances = sum(1 for node in wrap if node.type.startswith("subgraph:"))
+        keys_flat = build_plan(flat, reg).keys
+        keys_wrap = build_plan(wrap, reg).keys
+        same = sorted(keys_flat.values()) == sorted(keys_wrap.values())
+        t_flat = measure(lambda flat=flat: build_plan(flat, reg), repeat=7)
+        t_wrap = measure(lambda wrap=wrap: build_plan(wrap, reg), repeat=7)
+        mf, mw = statistics.median(t_flat), statistics.median(t_wrap)
+        per_node["flat"].append(mf / n * 1e6)
+        per_node["wrapped"].append(mw / n * 1e6)
+        print(f"\n{n} nodes ({instances} subgraph instances when wrapped); identical cache keys: {same}")
+        print(f"   flat    : {summary(t_flat, 1e3, 'ms')}  ({mf / n * 1e6:.1f} us/node)")
+        print(f"   wrapped : {summary(t_wrap, 1e3, 'ms')}  ({mw / n * 1e6:.1f} us/node)  ratio {mw / mf:.2f}x")
+        rows.append({"metric": f"validate + plan, {n}-node chain in {instances} subgraphs", "median": mw,
+                     "min": min(t_wrap), "max": max(t_wrap), "unit": "s", "ratio": mw / mf,
+                     "reference": f"the flat chain, same run: {mf:.4f} s", "target": "linear; same keys"})
+        if not same:
+            raise SystemExit("cache keys differ between the flat and the wrapped graph")
+    growth = per_node["wrapped"][-1] / per_node["wrapped"][0]
+    print(f"\nper-node time wrapped, 5,000 vs 1,250 nodes: {growth:.2f}x (1.0 = linear; 4.0 would be quadratic)")
+    rows.append({"metric": "wrapped per-node planning time, 5,000 vs 1,250 nodes", "median": growth, "unit": "x",
+                 "target": "~1 (linear)"})
+    emit_summary("subgraph_plan", rows)
+
+
+if __name__ == "__main__":
+    main()
