@@ -182,3 +182,10 @@ def test_two_packs_cannot_map_one_comfy_class() -> None:
         reg.add_pack("other", [other_label], comfy=clash)
     assert "other.label" not in reg
     assert ComfyTable.of(reg).by_comfy["AcmeLabel"].ours == "acme.label"
+
+
+def test_comfy_argument_must_be_comfy_mappings() -> None:
+    reg = Registry()
+    with pytest.raises(SpecError, match="expects a nodegraph.comfy.ComfyMappings, got tuple"):
+        reg.add_pack("acme", [label], comfy=ACME_MAPS)  # type: ignore[arg-type]
+    assert "acme.label" not in reg
