@@ -34,7 +34,7 @@ import re
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -52,9 +52,9 @@ from .sweep import Sweep, SweepError, expand, parse_sweep, parse_sweeps, parse_v
 from .workflow import to_dict
 
 __all__ = [
-    "MANIFEST_NAME", "BatchInvalid", "BatchItem", "BatchPlan", "BatchProgress", "BatchResult", "ItemOutcome",
-    "Manifest", "ManifestMismatch", "Sweep", "SweepError", "expand", "item_name", "manifest_core",
-    "parse_sweep", "parse_sweeps", "parse_values", "prepare", "run_batch", "run_item",
+    "MANIFEST_NAME", "BatchInvalid", "BatchItem", "BatchOptions", "BatchPlan", "BatchProgress", "BatchResult",
+    "ItemOutcome", "Manifest", "ManifestMismatch", "Sweep", "SweepError", "expand", "item_name", "manifest_core",
+    "open_manifest", "parse_sweep", "parse_sweeps", "parse_values", "prepare", "run_batch", "run_item",
 ]
 
 MANIFEST_NAME = "manifest.json"
@@ -120,6 +120,44 @@ class BatchPlan:
         return g
 
 
+@dataclass(frozen=True)
+class BatchOptions:
+    """How to run a batch -- everything but the workflow and its sweeps, in one object that
+    :func:`prepare`, :func:`run_batch` and :func:`nodegraph.distributed.run_batch_ray` share.
+
+    ``mode``: "grid" (every combination) or "zip" (element by element).  ``output_dir`` holds
+    the files and ``manifest.json``; ``fresh`` starts over instead of resuming.  ``targets``:
+    the output nodes to run (default: all).  ``base_dir``: where ``@FILE`` sweeps are read from;
+    ``workflow_path`` is recorded in the manifest.  ``settings``/``device``/``registry`` build the
+    executor(s) (``device`` None: "auto" locally, "cpu" on Ray workers; ``registry`` None: the
+    installed packs), unless ``executor`` (local runs) is given, whose cache then carries over.
+    ``progress``: None = a bar on a TTY, True/False, or a :class:`BatchProgress`.  ``cancel``
+    stops after the running step; ``on_item(item, manifest_entry)`` runs after each item.
+    """
+
+    mode: str = "grid"
+    output_dir: str | Path = "output"
+    targets: Sequence[str] | None = None
+    fresh: bool = False
+    base_dir: str | Path | None = None
+    workflow_path: str | None = None
+    settings: Mapping[str, Any] | None = None
+    device: str | None = None
+    registry: Registry | None = None
+    executor: Executor | None = None
+    progress: BatchProgress | bool | None = None
+    cancel: CancelToken | None = None
+    on_item: ItemCallback | None = None
+
+    def with_changes(self, changes: Mapping[str, Any]) -> BatchOptions:
+        """A copy with single fields replaced (keyword arguments of the batch functions);
+        an unknown name is a TypeError naming it."""
+        unknown = sorted(set(changes) - {f.name for f in fields(self)})
+        if unknown:
+            raise TypeError(f"unknown batch option(s) {unknown}; see BatchOptions")
+        return replace(self, **changes) if changes else self
+
+
 def _slug(value: Any) -> str:
     """A short file-name-safe rendering of a value; long or altered text gets a hash suffix
     so two different values never share a name."""
@@ -164,21 +202,21 @@ def prepare(
     graph: Graph,
     sweeps: Mapping[str, Any] | Iterable[str | Sweep],
     registry: Registry,
-    *,
-    mode: str = "grid",
-    settings: Mapping[str, Any] | None = None,
-    output_dir: str | Path = "output",
-    targets: Sequence[str] | None = None,
-    base_dir: str | Path | None = None,
-    workflow_path: str | None = None,
+    options: BatchOptions | None = None,
+    **changes: Any,
 ) -> BatchPlan:
     """Parse, expand and validate every item; raises :class:`SweepError` or
-    :class:`BatchInvalid` (listing every distinct problem) before any work."""
-    parsed = parse_sweeps(sweeps, base_dir=base_dir)
+    :class:`BatchInvalid` (listing every distinct problem) before any work.
+
+    Reads ``mode``, ``settings``, ``output_dir``, ``targets``, ``base_dir`` and
+    ``workflow_path`` of ``options``; keyword arguments override single options."""
+    o = (options or BatchOptions()).with_changes(changes)
+    mode, settings, targets, workflow_path = o.mode, o.settings, o.targets, o.workflow_path
+    parsed = parse_sweeps(sweeps, base_dir=o.base_dir)
     raw_items = expand(parsed, mode)
     labels = _labels(parsed)
     save_nodes = _prefix_nodes(graph, registry)
-    out_dir = str(Path(output_dir).resolve())
+    out_dir = str(Path(o.output_dir).resolve())
     problems: dict[str, dict[str, Any]] = {}
 
     def problem(index: int, message: str, issue: dict[str, Any] | None = None) -> None:
@@ -509,43 +547,42 @@ def progress_bar(progress: BatchProgress | bool | None, total: int) -> BatchProg
 ItemCallback = Callable[[BatchItem, dict[str, Any]], None]
 
 
-def run_batch(
-    graph: Graph,
-    sweeps: Mapping[str, Any] | Iterable[str | Sweep],
-    *,
-    mode: str = "grid",
-    output_dir: str | Path = "output",
-    executor: Executor | None = None,
-    registry: Registry | None = None,
-    settings: Mapping[str, Any] | None = None,
-    device: str = "auto",
-    targets: Sequence[str] | None = None,
-    fresh: bool = False,
-    progress: BatchProgress | bool | None = None,
-    cancel: CancelToken | None = None,
-    on_item: ItemCallback | None = None,
-    base_dir: str | Path | None = None,
-    workflow_path: str | None = None,
-    plan: BatchPlan | None = None,
-) -> BatchResult:
-    """Run ``graph`` once per sweep item with ONE executor; see the module docstring.
-
-    Raises :class:`SweepError`, :class:`BatchInvalid` or :class:`ManifestMismatch`
-    before any work.  Resumes automatically from ``output_dir/manifest.json``
-    unless ``fresh``.  ``progress``: None = a bar on a TTY, False = none.
-    """
-    if executor is None:
-        executor = Executor(registry, device=device, output_dir=output_dir, settings=settings)
-    out_dir = Path(output_dir)
-    if plan is None:
-        plan = prepare(graph, sweeps, executor.registry, mode=mode, settings=executor.settings,
-                       output_dir=out_dir, targets=targets, base_dir=base_dir, workflow_path=workflow_path)
+def open_manifest(plan: BatchPlan, out_dir: Path, *, fresh: bool) -> tuple[Manifest, list[int]]:
+    """The batch's manifest, written before the first item, and the positions of the items a
+    previous run finished (none when ``fresh``); raises :class:`ManifestMismatch` first."""
     manifest = Manifest(out_dir / MANIFEST_NAME, plan)
     skipped = manifest.adopt_previous(fresh=fresh)
     out_dir.mkdir(parents=True, exist_ok=True)
     manifest.write()
-    bar = progress_bar(progress, len(plan.items))
-    cancel = cancel or CancelToken()
+    return manifest, skipped
+
+
+def run_batch(
+    graph: Graph,
+    sweeps: Mapping[str, Any] | Iterable[str | Sweep],
+    options: BatchOptions | None = None,
+    *,
+    plan: BatchPlan | None = None,
+    **changes: Any,
+) -> BatchResult:
+    """Run ``graph`` once per sweep item with ONE executor; see the module docstring.
+
+    ``options`` (:class:`BatchOptions`) says how; keyword arguments override single
+    options (``run_batch(g, sweeps, output_dir="out", progress=False)``).  ``plan``: items
+    already validated by :func:`prepare` (then ``sweeps`` is ignored).  Raises
+    :class:`SweepError`, :class:`BatchInvalid` or :class:`ManifestMismatch` before any
+    work.  Resumes automatically from ``output_dir/manifest.json`` unless ``fresh``.
+    """
+    o = (options or BatchOptions()).with_changes(changes)
+    executor = o.executor if o.executor is not None else Executor(
+        o.registry, device=o.device or "auto", output_dir=o.output_dir, settings=o.settings)
+    out_dir = Path(o.output_dir)
+    if plan is None:
+        plan = prepare(graph, sweeps, executor.registry, o, settings=executor.settings)
+    targets, on_item = o.targets, o.on_item
+    manifest, skipped = open_manifest(plan, out_dir, fresh=o.fresh)
+    bar = progress_bar(o.progress, len(plan.items))
+    cancel = o.cancel or CancelToken()
     outcomes: dict[int, ItemOutcome] = {}
     t0 = time.perf_counter()
     skip = set(skipped)

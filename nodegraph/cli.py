@@ -360,7 +360,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_batch(args: argparse.Namespace) -> int:
-    from .batch import MANIFEST_NAME, BatchInvalid, ManifestMismatch, SweepError, prepare, run_batch
+    from .batch import MANIFEST_NAME, BatchInvalid, BatchOptions, ManifestMismatch, SweepError, prepare, run_batch
     from .context import CancelToken
 
     if _path_problems(args, folders=["output_dir"]):
@@ -381,35 +381,30 @@ def _cmd_batch(args: argparse.Namespace) -> int:
     graph = _load(args, registry)
     if graph is None:
         return EXIT_INVALID
-    settings = _settings(args)
+    cancel = CancelToken()
+    options = BatchOptions(mode=args.mode or "grid", output_dir=out_dir, targets=args.targets, fresh=args.fresh,
+                           workflow_path=str(Path(args.workflow).resolve()), settings=_settings(args),
+                           registry=registry, progress=False if args.quiet else None,  # type: ignore[arg-type]
+                           cancel=cancel)
     try:
-        plan = prepare(graph, args.sweeps, registry, mode=args.mode or "grid", settings=settings,  # type: ignore[arg-type]
-                       output_dir=out_dir, targets=args.targets, workflow_path=str(Path(args.workflow).resolve()))
+        plan = prepare(graph, args.sweeps, registry, options)  # type: ignore[arg-type]
     except (SweepError, BatchInvalid) as exc:
         _err(f"{args.workflow}: {exc}")
         return EXIT_INVALID
-    cancel = CancelToken()
     previous = signal.signal(signal.SIGINT, lambda *_: cancel.cancel())  # Ctrl+C: stop after a step
-    common = dict(output_dir=out_dir, settings=settings, targets=args.targets, fresh=args.fresh,
-                  progress=False if args.quiet else None, cancel=cancel, plan=plan)
     try:
         if args.ray is not None:
-            from .distributed import RayUnavailable, run_batch_ray
+            from .distributed import RayOptions, RayUnavailable, run_batch_ray
 
+            cluster = RayOptions(address=None if args.ray == "local" else args.ray, workers=args.workers)
             try:
-                result = run_batch_ray(graph, [], address=None if args.ray == "local" else args.ray,  # type: ignore[arg-type]
-                                       workers=args.workers, registry=registry,  # type: ignore[arg-type]
-                                       device="cpu" if args.device == "auto" else args.device,
-                                       **common)  # type: ignore[arg-type]
+                result = run_batch_ray(graph, [], options, cluster, plan=plan,  # type: ignore[arg-type]
+                                       device="cpu" if args.device == "auto" else args.device)
             except RayUnavailable as exc:
                 _err(str(exc))
                 return EXIT_INVALID
         else:
-            from .executor import Executor
-
-            executor = Executor(registry, device=args.device, output_dir=out_dir,  # type: ignore[arg-type]
-                                settings=settings)
-            result = run_batch(graph, [], executor=executor, **common)  # type: ignore[arg-type]
+            result = run_batch(graph, [], options, plan=plan, device=args.device)  # type: ignore[arg-type]
     except ManifestMismatch as exc:
         _err(str(exc))
         return EXIT_INVALID

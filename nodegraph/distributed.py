@@ -26,19 +26,18 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
 from .batch import (
-    MANIFEST_NAME,
     BatchItem,
+    BatchOptions,
     BatchPlan,
-    BatchProgress,
     BatchResult,
-    ItemCallback,
     ItemOutcome,
-    Manifest,
     Sweep,
+    open_manifest,
     prepare,
     progress_bar,
     run_item,
@@ -176,73 +175,98 @@ def place_file(out_dir: Path, rel: str, data: bytes) -> str:
 # -- the driver ------------------------------------------------------------------------------------
 
 
+def _init_ray(ray: Any, c: RayOptions) -> bool:
+    """Start (``address`` None) or join Ray unless this process already did; True if started here."""
+    if ray.is_initialized():
+        return False
+    kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
+    if c.address is None:
+        kwargs["num_cpus"] = c.workers or 2
+    else:
+        kwargs["address"] = c.address
+    kwargs.update(c.init_kwargs or {})
+    try:
+        ray.init(**kwargs)
+    except Exception as exc:
+        where = f" at {c.address!r}" if c.address else ""
+        raise RayUnavailable(f"cannot start or reach Ray{where}: {exc}") from exc
+    return True
+
+
+def _receive(ray: Any, ref: Any, out_dir: Path) -> ItemOutcome:
+    """A finished item's outcome, its files placed under ``out_dir``; a dead worker is an error outcome."""
+    try:
+        outcome, files = ray.get(ref)
+        outcome.outputs = [place_file(out_dir, rel, files[rel]) for rel in outcome.outputs]
+        if outcome.report is not None:  # point the report at the placed files, not the scratch
+            outcome.report["outputs"] = [str((out_dir / rel).resolve()) for rel in outcome.outputs]
+    except NodegraphError:
+        raise
+    except Exception as exc:  # the worker died (e.g. killed, out of memory)
+        outcome = ItemOutcome("error", [], 0.0, 0.0, {"node_id": None, "node_type": None, "input": None,
+                                                      "message": f"worker failed: {exc}"})
+    return outcome
+
+
+@dataclass(frozen=True)
+class RayOptions:
+    """Where and how a distributed batch runs (what to run is :class:`~nodegraph.batch.BatchOptions`).
+
+    ``address`` None starts a local Ray runtime with ``workers`` CPUs (default 2) and shuts
+    it down afterwards; otherwise connects to that cluster (``"auto"`` = the one this machine
+    belongs to) and uses ``workers`` actors (default: its CPU count).  ``registry_factory``
+    builds each worker's registry (default: the installed packs); it must be importable by the
+    workers.  ``threads_per_worker`` sets torch's intra-op threads in each worker;
+    ``init_kwargs`` go to ``ray.init``.
+    """
+
+    address: str | None = None
+    workers: int | None = None
+    registry_factory: RegistryFactory | None = None
+    threads_per_worker: int | None = 1
+    init_kwargs: Mapping[str, Any] | None = None
+
+
+_RAY_FIELDS = frozenset(f.name for f in fields(RayOptions))
+
+
 def run_batch_ray(
     graph: Graph,
     sweeps: Mapping[str, Any] | Iterable[str | Sweep],
+    options: BatchOptions | None = None,
+    cluster: RayOptions | None = None,
     *,
-    address: str | None = None,
-    workers: int | None = None,
-    mode: str = "grid",
-    output_dir: str | Path = "output",
-    registry: Registry | None = None,
-    registry_factory: RegistryFactory | None = None,
-    settings: Mapping[str, Any] | None = None,
-    device: str = "cpu",
-    targets: Sequence[str] | None = None,
-    fresh: bool = False,
-    progress: BatchProgress | bool | None = None,
-    cancel: CancelToken | None = None,
-    on_item: ItemCallback | None = None,
-    base_dir: str | Path | None = None,
-    workflow_path: str | None = None,
-    threads_per_worker: int | None = 1,
-    init_kwargs: Mapping[str, Any] | None = None,
     plan: BatchPlan | None = None,
+    **changes: Any,
 ) -> BatchResult:
-    """Like :func:`nodegraph.batch.run_batch`, on Ray.
+    """Like :func:`nodegraph.batch.run_batch`, on Ray (``cluster`` says where).
 
-    ``address`` None starts a local Ray runtime with ``workers`` CPUs (default 2) and
-    shuts it down afterwards; otherwise connects to that cluster (``"auto"`` = the one
-    this machine belongs to) and uses ``workers`` actors (default: its CPU count).
-    Validation (``SweepError``/``BatchInvalid``/``ManifestMismatch``) happens before
-    Ray starts.  ``registry_factory`` builds each worker's registry (default: the
-    installed packs); it must be importable by the workers.
+    Keyword arguments override single fields of ``options`` or ``cluster`` by name.
+    Validation (``SweepError``/``BatchInvalid``/``ManifestMismatch``) happens before Ray starts.
     """
     ray = import_ray()  # before anything is written: a missing extra is bad input (exit 2)
-    registry = registry if registry is not None else (
-        registry_factory() if registry_factory is not None else Registry.with_installed_packs())
-    out_dir = Path(output_dir)
+    ray_changes = {k: v for k, v in changes.items() if k in _RAY_FIELDS}
+    c = replace(cluster or RayOptions(), **ray_changes)
+    o = (options or BatchOptions()).with_changes({k: v for k, v in changes.items() if k not in _RAY_FIELDS})
+    registry = o.registry if o.registry is not None else (
+        c.registry_factory() if c.registry_factory is not None else Registry.with_installed_packs())
+    out_dir = Path(o.output_dir)
     if plan is None:
-        plan = prepare(graph, sweeps, registry, mode=mode, settings=settings, output_dir=out_dir,
-                       targets=targets, base_dir=base_dir, workflow_path=workflow_path)
-    manifest = Manifest(out_dir / MANIFEST_NAME, plan)
-    skipped = manifest.adopt_previous(fresh=fresh)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    manifest.write()
+        plan = prepare(graph, sweeps, registry, o)
+    manifest, skipped = open_manifest(plan, out_dir, fresh=o.fresh)
+    workers, targets, settings, on_item = c.workers, o.targets, o.settings, o.on_item
     todo = [pos for pos in range(len(plan.items)) if pos not in set(skipped)]
-    bar = progress_bar(progress, len(plan.items))
+    bar = progress_bar(o.progress, len(plan.items))
     for _ in skipped:
         bar.finish_item("ok", skipped=True)
-    cancel = cancel or CancelToken()
+    cancel = o.cancel or CancelToken()
     t0 = time.perf_counter()
     outcomes: dict[int, ItemOutcome] = {}
     if not todo:
         bar.close()
         return BatchResult(manifest.path, manifest.to_dict(), outcomes, skipped, 0.0)
 
-    started_here = False
-    if not ray.is_initialized():
-        kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
-        if address is None:
-            kwargs["num_cpus"] = workers or 2
-        else:
-            kwargs["address"] = address
-        kwargs.update(init_kwargs or {})
-        try:
-            ray.init(**kwargs)
-        except Exception as exc:
-            raise RayUnavailable(f"cannot start or reach Ray{f' at {address!r}' if address else ''}: {exc}") from exc
-        started_here = True
+    started_here = _init_ray(ray, c)
     actors: list[Any] = []
     cancelled = False
     try:
@@ -252,8 +276,8 @@ def run_batch_ray(
         parts = partition(keys, n_workers)
         actor_cls = ray.remote(num_cpus=1)(BatchWorker)
         doc = to_dict(plan.graph)
-        actors = [actor_cls.remote(doc, plan.mode, plan.workflow_hash, dict(settings or {}), device,
-                                   registry_factory, threads_per_worker) for _ in parts]
+        actors = [actor_cls.remote(doc, plan.mode, plan.workflow_hash, dict(settings or {}), o.device or "cpu",
+                                   c.registry_factory, c.threads_per_worker) for _ in parts]
         pending: dict[Any, int] = {}
         for actor, part in zip(actors, parts, strict=True):
             for j in part:
@@ -267,17 +291,7 @@ def run_batch_ray(
             for ref in ready:
                 pos = pending.pop(ref)
                 item = plan.items[pos]
-                try:
-                    outcome, files = ray.get(ref)
-                    outcome.outputs = [place_file(out_dir, rel, files[rel]) for rel in outcome.outputs]
-                    if outcome.report is not None:  # point the report at the placed files, not the scratch
-                        outcome.report["outputs"] = [str((out_dir / rel).resolve()) for rel in outcome.outputs]
-                except NodegraphError:
-                    raise
-                except Exception as exc:  # the worker died (e.g. killed, out of memory)
-                    outcome = ItemOutcome("error", [], 0.0, 0.0, {"node_id": None, "node_type": None,
-                                                                  "input": None,
-                                                                  "message": f"worker failed: {exc}"})
+                outcome = _receive(ray, ref, out_dir)
                 outcomes[item.index] = outcome
                 entry = manifest.record(pos, outcome)
                 manifest.write()

@@ -81,8 +81,11 @@ class Registry:
             raise
 
     def _add_comfy(self, pack: str, comfy: ComfyMappings) -> None:
-        from .comfy.mapping import ComfyTable
+        from .comfy.mapping import ComfyMappings, ComfyTable
 
+        if not isinstance(comfy, ComfyMappings):
+            raise SpecError(f"pack {pack!r}: comfy= expects a nodegraph.comfy.ComfyMappings, got "
+                            f"{type(comfy).__name__}")
         comfy.check(self, pack)
         ComfyTable.merge([*self._comfy, (pack, comfy)])  # raises if a ComfyUI class is mapped twice
         self._comfy.append((pack, comfy))

@@ -17,7 +17,7 @@ Structure read here::
 * a link's target input is found through the target's ``inputs[to_slot]``
   entry (its ``widget`` name for a widget converted to an input).
 * ``mode``: 0 always, 2 never (muted), 4 bypass; 1/3 (event triggers) run normally.
-* frontend-only nodes: ``Reroute`` becomes ``primitives.reroute``;
+* frontend-only nodes: ``Reroute`` becomes the registered reroute node;
   ``PrimitiveNode`` is folded into the widgets it feeds; ``Note`` text is
   kept in ``graph.meta["notes"]``.
 * links may also be objects (``{"id", "origin_id", "origin_slot", "target_id", "target_slot"}``,

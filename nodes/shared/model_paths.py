@@ -137,9 +137,10 @@ class ModelPaths:
         return cls(root, extra, bool(settings.get("include_demo_models", True)))
 
     def dirs(self, kind: str) -> list[Path]:
-        if kind not in KINDS:
-            raise ValueError(f"unknown model kind {kind!r}; expected one of {KINDS}")
-        out = [self.models_dir / sub for sub in _BY_KIND[kind].dirs_under_root]
+        folder = _BY_KIND.get(kind)
+        if folder is None:
+            raise ValueError(f"unknown model kind {kind!r}; expected one of {tuple(_BY_KIND)}")
+        out = [self.models_dir / sub for sub in folder.dirs_under_root]
         out += self.extra.get(kind, [])
         if self.include_demo:
             out.append(DEMO_DIR / kind)

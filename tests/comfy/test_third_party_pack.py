@@ -182,3 +182,19 @@ def test_two_packs_cannot_map_one_comfy_class() -> None:
         reg.add_pack("other", [other_label], comfy=clash)
     assert "other.label" not in reg
     assert ComfyTable.of(reg).by_comfy["AcmeLabel"].ours == "acme.label"
+
+
+def test_comfy_argument_must_be_comfy_mappings() -> None:
+    reg = Registry()
+    with pytest.raises(SpecError, match="expects a nodegraph.comfy.ComfyMappings, got tuple"):
+        reg.add_pack("acme", [label], comfy=ACME_MAPS)  # type: ignore[arg-type]
+    assert "acme.label" not in reg
+
+
+def test_without_a_reroute_pack_reroutes_stay_visible_placeholders() -> None:
+    reg = Registry()
+    reg.load_pack(register_acme)  # no primitives pack: nobody offers a reroute node
+    result = load_comfy(UI_WORKFLOW, reg)
+    assert result.unmapped == [("11", "Reroute")]
+    assert result.graph.node("11").type == "comfy:Reroute"
+    assert result.graph.link_into("12", "text").src == "11"  # the wiring is kept through it

@@ -130,3 +130,17 @@ def test_shared_services_import_without_packs() -> None:
 def test_gui_modules_import_without_packs_or_torch() -> None:
     """gui/: nodegraph and Qt; packs arrive through the registry, models run in the engine's nodes."""
     _check(_modules("gui"), blocked=["nodes", "torch"])
+
+
+def test_engine_source_names_no_pack_node_type() -> None:
+    """What a pack's node types are called is the pack's business: no engine module spells one
+    (the ComfyUI table, reroute and fix-ups used to)."""
+    from nodegraph import Registry
+
+    types = {spec.type_id for spec in Registry.with_installed_packs(strict=True)}
+    assert "diffusion.ksampler" in types and "primitives.reroute" in types
+    found = []
+    for path in sorted((ROOT / "nodegraph").rglob("*.py")):
+        text = path.read_text(encoding="utf-8")
+        found += [(path.relative_to(ROOT).as_posix(), t) for t in types if f'"{t}"' in text or f"'{t}'" in text]
+    assert found == []
