@@ -490,7 +490,7 @@ def convert_diffusers_flux_to_bfl(sd: Mapping[str, torch.Tensor]) -> dict[str, t
     Raises ``KeyError`` naming the first key with no BFL counterpart.
     """
     out: dict[str, torch.Tensor] = {}
-    fused: dict[str, dict[str, torch.Tensor]] = {}
+    fused: dict[str, tuple[tuple[str, ...], dict[str, torch.Tensor]]] = {}
     for key in sd:
         stem, _, suffix = key.rpartition(".")
         parts = key.split(".")
@@ -505,7 +505,7 @@ def convert_diffusers_flux_to_bfl(sd: Mapping[str, torch.Tensor]) -> dict[str, t
             local_stem = local.rpartition(".")[0]
             for bfl, parts_ in (_DOUBLE_FUSED if double else _SINGLE_FUSED).items():
                 if local_stem in parts_:
-                    fused.setdefault(f"{prefix}{bfl}.{suffix}", {})[local_stem] = sd[key]
+                    fused.setdefault(f"{prefix}{bfl}.{suffix}", (parts_, {}))[1][local_stem] = sd[key]
                     break
             else:
                 raise KeyError(f"diffusers FLUX key {key!r} has no BFL counterpart")
@@ -517,9 +517,7 @@ def convert_diffusers_flux_to_bfl(sd: Mapping[str, torch.Tensor]) -> dict[str, t
         if renamed is None:
             raise KeyError(f"diffusers FLUX key {key!r} has no BFL counterpart")
         out[renamed] = sd[key]
-    for bfl_key, pieces in fused.items():
-        block_kind = _SINGLE_FUSED if bfl_key.startswith("single_blocks.") else _DOUBLE_FUSED
-        order = block_kind[bfl_key.split(".")[2]]
+    for bfl_key, (order, pieces) in fused.items():
         missing = [p for p in order if p not in pieces]
         if missing:
             raise KeyError(f"diffusers FLUX state dict lacks {missing} for {bfl_key!r}")
