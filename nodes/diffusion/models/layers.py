@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["Linear", "RMSScale", "init_weights", "cast_to"]
+__all__ = ["Embedding", "Linear", "RMSScale", "cast_to", "init_weights"]
 
 
 def cast_to(t: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor | None:
@@ -80,3 +80,10 @@ def init_weights(module: nn.Module, generator: torch.Generator | None = None) ->
             elif isinstance(m, nn.Embedding):
                 m.weight.normal_(0.0, 1.0, generator=generator)
     return module
+
+
+class Embedding(nn.Embedding):
+    """``nn.Embedding`` without the construction-time ``normal_`` init (see module docstring)."""
+
+    def reset_parameters(self) -> None:  # noqa: D102
+        pass
