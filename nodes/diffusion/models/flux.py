@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import Linear, RMSScale, init_weights
+from .layers import Linear, RMSScale, cast_to, init_weights
 
 __all__ = [
     "PATCH",
@@ -162,8 +162,9 @@ class SelfAttention(nn.Module):
 def split_heads(qkv: torch.Tensor, heads: int, norm: QKNorm) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(B, L, 3*H*D)`` -> normed q, normed k, v, each ``(B, H, L, D)``."""
     b, n, _ = qkv.shape
-    q, k, v = qkv.view(b, n, 3, heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
-    return norm.query_norm(q), norm.key_norm(k), v
+    # Normalise in (B, L, H, D) where the rows are dense, then swap to (B, H, L, D) as views.
+    q, k, v = qkv.view(b, n, 3, heads, -1).unbind(2)
+    return norm.query_norm(q).transpose(1, 2), norm.key_norm(k).transpose(1, 2), v.transpose(1, 2)
 
 
 def rope_tables(ids: torch.Tensor, axes_dim: tuple[int, ...], theta: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -260,8 +261,12 @@ class SingleStreamBlock(nn.Module):
         shift, scale, gate = self.modulation(vec)
         qkv, mlp = self.linear1(_modulate(x, shift, scale)).split([3 * self.hidden, self.mlp_hidden], -1)
         q, k, v = split_heads(qkv, self.heads, self.norm)
-        out = torch.cat([attention(q, k, v, pe), F.gelu(mlp, approximate="tanh")], dim=-1)
-        return x + gate * self.linear2(out)
+        # linear2 over cat(attn, mlp) computed as two products on column slices of its weight:
+        # the same sum without materialising the (L, hidden + mlp_hidden) concatenation.
+        w = cast_to(self.linear2.weight, x)
+        out = F.linear(attention(q, k, v, pe), w[:, : self.hidden], cast_to(self.linear2.bias, x))
+        out = torch.addmm(out.flatten(0, 1), F.gelu(mlp, approximate="tanh").flatten(0, 1), w[:, self.hidden :].t())
+        return x + gate * out.view_as(x)
 
 
 class LastLayer(nn.Module):
