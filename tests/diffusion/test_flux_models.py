@@ -169,3 +169,26 @@ def test_axes_rule_and_bad_input() -> None:
         model(torch.zeros(1, 4, 8, 8, device="meta"), torch.zeros(1), torch.zeros(1, 1, 4096), torch.zeros(1, 768))
     with pytest.raises(ValueError, match="not a FLUX"):
         build_flux_from_state_dict({"input_blocks.0.0.weight": torch.zeros(1)})
+
+
+def test_fp8_storage_stays_fp8(reference) -> None:
+    """float8 weights are kept as float8 (resident bytes = file bytes) and upcast per layer at compute."""
+    guidance, ref = reference
+    bfl = {k: v.to(torch.float8_e4m3fn) for k, v in convert_diffusers_flux_to_bfl(ref.state_dict()).items()}
+    stored = build_flux_from_state_dict(bfl)
+    assert sum(p.numel() * p.element_size() for p in stored.parameters()) == sum(t.numel() for t in bfl.values())
+    upcast = build_flux_from_state_dict({k: v.float() for k, v in bfl.items()})
+    x, sigma, context, pooled = _inputs(seed=12)
+    g = torch.tensor(2.5) if guidance else None  # a scalar guidance/timestep is broadcast over the batch
+    with torch.no_grad():
+        a = stored(x, torch.tensor(0.5), context, pooled, g)
+        b = upcast(x, torch.tensor([0.5, 0.5]), context, pooled, g)
+    assert_rel_close(a, b, 1e-5)
+
+
+def test_incomplete_state_dict_is_a_clear_error(reference) -> None:
+    _, ref = reference
+    bfl = convert_diffusers_flux_to_bfl(ref.state_dict())
+    del bfl["txt_in.weight"]
+    with pytest.raises(ValueError, match="'txt_in.weight' is missing"):
+        flux_config_from_state_dict(bfl)

@@ -331,6 +331,9 @@ class FluxTransformer(nn.Module):
         img = _patchify(x)
         hp, wp = -(-h // PATCH), -(-w // PATCH)
         dtype = x.dtype
+        timestep = timestep.reshape(-1).expand(b) if timestep.numel() == 1 else timestep
+        if guidance is not None and guidance.numel() == 1:
+            guidance = guidance.reshape(-1).expand(b)
         vec = self.time_in(timestep_embedding(timestep).to(dtype))
         if self.guidance_in is not None and guidance is not None:
             vec = vec + self.guidance_in(timestep_embedding(guidance).to(dtype))
@@ -406,6 +409,13 @@ def flux_config_from_state_dict(sd: Mapping[str, torch.Tensor]) -> FluxConfig:
     :func:`axes_dim_for_head_dim`; dev vs schnell = presence of ``guidance_in``;
     fill/canny/depth = ``img_in`` input width.  ``theta`` (10000) is not stored.
     """
+    try:
+        return _config_from_shapes(sd)
+    except KeyError as exc:
+        raise ValueError(f"not a complete FLUX transformer (BFL layout): tensor {exc.args[0]!r} is missing") from exc
+
+
+def _config_from_shapes(sd: Mapping[str, torch.Tensor]) -> FluxConfig:
     keys = list(sd.keys())
     hidden, in_channels = (int(s) for s in sd["img_in.weight"].shape)
     if "double_blocks.0.img_attn.norm.query_norm.scale" in sd:
