@@ -209,3 +209,21 @@ def test_incomplete_state_dict_is_a_clear_error(reference) -> None:
     del bfl["txt_in.weight"]
     with pytest.raises(ValueError, match="'txt_in.weight' is missing"):
         flux_config_from_state_dict(bfl)
+
+
+def test_meta_construction_runs_no_initialisers() -> None:
+    """Building FLUX and T5 on the meta device must not run torch.nn.init (which imports torch._dynamo: seconds)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, torch\n"
+        "from nodes.diffusion.models.flux import FluxConfig, FluxTransformer\n"
+        "from nodes.diffusion.models.t5 import T5Config, T5Encoder\n"
+        "with torch.device('meta'):\n"
+        "    FluxTransformer(FluxConfig(depth=2, depth_single_blocks=2))\n"
+        "    T5Encoder(T5Config(num_layers=2))\n"
+        "print('torch._dynamo' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.strip() == "False", out.stderr
