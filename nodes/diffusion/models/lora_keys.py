@@ -273,6 +273,6 @@ def flux_key_map(model: nn.Module) -> dict[str, str | LoraTarget]:
             table.setdefault(alias, name)
     for diff, target in _flux_diffusers_targets(model).items():
         flat = diff.replace(".", "_")
-        for alias in ("transformer." + diff, diff, "lora_transformer_" + flat, "lora_unet_" + flat):
+        for alias in ("transformer." + diff, diff, "lora_transformer_" + flat, "lora_unet_" + flat, "lycoris_" + flat):
             table.setdefault(alias, target)
     return table
