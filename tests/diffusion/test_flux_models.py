@@ -227,3 +227,24 @@ def test_meta_construction_runs_no_initialisers() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert out.stdout.strip() == "False", out.stderr
+
+
+def test_loads_from_a_memory_mapped_file_through_assign_weights(reference, tmp_path) -> None:
+    """The project's loading path (lazy safetensors -> meta build -> assign_weights) keeps fp16 as stored."""
+    from safetensors.torch import save_file
+
+    from nodes.diffusion.models.loading import assign_weights, build_on_meta, load_state_dict
+
+    guidance, ref = reference
+    bfl = {k: v.half().contiguous() for k, v in convert_diffusers_flux_to_bfl(ref.state_dict()).items()}
+    path = tmp_path / "flux_tiny.safetensors"
+    save_file(bfl, str(path))
+    sd, _ = load_state_dict(path)
+    assert detect_flux_layout(sd.keys()) == "bfl"
+    model = assign_weights(build_on_meta(FluxTransformer, flux_config_from_state_dict(sd)), sd, name=str(path))
+    assert {p.dtype for p in model.parameters()} == {torch.float16}
+    x, sigma, context, pooled = _inputs(seed=15)
+    g = torch.tensor([3.0, 3.0]) if guidance else None
+    with torch.no_grad():
+        expected = build_flux_from_state_dict({k: v.float() for k, v in bfl.items()})(x, sigma, context, pooled, g)
+        assert_rel_close(model(x, sigma, context, pooled, g), expected, 1e-5)
