@@ -25,6 +25,7 @@ BENCHES = {
     "engine": ["bench/engine.py"],
     "subgraph_plan": ["bench/subgraph_plan.py"],
     "sampler": ["bench/sampler.py", "--repeat", "3"],
+    "flux_step": ["bench/flux_step.py"],
     "demo": ["bench/demo.py"],
     "checkpoint_load": ["bench/checkpoint_load.py", "--repeat", "2"],
     "gui": ["bench/gui_open.py"],

@@ -5,6 +5,13 @@ single-file checkpoints, so loading is: :func:`infer_vae_config` from tensor
 shapes, build on the meta device, ``load_state_dict(sd, assign=True)``
 (:func:`build_vae_from_state_dict` does exactly that).
 
+The same module loads FLUX's 16-channel ``ae`` VAE (``ae.safetensors``): it is the
+LDM encoder/decoder with ``z_channels`` 16 and *no* ``quant_conv``/``post_quant_conv``
+(their absence is read from the keys, ``use_quant_conv=False``), scale 0.3611 and
+shift 0.1159 (:data:`FLUX_SCALING_FACTOR`, :data:`FLUX_SHIFT_FACTOR`).
+A VAE in diffusers' naming (a repository's ``vae/`` folder) is renamed to these keys by
+:func:`convert_diffusers_vae_to_ldm` (no tensor copies).
+
 The latent scaling factor (SD1/SD2 0.18215, SDXL 0.13025) and shift cannot be
 inferred from the weights: the checkpoint loader supplies them (by model family,
 or from the safetensors metadata key ``nodegraph.vae.scaling_factor``).
@@ -15,7 +22,8 @@ is what img2img/inpainting pipelines want for reproducibility.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import re
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 import torch
@@ -25,15 +33,22 @@ from torch import nn
 __all__ = [
     "SD_SCALING_FACTOR",
     "SDXL_SCALING_FACTOR",
+    "FLUX_SCALING_FACTOR",
+    "FLUX_SHIFT_FACTOR",
     "SCALING_FACTOR_METADATA_KEY",
     "AutoencoderKL",
     "VAEConfig",
     "build_vae_from_state_dict",
+    "convert_diffusers_vae_to_ldm",
+    "is_diffusers_vae",
     "infer_vae_config",
 ]
 
 SD_SCALING_FACTOR = 0.18215
 SDXL_SCALING_FACTOR = 0.13025
+#: FLUX.1's 16-channel ``ae``: latents are ``(mean - 0.1159) * 0.3611``.
+FLUX_SCALING_FACTOR = 0.3611
+FLUX_SHIFT_FACTOR = 0.1159
 SCALING_FACTOR_METADATA_KEY = "nodegraph.vae.scaling_factor"
 
 
@@ -43,6 +58,8 @@ class VAEConfig:
 
     ``embed_dim`` is the latent channel count after ``quant_conv`` (equals
     ``z_channels`` in every SD VAE, but the two are independent in LDM).
+    ``use_quant_conv=False``: no 1x1 convs around the latent (FLUX ``ae``; then
+    ``embed_dim == z_channels``).
     """
 
     ch: int = 128
@@ -54,6 +71,7 @@ class VAEConfig:
     out_channels: int = 3
     scaling_factor: float = SD_SCALING_FACTOR
     shift_factor: float = 0.0
+    use_quant_conv: bool = True
 
     @property
     def downscale(self) -> int:
@@ -220,8 +238,12 @@ class AutoencoderKL(nn.Module):
         self.config = cfg
         self.encoder = Encoder(cfg)
         self.decoder = Decoder(cfg)
-        self.quant_conv = nn.Conv2d(2 * cfg.z_channels, 2 * cfg.embed_dim, 1)
-        self.post_quant_conv = nn.Conv2d(cfg.embed_dim, cfg.z_channels, 1)
+        if cfg.use_quant_conv:
+            self.quant_conv: nn.Module = nn.Conv2d(2 * cfg.z_channels, 2 * cfg.embed_dim, 1)
+            self.post_quant_conv: nn.Module = nn.Conv2d(cfg.embed_dim, cfg.z_channels, 1)
+        else:
+            self.quant_conv = nn.Identity()
+            self.post_quant_conv = nn.Identity()
 
     @property
     def downscale(self) -> int:
@@ -331,18 +353,28 @@ def _tiled(
 def infer_vae_config(
     sd: Mapping[str, torch.Tensor], scaling_factor: float = SD_SCALING_FACTOR, shift_factor: float = 0.0
 ) -> VAEConfig:
-    """Read the architecture from tensor shapes of a VAE state dict (``first_stage_model.`` stripped)."""
+    """Read the architecture from tensor shapes of a VAE state dict (``first_stage_model.`` stripped).
+
+    Without ``post_quant_conv`` keys (FLUX ``ae``) the latent width comes from the encoder's output
+    (mean and log-variance: 2 x ``z_channels``).
+    """
     ch = int(sd["encoder.conv_in.weight"].shape[0])
     in_channels = int(sd["encoder.conv_in.weight"].shape[1])
     levels = sorted({int(k.split(".")[2]) for k in sd if k.startswith("encoder.down.")})
     ch_mult = tuple(int(sd[f"encoder.down.{i}.block.0.conv1.weight"].shape[0]) // ch for i in levels)
     num_res_blocks = len({k.split(".")[4] for k in sd if k.startswith("encoder.down.0.block.")})
+    use_quant_conv = "post_quant_conv.weight" in sd
+    if use_quant_conv:
+        z_channels, embed_dim = (int(s) for s in sd["post_quant_conv.weight"].shape[:2])
+    else:
+        z_channels = embed_dim = int(sd["encoder.conv_out.weight"].shape[0]) // 2
     return VAEConfig(
         ch=ch,
         ch_mult=ch_mult,
         num_res_blocks=num_res_blocks,
-        z_channels=int(sd["post_quant_conv.weight"].shape[0]),
-        embed_dim=int(sd["post_quant_conv.weight"].shape[1]),
+        z_channels=z_channels,
+        embed_dim=embed_dim,
+        use_quant_conv=use_quant_conv,
         in_channels=in_channels,
         out_channels=int(sd["decoder.conv_out.weight"].shape[0]),
         scaling_factor=scaling_factor,
@@ -359,3 +391,56 @@ def build_vae_from_state_dict(
         model = AutoencoderKL(cfg)
     model.load_state_dict(dict(sd), strict=True, assign=True)
     return model.eval()
+
+
+# --------------------------------------------------------------------------------------------
+# diffusers layout (e.g. the ``vae/`` folder of a diffusers FLUX or SD repository)
+# --------------------------------------------------------------------------------------------
+
+_RESNET = {"norm1": "norm1", "conv1": "conv1", "norm2": "norm2", "conv2": "conv2", "conv_shortcut": "nin_shortcut"}
+_ATTN = {"group_norm": "norm", "to_q": "q", "to_k": "k", "to_v": "v", "to_out.0": "proj_out",
+         "query": "q", "key": "k", "value": "v", "proj_attn": "proj_out"}  # fmt: skip
+_TOP = {"conv_in": "conv_in", "conv_out": "conv_out", "conv_norm_out": "norm_out"}
+
+
+def is_diffusers_vae(keys: Iterable[str]) -> bool:
+    """Whether a VAE state dict (prefix stripped) uses diffusers names (``encoder.down_blocks.*``)."""
+    return any(k.startswith("encoder.down_blocks.") for k in keys)
+
+
+def _diffusers_vae_key(key: str, levels: int) -> str:
+    part, _, rest = key.partition(".")  # "encoder"/"decoder"/"quant_conv"/...
+    if part not in ("encoder", "decoder"):
+        return key
+    if m := re.fullmatch(r"(down|up)_blocks\.(\d+)\.resnets\.(\d+)\.(\w+)\.(weight|bias)", rest):
+        side, i, j, name, kind = m.groups()
+        level = int(i) if side == "down" else levels - 1 - int(i)
+        return f"{part}.{side}.{level}.block.{j}.{_RESNET[name]}.{kind}"
+    if m := re.fullmatch(r"(down|up)_blocks\.(\d+)\.(downsamplers|upsamplers)\.0\.conv\.(weight|bias)", rest):
+        side, i, _, kind = m.groups()
+        level = int(i) if side == "down" else levels - 1 - int(i)
+        return f"{part}.{side}.{level}.{'downsample' if side == 'down' else 'upsample'}.conv.{kind}"
+    if m := re.fullmatch(r"mid_block\.resnets\.(\d)\.(\w+)\.(weight|bias)", rest):
+        return f"{part}.mid.block_{int(m.group(1)) + 1}.{_RESNET[m.group(2)]}.{m.group(3)}"
+    if m := re.fullmatch(r"mid_block\.attentions\.0\.(.+)\.(weight|bias)", rest):
+        return f"{part}.mid.attn_1.{_ATTN[m.group(1)]}.{m.group(2)}"
+    stem, _, kind = rest.rpartition(".")
+    return f"{part}.{_TOP[stem]}.{kind}"
+
+
+def convert_diffusers_vae_to_ldm(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Rename a diffusers ``AutoencoderKL`` state dict to the LDM names this module uses (no copies).
+
+    The inverse of diffusers' ``convert_ldm_vae_checkpoint``; decoder levels are reversed
+    (diffusers numbers up-blocks in execution order, LDM by resolution).  Attention weights keep
+    their 2-D linear shape (:class:`AttnBlock` accepts both).  Raises ``ValueError`` naming a key
+    with no LDM counterpart.
+    """
+    levels = 1 + max(int(k.split(".")[2]) for k in sd if k.startswith("decoder.up_blocks."))
+    out: dict[str, torch.Tensor] = {}
+    for key in sd:
+        try:
+            out[_diffusers_vae_key(key, levels)] = sd[key]
+        except KeyError as exc:
+            raise ValueError(f"diffusers VAE key {key!r} has no LDM counterpart") from exc
+    return out
