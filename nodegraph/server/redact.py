@@ -64,7 +64,7 @@ class Redactor:
         if depth >= MAX_DEPTH:
             return None
         if isinstance(value, dict):
-            return {self.text(str(k)): self.value(v, depth + 1, max_text=max_text)
+            return {self.value(str(k), depth, max_text=max_text): self.value(v, depth + 1, max_text=max_text)
                     for k, v in value.items() if k != "traceback"}
         if isinstance(value, (list, tuple)):
             return [self.value(v, depth + 1, max_text=max_text) for v in value]
