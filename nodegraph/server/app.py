@@ -1,9 +1,11 @@
 """The HTTP server: stdlib ``http.server`` dispatching on the route table.
 
 No web framework on purpose: the API is small, the engine has no
-dependencies, and ``ThreadingHTTPServer`` gives each client (including the
-long-lived ``/events`` streams) its own thread while one worker thread owns
-the executor (:mod:`nodegraph.server.runs`).
+dependencies, and a thread-per-connection server (capped, with read deadlines:
+:mod:`nodegraph.server.connections`) gives each client, including the
+long-lived ``/events`` streams, its own thread while one worker thread owns
+the executor (:mod:`nodegraph.server.runs`).  Every request passes the gate of
+:mod:`nodegraph.server.security` before its route runs.
 """
 
 from __future__ import annotations
@@ -188,7 +190,10 @@ class _Handler(BaseHTTPRequestHandler):
 
 class NodegraphServer:
     """A running API server.  ``start()`` serves from a background thread (tests, embedding);
-    :func:`serve` runs it in the foreground for the CLI."""
+    :func:`serve` runs it in the foreground for the CLI.
+
+    A given ``executor`` becomes the server's: its settings gain the server's input folder and
+    path policy, so every run it does is confined to the input and output folders."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 8188, *, executor: Executor | None = None,
                  output_dir: str | Path = "output", device: str = "auto",

@@ -30,6 +30,7 @@ class Limits:
     max_queued: int = 16  # runs waiting; one more gets 429
     max_kept: int = 200  # finished run records kept
     max_connections: int = 64  # connection threads; more get 503 at once
+    max_streams: int = 16  # open /events streams (each holds a connection thread)
     read_timeout: float = 10.0  # seconds one socket read may block
     request_seconds: float = 30.0  # to receive a whole request (line, headers, body) or the next one
 

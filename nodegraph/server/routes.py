@@ -160,17 +160,20 @@ def _submit_run(api: Api, req: Request) -> Response:
         graph = from_dict(workflow)
     except BadRequest as exc:
         return error(exc.status, exc.code, str(exc))
-    except (WorkflowFileError, RecursionError, ValueError, TypeError, KeyError, AttributeError) as exc:
-        text = api.redact.text(str(exc)) if isinstance(exc, WorkflowFileError) else (
-            f"the workflow document is malformed ({type(exc).__name__})")
-        return _invalid(api, [_problem("invalid_file", clip(text, api.limits.max_text), "fix the workflow document")])
+    except WorkflowFileError as exc:
+        text = clip(api.redact.text(str(exc)), api.limits.max_text)
+        return _invalid(api, [_problem("invalid_file", text, "fix the workflow document")])
+    except Exception as exc:  # the document is the client's: whatever it breaks is a bad request, not a 500
+        log.warning("a submitted workflow broke the reader", exc_info=True)
+        return _invalid(api, [_problem("invalid_file", f"the workflow document is malformed ({type(exc).__name__})",
+                                       "fix the workflow document")])
     problems = _override_problems(api, graph, overrides)
     if not problems:
         try:
             api.executor.plan(graph, targets)
         except WorkflowInvalid as exc:
             problems = [i.to_dict() for i in exc.issues]
-        except (RecursionError, ValueError, TypeError, KeyError, AttributeError, OverflowError) as exc:
+        except Exception as exc:  # likewise: a 400 naming the failure; the traceback goes to the log
             log.warning("validation failed on a submitted workflow", exc_info=True)
             problems = [_problem("invalid_file", f"the workflow could not be validated ({type(exc).__name__})",
                                  "fix the workflow document")]
@@ -236,6 +239,9 @@ def content_disposition(name: str) -> str:
 
 
 def _events(api: Api, req: Request) -> Response:
+    if api.hub.subscribers >= api.limits.max_streams:  # each stream holds a connection thread
+        return Response(503, {"error": "busy", "message": f"{api.limits.max_streams} event streams are open; "
+                              "close one or retry later"}, headers={"Retry-After": "5"})
     return Response(200, None, "text/event-stream", {"Cache-Control": "no-cache"}, stream=api.event_stream)
 
 
@@ -248,7 +254,8 @@ ROUTES: list[Route] = [
     Route("GET", "/nodes", _list_nodes, "The node catalogue (every node type's inputs and outputs)",
           {200: ("catalogue", "NodeCatalogue")}),
     Route("POST", "/runs", _submit_run, "Validate a workflow (+ overrides) and queue it",
-          {202: ("queued", "RunAccepted"), 400: ("invalid workflow, override or body", "Problems")},
+          {202: ("queued", "RunAccepted"), 400: ("invalid workflow, override or body", "Problems"),
+           429: ("the queue is full; retry after Retry-After seconds", "Error")},
           request_schema="RunRequest"),
     Route("GET", "/runs", _list_runs, "Every known run, oldest first", {200: ("runs", "RunList")}),
     Route("GET", "/runs/{id}", _get_run, "One run: status and, once finished, its report",
@@ -261,5 +268,6 @@ ROUTES: list[Route] = [
           {200: ("the file", None), 403: _E, 404: _E, 410: ("file deleted", "Error")},
           params={"id": "string", "n": "integer"}, content_type="application/octet-stream"),
     Route("GET", "/events", _events, "Server-Sent Events: every engine event as JSON (event.to_dict() + run id)",
-          {200: ("event stream", None)}, content_type="text/event-stream"),
+          {200: ("event stream", None), 503: ("too many event streams open", "Error")},
+          content_type="text/event-stream"),
 ]

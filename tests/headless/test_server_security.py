@@ -527,3 +527,14 @@ def test_non_latin1_file_and_output_names_do_not_drop_the_connection(server):
     with socket.create_connection(server.address, timeout=TIMEOUT) as s:  # a raw UTF-8 request path
         s.sendall("GET /runs/画像 HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode())
         assert b" 404 " in _recv_all(s).split(b"\r\n")[0]
+
+
+def test_event_streams_are_capped(tmp_path):
+    with small_server(tmp_path, max_streams=1) as srv:
+        conn = http.client.HTTPConnection(*srv.address, timeout=TIMEOUT)
+        conn.request("GET", "/events")
+        assert conn.getresponse().status == 200
+        wait_until(lambda: srv.api.hub.subscribers == 1, TIMEOUT)
+        status, body, hdrs = raw(srv, "GET", "/events")
+        assert status == 503 and body["error"] == "busy" and "retry-after" in hdrs
+        conn.close()
