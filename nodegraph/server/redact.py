@@ -36,7 +36,9 @@ class Redactor:
             for form in {os.path.abspath(folder), os.path.realpath(folder)}:
                 if len(form) > 1:
                     pairs.setdefault(form.rstrip(os.sep), label)
-        self._pairs = sorted(pairs.items(), key=lambda kv: -len(kv[0]))  # longest first
+        ordered = sorted(pairs.items(), key=lambda kv: -len(kv[0]))  # longest first
+        # Whole path components only: "/tmp" must not turn "/tmpdata" into "<tmp>data".
+        self._pairs = [(folder, re.compile(re.escape(folder) + r"(?![\w.-])"), label) for folder, label in ordered]
 
     @classmethod
     def for_server(cls, input_dir: Path, output_dir: Path, models_dir: str | None = None) -> Redactor:
@@ -48,9 +50,9 @@ class Redactor:
                     (tempfile.gettempdir(), "<tmp>"), (os.getcwd(), "<cwd>"), (str(Path.home()), "~")])
 
     def text(self, value: str) -> str:
-        for folder, label in self._pairs:
+        for folder, pattern, label in self._pairs:
             if folder in value:
-                value = value.replace(folder, label)
+                value = pattern.sub(label, value)
         value = _POSIX_ABS.sub("<path>", value)
         return _WINDOWS_ABS.sub("<path>", value)
 
