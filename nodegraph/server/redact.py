@@ -60,9 +60,10 @@ class Redactor:
         """Redact every string in a JSON-like value; drop ``traceback`` entries; cut deep
         nesting and (with ``max_text``) long strings."""
         if isinstance(value, str):
+            value = self.text(value)  # first: clipping could cut a folder name in half
             if max_text is not None and len(value) > max_text:
                 value = value[:max_text] + f"… ({len(value) - max_text} more characters)"
-            return self.text(value)
+            return value
         if depth >= MAX_DEPTH:
             return None
         if isinstance(value, dict):

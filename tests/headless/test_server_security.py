@@ -538,3 +538,15 @@ def test_event_streams_are_capped(tmp_path):
         status, body, hdrs = raw(srv, "GET", "/events")
         assert status == 503 and body["error"] == "busy" and "retry-after" in hdrs
         conn.close()
+
+
+def test_redactor_replaces_folders_at_component_boundaries_and_other_absolute_paths():
+    from nodegraph.server.redact import Redactor
+
+    r = Redactor([("/srv/in", "<input>"), ("/tmp", "<tmp>"), ("/home/ann", "~")])
+    assert r.text("cannot read /srv/in/a.png") == "cannot read <input>/a.png"
+    assert r.text("see /tmpdata/x and /home/ann/.cache/m") == "see <path> and ~/.cache/m"
+    assert r.text("C:\\Users\\ann\\x.png; (/usr/lib/python3/x.py)") == "<path>; (<path>)"
+    assert r.text("portraits/img and 1/2") == "portraits/img and 1/2"  # relative names stay
+    assert r.value({"traceback": "Traceback…", "x": ["/etc/passwd"], "k" * 9: "y" * 9}, max_text=8) == {
+        "x": ["<path>"], "kkkkkkkk… (1 more characters)": "yyyyyyyy… (1 more characters)"}
