@@ -52,6 +52,7 @@ class Api:
         settings["input_dir"] = str(folder)
         settings[PATH_POLICY] = PathPolicy(folder, executor.output_dir)
         self.redact = Redactor.for_server(folder, executor.output_dir, settings.get("models_dir"))
+        self.submit_slots = threading.BoundedSemaphore(self.limits.max_validating)
         self.hub = EventHub()
         self.runs = RunQueue(executor, self.hub, self.redact, max_queued=self.limits.max_queued,
                              max_kept=self.limits.max_kept)

@@ -28,6 +28,7 @@ class Limits:
     max_problems: int = 50  # validation problems in one reply (deduplicated first)
     max_text: int = 500  # characters of any message in a reply
     max_queued: int = 16  # runs waiting; one more gets 429
+    max_validating: int = 2  # POST /runs parsed and validated at once (the others wait their turn)
     max_kept: int = 200  # finished run records kept
     max_connections: int = 64  # connection threads; more get 503 at once
     max_streams: int = 16  # open /events streams (each holds a connection thread)

@@ -155,6 +155,18 @@ def _queue_full(api: Api) -> Response:
 def _submit_run(api: Api, req: Request) -> Response:
     if api.runs.queued >= api.limits.max_queued:  # before any parsing: a full queue costs nothing
         return _queue_full(api)
+    # Parsing and validating a large workflow takes memory and CPU: a few at a time, whatever
+    # the number of connections.
+    if not api.submit_slots.acquire(timeout=api.limits.request_seconds):
+        return Response(503, {"error": "busy", "message": "the server is validating other workflows; retry "
+                              "shortly"}, headers={"Retry-After": "5"})
+    try:
+        return _validate_and_queue(api, req)
+    finally:
+        api.submit_slots.release()
+
+
+def _validate_and_queue(api: Api, req: Request) -> Response:
     try:
         workflow, overrides, targets = _parse_run_request(api, req)
         graph = from_dict(workflow)
@@ -255,7 +267,8 @@ ROUTES: list[Route] = [
           {200: ("catalogue", "NodeCatalogue")}),
     Route("POST", "/runs", _submit_run, "Validate a workflow (+ overrides) and queue it",
           {202: ("queued", "RunAccepted"), 400: ("invalid workflow, override or body", "Problems"),
-           429: ("the queue is full; retry after Retry-After seconds", "Error")},
+           429: ("the queue is full; retry after Retry-After seconds", "Error"),
+           503: ("busy: too many connections, or other workflows being validated", "Error")},
           request_schema="RunRequest"),
     Route("GET", "/runs", _list_runs, "Every known run, oldest first", {200: ("runs", "RunList")}),
     Route("GET", "/runs/{id}", _get_run, "One run: status and, once finished, its report",

@@ -550,3 +550,14 @@ def test_redactor_replaces_folders_at_component_boundaries_and_other_absolute_pa
     assert r.text("portraits/img and 1/2") == "portraits/img and 1/2"  # relative names stay
     assert r.value({"traceback": "Traceback…", "x": ["/etc/passwd"], "k" * 9: "y" * 9}, max_text=8) == {
         "x": ["<path>"], "kkkkkkkk… (1 more characters)": "yyyyyyyy… (1 more characters)"}
+
+
+def test_only_a_few_workflows_are_validated_at_once(tmp_path):
+    with small_server(tmp_path, max_validating=1, request_seconds=1.0) as srv:
+        assert srv.api.submit_slots.acquire(timeout=TIMEOUT)  # another submission is being validated
+        try:
+            status, body, hdrs = raw(srv, "POST", "/runs", workflow_body(), headers=JSON)
+            assert status == 503 and body["error"] == "busy" and "retry-after" in hdrs
+        finally:
+            srv.api.submit_slots.release()
+        assert raw(srv, "POST", "/runs", workflow_body(), headers=JSON)[0] == 202
