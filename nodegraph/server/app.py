@@ -16,6 +16,7 @@ import os
 import queue
 import sys
 import threading
+import time
 from collections.abc import Iterator, Mapping
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
@@ -33,6 +34,7 @@ from .runs import EventHub, RunQueue
 from .security import Access, is_loopback, resolve_token
 
 KEEPALIVE_SECONDS = 15.0
+DRAIN_SECONDS = 2.0
 log = logging.getLogger("nodegraph.server")
 _COMPILED = [(r, r.compile()) for r in ROUTES]
 
@@ -128,8 +130,9 @@ class _Handler(BaseHTTPRequestHandler):
                                  411, "length_required")
             length = content_length(self.headers.get_all("Content-Length") or [], self.limits.max_body)
         except (BadRequest, _Refused) as exc:
+            self._discard_body()
             self.server.request_received(self.connection)
-            self.close_connection = True  # the body (if any) is not read
+            self.close_connection = True
             self._send(exc.response if isinstance(exc, _Refused) else error(exc.status, exc.code, str(exc)))
             return
         body = self.rfile.read(length) if length > 0 else b""
@@ -138,6 +141,26 @@ class _Handler(BaseHTTPRequestHandler):
             return
         self.server.request_received(self.connection)
         self._send(self.api.dispatch(method, self.path, body))
+
+    def _discard_body(self) -> None:
+        """Read and drop a refused request's body (at most ``max_drain`` bytes, for at most
+        ``DRAIN_SECONDS``): closing with unread data resets the connection, and the client would
+        see a broken pipe instead of the refusal.  A client that announced a body and does not
+        send it is not waited for long."""
+        try:
+            remaining = min(max(int((self.headers.get("Content-Length") or "0").strip()), 0), self.limits.max_drain)
+        except ValueError:
+            return
+        deadline = time.monotonic() + DRAIN_SECONDS
+        try:
+            self.connection.settimeout(min(0.5, self.limits.read_timeout))
+            while remaining > 0 and time.monotonic() < deadline:
+                chunk = self.rfile.read1(min(remaining, 65536))
+                if not chunk:
+                    return
+                remaining -= len(chunk)
+        except OSError:
+            return
 
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         """Malformed requests the stdlib refuses (bad request line, oversized headers, unknown

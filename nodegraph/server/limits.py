@@ -22,6 +22,7 @@ class Limits:
     """The server's bounds (defaults suit one artist's machine; tests shrink them)."""
 
     max_body: int = 8 * 1024 * 1024  # bytes of a request body
+    max_drain: int = 64 * 1024 * 1024  # bytes of a refused body read and dropped, so the client sees the refusal
     max_depth: int = 64  # nesting of the JSON body
     max_overrides: int = 256
     max_outputs: int = 64  # ids in a run's "outputs" list

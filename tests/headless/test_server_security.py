@@ -561,3 +561,13 @@ def test_only_a_few_workflows_are_validated_at_once(tmp_path):
         finally:
             srv.api.submit_slots.release()
         assert raw(srv, "POST", "/runs", workflow_body(), headers=JSON)[0] == 202
+
+
+def test_refused_requests_with_large_bodies_still_get_their_answer(server):
+    # Closing with an unread body resets the connection: the client would see a broken pipe.
+    for body, headers, expected in ((b"x" * 3_000_000, {"Content-Type": "text/plain"}, 415),
+                                    (b"x" * 9_000_000, JSON, 413),
+                                    (b"x" * 3_000_000, {**JSON, "Host": "evil.example"}, 403)):
+        status, reply, _ = raw(server, "POST", "/runs", body, headers=headers)
+        assert status == expected and isinstance(reply, dict)
+    assert queued(server) == 0
