@@ -30,6 +30,7 @@ BENCHES = {
     "checkpoint_load": ["bench/checkpoint_load.py", "--repeat", "2"],
     "gui": ["bench/gui_open.py"],
     "batch": ["bench/batch.py"],
+    "server_overrides": ["bench/server_overrides.py"],
     "long_run": ["bench/long_run.py", "--runs", "600", "--cache-mb", "16"],  # cache full by run ~280
 }
 

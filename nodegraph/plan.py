@@ -361,6 +361,8 @@ def build_plan(
 
     ``scope="needed"`` checks only what the targets depend on (what a run
     needs); ``scope="all"`` checks every node (what an editor shows).
+    A :class:`~nodegraph.paths.PathPolicy` in ``settings[PATH_POLICY]`` (the
+    server sets one) confines inputs declared ``path=`` to its folders.
     """
     issues: list[ValidationIssue] = []
     path_policy = (settings or {}).get(PATH_POLICY)

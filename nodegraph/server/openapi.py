@@ -9,7 +9,8 @@ _ISSUE = {
     "type": "object",
     "required": ["kind", "message", "fix"],
     "properties": {
-        "kind": {"type": "string", "description": "e.g. missing_input, bad_value, not_in_choices, bad_override"},
+        "kind": {"type": "string", "description": "e.g. missing_input, bad_value, not_in_choices, bad_override, "
+                                                  "path_not_allowed (a file name outside the server's folders)"},
         "node_id": {"type": "string", "nullable": True},
         "node_type": {"type": "string", "nullable": True},
         "input": {"type": "string", "nullable": True},
@@ -35,15 +36,18 @@ SCHEMAS: dict[str, Any] = {
     "Problems": {"type": "object", "required": ["error", "problems"],
                  "properties": {"error": {"type": "string", "enum": ["invalid_workflow", "bad_request"]},
                                 "message": {"type": "string"},
-                                "problems": {"type": "array",
-                                             "items": {"$ref": "#/components/schemas/ValidationIssue"}}}},
+                                "problems": {"type": "array", "maxItems": 50,
+                                             "items": {"$ref": "#/components/schemas/ValidationIssue"},
+                                             "description": "deduplicated; texts clipped to 500 characters"},
+                                "problems_omitted": {"type": "integer",
+                                                     "description": "distinct problems left out of the list"}}},
     "RunRequest": {
         "type": "object", "required": ["workflow"],
         "properties": {
             "workflow": {"type": "object", "description": "a workflow document (nodegraph.workflow format)"},
-            "overrides": {"type": "object", "additionalProperties": True,
+            "overrides": {"type": "object", "additionalProperties": True, "maxProperties": 256,
                           "description": 'input values to set, keyed "node_id.input"'},
-            "outputs": {"type": "array", "items": {"type": "string"},
+            "outputs": {"type": "array", "items": {"type": "string"}, "maxItems": 64,
                         "description": "output node ids to run (default: all)"},
         },
     },
@@ -55,7 +59,10 @@ SCHEMAS: dict[str, Any] = {
                            "overrides": {"type": "object", "additionalProperties": True},
                            "message": {"type": "string", "nullable": True},
                            "report": {"type": "object", "nullable": True,
-                                      "description": "RunReport.to_dict(): per-node status/seconds, outputs, error"}}},
+                                      "description": "compact run report: status, seconds, nodes (per-node "
+                                                     "type/status/seconds, at most 500), outputs (file names "
+                                                     "relative to the output folder), error (node_id, node_type, "
+                                                     "input, message; never a traceback)"}}},
     "RunList": {"type": "object", "properties": {"runs": {"type": "array",
                                                           "items": {"$ref": "#/components/schemas/RunSummary"}}}},
     "NodeCatalogue": {"type": "object", "properties": {"nodes": {"type": "array", "items": {"type": "object"}}}},
@@ -109,6 +116,10 @@ def _gate_responses(method: str) -> dict[str, Any]:
     err = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
     out = {"401": {"description": "a token is required and was missing or wrong", **err},
            "403": {"description": "foreign Host, or a cross-site Origin / Sec-Fetch-Site", **err}}
+    out["400"] = {"description": "malformed request (e.g. Content-Length not a number)", **err}
+    out["503"] = {"description": "too many open connections; retry after Retry-After seconds", **err}
     if method in ("POST", "PUT", "PATCH", "DELETE"):
+        out["411"] = {"description": "chunked body: send a Content-Length", **err}
+        out["413"] = {"description": "body over 8 MiB", **err}
         out["415"] = {"description": "the request is not 'Content-Type: application/json'", **err}
     return out

@@ -36,7 +36,9 @@ class Redactor:
             for form in {os.path.abspath(folder), os.path.realpath(folder)}:
                 if len(form) > 1:
                     pairs.setdefault(form.rstrip(os.sep), label)
-        self._pairs = sorted(pairs.items(), key=lambda kv: -len(kv[0]))  # longest first
+        ordered = sorted(pairs.items(), key=lambda kv: -len(kv[0]))  # longest first
+        # Whole path components only: "/tmp" must not turn "/tmpdata" into "<tmp>data".
+        self._pairs = [(folder, re.compile(re.escape(folder) + r"(?![\w.-])"), label) for folder, label in ordered]
 
     @classmethod
     def for_server(cls, input_dir: Path, output_dir: Path, models_dir: str | None = None) -> Redactor:
@@ -48,9 +50,9 @@ class Redactor:
                     (tempfile.gettempdir(), "<tmp>"), (os.getcwd(), "<cwd>"), (str(Path.home()), "~")])
 
     def text(self, value: str) -> str:
-        for folder, label in self._pairs:
+        for folder, pattern, label in self._pairs:
             if folder in value:
-                value = value.replace(folder, label)
+                value = pattern.sub(label, value)
         value = _POSIX_ABS.sub("<path>", value)
         return _WINDOWS_ABS.sub("<path>", value)
 
@@ -58,13 +60,14 @@ class Redactor:
         """Redact every string in a JSON-like value; drop ``traceback`` entries; cut deep
         nesting and (with ``max_text``) long strings."""
         if isinstance(value, str):
+            value = self.text(value)  # first: clipping could cut a folder name in half
             if max_text is not None and len(value) > max_text:
                 value = value[:max_text] + f"… ({len(value) - max_text} more characters)"
-            return self.text(value)
+            return value
         if depth >= MAX_DEPTH:
             return None
         if isinstance(value, dict):
-            return {self.text(str(k)): self.value(v, depth + 1, max_text=max_text)
+            return {self.value(str(k), depth, max_text=max_text): self.value(v, depth + 1, max_text=max_text)
                     for k, v in value.items() if k != "traceback"}
         if isinstance(value, (list, tuple)):
             return [self.value(v, depth + 1, max_text=max_text) for v in value]

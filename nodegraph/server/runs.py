@@ -182,6 +182,12 @@ class RunQueue:
         self._queue.put(record)
         return record
 
+    @property
+    def queued(self) -> int:
+        """Runs waiting to start."""
+        with self._lock:
+            return sum(1 for r in self._runs.values() if r.status == "queued")
+
     def get(self, run_id: str) -> RunRecord | None:
         with self._lock:
             return self._runs.get(run_id)

@@ -332,3 +332,242 @@ def test_no_traceback_or_absolute_path_in_any_response(files_server, tmp_path):
     status, body, hdrs = raw(files_server, "GET", "/nodes")
     assert status == 500 and body == {"error": "internal_error",
                                       "message": "internal error (details are in the server's log)"}
+
+
+# -- resource bounds -----------------------------------------------------------------------------------
+
+
+def small_server(tmp_path: Path, **limits: object) -> NodegraphServer:
+    from nodegraph.server.limits import Limits
+
+    executor = Executor(server_registry(), output_dir=tmp_path / "out")
+    return NodegraphServer("127.0.0.1", 0, executor=executor, limits=Limits(**limits))  # started by `with`
+
+
+def one_line_json_error(status: int, body: object) -> None:
+    assert 400 <= status < 500, (status, body)
+    assert isinstance(body, dict) and isinstance(body["error"], str) and "\n" not in body["message"]
+    assert "Traceback" not in json.dumps(body)
+
+
+def test_overrides_are_capped_and_validated_without_copying_the_graph(server, monkeypatch):
+    from nodegraph.graph import Graph as GraphClass
+
+    copies = []
+    original = GraphClass.copy
+    monkeypatch.setattr(GraphClass, "copy", lambda self: copies.append(1) or original(self))
+    many = {f"div.x{i}": i for i in range(4000)}  # the 0.29 MB body that took 49 s
+    status, body, _ = raw(server, "POST", "/runs", workflow_body(overrides=many), headers=JSON)
+    one_line_json_error(status, body)
+    assert status == 400 and "at most 256" in body["message"]
+    bad = {f"ghost{i}.value": i for i in range(128)} | {"div.b": "abc", "cat.nope": 1}
+    status, body, _ = raw(server, "POST", "/runs", workflow_body(overrides=bad), headers=JSON)
+    assert status == 400 and len(body["problems"]) == 50 and body["problems_omitted"] == 80
+    assert copies == []  # validating overrides copies nothing
+    ok = {"div.b": 4, "cat.b": "y"}
+    status, body, _ = raw(server, "POST", "/runs", workflow_body(overrides=ok), headers=JSON)
+    assert status == 202 and finished(server, body["id"])["overrides"] == {"div.b": 4, "cat.b": "y"}
+    assert len(copies) == 1  # the executor's own snapshot for the run
+
+
+def test_a_huge_outputs_list_gets_a_small_reply(server):
+    ids = [f"missing-node-{i:07d}" for i in range(200_000)]  # ~4.4 MB of distinct ids
+    data = workflow_body(outputs=ids)
+    assert len(data) > 4_000_000
+    status, body, _ = raw(server, "POST", "/runs", data, headers=JSON)
+    one_line_json_error(status, body)
+    assert len(json.dumps(body)) < 1000
+    # One id repeated is one request; a few unknown ids are each reported once, briefly.
+    status, body, _ = raw(server, "POST", "/runs", workflow_body(outputs=["nope"] * 200_000 + ids[:60]),
+                          headers=JSON)
+    assert status == 400 and len(body["problems"]) == 50 and body["problems_omitted"] == 11
+    assert len(json.dumps(body)) < 50 * 1100
+    assert queued(server) == 0
+
+
+def test_problem_texts_are_clipped(server):
+    g = text_graph()
+    g.set_value("div", "b", "9" * 1_000_000)  # echoed in the message
+    g.set_value("num", "value", "x" * 1_000_000)
+    status, body, _ = raw(server, "POST", "/runs", json.dumps({"workflow": to_dict(g)}), headers=JSON)
+    assert status == 400 and {p["node_id"] for p in body["problems"]} == {"div", "num"}
+    assert len(json.dumps(body)) < 4000
+
+
+def test_finished_records_are_small_and_their_number_capped(tmp_path):
+    with small_server(tmp_path, max_kept=3) as srv:
+        ids = []
+        for i in range(6):
+            status, body, _ = raw(srv, "POST", "/runs", workflow_body(overrides={"cat.b": f"r{i}"}), headers=JSON)
+            assert status == 202
+            ids.append(body["id"])
+            assert finished(srv, body["id"])["status"] == "done"
+        listing = raw(srv, "GET", "/runs")[1]["runs"]
+        assert [r["id"] for r in listing] == ids[-3:]
+        assert raw(srv, "GET", f"/runs/{ids[0]}")[0] == 404
+        record = srv.api.runs.get(ids[-1])
+        assert record.graph is None  # the workflow is gone once the run finished
+        assert set(record.report) <= {"status", "seconds", "nodes", "outputs", "error", "nodes_omitted"}
+        assert record.report["outputs"] == ["result_00006.txt"]  # relative to the output folder
+        assert len(json.dumps(record.to_dict())) < 2000
+
+
+def test_the_queue_is_capped_with_429(tmp_path):
+    from tests.headless.test_server import slow_graph
+
+    with small_server(tmp_path, max_queued=2) as srv:
+        first = raw(srv, "POST", "/runs", json.dumps({"workflow": slow_graph(500)}), headers=JSON)[1]
+        wait_until(lambda: srv.api.runs.get(first["id"]).status == "running", TIMEOUT)
+        for _ in range(2):
+            assert raw(srv, "POST", "/runs", json.dumps({"workflow": slow_graph(1)}), headers=JSON)[0] == 202
+        status, body, hdrs = raw(srv, "POST", "/runs", json.dumps({"workflow": slow_graph(1)}), headers=JSON)
+        assert status == 429 and body["error"] == "queue_full" and int(hdrs["retry-after"]) > 0
+        assert srv.api.runs.queued == 2
+        raw(srv, "POST", f"/runs/{first['id']}/cancel", headers=JSON)
+        wait_until(lambda: srv.api.runs.queued == 0, TIMEOUT)
+        assert raw(srv, "POST", "/runs", json.dumps({"workflow": slow_graph(1)}), headers=JSON)[0] == 202
+
+
+def test_slowloris_connections_are_bounded_and_cut(tmp_path):
+    with small_server(tmp_path, max_connections=6, request_seconds=1.0, read_timeout=0.5) as srv:
+        before = threading.active_count()
+        socks = []
+        try:
+            for _ in range(40):
+                s = socket.create_connection(srv.address, timeout=TIMEOUT)
+                s.sendall(b"GET /runs HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+                socks.append(s)
+            peak = 0
+            closed: set[int] = set()
+            for _ in range(60):  # bounded: ~6 s; a header byte every 0.1 s beats any per-read timeout
+                for i, s in enumerate(socks):
+                    if i not in closed:
+                        try:
+                            s.sendall(b"X")
+                        except OSError:
+                            closed.add(i)
+                peak = max(peak, threading.active_count() - before)
+                if len(closed) == len(socks):
+                    break
+                threading.Event().wait(0.1)
+            assert len(closed) == len(socks)  # the server hung up on every one of them
+            assert peak <= 6 + 1  # the connection threads, plus at most one finishing
+            for s in socks:  # every slow connection ended: refused at once (503) or cut by the deadline
+                s.settimeout(TIMEOUT)
+                data = _recv_all(s)
+                assert data == b"" or data.startswith(b"HTTP/1.1 503")  # (the refusal is ours, 1.1)
+        finally:
+            for s in socks:
+                s.close()
+        wait_until(lambda: srv.httpd.open_requests == 0, TIMEOUT)
+        assert raw(srv, "GET", "/runs")[0] == 200  # and the server still serves
+
+
+def test_malformed_content_length_and_framing_get_4xx(server):
+    cases = {b"abc": 400, b"-5": 400, b"1e3": 400, b" ": 400, b"99999999999999": 413, b"0x10": 400}
+    for value, expected in cases.items():
+        with socket.create_connection(server.address, timeout=TIMEOUT) as s:
+            s.sendall(b"POST /runs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                      b"Content-Length: " + value + b"\r\n\r\n{}")
+            reply = _recv_all(s)
+        assert reply.startswith(b"HTTP/1.0 %d" % expected) or reply.startswith(b"HTTP/1.1 %d" % expected), value
+        assert reply.rstrip().endswith(b"}") and reply.count(b'"error"') == 1
+    with socket.create_connection(server.address, timeout=TIMEOUT) as s:
+        s.sendall(b"POST /runs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                  b"Content-Length: 2\r\nContent-Length: 3\r\n\r\n{}")
+        assert b" 400 " in _recv_all(s).split(b"\r\n")[0]
+    with socket.create_connection(server.address, timeout=TIMEOUT) as s:
+        s.sendall(b"POST /runs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                  b"Transfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n")
+        assert b" 411 " in _recv_all(s).split(b"\r\n")[0]
+    with socket.create_connection(server.address, timeout=TIMEOUT) as s:
+        s.sendall(b"GARBAGE\r\n\r\n")
+        reply = _recv_all(s)
+        assert b'"error"' in reply and b"<html" not in reply.lower()
+    assert queued(server) == 0
+
+
+def test_hostile_json_bodies_get_a_one_line_4xx(server):
+    wf = to_dict(text_graph())
+    deep = "[" * 100_000 + "]" * 100_000
+    bodies = [
+        '{"workflow": ' + deep + "}",
+        '{"workflow": {"version": 1, "meta": ' + "[" * 200 + "]" * 200 + "}}",
+        '{"workflow": {"version": ' + "9" * 4301 + "}}",
+        json.dumps({"workflow": {**wf, "links": None}}),
+        json.dumps({"workflow": {**wf, "links": [None, 3, {"from": None}]}}),
+        json.dumps({"workflow": {**wf, "nodes": []}}),
+        json.dumps({"workflow": {**wf, "nodes": {"": {"type": ""}}}}),
+        json.dumps({"workflow": {**wf, "version": True}}),
+        json.dumps({"workflow": wf, "overrides": []}),
+        json.dumps({"workflow": wf, "outputs": "save"}),
+        json.dumps({"workflow": wf, "outputs": [1]}),
+        json.dumps([wf]),
+        "not json",
+        b"\xff\xfe{}",
+        "",
+    ]
+    for data in bodies:
+        status, body, _ = raw(server, "POST", "/runs", data, headers=JSON)
+        one_line_json_error(status, body)
+        assert status == 400, (data[:80], body)
+    assert queued(server) == 0
+
+
+def test_non_latin1_file_and_output_names_do_not_drop_the_connection(server):
+    status, body, _ = raw(server, "POST", "/runs", workflow_body(outputs=["画像"]), headers=JSON)
+    assert status == 400 and body["problems"][0]["kind"] == "unknown_node"
+    status, body, _ = raw(server, "POST", "/runs", json.dumps({"workflow": to_dict(text_graph("画像 «ü»"))}),
+                          headers=JSON)
+    assert status == 202
+    run = finished(server, body["id"])
+    status, data, hdrs = raw(server, "GET", run["outputs"][0])
+    assert status == 200 and data == b"6:x"
+    assert "filename*=UTF-8''%E7%94%BB%E5%83%8F%20%C2%AB%C3%BC%C2%BB_00001.txt" in hdrs["content-disposition"]
+    with socket.create_connection(server.address, timeout=TIMEOUT) as s:  # a raw UTF-8 request path
+        s.sendall("GET /runs/画像 HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode())
+        assert b" 404 " in _recv_all(s).split(b"\r\n")[0]
+
+
+def test_event_streams_are_capped(tmp_path):
+    with small_server(tmp_path, max_streams=1) as srv:
+        conn = http.client.HTTPConnection(*srv.address, timeout=TIMEOUT)
+        conn.request("GET", "/events")
+        assert conn.getresponse().status == 200
+        wait_until(lambda: srv.api.hub.subscribers == 1, TIMEOUT)
+        status, body, hdrs = raw(srv, "GET", "/events")
+        assert status == 503 and body["error"] == "busy" and "retry-after" in hdrs
+        conn.close()
+
+
+def test_redactor_replaces_folders_at_component_boundaries_and_other_absolute_paths():
+    from nodegraph.server.redact import Redactor
+
+    r = Redactor([("/srv/in", "<input>"), ("/tmp", "<tmp>"), ("/home/ann", "~")])
+    assert r.text("cannot read /srv/in/a.png") == "cannot read <input>/a.png"
+    assert r.text("see /tmpdata/x and /home/ann/.cache/m") == "see <path> and ~/.cache/m"
+    assert r.text("C:\\Users\\ann\\x.png; (/usr/lib/python3/x.py)") == "<path>; (<path>)"
+    assert r.text("portraits/img and 1/2") == "portraits/img and 1/2"  # relative names stay
+    assert r.value({"traceback": "Traceback…", "x": ["/etc/passwd"], "k" * 9: "y" * 9}, max_text=8) == {
+        "x": ["<path>"], "kkkkkkkk… (1 more characters)": "yyyyyyyy… (1 more characters)"}
+
+
+def test_only_a_few_workflows_are_validated_at_once(tmp_path):
+    with small_server(tmp_path, max_validating=1, request_seconds=1.0) as srv:
+        assert srv.api.submit_slots.acquire(timeout=TIMEOUT)  # another submission is being validated
+        try:
+            status, body, hdrs = raw(srv, "POST", "/runs", workflow_body(), headers=JSON)
+            assert status == 503 and body["error"] == "busy" and "retry-after" in hdrs
+        finally:
+            srv.api.submit_slots.release()
+        assert raw(srv, "POST", "/runs", workflow_body(), headers=JSON)[0] == 202
+
+
+def test_refused_requests_with_large_bodies_still_get_their_answer(server):
+    # Closing with an unread body resets the connection: the client would see a broken pipe.
+    for body, headers, expected in ((b"x" * 3_000_000, {"Content-Type": "text/plain"}, 415),
+                                    (b"x" * 9_000_000, JSON, 413),
+                                    (b"x" * 3_000_000, {**JSON, "Host": "evil.example"}, 403)):
+        status, reply, _ = raw(server, "POST", "/runs", body, headers=headers)
+        assert status == expected and isinstance(reply, dict)
+    assert queued(server) == 0
