@@ -115,11 +115,15 @@ class Document(QObject):
             return False
         native = not notes and p.suffix.lower() == ".json"
         self.set_graph(graph, p if native else None)
-        if notes:
-            self.win.show_info("Imported", "\n".join(notes))
         self.add_recent(p)
         self.autosaver.discard()
-        self.win.statusBar().showMessage(f"Opened {p}", 4000)
+        if len(notes) > 1:  # placeholders, dropped inputs, approximations: worth a dialog
+            self.win.show_info("Imported", "\n".join(notes))
+        elif notes:  # only the summary line: nothing went wrong, no dialog to dismiss
+            self.win.last_info = notes[0]
+            self.win.statusBar().showMessage(f"Opened {p.name}: {notes[0]}", 6000)
+        else:
+            self.win.statusBar().showMessage(f"Opened {p}", 4000)
         return True
 
     def save(self) -> bool:

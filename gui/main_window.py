@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QPointF, QSettings, Qt, QTimer
-from PySide6.QtGui import QAction, QCloseEvent, QKeySequence, QUndoStack
+from PySide6.QtGui import QAction, QCloseEvent, QKeySequence, QShowEvent, QUndoStack
 from PySide6.QtWidgets import (
     QDockWidget,
     QFileDialog,
@@ -65,6 +65,7 @@ class MainWindow(QMainWindow):
         self.last_error = ""
         self.last_info = ""
         self.quiet = False  # True: no modal error dialogs (tests, scripted use)
+        self._pending_dialogs: list[tuple[str, str, str]] = []
 
         self._build_panels()
         self._build_status()
@@ -127,7 +128,7 @@ class MainWindow(QMainWindow):
         self.act_save = self._action("Save", self.save, QKeySequence.StandardKey.Save, m_file)
         self.act_save_as = self._action("Save As…", self.save_as, "Ctrl+Shift+S", m_file)
         m_file.addSeparator()
-        self._action("Quit", self.close, QKeySequence.StandardKey.Quit, m_file)
+        self._action("Quit", self.close, "Ctrl+Q", m_file)
         self._build_edit_menu(mb.addMenu("&Edit"))
         self._build_node_menu(mb.addMenu("&Node"))
         self._build_view_menu(mb.addMenu("&View"))
@@ -291,18 +292,40 @@ class MainWindow(QMainWindow):
             res, "cancel")
 
     def show_error(self, title: str, message: str) -> None:
-        """Tell the user something failed (status bar always; a dialog when shown)."""
+        """Tell the user something failed (status bar always; a dialog unless quiet)."""
         self.last_error = message
         self.statusBar().showMessage(f"{title}: {message}", 8000)
-        if self.isVisible() and not self.quiet:
-            QMessageBox.warning(self, title, message)
+        self._dialog("warning", title, message)
 
     def show_info(self, title: str, message: str) -> None:
         """Report something worth reading (e.g. what a ComfyUI import could not map)."""
         self.last_info = message
         self.statusBar().showMessage(f"{title}: {message.splitlines()[0]}", 8000)
-        if self.isVisible() and not self.quiet:
-            QMessageBox.information(self, title, message)
+        self._dialog("information", title, message)
+
+    def _dialog(self, kind: str, title: str, message: str) -> None:
+        """Show now, or, before the window is on screen (a bad file named on the command
+        line is opened before ``show()``), as soon as it is."""
+        if self.quiet:
+            return
+        if self.isVisible():
+            self.present_message(kind, title, message)
+        else:
+            self._pending_dialogs.append((kind, title, message))
+
+    def present_message(self, kind: str, title: str, message: str) -> None:
+        """The modal box itself ("warning" | "information"); tests replace this."""
+        getattr(QMessageBox, kind)(self, title, message)
+
+    def showEvent(self, event: QShowEvent) -> None:  # noqa: N802 - Qt API
+        super().showEvent(event)
+        if self._pending_dialogs:
+            QTimer.singleShot(0, self._flush_dialogs)
+
+    def _flush_dialogs(self) -> None:
+        pending, self._pending_dialogs = self._pending_dialogs, []
+        for kind, title, message in pending:
+            self._dialog(kind, title, message)
 
     def ask_recover(self, info: Mapping[str, Any]) -> bool:
         src = info.get("source") or "an untitled workflow"
@@ -326,8 +349,12 @@ class MainWindow(QMainWindow):
         if not self.document.maybe_discard():
             event.ignore()
             return
-        self.runner.shutdown()
+        # Never block here: a node that cannot be interrupted (a checkpoint load) would
+        # freeze the closing window.  The run is cancelled and the worker detached; the
+        # process waits for it only after the window is gone (gui.runner._DETACHED).
+        self.runner.shutdown(timeout_ms=100)
         self.autosaver.discard()
+        self.autosaver.timer.stop()
         event.accept()
 
     def shutdown(self) -> None:

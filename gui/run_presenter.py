@@ -80,7 +80,7 @@ class RunPresenter(QObject):
 
     def show_problems(self) -> None:
         problems = self.run_problems + self.validation
-        self.win.problems.set_problems(problems)
+        self.win.problems.set_problems(problems, self.scene.node_label)
         by_node: dict[str, list[tuple[str | None, str]]] = {}
         for p in problems:
             if p.node_id:
@@ -108,11 +108,23 @@ class RunPresenter(QObject):
         when a run *finishes* would queue the same seed several times)."""
         graph, undo = self.scene.graph, self.win.undo
         updates = next_seeds(graph, self.win.registry)
-        if updates:
+        if updates and self._runnable():
             undo.beginMacro("Update seeds after run")
             for nid, name, value in updates:
                 undo.push(cmd.SetValueCommand(graph, nid, name, value, merge=False))
             undo.endMacro()
+
+    def _runnable(self) -> bool:
+        """Whether the run just queued will pass validation: an invalid graph must keep
+        its seed (and gain no undo entry), since nothing was made with that seed.  The
+        editor's own check (debounced, every node) answers when it is current and clean;
+        otherwise the engine's check for what the run needs decides."""
+        if self.validate_timer.isActive():
+            self.validate_timer.stop()
+            self.revalidate()
+        if not self.validation:
+            return True
+        return not validate(self.scene.graph, self.win.registry, settings=self.win.settings)
 
     def on_event(self, ev: Any, preview: QImage | None) -> None:
         sc, win = self.scene, self.win
@@ -129,7 +141,7 @@ class RunPresenter(QObject):
             self._done = 0
         elif isinstance(ev, NodeStarted):
             sc.set_state(ev.node_id, "running")
-            win.status_label.setText(f"Running {ev.node_type}…")
+            win.status_label.setText(f"Running {sc.node_label(ev.node_id)}…")
         elif isinstance(ev, NodeProgress):
             sc.set_progress(ev.node_id, ev.step, ev.total, preview)
         elif isinstance(ev, NodeFinished):
@@ -172,4 +184,9 @@ class RunPresenter(QObject):
         self.win.status_label.setText(f"Cannot run: {len(issues)} problem(s)")
 
     def on_finished(self, report: Any) -> None:
+        """A run ended (done, cancelled, failed or refused): nodes it never reached must
+        not stay "queued", nor the one it stopped in "running"."""
+        for nid, state in list(self.scene.states.items()):
+            if state in ("queued", "running"):
+                self.scene.set_state(nid, None)
         self.last_report = report

@@ -55,6 +55,7 @@ class GraphScene(QGraphicsScene):
         self.editor = None  # the one open inline value editor (see editors.py)
         self._loading = False
         self.far = False
+        cmd.learn_display_names({s.type_id: s.display_name for s in registry})
         self.setBackgroundBrush(theme.CANVAS_BG)
         self.setItemIndexMethod(QGraphicsScene.ItemIndexMethod.NoIndex)
 
@@ -320,6 +321,14 @@ class GraphScene(QGraphicsScene):
             for gi in self.group_items.values():
                 rect = rect.united(gi.sceneBoundingRect())
         return rect
+
+    def node_label(self, nid: str) -> str:
+        """A node as the user knows it: its title, else its type's display name."""
+        node = self.graph.nodes.get(nid)
+        if node is None:
+            return nid
+        spec = self.registry.get(node.type)
+        return node.title or (spec.display_name if spec else node.type)
 
     def seed_control(self, node: Any, name: str) -> str:
         ctl = node.ui.get("seed_control")
