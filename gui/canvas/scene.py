@@ -52,6 +52,7 @@ class GraphScene(QGraphicsScene):
         self._out_links: dict[str, set[str]] = {}
         self._unsubscribe: Callable[[], None] | None = None
         self._press_positions: dict[str, QPointF] = {}
+        self._drag_wires: list[WireItem] = []
         self.editor = None  # the one open inline value editor (see editors.py)
         self._loading = False
         self.far = False
@@ -401,12 +402,31 @@ class GraphScene(QGraphicsScene):
         self._press_positions = {nid: QPointF(self.node_items[nid].pos())
                                  for nid in self.selected_node_ids()}
         for nid, item in self.node_items.items():  # selected nodes draw above the rest
-            item.setZValue(2 if nid in self._press_positions else 1)
+            z = 2 if nid in self._press_positions else 1
+            if item.zValue() != z:
+                item.setZValue(z)
+        self._drag_wires = self._wires_touching(self._press_positions)
+
+    def _wires_touching(self, ids: Mapping[str, Any]) -> list[WireItem]:
+        """Each wire with an end on one of ``ids``, once (a wire between two dragged
+        nodes would otherwise be re-routed twice per mouse move)."""
+        seen: dict[int, WireItem] = {}
+        for nid in ids:
+            for name in self.graph.inputs_view(nid):
+                w = self.wires.get((nid, name))
+                if w is not None:
+                    seen[id(w)] = w
+            for lk in self.graph.links_from(nid):
+                w = self.wires.get((lk.dst, lk.dst_input))
+                if w is not None:
+                    seen[id(w)] = w
+        return list(seen.values())
 
     def mouseMoveEvent(self, event: QGraphicsSceneMouseEvent) -> None:  # noqa: N802
         super().mouseMoveEvent(event)
-        for nid in self._press_positions:  # nodes being dragged drag their wires along
-            self._update_wires(nid)
+        if self._press_positions:  # nodes being dragged drag their wires along
+            for w in self._drag_wires:
+                self._place_wire(w)
 
     def mouseReleaseEvent(self, event: QGraphicsSceneMouseEvent) -> None:  # noqa: N802
         super().mouseReleaseEvent(event)
@@ -419,6 +439,7 @@ class GraphScene(QGraphicsScene):
             if item is not None and (item.pos() - p).manhattanLength() > 0.01:
                 moves[nid] = ((p.x(), p.y()), (item.pos().x(), item.pos().y()))
         self._press_positions = {}
+        self._drag_wires = []
         if moves:
             self.push(cmd.MoveCommand(self.graph, moves, text=f"Move {len(moves)} node(s)"))
 

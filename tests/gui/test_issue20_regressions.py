@@ -225,3 +225,50 @@ def test_clean_comfyui_import_shows_no_dialog_but_a_lossy_one_does(window, tmp_p
     assert window.open_path(FIXTURES / "all_nodes_ui.json", ask=False)
     assert len(shown) == 1 and shown[0][0] == "information" and "FaceDetailer" in shown[0][2]
     json.loads((FIXTURES / "txt2img_ui.json").read_text())  # the fixture itself is plain JSON
+
+
+# -- bulk edits on a big graph: one minimap refit per burst, not per change -------------------------
+def test_bulk_paste_undo_delete_refit_the_minimap_once(window, qtbot):
+    from PySide6.QtCore import QPointF
+
+    from bench.gui_open import generate
+    from gui.clipboard import fragment
+
+    g = generate(200, 240)
+    doc = fragment(g, list(g.nodes))  # 200 nodes, 240 wires: ~440 change notifications per paste
+    QApplication.processEvents()
+    mm = window.minimap
+    for action in (lambda: window.paste(doc, QPointF(0, 0)), window.undo.undo, window.undo.redo):
+        before = mm.refits
+        action()
+        QApplication.processEvents()
+        assert mm.refits - before == 1
+    assert len(window.graph) == 200
+    window.edits.select_all()
+    before = mm.refits
+    QTest.keyClick(window.view.viewport(), Qt.Key.Key_Delete)
+    QApplication.processEvents()
+    assert len(window.graph) == 0 and mm.refits - before == 1
+    # and the overview did follow: it shows where the nodes were
+    window.undo.undo()
+    QApplication.processEvents()
+    shown = mm.mapToScene(mm.viewport().rect()).boundingRect()
+    assert shown.contains(window.scene.nodes_rect())
+
+
+def test_dragging_a_selection_moves_each_wire_once_per_mouse_move(window, monkeypatch):
+    view, g = setup(window)
+    g.connect("a", "IMAGE", "b", "image")
+    g.connect("b", "IMAGE", "s", "images")
+    QApplication.processEvents()
+    window.edits.select_all()
+    placed = []
+    real = window.scene._place_wire
+    monkeypatch.setattr(window.scene, "_place_wire", lambda w: (placed.append(w), real(w)))
+    start = vpos(view, window.scene.node_items["b"].mapToScene(60, 10))
+    drag(view, start, start + type(start)(30, 20), steps=3)
+    assert len(placed) == 3 * 2  # two wires, three moves: not twice per wire between dragged nodes
+    item_a = window.scene.node_items["a"]
+    wire = window.scene.wires[("b", "image")]
+    assert (wire.path().pointAtPercent(0) - item_a.port_scene_pos("out", "IMAGE")).manhattanLength() < 0.5
+    assert window.undo.text(window.undo.index() - 1) == "Move 4 node(s)"
