@@ -114,7 +114,11 @@ class GraphScene(QGraphicsScene):
             self._relayout(ch.node_id)
             self._refresh(ch.old.src)
         elif k == "value_changed":
-            self._refresh(ch.node_id)
+            item = self.node_items.get(ch.node_id)
+            if item is not None and item.has_multiline:
+                self._relayout(ch.node_id)  # a prompt box is as tall as its text
+            else:
+                self._refresh(ch.node_id)
         elif k == "mode_changed":
             item = self.node_items.get(ch.node_id)
             if item is not None:

@@ -272,3 +272,44 @@ def test_dragging_a_selection_moves_each_wire_once_per_mouse_move(window, monkey
     wire = window.scene.wires[("b", "image")]
     assert (wire.path().pointAtPercent(0) - item_a.port_scene_pos("out", "IMAGE")).manhattanLength() < 0.5
     assert window.undo.text(window.undo.index() - 1) == "Move 4 node(s)"
+
+
+# -- a long prompt grows its box (and the node), then scrolls; it never spills out -----------------
+def _inside(window, nid) -> bool:
+    ed = window.scene.editor
+    node = window.scene.node_items[nid]
+    body = node.mapRectToScene(0, 0, node.layout.width, node.layout.height)
+    return body.contains(ed.proxy.sceneBoundingRect().adjusted(1, 1, -1, -1))
+
+
+def test_long_prompt_grows_the_node_then_scrolls_never_overflows(window, qtbot):
+    from PySide6.QtWidgets import QPlainTextEdit
+
+    from gui.canvas.layout import MULTILINE_MAX_H
+
+    from .test_canvas import row_point
+
+    view, g = setup(window)
+    node = window.scene.node_items["p"]
+    h0 = node.layout.height
+    QTest.mouseClick(view.viewport(), Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier,
+                     row_point(view, "p", "text"))
+    te = window.scene.editor.widget
+    assert isinstance(te, QPlainTextEdit) and _inside(window, "p")
+    te.selectAll()
+    QTest.keyClicks(te, "a red fox in a snowy forest at dawn, soft golden light, shallow depth of field, "
+                        "film grain, misty background, tall pine trees, fresh tracks in the snow, "
+                        "breath visible in the cold air, award winning wildlife photography, 85mm")
+    assert node.layout.height > h0 + 30  # the node grew while typing...
+    assert _inside(window, "p")  # ...and the editor stayed inside it
+    assert te.verticalScrollBar().maximum() == 0  # everything typed is in view
+    te.setPlainText("word " * 400)  # far longer than the biggest box
+    row = next(r for r in node.layout.rows if r.kind == "widget" and r.input.name == "text")
+    assert row.rect.height() == MULTILINE_MAX_H - 2 and _inside(window, "p")
+    assert te.verticalScrollBar().maximum() > 0  # the box scrolls instead
+    QTest.mouseClick(view.viewport(), Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier,
+                     vpos(view, QPointF(450, 900)))
+    assert g.node("p").values["text"].startswith("word word")
+    assert node.layout.height > h0 + 100  # the committed text keeps its room
+    window.undo.undo()
+    assert node.layout.height == h0  # and undo gives the short box back
