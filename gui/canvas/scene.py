@@ -56,6 +56,7 @@ class GraphScene(QGraphicsScene):
         self.editor = None  # the one open inline value editor (see editors.py)
         self._loading = False
         self.far = False
+        self.zooming = False
         cmd.learn_display_names({s.type_id: s.display_name for s in registry})
         self.setBackgroundBrush(theme.CANVAS_BG)
         self.setItemIndexMethod(QGraphicsScene.ItemIndexMethod.NoIndex)
@@ -154,8 +155,8 @@ class GraphScene(QGraphicsScene):
     def _add_node_item(self, nid: str) -> None:
         node = self.graph.node(nid)
         item = NodeItem(node, self.registry.get(node.type), self)
-        if self.far:
-            item.setCacheMode(NodeItem.CacheMode.NoCache)
+        if self.far or self.zooming:
+            item.setCacheMode(self._cache_mode())
         self.node_items[nid] = item
         self.addItem(item)
 
@@ -226,7 +227,23 @@ class GraphScene(QGraphicsScene):
         if far == self.far:
             return
         self.far = far
-        mode = NodeItem.CacheMode.NoCache if far else NodeItem.CacheMode.DeviceCoordinateCache
+        self._apply_cache_mode()
+
+    def set_zooming(self, zooming: bool) -> None:
+        """While the zoom changes step by step (wheel), paint nodes directly: each step
+        would otherwise re-rasterise every visible node's cache at the new scale and use
+        it once.  The caches come back when the zoom settles (see GraphView)."""
+        if zooming == self.zooming:
+            return
+        self.zooming = zooming
+        self._apply_cache_mode()
+
+    def _cache_mode(self) -> NodeItem.CacheMode:
+        direct = self.far or self.zooming
+        return NodeItem.CacheMode.NoCache if direct else NodeItem.CacheMode.DeviceCoordinateCache
+
+    def _apply_cache_mode(self) -> None:
+        mode = self._cache_mode()
         for item in self.node_items.values():
             item.setCacheMode(mode)
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 
 import shiboken6
-from PySide6.QtCore import QEvent, QLineF, QPoint, QPointF, QRectF, Qt, Signal
+from PySide6.QtCore import QEvent, QLineF, QPoint, QPointF, QRectF, Qt, QTimer, Signal
 from PySide6.QtGui import (
     QColor,
     QDragEnterEvent,
@@ -79,6 +79,10 @@ class GraphView(QGraphicsView):
         self.search = SearchPalette(scene.registry, self)
         self.search.chosen.connect(self._search_chosen)
         self.search.cancelled.connect(self._search_cancelled)
+        self._zoom_settle = QTimer(self)  # wheel zoom: node caches come back once it settles
+        self._zoom_settle.setSingleShot(True)
+        self._zoom_settle.setInterval(180)
+        self._zoom_settle.timeout.connect(lambda: self.gscene.set_zooming(False))
         self._drop_wire: WireItem | None = None  # the dropped wire, shown while its search is open
 
     # -- helpers --------------------------------------------------------------------------------
@@ -407,6 +411,8 @@ class GraphView(QGraphicsView):
             return super().wheelEvent(event)
         steps = event.angleDelta().y() / 120.0
         if steps:
+            self.gscene.set_zooming(True)
+            self._zoom_settle.start()
             self.set_zoom(self.zoom() * math.pow(1.15, steps), self.mapToScene(event.position().toPoint()))
 
     def event(self, event: QEvent) -> bool:
@@ -463,6 +469,14 @@ class GraphView(QGraphicsView):
     # -- background ---------------------------------------------------------------------------------
     def drawBackground(self, painter: QPainter, rect: QRectF) -> None:  # noqa: N802
         painter.fillRect(rect, theme.CANVAS_BG)
+        # Grid lines are axis-aligned hairlines: antialiasing them buys nothing visible and
+        # cost about a third of a full repaint (every zoom and pan step repaints the grid).
+        antialiased = painter.testRenderHint(QPainter.RenderHint.Antialiasing)
+        painter.setRenderHint(QPainter.RenderHint.Antialiasing, False)
+        self._draw_grid(painter, rect)
+        painter.setRenderHint(QPainter.RenderHint.Antialiasing, antialiased)  # items share this painter
+
+    def _draw_grid(self, painter: QPainter, rect: QRectF) -> None:
         z = self.zoom()
         step = 24.0
         for grid, color, min_zoom in ((step, theme.GRID_MINOR, 0.6), (step * 5, theme.GRID_MAJOR, 0.15)):

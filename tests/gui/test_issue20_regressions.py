@@ -313,3 +313,32 @@ def test_long_prompt_grows_the_node_then_scrolls_never_overflows(window, qtbot):
     assert node.layout.height > h0 + 100  # the committed text keeps its room
     window.undo.undo()
     assert node.layout.height == h0  # and undo gives the short box back
+
+
+# -- smooth on big graphs: wheel zoom paints nodes directly until the zoom settles ------------------
+def test_wheel_zoom_paints_directly_then_restores_node_caches(window, qtbot):
+    from PySide6.QtCore import QPoint
+    from PySide6.QtGui import QImage, QPainter, QWheelEvent
+
+    from gui.canvas.node_item import NodeItem
+
+    view, _ = setup(window)
+    vp = view.viewport()
+    items = list(window.scene.node_items.values())
+    assert {it.cacheMode() for it in items} == {NodeItem.CacheMode.DeviceCoordinateCache}
+    z0 = view.zoom()
+    centre = QPointF(vp.rect().center())
+    ev = QWheelEvent(centre, QPointF(vp.mapToGlobal(centre.toPoint())), QPoint(0, 0), QPoint(0, 120),
+                     Qt.MouseButton.NoButton, Qt.KeyboardModifier.NoModifier, Qt.ScrollPhase.NoScrollPhase, False)
+    QApplication.sendEvent(vp, ev)
+    assert view.zoom() > z0
+    assert {it.cacheMode() for it in items} == {NodeItem.CacheMode.NoCache}  # mid-gesture
+    qtbot.waitUntil(lambda: not window.scene.zooming, timeout=2000)
+    assert {it.cacheMode() for it in items} == {NodeItem.CacheMode.DeviceCoordinateCache}
+    # the grid is drawn without antialiasing, and the items after it get their painter back
+    img = QImage(64, 64, QImage.Format.Format_ARGB32)
+    painter = QPainter(img)
+    painter.setRenderHint(QPainter.RenderHint.Antialiasing, True)
+    view.drawBackground(painter, view.mapToScene(vp.rect()).boundingRect())
+    assert painter.testRenderHint(QPainter.RenderHint.Antialiasing)
+    painter.end()
