@@ -353,6 +353,7 @@ class MainWindow(QMainWindow):
         # freeze the closing window.  The run is cancelled and the worker detached; the
         # process waits for it only after the window is gone (gui.runner._DETACHED).
         self.runner.shutdown(timeout_ms=100)
+        self.presenter.shutdown()
         self.autosaver.discard()
         self.autosaver.timer.stop()
         event.accept()
@@ -360,4 +361,5 @@ class MainWindow(QMainWindow):
     def shutdown(self) -> None:
         """Stop the worker without asking (tests, and the crash path)."""
         self.runner.shutdown()
+        self.presenter.shutdown()
         self.autosaver.timer.stop()

@@ -10,9 +10,10 @@ which event changes which piece of the picture.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
-from PySide6.QtCore import QObject, QTimer
+from PySide6.QtCore import QObject, QTimer, Signal
 from PySide6.QtGui import QImage
 
 from nodegraph import (
@@ -35,7 +36,14 @@ if TYPE_CHECKING:
 
 
 class RunPresenter(QObject):
-    """Validation and run feedback for one window."""
+    """Validation and run feedback for one window.
+
+    Validation after an edit runs on a background thread, on a snapshot of the graph:
+    it may list model folders (thousands of files) and must never stall typing or
+    dragging.  Results come back through a queued signal; a result for a graph that
+    has changed since is dropped (the newer check is already on its way)."""
+
+    _validated = Signal(int, object)  # generation, list[ValidationIssue] | Exception
 
     def __init__(self, win: MainWindow, validate_ms: int) -> None:
         super().__init__(win)
@@ -50,7 +58,11 @@ class RunPresenter(QObject):
         self.validate_timer = QTimer(self)
         self.validate_timer.setSingleShot(True)
         self.validate_timer.setInterval(validate_ms)
-        self.validate_timer.timeout.connect(self.revalidate)
+        self.validate_timer.timeout.connect(self.revalidate_in_background)
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nodegraph-validate")
+        self._generation = 0  # bumped by every edit: results for older graphs are stale
+        self._pending: Future | None = None
+        self._validated.connect(self._on_validated)
         r = self.runner
         r.event.connect(self.on_event)
         r.invalid.connect(self.on_invalid)
@@ -66,17 +78,67 @@ class RunPresenter(QObject):
 
     # -- validation + problems ----------------------------------------------------------------
     def schedule_validation(self) -> None:
+        self._generation += 1
         self.validate_timer.start()
 
+    @property
+    def validation_pending(self) -> bool:
+        """True while the shown problems may be out of date (an edit not yet checked)."""
+        return self.validate_timer.isActive() or self._pending is not None
+
     def revalidate(self) -> list[Problem]:
+        """Check the graph now, on this thread (a new document, or a caller that needs
+        the answer before going on, like Run deciding about seeds)."""
+        self.validate_timer.stop()
+        self._generation += 1
         try:
-            issues = validate(self.scene.graph, self.win.registry, scope="all", settings=self.win.settings)
+            issues: Any = validate(self.scene.graph, self.win.registry, scope="all", settings=self.win.settings)
         except Exception as exc:  # the editor must keep working even if validation has a bug
+            issues = exc
+        self._apply_validation(issues)
+        return self.validation
+
+    def revalidate_in_background(self) -> None:
+        """Check a snapshot of the graph on the validation thread (after edits)."""
+        generation = self._generation
+        snapshot = self.scene.graph.copy()
+        registry, settings = self.win.registry, dict(self.win.settings)
+
+        def check() -> Any:
+            try:
+                return validate(snapshot, registry, scope="all", settings=settings)
+            except Exception as exc:  # reported on the UI thread
+                return exc
+
+        future = self._pool.submit(check)
+        self._pending = future
+        future.add_done_callback(lambda f: self._deliver(generation, f.result()))
+
+    def _deliver(self, generation: int, issues: Any) -> None:
+        """On the validation thread: hand the result to the UI thread (queued signal)."""
+        try:
+            self._validated.emit(generation, issues)
+        except RuntimeError:  # the window (and this presenter) is gone: nobody to tell
+            pass
+
+    def _on_validated(self, generation: int, issues: Any) -> None:
+        if generation != self._generation:
+            return  # the graph changed meanwhile: a newer check follows
+        self._pending = None
+        self._apply_validation(issues)
+
+    def _apply_validation(self, issues: Any) -> None:
+        if isinstance(issues, Exception):
+            self.win.statusBar().showMessage(f"validation failed: {issues}", 5000)
             issues = []
-            self.win.statusBar().showMessage(f"validation failed: {exc}", 5000)
         self.validation = [Problem.from_issue(i) for i in issues if i.kind != "no_outputs"]
         self.show_problems()
-        return self.validation
+
+    def shutdown(self) -> None:
+        """Stop accepting checks; one already running finishes on its own."""
+        self.validate_timer.stop()
+        self._generation += 1
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
     def show_problems(self) -> None:
         problems = self.run_problems + self.validation
@@ -119,8 +181,7 @@ class RunPresenter(QObject):
         its seed (and gain no undo entry), since nothing was made with that seed.  The
         editor's own check (debounced, every node) answers when it is current and clean;
         otherwise the engine's check for what the run needs decides."""
-        if self.validate_timer.isActive():
-            self.validate_timer.stop()
+        if self.validation_pending:
             self.revalidate()
         if not self.validation:
             return True

@@ -11,7 +11,7 @@ import textwrap
 import time
 from pathlib import Path
 
-from PySide6.QtCore import QPointF, QSettings, Qt
+from PySide6.QtCore import QPointF, QSettings, Qt, QTimer
 from PySide6.QtTest import QTest
 from PySide6.QtWidgets import QApplication
 
@@ -342,3 +342,32 @@ def test_wheel_zoom_paints_directly_then_restores_node_caches(window, qtbot):
     view.drawBackground(painter, view.mapToScene(vp.rect()).boundingRect())
     assert painter.testRenderHint(QPainter.RenderHint.Antialiasing)
     painter.end()
+
+
+# -- revalidation after an edit runs off the UI thread ------------------------------------------------
+def test_revalidation_after_an_edit_runs_off_the_ui_thread(window, qtbot, monkeypatch):
+    import threading
+
+    import gui.run_presenter as rp
+
+    window.set_graph(chain(), None)
+    threads, gate = [], threading.Event()
+    real = rp.validate
+
+    def slow_validate(*a, **kw):
+        threads.append(threading.current_thread())
+        gate.wait(5)  # a validation stuck listing a huge model folder
+        return real(*a, **kw)
+
+    monkeypatch.setattr(rp, "validate", slow_validate)
+    window.scene.set_value("a", "size", 1000)
+    qtbot.waitUntil(lambda: len(threads) == 1, timeout=3000)
+    assert threads[0] is not threading.main_thread()
+    ticks = []
+    QTimer.singleShot(0, lambda: ticks.append(1))
+    qtbot.waitUntil(lambda: ticks == [1], timeout=1000)  # the UI thread keeps running meanwhile
+    window.scene.set_value("a", "size", 2000)  # a second edit while the first check is stuck
+    gate.set()
+    qtbot.waitUntil(lambda: "a" in window.scene.issues, timeout=5000)
+    assert "2000" in window.scene.issues["a"][0][1]  # the newest graph's problem, not a stale one
+    assert all(t is not threading.main_thread() for t in threads)
