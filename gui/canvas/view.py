@@ -283,7 +283,11 @@ class GraphView(QGraphicsView):
         if pending is not None and pending[0] == "in":
             pos[0] -= 240  # the new node feeds the input: put it on the left
         sc.undo_stack.beginMacro(f"Add {spec.display_name if spec else type_id}")
-        add = cmd.AddNodeCommand(sc.graph, type_id, ui={"pos": pos})
+        ui: dict = {"pos": pos}
+        seeds = [i.name for i in spec.inputs if i.widget is Widget.SEED] if spec is not None else []
+        if seeds:  # as in ComfyUI, a new sampler gets a new seed after each run
+            ui["seed_control"] = {name: "randomize" for name in seeds}
+        add = cmd.AddNodeCommand(sc.graph, type_id, ui=ui)
         sc.push(add)
         if pending is not None and spec is not None:
             direction, nid, port = pending

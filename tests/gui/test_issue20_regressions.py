@@ -371,3 +371,30 @@ def test_revalidation_after_an_edit_runs_off_the_ui_thread(window, qtbot, monkey
     qtbot.waitUntil(lambda: "a" in window.scene.issues, timeout=5000)
     assert "2000" in window.scene.issues["a"][0][1]  # the newest graph's problem, not a stale one
     assert all(t is not threading.main_thread() for t in threads)
+
+
+# -- default seed control: "randomize" in the editor, the saved seed headless --------------------------
+def test_new_nodes_and_shipped_workflows_randomize_while_headless_runs_keep_the_saved_seed(window, tmp_path):
+    from nodegraph import Executor, load_workflow
+
+    from .conftest import make_registry
+
+    view, g = setup(window)
+    nid = view.add_node("test.make_image", QPointF(0, 600))
+    assert g.node(nid).ui["seed_control"] == {"seed": "randomize"}
+    assert "seed_control" not in g.node(view.add_node("test.prompt", QPointF(0, 800))).ui  # no seed, no control
+    for path in sorted((ROOT / "workflows").glob("*.json")):
+        wf = load_workflow(path)
+        seeded = [n for n in wf if "seed" in n.values]
+        assert seeded, path.name
+        assert all(n.ui.get("seed_control") == {"seed": "randomize"} for n in seeded), path.name
+
+    # headless: the engine never reads the editor's seed control; the saved seed is used, every run
+    graph = chain(steps=1)
+    graph.set_ui("a", "seed_control", {"seed": "randomize"})
+    ex = Executor(make_registry(), output_dir=tmp_path / "out")
+    first = ex.run(graph)
+    second = ex.run(graph)
+    assert first.status == second.status == "ok"
+    assert graph.node("a").values["seed"] == 5
+    assert "a" in second.cached()  # same seed, same inputs: nothing re-made
