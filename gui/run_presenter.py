@@ -62,6 +62,7 @@ class RunPresenter(QObject):
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nodegraph-validate")
         self._generation = 0  # bumped by every edit: results for older graphs are stale
         self._pending: Future | None = None
+        self._closed = False
         self._validated.connect(self._on_validated)
         r = self.runner
         r.event.connect(self.on_event)
@@ -100,6 +101,8 @@ class RunPresenter(QObject):
 
     def revalidate_in_background(self) -> None:
         """Check a snapshot of the graph on the validation thread (after edits)."""
+        if self._closed:
+            return
         generation = self._generation
         snapshot = self.scene.graph.copy()
         registry, settings = self.win.registry, dict(self.win.settings)
@@ -136,8 +139,10 @@ class RunPresenter(QObject):
 
     def shutdown(self) -> None:
         """Stop accepting checks; one already running finishes on its own."""
+        self._closed = True
         self.validate_timer.stop()
         self._generation += 1
+        self._pending = None
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     def show_problems(self) -> None:
