@@ -28,7 +28,7 @@ BENCHES = {
     "flux_step": ["bench/flux_step.py"],
     "demo": ["bench/demo.py"],
     "checkpoint_load": ["bench/checkpoint_load.py", "--repeat", "2"],
-    "gui": ["bench/gui_open.py"],
+    "gui": ["bench/gui_open.py", "bench/gui_edit.py"],
     "batch": ["bench/batch.py"],
     "server_overrides": ["bench/server_overrides.py"],
     "long_run": ["bench/long_run.py", "--runs", "600", "--cache-mb", "16"],  # cache full by run ~280

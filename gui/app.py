@@ -74,6 +74,12 @@ def create_window(workflow: str | None = None, *, models_dir: str | None = None,
 def main(argv: list[str] | None = None) -> int:
     """Run the editor until its window closes; returns the exit code."""
     args = _parser().parse_args(argv if argv is not None else sys.argv[1:])
+    from .platform_check import platform_problem
+
+    problem = platform_problem()  # before Qt: it would abort naming only the first missing library
+    if problem:
+        print(problem, file=sys.stderr)
+        return 1
     app = make_app([sys.argv[0]])
     win = create_window(args.workflow, models_dir=args.models_dir, output_dir=args.output_dir,
                         device=args.device)

@@ -16,6 +16,24 @@ _MERGE_VALUE = 1001
 _MERGE_MOVE = 1002
 
 
+# type id -> display name, filled from every registry a canvas shows (see GraphScene):
+# undo entries name nodes as the user sees them ("Set KSampler.seed"), not by id.
+_DISPLAY_NAMES: dict[str, str] = {}
+
+
+def learn_display_names(names: dict[str, str]) -> None:
+    """Remember the display names of a registry's node types (same type id, same name)."""
+    _DISPLAY_NAMES.update(names)
+
+
+def node_label(graph: Graph, node_id: str) -> str:
+    """What the user calls a node: its title, else its type's display name."""
+    node = graph.nodes.get(node_id)
+    if node is None:
+        return node_id
+    return node.title or _DISPLAY_NAMES.get(node.type) or node.type
+
+
 def tidy(v: float) -> float | int:
     """Positions as written to files: whole numbers stay ints (``[640, 0]``, not ``[640.0, 0.0]``)."""
     f = round(float(v), 2)
@@ -28,7 +46,7 @@ class AddNodeCommand(QUndoCommand):
     def __init__(self, graph: Graph, type_id: str, *, values: dict[str, Any] | None = None,
                  ui: dict[str, Any] | None = None, node_id: str | None = None, title: str | None = None,
                  mode: str = "normal", text: str = "") -> None:
-        super().__init__(text or f"Add {type_id}")
+        super().__init__(text or f"Add {_DISPLAY_NAMES.get(type_id, type_id)}")
         self.graph = graph
         nid = node_id if node_id is not None and node_id not in graph.nodes else graph.new_id()
         self.node = Node(nid, type_id, dict(values or {}), mode, title, dict(ui or {}))
@@ -73,7 +91,7 @@ class ConnectCommand(QUndoCommand):
     """Link an output to an input (replacing and remembering what fed it before)."""
 
     def __init__(self, graph: Graph, src: str, src_output: str, dst: str, dst_input: str) -> None:
-        super().__init__(f"Connect {src}.{src_output} → {dst}.{dst_input}")
+        super().__init__(f"Connect {node_label(graph, src)}.{src_output} → {node_label(graph, dst)}.{dst_input}")
         self.graph = graph
         self.args = (src, src_output, dst, dst_input)
         self._old: Link | None = None
@@ -91,7 +109,7 @@ class ConnectCommand(QUndoCommand):
 
 class DisconnectCommand(QUndoCommand):
     def __init__(self, graph: Graph, dst: str, dst_input: str) -> None:
-        super().__init__(f"Disconnect {dst}.{dst_input}")
+        super().__init__(f"Disconnect {node_label(graph, dst)}.{dst_input}")
         self.graph = graph
         self.dst, self.dst_input = dst, dst_input
         self._old: Link | None = None
@@ -110,7 +128,7 @@ class SetValueCommand(QUndoCommand):
     undo step, so clicking a spin arrow ten times is undone at once."""
 
     def __init__(self, graph: Graph, node_id: str, name: str, value: Any, *, merge: bool = True) -> None:
-        super().__init__(f"Set {node_id}.{name}")
+        super().__init__(f"Set {node_label(graph, node_id)}.{name}")
         self.graph = graph
         self.node_id, self.name = node_id, name
         node = graph.node(node_id)
@@ -160,7 +178,7 @@ class SetUiCommand(QUndoCommand):
     """Change an editor-only field of a node (collapsed, seed control, colour, size)."""
 
     def __init__(self, graph: Graph, node_id: str, key: str, value: Any, text: str = "") -> None:
-        super().__init__(text or f"Set {key}")
+        super().__init__(text or f"Set {key} of {node_label(graph, node_id)}")
         self.graph = graph
         self.node_id, self.key = node_id, key
         self.old = copy.deepcopy(graph.node(node_id).ui.get(key))

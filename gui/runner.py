@@ -16,7 +16,9 @@ on the main thread, so this never happens during a run).
 
 from __future__ import annotations
 
+import atexit
 import itertools
+import sys
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +31,34 @@ from nodegraph.events import Event, NodeProgress
 from nodegraph.memory import release_free_memory
 
 from .gc_guard import collect_due, hold_gc_on_gui_thread
+
+# Workers still inside a node that cannot be interrupted when their window closed.  A
+# QThread destroyed while running aborts the process ("QThread: Destroyed while thread is
+# still running"), so each one is kept alive here and the process waits for it at exit
+# (the window is already gone by then, so the wait freezes nothing the user sees).
+_DETACHED: list[tuple[QThread, QObject, Any]] = []
+
+
+def _wait_for_detached() -> None:
+    """atexit: let detached workers finish (their runs are cancelled: they stop at the
+    next node boundary) before the interpreter tears their objects down."""
+    while _DETACHED:
+        thread, _worker, hold = _DETACHED.pop()
+        if thread.isRunning():
+            print("nodegraph: waiting for the running node to finish (the run is cancelled)...",
+                  file=sys.stderr, flush=True)
+            thread.wait()
+        if hold is not None:
+            hold.release()
+
+
+atexit.register(_wait_for_detached)
+
+
+def detached_workers() -> int:
+    """How many closed windows' workers are still finishing a node."""
+    _DETACHED[:] = [d for d in _DETACHED if not d[0].isFinished()]
+    return len(_DETACHED)
 
 
 def array_to_qimage(arr: Any) -> QImage | None:
@@ -125,6 +155,7 @@ class RunController(QObject):
         self._worker.invalid.connect(self._on_invalid)
         self._worker.finished.connect(self._on_finished)
         self._worker.failed.connect(self._on_failed)
+        self._shut_down = False
         self._gc_hold = hold_gc_on_gui_thread()  # before the worker can allocate anything
         self.thread.start()
 
@@ -197,10 +228,24 @@ class RunController(QObject):
         if self.executor.trim_after_run is None:
             release_free_memory()
 
-    def shutdown(self, timeout_ms: int = 5000) -> None:
-        """Cancel everything and stop the thread (call before the app quits)."""
+    def shutdown(self, timeout_ms: int = 5000) -> bool:
+        """Cancel everything and stop the thread (call before the app quits).
+
+        Waits at most ``timeout_ms`` (0: not at all) for the node that is running.  A
+        worker still busy after that (a checkpoint load cannot be interrupted) is
+        detached: kept alive until it finishes and waited for at process exit.
+        Returns True if the thread has stopped."""
+        if self._shut_down:  # already cancelled and detached if need be: only wait (again)
+            return self.thread.wait(timeout_ms) if timeout_ms > 0 else self.thread.isFinished()
         self.cancel(clear_queue=True)
         self.thread.quit()
-        stopped = self.thread.wait(timeout_ms)
-        if stopped and self._gc_hold is not None:
-            self._gc_hold.release()  # a worker that did not stop keeps collection on the UI thread
+        stopped = self.thread.wait(timeout_ms) if timeout_ms > 0 else self.thread.isFinished()
+        if stopped:
+            if self._gc_hold is not None:
+                self._gc_hold.release()
+        else:
+            # a worker that did not stop keeps collection on the UI thread until it has
+            _DETACHED.append((self.thread, self._worker, self._gc_hold))
+        self._gc_hold = None
+        self._shut_down = True
+        return stopped

@@ -19,3 +19,5 @@ fi
 # spandrel (upscaler architectures) lists torchvision as a dependency, but only two
 # architectures use it, and PyPI's torchvision wheels break imports beside a CPU torch.
 "${PIP[@]}" install "${CONSTRAINTS[@]}" --no-deps "spandrel>=0.4,<0.5"
+# The editor's X11 platform needs system libraries pip cannot install: name any that are missing.
+.venv/bin/python -c "from gui.platform_check import platform_problem as p; import os; m = p(dict(os.environ, QT_QPA_PLATFORM='xcb')); m and print('note: ' + m)" || true

@@ -25,7 +25,8 @@ from PySide6.QtWidgets import (
 
 from nodegraph import Input, Widget
 
-from .layout import MULTILINE_H, float_decimals
+from .layout import float_decimals
+from .node_item import text_box_height, text_font
 
 if TYPE_CHECKING:
     from .node_item import NodeItem
@@ -44,17 +45,20 @@ class ValueEditor(QObject):
         self.input = inp
         self.widget = self._make_widget(inp, item.node.values.get(inp.name, inp.default))
         self.widget.installEventFilter(self)
-        row = next(r for r in item.layout.rows if r.kind == "widget" and r.input is inp)
-        rect = row.rect.adjusted(8, 0, -8, 0)
-        if inp.multiline:
-            rect.setHeight(max(rect.height(), MULTILINE_H * 2))
         self.proxy = QGraphicsProxyWidget()
         self.proxy.setWidget(self.widget)
         self.proxy.setZValue(100)
         scene.addItem(self.proxy)
-        self.proxy.setPos(item.mapToScene(rect.topLeft()))
-        self.widget.resize(int(rect.width()), int(max(rect.height(), 22)))
         self._closed = False
+        if isinstance(self.widget, QPlainTextEdit):
+            # A prompt box grows with its text (the node grows with it) up to a limit, then
+            # scrolls: it never spills over the rows below or out of the node.
+            self.widget.setFont(text_font())
+            self.widget.setLineWrapMode(QPlainTextEdit.LineWrapMode.WidgetWidth)
+            self.widget.textChanged.connect(self._grow)
+            item.relayout()
+            scene._update_wires(self.node_id)
+        self.place()
         self.widget.setFocus(Qt.FocusReason.MouseFocusReason)
         self.proxy.setFocus(Qt.FocusReason.MouseFocusReason)
 
@@ -100,6 +104,34 @@ class ValueEditor(QObject):
         le.editingFinished.connect(self.commit)
         return le
 
+    def content_height(self) -> float:
+        """Height the text being edited needs (read by the node's layout)."""
+        item = self.scene.node_items.get(self.node_id)
+        width = item.layout.width if item is not None else 230.0
+        return text_box_height(self.widget.toPlainText(), width, text_font()) + 6  # type: ignore[attr-defined]
+
+    def place(self) -> None:
+        """Cover the row being edited exactly."""
+        item = self.scene.node_items.get(self.node_id)
+        if item is None:
+            return
+        row = next((r for r in item.layout.rows if r.kind == "widget" and r.input is self.input), None)
+        if row is None:
+            return
+        rect = row.rect.adjusted(8, 0, -8, 0)
+        self.proxy.setPos(item.mapToScene(rect.topLeft()))
+        self.widget.resize(int(rect.width()), int(max(rect.height(), 22)))
+
+    def _grow(self) -> None:
+        item = self.scene.node_items.get(self.node_id)
+        if item is None or self._closed:
+            return
+        before = item.layout.height
+        item.relayout()
+        if item.layout.height != before:
+            self.scene._update_wires(self.node_id)
+            self.place()
+
     def value(self) -> Any:
         w = self.widget
         if isinstance(w, (QSpinBox, QDoubleSpinBox)):
@@ -139,6 +171,10 @@ class ValueEditor(QObject):
         self.widget.removeEventFilter(self)
         self.scene.removeItem(self.proxy)
         self.proxy.deleteLater()
+        item = self.scene.node_items.get(self.node_id)
+        if isinstance(self.widget, QPlainTextEdit) and item is not None:
+            item.relayout()  # back to the height of the (committed or restored) text
+            self.scene._update_wires(self.node_id)
 
     def eventFilter(self, obj: QObject, event: QEvent) -> bool:  # noqa: N802 - Qt API
         if event.type() == QEvent.Type.KeyPress and isinstance(event, QKeyEvent):

@@ -9,6 +9,7 @@ canvas cheap to build and to draw.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from PySide6.QtCore import QPointF, QRectF
@@ -17,7 +18,8 @@ from nodegraph import Input, NodeSpec, Output, Widget
 
 TITLE_H = 26.0
 ROW_H = 22.0
-MULTILINE_H = 68.0
+MULTILINE_H = 68.0  # a prompt box's least height; it grows with its text...
+MULTILINE_MAX_H = 260.0  # ...up to this, then its editor scrolls
 PAD = 8.0
 PORT_R = 5.0
 PORT_HIT = 10.0
@@ -61,8 +63,10 @@ def float_decimals(step: float | None) -> int:
 
 def compute_layout(spec: NodeSpec | None, linked_inputs: set[str], *, collapsed: bool = False,
                    width: float | None = None, preview_aspect: float | None = None,
-                   text: str = "", error: str = "", reroute: bool = False) -> NodeLayout:
-    """Geometry of a node in its own coordinates (origin = top-left of the title)."""
+                   text: str = "", error: str = "", reroute: bool = False,
+                   multiline_h: Mapping[str, float] | None = None) -> NodeLayout:
+    """Geometry of a node in its own coordinates (origin = top-left of the title).
+    ``multiline_h``: the height each multi-line text box wants (it grows with its text)."""
     if reroute:
         w = REROUTE_W
         lay = NodeLayout(w, w)
@@ -101,7 +105,10 @@ def compute_layout(spec: NodeSpec | None, linked_inputs: set[str], *, collapsed:
             lay.out_ports[out.name] = QPointF(w, rect.center().y())
         y += ROW_H
     for inp in widgets:
-        h = MULTILINE_H if inp.multiline and inp.name not in linked_inputs else ROW_H
+        h = ROW_H
+        if inp.multiline and inp.name not in linked_inputs:
+            want = (multiline_h or {}).get(inp.name, MULTILINE_H)
+            h = max(MULTILINE_H, min(MULTILINE_MAX_H, want))
         rect = QRectF(0, y + 1, w, h - 2)
         lay.rows.append(Row("widget", rect, inp))
         lay.in_ports[inp.name] = QPointF(0, rect.center().y() if h == ROW_H else y + ROW_H / 2)

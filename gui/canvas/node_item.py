@@ -18,7 +18,17 @@ from nodegraph import Node, NodeSpec, Widget
 from nodegraph.types import compatible
 
 from .. import theme
-from .layout import PORT_HIT, PORT_R, REROUTE_TYPE, TITLE_H, NodeLayout, Row, compute_layout, float_decimals
+from .layout import (
+    DEFAULT_W,
+    PORT_HIT,
+    PORT_R,
+    REROUTE_TYPE,
+    TITLE_H,
+    NodeLayout,
+    Row,
+    compute_layout,
+    float_decimals,
+)
 
 if TYPE_CHECKING:
     from .scene import GraphScene
@@ -50,6 +60,21 @@ def _title_path(width: float, collapsed: bool) -> QPainterPath:
             path.addRect(QRectF(1, TITLE_H - 6, width - 2, 6))
         path = _TITLE_PATHS[key] = path.simplified()
     return path
+
+
+def text_box_height(text: str, width: float, font: QFont | None = None) -> float:
+    """Height of a prompt box showing ``text`` word-wrapped in a row ``width`` wide
+    (the painted box and the editor use the same font and margins, so editing does
+    not make the text jump)."""
+    fm = QFontMetricsF(font or _font("label"))
+    # the row's frame is inset 10 px each side, the text 8 px more (see _paint_row)
+    r = fm.boundingRect(QRectF(0, 0, max(20.0, width - 36), 1e6), int(Qt.TextFlag.TextWordWrap), text or "M")
+    return r.height() + 16
+
+
+def text_font() -> QFont:
+    """The font prompt boxes are painted (and edited) in."""
+    return _font("label")
 
 
 def format_value(inp: Any, value: Any) -> str:
@@ -108,11 +133,33 @@ class NodeItem(QGraphicsItem):
         error = "\n".join(msg for _, msg in issues[:3])
         text = sc.node_text.get(self.node.id, "")
         self.prepareGeometryChange()
+        width = float(size[0]) if size else None
         self.layout = compute_layout(self.spec, linked, collapsed=bool(self.node.ui.get("collapsed")),
-                                     width=float(size[0]) if size else None, preview_aspect=aspect,
-                                     text=text, error=error, reroute=self.is_reroute)
+                                     width=width, preview_aspect=aspect,
+                                     text=text, error=error, reroute=self.is_reroute,
+                                     multiline_h=self._multiline_heights(linked, max(140.0, width or DEFAULT_W)))
         self._title_path = _title_path(self.layout.width, bool(self.node.ui.get("collapsed")))
         self.update()
+
+    def _multiline_heights(self, linked: set[str], width: float) -> dict[str, float]:
+        """How tall each prompt box must be to show its whole text (the open editor
+        says for itself: it measures what is being typed)."""
+        if self.spec is None or self.node.ui.get("collapsed"):
+            return {}
+        ed = self._scene.editor
+        out = {}
+        for inp in self.spec.inputs:
+            if not inp.multiline or inp.name in linked:
+                continue
+            if ed is not None and ed.node_id == self.node.id and ed.input.name == inp.name:
+                out[inp.name] = ed.content_height()
+            else:
+                out[inp.name] = text_box_height(str(self.node.values.get(inp.name, inp.default) or ""), width)
+        return out
+
+    @property
+    def has_multiline(self) -> bool:
+        return self.spec is not None and any(i.multiline for i in self.spec.inputs)
 
     def boundingRect(self) -> QRectF:  # noqa: N802 - Qt API
         return QRectF(-PORT_R - 2, -2, self.layout.width + 2 * PORT_R + 4, self.layout.height + 4)

@@ -52,9 +52,12 @@ class GraphScene(QGraphicsScene):
         self._out_links: dict[str, set[str]] = {}
         self._unsubscribe: Callable[[], None] | None = None
         self._press_positions: dict[str, QPointF] = {}
+        self._drag_wires: list[WireItem] = []
         self.editor = None  # the one open inline value editor (see editors.py)
         self._loading = False
         self.far = False
+        self.zooming = False
+        cmd.learn_display_names({s.type_id: s.display_name for s in registry})
         self.setBackgroundBrush(theme.CANVAS_BG)
         self.setItemIndexMethod(QGraphicsScene.ItemIndexMethod.NoIndex)
 
@@ -112,7 +115,11 @@ class GraphScene(QGraphicsScene):
             self._relayout(ch.node_id)
             self._refresh(ch.old.src)
         elif k == "value_changed":
-            self._refresh(ch.node_id)
+            item = self.node_items.get(ch.node_id)
+            if item is not None and item.has_multiline:
+                self._relayout(ch.node_id)  # a prompt box is as tall as its text
+            else:
+                self._refresh(ch.node_id)
         elif k == "mode_changed":
             item = self.node_items.get(ch.node_id)
             if item is not None:
@@ -148,8 +155,8 @@ class GraphScene(QGraphicsScene):
     def _add_node_item(self, nid: str) -> None:
         node = self.graph.node(nid)
         item = NodeItem(node, self.registry.get(node.type), self)
-        if self.far:
-            item.setCacheMode(NodeItem.CacheMode.NoCache)
+        if self.far or self.zooming:
+            item.setCacheMode(self._cache_mode())
         self.node_items[nid] = item
         self.addItem(item)
 
@@ -220,7 +227,23 @@ class GraphScene(QGraphicsScene):
         if far == self.far:
             return
         self.far = far
-        mode = NodeItem.CacheMode.NoCache if far else NodeItem.CacheMode.DeviceCoordinateCache
+        self._apply_cache_mode()
+
+    def set_zooming(self, zooming: bool) -> None:
+        """While the zoom changes step by step (wheel), paint nodes directly: each step
+        would otherwise re-rasterise every visible node's cache at the new scale and use
+        it once.  The caches come back when the zoom settles (see GraphView)."""
+        if zooming == self.zooming:
+            return
+        self.zooming = zooming
+        self._apply_cache_mode()
+
+    def _cache_mode(self) -> NodeItem.CacheMode:
+        direct = self.far or self.zooming
+        return NodeItem.CacheMode.NoCache if direct else NodeItem.CacheMode.DeviceCoordinateCache
+
+    def _apply_cache_mode(self) -> None:
+        mode = self._cache_mode()
         for item in self.node_items.values():
             item.setCacheMode(mode)
 
@@ -321,6 +344,14 @@ class GraphScene(QGraphicsScene):
                 rect = rect.united(gi.sceneBoundingRect())
         return rect
 
+    def node_label(self, nid: str) -> str:
+        """A node as the user knows it: its title, else its type's display name."""
+        node = self.graph.nodes.get(nid)
+        if node is None:
+            return nid
+        spec = self.registry.get(node.type)
+        return node.title or (spec.display_name if spec else node.type)
+
     def seed_control(self, node: Any, name: str) -> str:
         ctl = node.ui.get("seed_control")
         if isinstance(ctl, dict):
@@ -392,12 +423,31 @@ class GraphScene(QGraphicsScene):
         self._press_positions = {nid: QPointF(self.node_items[nid].pos())
                                  for nid in self.selected_node_ids()}
         for nid, item in self.node_items.items():  # selected nodes draw above the rest
-            item.setZValue(2 if nid in self._press_positions else 1)
+            z = 2 if nid in self._press_positions else 1
+            if item.zValue() != z:
+                item.setZValue(z)
+        self._drag_wires = self._wires_touching(self._press_positions)
+
+    def _wires_touching(self, ids: Mapping[str, Any]) -> list[WireItem]:
+        """Each wire with an end on one of ``ids``, once (a wire between two dragged
+        nodes would otherwise be re-routed twice per mouse move)."""
+        seen: dict[int, WireItem] = {}
+        for nid in ids:
+            for name in self.graph.inputs_view(nid):
+                w = self.wires.get((nid, name))
+                if w is not None:
+                    seen[id(w)] = w
+            for lk in self.graph.links_from(nid):
+                w = self.wires.get((lk.dst, lk.dst_input))
+                if w is not None:
+                    seen[id(w)] = w
+        return list(seen.values())
 
     def mouseMoveEvent(self, event: QGraphicsSceneMouseEvent) -> None:  # noqa: N802
         super().mouseMoveEvent(event)
-        for nid in self._press_positions:  # nodes being dragged drag their wires along
-            self._update_wires(nid)
+        if self._press_positions:  # nodes being dragged drag their wires along
+            for w in self._drag_wires:
+                self._place_wire(w)
 
     def mouseReleaseEvent(self, event: QGraphicsSceneMouseEvent) -> None:  # noqa: N802
         super().mouseReleaseEvent(event)
@@ -410,6 +460,7 @@ class GraphScene(QGraphicsScene):
             if item is not None and (item.pos() - p).manhattanLength() > 0.01:
                 moves[nid] = ((p.x(), p.y()), (item.pos().x(), item.pos().y()))
         self._press_positions = {}
+        self._drag_wires = []
         if moves:
             self.push(cmd.MoveCommand(self.graph, moves, text=f"Move {len(moves)} node(s)"))
 

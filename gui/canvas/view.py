@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import math
 
-from PySide6.QtCore import QEvent, QLineF, QPoint, QPointF, QRectF, Qt, Signal
+import shiboken6
+from PySide6.QtCore import QEvent, QLineF, QPoint, QPointF, QRectF, Qt, QTimer, Signal
 from PySide6.QtGui import (
     QColor,
     QDragEnterEvent,
@@ -77,7 +78,12 @@ class GraphView(QGraphicsView):
         self._last_scene_pos = QPointF(0, 0)
         self.search = SearchPalette(scene.registry, self)
         self.search.chosen.connect(self._search_chosen)
-        self.search.cancelled.connect(lambda: setattr(self, "_pending", None))
+        self.search.cancelled.connect(self._search_cancelled)
+        self._zoom_settle = QTimer(self)  # wheel zoom: node caches come back once it settles
+        self._zoom_settle.setSingleShot(True)
+        self._zoom_settle.setInterval(180)
+        self._zoom_settle.timeout.connect(lambda: self.gscene.set_zooming(False))
+        self._drop_wire: WireItem | None = None  # the dropped wire, shown while its search is open
 
     # -- helpers --------------------------------------------------------------------------------
     def zoom(self) -> float:
@@ -196,9 +202,7 @@ class GraphView(QGraphicsView):
         assert self._wire_from is not None
         direction, nid, port = self._wire_from
         detached = self._wire_detached
-        if self._wire is not None:
-            sc.removeItem(self._wire)
-        self._wire = None
+        wire, self._wire = self._wire, None
         self._wire_from = None
         self._wire_detached = None
         sc.drag_filter = None
@@ -207,6 +211,9 @@ class GraphView(QGraphicsView):
         if detached is not None and detached in sc.wires:
             sc.wires[detached].setVisible(True)
         hit = self.port_at(view_pos)
+        if wire is not None and (hit is not None or detached is not None or self.node_at(view_pos) is not None):
+            sc.removeItem(wire)
+            wire = None
         scene_pos = self.mapToScene(view_pos)
         if hit is not None:
             target, t_dir, t_port = hit
@@ -235,13 +242,17 @@ class GraphView(QGraphicsView):
         if detached is not None:
             sc.push(cmd.DisconnectCommand(sc.graph, *detached))
             return
-        # Dropped on empty canvas: search for a node that fits, then connect it.
+        # Dropped on empty canvas: search for a node that fits, then connect it.  The wire
+        # stays where it was dropped while the search is open, so it is clear what the
+        # new node will be connected to.
         typ = self._port_type(direction, nid, port)
         self.open_search(scene_pos, (direction, nid, port), PortFilter(direction, typ))
+        self._drop_wire = wire
 
     # -- search -----------------------------------------------------------------------------------
     def open_search(self, scene_pos: QPointF, pending: tuple[str, str, str] | None = None,
                     port_filter: PortFilter | None = None) -> None:
+        self._clear_drop_wire()
         self._pending = (pending, scene_pos, None)
         vp = self.mapFromScene(scene_pos)
         x = max(0, min(vp.x(), self.width() - self.search.width()))
@@ -249,9 +260,19 @@ class GraphView(QGraphicsView):
         self.search.move(x, y)
         self.search.open(port_filter)
 
+    def _clear_drop_wire(self) -> None:
+        wire, self._drop_wire = self._drop_wire, None
+        if wire is not None and shiboken6.isValid(wire) and wire.scene() is self.gscene:
+            self.gscene.removeItem(wire)
+
+    def _search_cancelled(self) -> None:
+        self._pending = None
+        self._clear_drop_wire()
+
     def _search_chosen(self, type_id: str) -> None:
         pending, scene_pos, _ = self._pending or (None, self._last_scene_pos, None)
         self._pending = None
+        self._clear_drop_wire()
         self.add_node(type_id, scene_pos, pending)
 
     def add_node(self, type_id: str, scene_pos: QPointF, pending: tuple[str, str, str] | None = None) -> str:
@@ -262,7 +283,11 @@ class GraphView(QGraphicsView):
         if pending is not None and pending[0] == "in":
             pos[0] -= 240  # the new node feeds the input: put it on the left
         sc.undo_stack.beginMacro(f"Add {spec.display_name if spec else type_id}")
-        add = cmd.AddNodeCommand(sc.graph, type_id, ui={"pos": pos})
+        ui: dict = {"pos": pos}
+        seeds = [i.name for i in spec.inputs if i.widget is Widget.SEED] if spec is not None else []
+        if seeds:  # as in ComfyUI, a new sampler gets a new seed after each run
+            ui["seed_control"] = {name: "randomize" for name in seeds}
+        add = cmd.AddNodeCommand(sc.graph, type_id, ui=ui)
         sc.push(add)
         if pending is not None and spec is not None:
             direction, nid, port = pending
@@ -325,7 +350,7 @@ class GraphView(QGraphicsView):
         self._last_scene_pos = self.mapToScene(pos)
         if self.search.isVisible() and not self.search.geometry().contains(pos):
             self.search.hide()
-            self._pending = None
+            self._search_cancelled()
         if sc.editor is not None:
             under = self.itemAt(pos)
             if under is not sc.editor.proxy:
@@ -390,6 +415,8 @@ class GraphView(QGraphicsView):
             return super().wheelEvent(event)
         steps = event.angleDelta().y() / 120.0
         if steps:
+            self.gscene.set_zooming(True)
+            self._zoom_settle.start()
             self.set_zoom(self.zoom() * math.pow(1.15, steps), self.mapToScene(event.position().toPoint()))
 
     def event(self, event: QEvent) -> bool:
@@ -446,6 +473,14 @@ class GraphView(QGraphicsView):
     # -- background ---------------------------------------------------------------------------------
     def drawBackground(self, painter: QPainter, rect: QRectF) -> None:  # noqa: N802
         painter.fillRect(rect, theme.CANVAS_BG)
+        # Grid lines are axis-aligned hairlines: antialiasing them buys nothing visible and
+        # cost about a third of a full repaint (every zoom and pan step repaints the grid).
+        antialiased = painter.testRenderHint(QPainter.RenderHint.Antialiasing)
+        painter.setRenderHint(QPainter.RenderHint.Antialiasing, False)
+        self._draw_grid(painter, rect)
+        painter.setRenderHint(QPainter.RenderHint.Antialiasing, antialiased)  # items share this painter
+
+    def _draw_grid(self, painter: QPainter, rect: QRectF) -> None:
         z = self.zoom()
         step = 24.0
         for grid, color, min_zoom in ((step, theme.GRID_MINOR, 0.6), (step * 5, theme.GRID_MAJOR, 0.15)):

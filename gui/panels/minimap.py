@@ -3,7 +3,7 @@ the visible area outlined; click or drag in it to move there."""
 
 from __future__ import annotations
 
-from PySide6.QtCore import QEvent, QObject, QRectF, Qt
+from PySide6.QtCore import QEvent, QObject, QRectF, Qt, QTimer
 from PySide6.QtGui import QColor, QMouseEvent, QPainter, QPen
 from PySide6.QtWidgets import QGraphicsView, QWidget
 
@@ -22,8 +22,15 @@ class Minimap(QGraphicsView):
         self.setRenderHint(QPainter.RenderHint.Antialiasing, False)
         self.setViewportUpdateMode(QGraphicsView.ViewportUpdateMode.FullViewportUpdate)
         self.setCacheMode(QGraphicsView.CacheModeFlag.CacheNone)
-        main_view.gscene.graphChanged.connect(self.refit)
+        # One refit per burst of changes, not per change: a paste of 500 nodes notifies
+        # ~1,100 times and each refit unites every node's rectangle (O(n) -> O(n^2) total).
+        self._refit_timer = QTimer(self)
+        self._refit_timer.setSingleShot(True)
+        self._refit_timer.setInterval(0)
+        self._refit_timer.timeout.connect(self.refit)
+        main_view.gscene.graphChanged.connect(self._refit_timer.start)
         main_view.installEventFilter(self)
+        self.refits = 0  # how many times the overview was refitted (diagnostics, tests)
 
     def eventFilter(self, obj: QObject, event: QEvent) -> bool:  # noqa: N802 - Qt API
         if obj is self.main_view and event.type() == QEvent.Type.Resize:
@@ -37,6 +44,8 @@ class Minimap(QGraphicsView):
         self.refit()
 
     def refit(self) -> None:
+        self._refit_timer.stop()
+        self.refits += 1
         rect = self.main_view.gscene.nodes_rect()
         if not rect.isEmpty():
             self.fitInView(rect.adjusted(-80, -80, 80, 80), Qt.AspectRatioMode.KeepAspectRatio)

@@ -3,6 +3,8 @@ what is wrong and how to fix it.  Clicking one selects (and frames) the node."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QColor
 from PySide6.QtWidgets import QListWidget, QListWidgetItem, QVBoxLayout, QWidget
@@ -21,8 +23,11 @@ class Problem:
     def from_issue(cls, issue: ValidationIssue) -> Problem:
         return cls(issue.node_id, issue.input, issue.message, issue.fix, "validation")
 
-    def text(self) -> str:
-        where = f"[{self.node_id}{'.' + self.input if self.input else ''}] " if self.node_id else ""
+    def text(self, label: Callable[[str], str] | None = None) -> str:
+        """One line for the panel; ``label`` turns a node id into what the user calls the
+        node (its title or type name): ids mean nothing to them."""
+        name = (label or str)(self.node_id) if self.node_id else ""
+        where = f"{name}{' › ' + self.input if self.input else ''}: " if self.node_id else ""
         fix = f"  → {self.fix}" if self.fix else ""
         return f"{'✖' if self.source == 'run' else '⚠'} {where}{self.message}{fix}"
 
@@ -41,11 +46,11 @@ class ProblemsPanel(QWidget):
         self.list.itemClicked.connect(self._clicked)
         self.problems: list[Problem] = []
 
-    def set_problems(self, problems: list[Problem]) -> None:
+    def set_problems(self, problems: list[Problem], label: Callable[[str], str] | None = None) -> None:
         self.problems = list(problems)
         self.list.clear()
         for p in self.problems:
-            item = QListWidgetItem(p.text())
+            item = QListWidgetItem(p.text(label))
             item.setData(Qt.ItemDataRole.UserRole, p.node_id)
             item.setForeground(QColor("#ff7875") if p.source == "run" else QColor("#ffc069"))
             self.list.addItem(item)

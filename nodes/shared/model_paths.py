@@ -25,6 +25,8 @@ another name ComfyUI uses for the same folder) is one row.
 from __future__ import annotations
 
 import os
+import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,6 +68,68 @@ _YAML_KEYS: dict[str, str] = {key: f.kind for f in FOLDERS for key in (f.kind, *
 MODEL_EXTENSIONS = (".safetensors", ".sft", ".ckpt", ".pt", ".pth", ".bin")
 # The tiny demo models shipped with nodegraph (package data; found by path, not imported).
 DEMO_DIR = Path(__file__).resolve().parent.parent / "diffusion" / "demo_models"
+
+
+# folder -> (its mtime_ns, file names, [(sub-folder name, is a symlink)]) — see _scan.
+_LISTINGS: dict[str, tuple[int, list[str], list[tuple[str, bool]]]] = {}
+_LISTINGS_LOCK = threading.Lock()
+_RACY_S = 2.0  # a folder changed this recently may change again within its mtime's resolution
+
+
+def _scan(folder: Path) -> tuple[list[str], list[tuple[str, bool]]] | None:
+    """Files and sub-folders directly inside ``folder`` (None if it is not a folder).
+
+    Validation asks for the model lists after every edit in the editor; listing a folder
+    of thousands of files (a stat per file) each time costs tens of milliseconds.  A
+    folder's mtime changes whenever an entry is added, removed or renamed in it, so its
+    listing is reused until then; a folder modified in the last two seconds is never
+    cached, since a second change within the filesystem's mtime resolution would go unseen."""
+    key = os.fspath(folder)
+    try:
+        st = os.stat(key)
+    except OSError:
+        return None
+    with _LISTINGS_LOCK:
+        hit = _LISTINGS.get(key)
+    if hit is not None and hit[0] == st.st_mtime_ns:
+        return hit[1], hit[2]
+    files: list[str] = []
+    dirs: list[tuple[str, bool]] = []
+    try:
+        with os.scandir(key) as entries:
+            for e in entries:
+                try:
+                    if e.is_dir():
+                        dirs.append((e.name, e.is_symlink()))
+                    elif e.is_file():
+                        files.append(e.name)
+                except OSError:  # vanished or unreadable entry: not a model we can offer
+                    continue
+    except OSError:
+        return None
+    files.sort()
+    dirs.sort()
+    if time.time() - st.st_mtime_ns / 1e9 > _RACY_S:
+        with _LISTINGS_LOCK:
+            _LISTINGS[key] = (st.st_mtime_ns, files, dirs)
+    return files, dirs
+
+
+def _model_files(root: Path) -> list[str]:
+    """Model files under ``root`` (recursively, not through symlinked folders, as
+    ``Path.rglob``), relative with ``/``, in ``sorted(root.rglob("*"))`` order."""
+    out: list[list[str]] = []
+    stack: list[tuple[Path, list[str]]] = [(root, [])]
+    while stack:
+        folder, parts = stack.pop()
+        listing = _scan(folder)
+        if listing is None:
+            continue
+        files, dirs = listing
+        out.extend(parts + [f] for f in files if os.path.splitext(f)[1].lower() in MODEL_EXTENSIONS)
+        stack.extend((folder / d, parts + [d]) for d, link in dirs if not link)
+    out.sort()
+    return ["/".join(p) for p in out]
 
 
 class ModelNotFound(FileNotFoundError):
@@ -151,16 +215,13 @@ class ModelPaths:
         such as diffusers-format models) relative to their search folder."""
         names: dict[str, None] = {}
         for d in self.dirs(kind):
-            if not d.is_dir():
-                continue
             if folders:
-                for p in sorted(d.iterdir()):
-                    if p.is_dir():
-                        names.setdefault(p.name)
+                listing = _scan(d)
+                for name, _link in listing[1] if listing is not None else []:
+                    names.setdefault(name)
                 continue
-            for p in sorted(d.rglob("*")):
-                if p.suffix.lower() in MODEL_EXTENSIONS and p.is_file():
-                    names.setdefault(p.relative_to(d).as_posix())
+            for name in _model_files(d):
+                names.setdefault(name)
         return list(names)
 
     def resolve(self, kind: str, name: str) -> Path:

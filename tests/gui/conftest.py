@@ -30,6 +30,8 @@ from nodegraph import (  # noqa: E402
 
 # Lets a test hold a node "running" until it says so (instead of sleeping).
 RELEASE = threading.Event()
+# Holds test.uncancellable inside its node (it never looks at cancellation, like a checkpoint load).
+HOLD_OPEN = threading.Event()
 
 
 @node("test.make_image", category="test", display_name="Make Image",
@@ -77,7 +79,14 @@ def prompt(ctx, text):
     return text
 
 
-TEST_NODES = [make_image, slow_filter, save_image, fail, prompt]
+@node("test.uncancellable", category="test", display_name="Uncancellable Load",
+      inputs=[In("image", "IMAGE")], outputs=[Out("IMAGE", "IMAGE")], deterministic=False)
+def uncancellable(ctx, image):
+    HOLD_OPEN.wait(30)  # like a checkpoint load: no progress calls, no cancellation points
+    return image
+
+
+TEST_NODES = [make_image, slow_filter, save_image, fail, prompt, uncancellable]
 
 
 def make_registry() -> Registry:
@@ -99,6 +108,7 @@ def window(qtbot, tmp_path, registry):
     from gui.main_window import MainWindow
 
     RELEASE.clear()
+    HOLD_OPEN.clear()
     qs = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
     win = MainWindow(registry, output_dir=tmp_path / "out", recovery_path=tmp_path / "recovery" / "autosave.json",
                      qsettings=qs, autosave_ms=60_000, validate_ms=10)
@@ -112,6 +122,7 @@ def window(qtbot, tmp_path, registry):
     win.view.setFocus()
     yield win
     RELEASE.set()
+    HOLD_OPEN.set()
     win.undo.setClean()
     win.shutdown()
 

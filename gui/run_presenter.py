@@ -1,0 +1,258 @@
+"""Run presenter: turns what the engine says (run events, validation issues) into
+what the window shows (node states on the canvas, the Problems panel, the
+gallery, the status bar's run state).
+
+The window only wires it up; the runner (:mod:`gui.runner`) only moves work to
+and from the worker thread.  Keeping the translation here means one place knows
+which event changes which piece of the picture.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+from PySide6.QtCore import QObject, QTimer, Signal
+from PySide6.QtGui import QImage
+
+from nodegraph import (
+    Graph,
+    NodeError,
+    NodeFinished,
+    NodeProgress,
+    NodeStarted,
+    RunFinished,
+    RunStarted,
+    validate,
+)
+
+from . import commands as cmd
+from .panels.problems import Problem
+from .seeds import next_seeds
+
+if TYPE_CHECKING:
+    from .main_window import MainWindow
+
+
+class RunPresenter(QObject):
+    """Validation and run feedback for one window.
+
+    Validation after an edit runs on a background thread, on a snapshot of the graph:
+    it may list model folders (thousands of files) and must never stall typing or
+    dragging.  Results come back through a queued signal; a result for a graph that
+    has changed since is dropped (the newer check is already on its way)."""
+
+    _validated = Signal(int, object)  # generation, list[ValidationIssue] | Exception
+
+    def __init__(self, win: MainWindow, validate_ms: int) -> None:
+        super().__init__(win)
+        self.win = win
+        self.scene = win.scene
+        self.runner = win.runner
+        self.validation: list[Problem] = []
+        self.run_problems: list[Problem] = []
+        self.run_graph: Graph | None = None
+        self.last_report: Any = None
+        self._done = 0
+        self.validate_timer = QTimer(self)
+        self.validate_timer.setSingleShot(True)
+        self.validate_timer.setInterval(validate_ms)
+        self.validate_timer.timeout.connect(self.revalidate_in_background)
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nodegraph-validate")
+        self._generation = 0  # bumped by every edit: results for older graphs are stale
+        self._pending: Future | None = None
+        self._closed = False
+        self._validated.connect(self._on_validated)
+        r = self.runner
+        r.event.connect(self.on_event)
+        r.invalid.connect(self.on_invalid)
+        r.failed.connect(lambda m: self.add_run_problem(Problem(None, None, m, source="run")))
+        r.runFinished.connect(self.on_finished)
+        r.queueChanged.connect(lambda n: win.queue_label.setText(f"{n} queued" if n else ""))
+        r.busyChanged.connect(win.progress.setVisible)
+
+    def reset(self) -> None:
+        """A different document: forget the previous one's run problems and re-check."""
+        self.run_problems = []
+        self.revalidate()
+
+    # -- validation + problems ----------------------------------------------------------------
+    def schedule_validation(self) -> None:
+        self._generation += 1
+        self.validate_timer.start()
+
+    @property
+    def validation_pending(self) -> bool:
+        """True while the shown problems may be out of date (an edit not yet checked)."""
+        return self.validate_timer.isActive() or self._pending is not None
+
+    def revalidate(self) -> list[Problem]:
+        """Check the graph now, on this thread (a new document, or a caller that needs
+        the answer before going on, like Run deciding about seeds)."""
+        self.validate_timer.stop()
+        self._generation += 1
+        try:
+            issues: Any = validate(self.scene.graph, self.win.registry, scope="all", settings=self.win.settings)
+        except Exception as exc:  # the editor must keep working even if validation has a bug
+            issues = exc
+        self._apply_validation(issues)
+        return self.validation
+
+    def revalidate_in_background(self) -> None:
+        """Check a snapshot of the graph on the validation thread (after edits)."""
+        if self._closed:
+            return
+        generation = self._generation
+        snapshot = self.scene.graph.copy()
+        registry, settings = self.win.registry, dict(self.win.settings)
+
+        def check() -> Any:
+            try:
+                return validate(snapshot, registry, scope="all", settings=settings)
+            except Exception as exc:  # reported on the UI thread
+                return exc
+
+        future = self._pool.submit(check)
+        self._pending = future
+        future.add_done_callback(lambda f: self._deliver(generation, f.result()))
+
+    def _deliver(self, generation: int, issues: Any) -> None:
+        """On the validation thread: hand the result to the UI thread (queued signal)."""
+        try:
+            self._validated.emit(generation, issues)
+        except RuntimeError:  # the window (and this presenter) is gone: nobody to tell
+            pass
+
+    def _on_validated(self, generation: int, issues: Any) -> None:
+        if generation != self._generation:
+            return  # the graph changed meanwhile: a newer check follows
+        self._pending = None
+        self._apply_validation(issues)
+
+    def _apply_validation(self, issues: Any) -> None:
+        if isinstance(issues, Exception):
+            self.win.statusBar().showMessage(f"validation failed: {issues}", 5000)
+            issues = []
+        self.validation = [Problem.from_issue(i) for i in issues if i.kind != "no_outputs"]
+        self.show_problems()
+
+    def shutdown(self) -> None:
+        """Stop accepting checks; one already running finishes on its own."""
+        self._closed = True
+        self.validate_timer.stop()
+        self._generation += 1
+        self._pending = None
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def show_problems(self) -> None:
+        problems = self.run_problems + self.validation
+        self.win.problems.set_problems(problems, self.scene.node_label)
+        by_node: dict[str, list[tuple[str | None, str]]] = {}
+        for p in problems:
+            if p.node_id:
+                by_node.setdefault(p.node_id, []).append((p.input, p.message))
+        self.scene.set_issues(by_node)
+        self.win.dock_problems.setWindowTitle(f"Problems ({len(problems)})" if problems else "Problems")
+
+    def add_run_problem(self, p: Problem) -> None:
+        self.run_problems.append(p)
+        self.show_problems()
+
+    # -- running ------------------------------------------------------------------------------
+    def run(self) -> int:
+        """Queue a run of the current graph (a snapshot: keep editing meanwhile)."""
+        self.scene.close_editor(commit=True)
+        job = self.runner.submit(self.scene.graph)
+        self.win.status_label.setText("Queued" if self.runner.busy else "Starting…")
+        self.advance_seeds()
+        return job
+
+    def advance_seeds(self) -> None:
+        """Seed control ("increment"/"randomize"…) is applied once the run has taken its
+        snapshot, as ComfyUI does after queueing: the run uses the seed shown when Run
+        was pressed, and runs queued back to back each get a new seed (applying it only
+        when a run *finishes* would queue the same seed several times)."""
+        graph, undo = self.scene.graph, self.win.undo
+        updates = next_seeds(graph, self.win.registry)
+        if updates and self._runnable():
+            undo.beginMacro("Update seeds after run")
+            for nid, name, value in updates:
+                undo.push(cmd.SetValueCommand(graph, nid, name, value, merge=False))
+            undo.endMacro()
+
+    def _runnable(self) -> bool:
+        """Whether the run just queued will pass validation: an invalid graph must keep
+        its seed (and gain no undo entry), since nothing was made with that seed.  The
+        editor's own check (debounced, every node) answers when it is current and clean;
+        otherwise the engine's check for what the run needs decides."""
+        if self.validation_pending:
+            self.revalidate()
+        if not self.validation:
+            return True
+        return not validate(self.scene.graph, self.win.registry, settings=self.win.settings)
+
+    def on_event(self, ev: Any, preview: QImage | None) -> None:
+        sc, win = self.scene, self.win
+        if isinstance(ev, RunStarted):
+            sc.clear_states()
+            self.run_problems = []
+            self.show_problems()
+            for nid in ev.nodes:
+                sc.set_state(nid, "queued")
+            self.run_graph = self.runner.current_graph or sc.graph.copy()  # what this run really used
+            win.status_label.setText("Running…")
+            win.progress.setRange(0, max(1, len(ev.nodes)))
+            win.progress.setValue(0)
+            self._done = 0
+        elif isinstance(ev, NodeStarted):
+            sc.set_state(ev.node_id, "running")
+            win.status_label.setText(f"Running {sc.node_label(ev.node_id)}…")
+        elif isinstance(ev, NodeProgress):
+            sc.set_progress(ev.node_id, ev.step, ev.total, preview)
+        elif isinstance(ev, NodeFinished):
+            sc.set_state(ev.node_id, ev.status)
+            if ev.status != "skipped":
+                self._done += 1
+                win.progress.setValue(self._done)
+            self.show_node_ui(ev.node_id, ev.ui or {}, ev.status)
+        elif isinstance(ev, NodeError):
+            sc.set_state(ev.node_id, "error")
+            first_line = ev.message.strip().splitlines()[0] if ev.message.strip() else "error"
+            self.add_run_problem(Problem(ev.node_id, ev.input, first_line, source="run"))
+        elif isinstance(ev, RunFinished):
+            win.status_label.setText(f"Run {ev.status} in {ev.seconds:.2f} s")
+
+    def show_node_ui(self, nid: str, ui: Mapping[str, Any], status: str) -> None:
+        images = ui.get("images") or []
+        if isinstance(images, list) and images:
+            last = images[-1]
+            path = last if isinstance(last, str) else (last.get("path") if isinstance(last, dict) else None)
+            if path:
+                img = QImage(str(path))
+                if not img.isNull():
+                    self.scene.set_preview(nid, img)
+            if status == "executed":
+                for im in images:
+                    p = im if isinstance(im, str) else (im.get("path") if isinstance(im, dict) else None)
+                    if p:
+                        self.win.gallery.add(str(p), nid, self.run_graph or self.scene.graph)
+        text = ui.get("text")
+        if isinstance(text, str):
+            self.scene.set_node_text(nid, text[:2000])
+
+    def on_invalid(self, issues: list) -> None:
+        shown = {(p.node_id, p.input, p.message) for p in self.validation}
+        for i in issues:
+            if (i.node_id, i.input, i.message) not in shown:
+                self.run_problems.append(Problem(i.node_id, i.input, i.message, i.fix, "run"))
+        self.show_problems()
+        self.win.status_label.setText(f"Cannot run: {len(issues)} problem(s)")
+
+    def on_finished(self, report: Any) -> None:
+        """A run ended (done, cancelled, failed or refused): nodes it never reached must
+        not stay "queued", nor the one it stopped in "running"."""
+        for nid, state in list(self.scene.states.items()):
+            if state in ("queued", "running"):
+                self.scene.set_state(nid, None)
+        self.last_report = report
