@@ -91,7 +91,7 @@ def _resolve_source(graph: Graph, registry: Registry, link_src: Source, want: st
     Returns ``None`` when a bypassed node has no input of a matching type to pass
     through, and ``_MUTED`` when the chain ends in a muted node.  ``want`` is the type
     the consumer expects, used to bypass nodes whose type is unknown (see
-    :func:`_unknown_pass_through`).
+    :func:`unknown_pass_through`).
     """
     src, out = link_src
     seen: set[str] = set()
@@ -109,7 +109,7 @@ def _resolve_source(graph: Graph, registry: Registry, link_src: Source, want: st
         spec = registry.get(node.type)
         links = graph.inputs_view(src)
         if spec is None:
-            chosen_name = _unknown_pass_through(graph, registry, node, out, want)
+            chosen_name = unknown_pass_through(graph, registry, node, out, want)
             if chosen_name is None:
                 return None
         else:
@@ -142,7 +142,7 @@ def _output_type(graph: Graph, registry: Registry, src: str, out: str) -> str | 
     return t if isinstance(t, str) else None
 
 
-def _unknown_pass_through(graph: Graph, registry: Registry, node: Node, out: str, want: str | None) -> str | None:
+def unknown_pass_through(graph: Graph, registry: Registry, node: Node, out: str, want: str | None) -> str | None:
     """Which input a bypassed node of an *unknown* type (an imported placeholder) passes
     to output ``out``: as ComfyUI's bypass does, the first linked input whose type matches
     the output's type -- declared in ``extra["ports"]`` by the importer when the file says

@@ -69,9 +69,17 @@ class Builder:
     def add_placeholder(self, nid: str, class_type: str, values: dict[str, Any], comfy: dict[str, Any], *,
                         output_names: list[str], mode: str = "normal", title: str | None = None,
                         ui: dict[str, Any] | None = None) -> None:
-        """Keep an unmapped node visible: type ``comfy:<Class>``, its original data in ``extra["comfy"]``."""
+        """Keep an unmapped node visible: type ``comfy:<Class>``, its original data in ``extra["comfy"]``.
+
+        When the file says which types its ports have (the UI format does), they are kept in
+        ``extra["ports"]``: the planner then lets the user *bypass* the unknown node, passing
+        each output its first linked input of the same type, as ComfyUI's bypass does."""
+        extra: dict[str, Any] = {"comfy": comfy}
+        ports = _declared_ports(comfy, output_names)
+        if ports is not None:
+            extra["ports"] = ports
         self.graph.add_node(placeholder_type(class_type), values, id=nid, mode=mode, title=title,
-                            ui=dict(ui or {}), extra={"comfy": comfy})
+                            ui=dict(ui or {}), extra=extra)
         self._out_names[nid] = output_names
         self.result.unmapped.append((nid, class_type))
 
@@ -124,12 +132,82 @@ class Builder:
     def _connect_latent_vae(self) -> None:
         # ComfyUI's EmptyLatentImage always makes SD's 4-channel latents at 1/8 size.  Ours sizes the
         # latent for the VAE it is given (optional input), which is what makes models with another VAE
-        # (our small demo models: 4x downscale) work.  When the workflow has exactly one checkpoint
-        # loader there is no doubt which VAE the latent is for, so we connect it; for SD models the
-        # result is the same 4-channel 1/8 latent ComfyUI makes.
-        loaders = [n.id for n in self.graph if n.type == _CHECKPOINT]
-        if len(loaders) != 1:
+        # (our small demo models: 4x downscale) work.  The VAE to use is the one of the checkpoint
+        # whose MODEL denoises this latent: follow the latent downstream to the first node that takes
+        # a model (a sampler, a guider), then that model upstream to its checkpoint loader.  With two
+        # checkpoints (a two-pass workflow) each latent gets its own; the single-loader case is the
+        # same rule.  For SD models the result is the same 4-channel 1/8 latent ComfyUI makes.
+        loaders = {n.id for n in self.graph if n.type == _CHECKPOINT}
+        if not loaders:
             return
         for n in list(self.graph):
             if n.type == _EMPTY_LATENT and self.graph.link_into(n.id, "vae") is None:
-                self.graph.connect(loaders[0], "VAE", n.id, "vae")
+                found = _checkpoint_for_latent(self.graph, n.id, loaders)
+                if found is None and len(loaders) == 1:
+                    found = next(iter(loaders))
+                if found is not None:
+                    self.graph.connect(found, "VAE", n.id, "vae")
+                elif len(loaders) > 1:
+                    self.warn(f"node {n.id!r} (EmptyLatentImage): cannot tell which of the checkpoints "
+                              f"{sorted(loaders)} its latent is for; it is sized for SD (1/8, 4 channels)")
+
+
+_MODEL_INPUTS = ("model", "guider")
+
+
+def _checkpoint_for_latent(graph: Graph, latent_id: str, loaders: set[str]) -> str | None:
+    """The checkpoint loader whose MODEL samples the latent made by ``latent_id`` (or None)."""
+    seen = {latent_id}
+    frontier = [latent_id]
+    while frontier:  # breadth-first downstream, to the nearest nodes that take a model
+        consumers: list[str] = []
+        for nid in frontier:
+            for lk in graph.links_from(nid):
+                if lk.dst not in seen:
+                    seen.add(lk.dst)
+                    consumers.append(lk.dst)
+        takers = [c for c in consumers if any(graph.link_into(c, i) is not None for i in _MODEL_INPUTS)]
+        if takers:
+            found = {_upstream_loader(graph, t, loaders) for t in takers} - {None}
+            return found.pop() if len(found) == 1 else None
+        frontier = consumers
+    return None
+
+
+def _upstream_loader(graph: Graph, nid: str, loaders: set[str]) -> str | None:
+    """Follow a node's model (or guider) input upstream, through LoRAs, guiders and the like,
+    to the checkpoint loader it comes from."""
+    stack = [lk.src for i in _MODEL_INPUTS if (lk := graph.link_into(nid, i)) is not None]
+    seen: set[str] = set()
+    while stack:
+        cur = stack.pop()
+        if cur in loaders:
+            return cur
+        if cur in seen:
+            continue
+        seen.add(cur)
+        for name in (*_MODEL_INPUTS, "input"):  # "input": through reroutes
+            lk = graph.link_into(cur, name)
+            if lk is not None:
+                stack.append(lk.src)
+    return None
+
+
+def _declared_ports(comfy: dict[str, Any], output_names: list[str]) -> dict[str, dict[str, str]] | None:
+    """``{"inputs": {name: type}, "outputs": {name: type}}`` from a UI-format node, or None."""
+    ins, outs = comfy.get("inputs"), comfy.get("outputs")
+    if not isinstance(ins, list) and not isinstance(outs, list):
+        return None
+    inputs: dict[str, str] = {}
+    for entry in ins if isinstance(ins, list) else []:
+        if not isinstance(entry, dict) or not isinstance(entry.get("type"), str):
+            continue
+        widget = entry.get("widget")
+        name = widget.get("name") if isinstance(widget, dict) else entry.get("name")
+        if isinstance(name, str):
+            inputs[name] = entry["type"]
+    outputs: dict[str, str] = {}
+    for k, entry in enumerate(outs if isinstance(outs, list) else []):
+        if isinstance(entry, dict) and isinstance(entry.get("type"), str) and k < len(output_names):
+            outputs[output_names[k]] = entry["type"]
+    return {"inputs": inputs, "outputs": outputs}

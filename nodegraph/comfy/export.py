@@ -23,6 +23,7 @@ from typing import Any
 
 from ..errors import NodegraphError
 from ..graph import Graph, Node
+from ..plan import unknown_pass_through
 from ..registry import Registry
 from .mapping import BY_OURS, PLACEHOLDER_PREFIX, REROUTE_TYPE, NodeMap
 
@@ -77,10 +78,16 @@ def _resolve(graph: Graph, registry: Registry, src: Source) -> Source | None:
         if node.mode != "bypass":
             return nid, out
         spec = registry.get(node.type)
-        o = spec.output(out) if spec is not None else None
-        if spec is None or o is None:
-            return None
         links = graph.inputs_view(nid)
+        if spec is None:  # a bypassed placeholder: the same pass-through the planner uses
+            name = unknown_pass_through(graph, registry, node, out, None)
+            if name is None:
+                return None
+            nid, out = links[name].src, links[name].src_output
+            continue
+        o = spec.output(out)
+        if o is None:
+            return None
         chosen = next((i for i in spec.inputs if i.name in links and i.type == o.type), None)
         if chosen is None:
             return None

@@ -31,6 +31,7 @@ from typing import Any
 from .build import Builder
 from .mapping import SEED_CONTROLS, NodeMap, mapping_for
 from .result import ComfyFormatError, ImportResult
+from .widgets import align_widget_values
 
 _MODES = {0: "normal", 1: "normal", 2: "mute", 3: "normal", 4: "bypass"}
 _NOTES = ("Note", "MarkdownNote")
@@ -109,18 +110,7 @@ def _widget_values(nid: str, node: dict[str, Any], nmap: NodeMap,
     if not isinstance(wv, list):
         warn(f"node {nid!r} ({nmap.comfy}): unreadable widgets_values {wv!r}; defaults used")
         return {}, {}
-    values: dict[str, Any] = {}
-    controls: dict[str, str] = {}
-    i = 0
-    for p in nmap.widgets:
-        if i >= len(wv):
-            break
-        values[p.comfy] = wv[i]
-        i += 1
-        if p.seed and i < len(wv) and isinstance(wv[i], str) and wv[i] in SEED_CONTROLS:
-            controls[p.comfy] = wv[i]
-            i += 1
-    extra = len(wv) - i - len(nmap.ui_widgets)
+    values, controls, extra = align_widget_values(nmap, wv)  # by the widget specs, see .widgets
     if extra > 0:
         warn(f"node {nid!r} ({nmap.comfy}): {extra} widget value(s) more than expected were ignored")
     return values, controls
