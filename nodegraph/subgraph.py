@@ -164,9 +164,17 @@ class SubgraphDef:
                 fail(f"output {o.name!r} comes from node {o.source[0]!r}, which is not in the subgraph")
 
 
+_ZERO = {Widget.INT: 0, Widget.SEED: 0, Widget.FLOAT: 0.0, Widget.STRING: "", Widget.BOOL: False}
+
+
 def _check_widget_input(def_id: str, i: SubgraphInput) -> None:
+    """Widget rules of node inputs; an *optional* promoted input may have no default
+    (then the inner nodes keep their own values unless an instance sets one)."""
     from .spec import SpecError, _check_widget
 
+    if i.default is None and i.optional and i.widget in _ZERO:
+        probe_default = _ZERO[i.widget] if i.min is None else type(_ZERO[i.widget])(i.min)
+        i = replace(i, default=probe_default)
     probe = NodeSpec(f"subgraph_{def_id}".replace("-", "_").replace(".", "_"), _never_called, (i.as_input(),))
     try:
         _check_widget(probe, i.as_input(), lambda msg: (_ for _ in ()).throw(SpecError(msg)))

@@ -28,6 +28,7 @@ class Builder:
         self._maps: dict[str, NodeMap] = {}
         self._out_names: dict[str, list[str]] = {}  # placeholders: output names by slot
         self._reroutes: set[str] = set()
+        self._in_names: dict[str, dict[str, str]] = {}  # subgraph instances: ComfyUI input -> ours
 
     def warn(self, message: str) -> None:
         self.result.warnings.append(message)
@@ -83,6 +84,15 @@ class Builder:
         self._out_names[nid] = output_names
         self.result.unmapped.append((nid, class_type))
 
+    def add_instance(self, nid: str, node_type: str, values: dict[str, Any], *, input_names: dict[str, str],
+                     output_names: list[str], mode: str = "normal", title: str | None = None,
+                     ui: dict[str, Any] | None = None) -> None:
+        """A subgraph instance (see :mod:`.subgraphs`): links address it by ComfyUI slot names,
+        mapped to the subgraph's interface names."""
+        self.graph.add_node(node_type, values, id=nid, mode=mode, title=title, ui=dict(ui or {}))
+        self._in_names[nid] = dict(input_names)
+        self._out_names[nid] = list(output_names)
+
     def map_of(self, nid: str) -> NodeMap | None:
         return self._maps.get(nid)
 
@@ -90,6 +100,8 @@ class Builder:
         """Our input name for ComfyUI input ``comfy_input`` of node ``nid`` (None = no equivalent)."""
         if nid in self._reroutes:
             return "input"
+        if nid in self._in_names:
+            return self._in_names[nid].get(comfy_input)
         nmap = self._maps.get(nid)
         if nmap is None:
             return comfy_input
@@ -110,8 +122,9 @@ class Builder:
             return
         inp = self.input_name(dst, comfy_input)
         if inp is None:
-            nmap = self._maps[dst]
-            self.warn(f"node {dst!r} ({nmap.comfy}): input {comfy_input!r} has no equivalent; its link was dropped")
+            nmap = self._maps.get(dst)
+            what = nmap.comfy if nmap is not None else self.graph.node(dst).type
+            self.warn(f"node {dst!r} ({what}): input {comfy_input!r} has no equivalent; its link was dropped")
             return
         self.graph.connect(src, out, dst, inp)
 

@@ -25,6 +25,7 @@ from ..errors import NodegraphError
 from ..graph import Graph, Node
 from ..plan import unknown_pass_through
 from ..registry import Registry
+from ..subgraph import SEP, flatten, has_instances
 from .mapping import BY_OURS, PLACEHOLDER_PREFIX, REROUTE_TYPE, NodeMap
 
 _PRIMITIVES = frozenset({"primitives.int", "primitives.float", "primitives.string", "primitives.bool",
@@ -113,7 +114,12 @@ def _exportable_placeholder(node: Node) -> bool:
 
 
 def export_comfy_api(graph: Graph, registry: Registry) -> ExportResult:
-    """Our graph as a ComfyUI API prompt, with warnings for settings ComfyUI cannot express."""
+    """Our graph as a ComfyUI API prompt, with warnings for settings ComfyUI cannot express.
+
+    Subgraphs are flattened first, as ComfyUI's editor does when it queues a prompt; inner
+    nodes get ComfyUI's path ids (``"12:5"`` for node 5 inside instance 12)."""
+    if has_instances(graph):
+        graph = flatten(graph, registry).graph
     result = ExportResult({})
     constants: dict[str, Any] = {}
     exported: list[Node] = []
@@ -149,7 +155,7 @@ def export_comfy_api(graph: Graph, registry: Registry) -> ExportResult:
             result.warnings.append(f"node {dst!r} input {name!r}: output {src[1]!r} of {src[0]!r} has no "
                                    "ComfyUI slot; link left out")
             return False, None
-        return True, [src[0], slot]
+        return True, [_api_id(src[0]), slot]
 
     for node in exported:
         nmap = BY_OURS.get(node.type)
@@ -161,8 +167,12 @@ def export_comfy_api(graph: Graph, registry: Registry) -> ExportResult:
             class_type = nmap.comfy
         spec = registry.get(node.type)
         title = node.title or (spec.display_name if spec is not None else class_type)
-        result.prompt[node.id] = {"inputs": inputs, "class_type": class_type, "_meta": {"title": title}}
+        result.prompt[_api_id(node.id)] = {"inputs": inputs, "class_type": class_type, "_meta": {"title": title}}
     return result
+
+
+def _api_id(nid: str) -> str:
+    return nid.replace(SEP, ":")
 
 
 def _unwrap(value: Any) -> Any:

@@ -13,6 +13,7 @@ from typing import Any
 
 from ..graph import Graph
 from ..registry import Registry
+from ..subgraph import flatten, has_instances
 from .mapping import BY_OURS
 
 
@@ -24,6 +25,8 @@ def missing_models(graph: Graph, registry: Registry,
     LoRAs, ControlNets, upscale models); linked inputs and muted nodes are skipped.
     """
     out: list[tuple[str, str, str]] = []
+    if has_instances(graph):  # loaders inside subgraphs count too (ids are paths: "outer/inner")
+        graph = flatten(graph, registry).graph
     for node in graph:
         nmap = BY_OURS.get(node.type)
         spec = registry.get(node.type)

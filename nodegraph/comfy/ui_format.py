@@ -26,11 +26,13 @@ Structure read here::
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from .build import Builder
 from .mapping import SEED_CONTROLS, NodeMap, mapping_for
 from .result import ComfyFormatError, ImportResult
+from .subgraphs import add_instance, import_subgraphs
 from .widgets import align_widget_values
 
 _MODES = {0: "normal", 1: "normal", 2: "mute", 3: "normal", 4: "bypass"}
@@ -118,20 +120,25 @@ def _widget_values(nid: str, node: dict[str, Any], nmap: NodeMap,
 
 def import_ui(doc: dict[str, Any]) -> ImportResult:
     """Build a graph from a UI-format workflow document."""
+    b = Builder("comfy_ui")
+    subgraphs = import_subgraphs(doc, b)  # definitions.subgraphs -> our subgraph definitions (.subgraphs)
+    import_graph(doc, b, subgraphs)
+    return b.finish()
+
+
+def import_graph(doc: dict[str, Any], b: Builder, subgraphs: Mapping[str, Any]) -> None:
+    """Nodes, links and groups of one graph (the workflow, or a subgraph definition's body)
+    into ``b``; nodes whose type is a key of ``subgraphs`` become subgraph instances."""
     nodes = doc.get("nodes")
     if not isinstance(nodes, list) or not all(isinstance(n, dict) and "id" in n and "type" in n for n in nodes):
         raise ComfyFormatError("not a ComfyUI workflow: 'nodes' must be a list of objects with 'id' and 'type'")
     links = _links(doc)
-    b = Builder("comfy_ui")
     by_id: dict[str, dict[str, Any]] = {}
     for n in nodes:
         nid = str(n["id"])
         if nid in by_id:
             raise ComfyFormatError(f"two nodes have the id {nid}")
         by_id[nid] = n
-    if isinstance(doc.get("definitions"), dict) and doc["definitions"].get("subgraphs"):
-        b.warn("this workflow uses subgraphs, which nodegraph does not support; they are kept as placeholders")
-
     primitives: dict[str, dict[str, Any]] = {}
     for n in nodes:
         nid, cls = str(n["id"]), str(n["type"])
@@ -149,7 +156,9 @@ def import_ui(doc: dict[str, Any]) -> ImportResult:
             b.warn(f"note {nid!r} kept as text in the workflow's meta (nodegraph has no note nodes)")
             continue
         nmap = mapping_for(cls)
-        if cls == "Reroute":
+        if cls in subgraphs:
+            add_instance(b, nid, n, subgraphs[cls], mode=mode, title=title, ui=ui)
+        elif cls == "Reroute":
             b.add_reroute(nid, mode=mode, title=title, ui=ui)
         elif nmap is not None:
             values, controls = _widget_values(nid, n, nmap, b.warn)
@@ -179,7 +188,6 @@ def import_ui(doc: dict[str, Any]) -> ImportResult:
             b.warn(f"unconnected primitive node {pid!r} dropped (it only feeds widgets in ComfyUI)")
 
     _groups(b, doc.get("groups"))
-    return b.finish()
 
 
 def _fold_primitive(b: Builder, prim: dict[str, Any], dst: str, comfy_input: str) -> None:
