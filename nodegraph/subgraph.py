@@ -138,6 +138,9 @@ class SubgraphDef:
             fail("id must be letters, digits, '_', '.', '-' (no '/' or '@')")
         if not isinstance(self.version, int) or isinstance(self.version, bool) or self.version < 1:
             fail("version must be a positive integer")
+        bad_ids = [nid for nid in self.graph.nodes if SEP in nid]
+        if bad_ids:
+            fail(f"inner node ids must not contain {SEP!r} (it separates the levels of a path): {bad_ids[:5]}")
         fed: dict[tuple[str, str], str] = {}
         for i in self.inputs:
             if not _NAME_RE.match(i.name):

@@ -87,7 +87,10 @@ def _v0_to_v1(doc: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(nodes_in, dict):
         raise WorkflowFileError("'nodes' must be an object mapping node ids to nodes")
     nodes: dict[str, Any] = {}
-    links: list[dict[str, Any]] = list(doc.get("links", []))
+    links_in = doc.get("links", [])
+    if not isinstance(links_in, list):
+        raise WorkflowFileError("'links' must be a list")
+    links: list[dict[str, Any]] = list(links_in)
     for nid, n in nodes_in.items():
         if not isinstance(n, dict):
             raise WorkflowFileError(f"node {nid!r} must be an object")
