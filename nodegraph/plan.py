@@ -62,6 +62,12 @@ class Plan:
     aliases: dict[str, dict[str, Source]] = field(default_factory=dict)
 
 
+def with_specs(registry: Registry, extra: Mapping[str, NodeSpec]) -> Registry:
+    """``registry`` answering ``get``/``in`` also for ``extra`` specs (the interfaces of
+    bypassed subgraph instances in a flattened graph); ``registry`` itself when there are none."""
+    return _Specs(registry, extra) if extra else registry  # type: ignore[return-value]
+
+
 class _Specs:
     """The registry plus the interface specs of bypassed subgraph instances (what
     ``registry.get`` answers during planning)."""
@@ -92,7 +98,7 @@ def _resolve_source(graph: Graph, registry: Registry, link_src: Source, want: st
     Returns ``None`` when a bypassed node has no input of a matching type to pass
     through, and ``_MUTED`` when the chain ends in a muted node.  ``want`` is the type
     the consumer expects, used to bypass nodes whose type is unknown (see
-    :func:`_unknown_pass_through`).
+    :func:`unknown_pass_through`).
     """
     src, out = link_src
     seen: set[str] = set()
@@ -110,7 +116,7 @@ def _resolve_source(graph: Graph, registry: Registry, link_src: Source, want: st
         spec = registry.get(node.type)
         links = graph.inputs_view(src)
         if spec is None:
-            chosen_name = _unknown_pass_through(graph, registry, node, out, want)
+            chosen_name = unknown_pass_through(graph, registry, node, out, want)
             if chosen_name is None:
                 return None
         else:
@@ -143,7 +149,7 @@ def _output_type(graph: Graph, registry: Registry, src: str, out: str) -> str | 
     return t if isinstance(t, str) else None
 
 
-def _unknown_pass_through(graph: Graph, registry: Registry, node: Node, out: str, want: str | None) -> str | None:
+def unknown_pass_through(graph: Graph, registry: Registry, node: Node, out: str, want: str | None) -> str | None:
     """Which input a bypassed node of an *unknown* type (an imported placeholder) passes
     to output ``out``: as ComfyUI's bypass does, the first linked input whose type matches
     the output's type -- declared in ``extra["ports"]`` by the importer when the file says
@@ -371,7 +377,7 @@ def build_plan(
     if has_instances(graph):  # expand subgraph instances first; everything below sees plain nodes
         flat = _flatten(graph, registry, settings)
         graph, issues = flat.graph, list(flat.issues)
-        registry = _Specs(registry, flat.specs)  # type: ignore[assignment]
+        registry = with_specs(registry, flat.specs)
         if targets is not None:
             targets = _instance_targets(flat, targets, registry)
     dangling_into = frozenset((lk.dst, lk.dst_input) for lk in graph.dangling_links)

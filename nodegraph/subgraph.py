@@ -32,7 +32,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from .errors import ValidationIssue
-from .graph import Graph, GraphError, Link, Node
+from .graph import Graph, Link, Node
 from .spec import Input, NodeSpec, Output, Widget
 
 if TYPE_CHECKING:
@@ -138,6 +138,9 @@ class SubgraphDef:
             fail("id must be letters, digits, '_', '.', '-' (no '/' or '@')")
         if not isinstance(self.version, int) or isinstance(self.version, bool) or self.version < 1:
             fail("version must be a positive integer")
+        bad_ids = [nid for nid in self.graph.nodes if SEP in nid]
+        if bad_ids:
+            fail(f"inner node ids must not contain {SEP!r} (it separates the levels of a path): {bad_ids[:5]}")
         fed: dict[tuple[str, str], str] = {}
         for i in self.inputs:
             if not _NAME_RE.match(i.name):
@@ -164,9 +167,17 @@ class SubgraphDef:
                 fail(f"output {o.name!r} comes from node {o.source[0]!r}, which is not in the subgraph")
 
 
+_ZERO = {Widget.INT: 0, Widget.SEED: 0, Widget.FLOAT: 0.0, Widget.STRING: "", Widget.BOOL: False}
+
+
 def _check_widget_input(def_id: str, i: SubgraphInput) -> None:
+    """Widget rules of node inputs; an *optional* promoted input may have no default
+    (then the inner nodes keep their own values unless an instance sets one)."""
     from .spec import SpecError, _check_widget
 
+    if i.default is None and i.optional and i.widget in _ZERO:
+        probe_default = _ZERO[i.widget] if i.min is None else type(_ZERO[i.widget])(i.min)
+        i = replace(i, default=probe_default)
     probe = NodeSpec(f"subgraph_{def_id}".replace("-", "_").replace(".", "_"), _never_called, (i.as_input(),))
     try:
         _check_widget(probe, i.as_input(), lambda msg: (_ for _ in ()).throw(SpecError(msg)))
@@ -224,7 +235,8 @@ def define(graph: Graph, defn: SubgraphDef) -> SubgraphDef:
 class Flat:
     """A graph with every instance expanded (node ids are paths), and what planning needs
     to speak about instances: issues found while expanding, interface specs of bypassed
-    instances, which inner input each instance input became, and instance outputs."""
+    instances, which inner input each instance input became, and instance outputs.
+    The flat nodes' ``ui``/``extra`` dicts are shared with the source graphs: read-only."""
 
     graph: Graph
     issues: list[ValidationIssue] = field(default_factory=list)
@@ -281,10 +293,10 @@ def flatten(graph: Graph, registry: Registry | None = None,
                 continue
             if defn is not None:
                 flat.specs[node.type] = defn.node_spec(node.type)
-            try:
-                flat.graph.add_node(node.type, node.values, id=path, mode=mode, title=node.title, ui=node.ui,
-                                    extra=node.extra)
-            except GraphError:
+            if path not in flat.graph.nodes:
+                flat.graph._put_quietly(Node(path, node.type, dict(node.values), mode, node.title, node.ui,
+                                             node.extra))
+            else:
                 flat.issues.append(ValidationIssue(
                     "duplicate_id", f"node id {path!r} is also the path of a node inside a subgraph",
                     "rename the node (ids with '/' are reserved for nodes inside subgraphs)", path, node.type))
@@ -356,7 +368,7 @@ def _flatten_links(flat: Flat, frame: _Frame) -> None:
         leaves = _leaves(flat, dst, lk.dst_input) if dst in flat.instances else [(dst, lk.dst_input)]
         for leaf, inp in leaves:
             if src in g.nodes and leaf in g.nodes and g.link_into(leaf, inp) is None:
-                g.connect(src, out, leaf, inp, extra=lk.extra)
+                g._put_quietly(link=Link(src, out, leaf, inp, lk.extra))
             elif src in g.nodes and leaf in g.nodes:
                 flat.issues.append(ValidationIssue(
                     "duplicate_link", f"input {inp!r} is fed twice (once through a subgraph input)",
@@ -445,7 +457,7 @@ def extract(graph: Graph, registry: Registry, node_ids: Iterable[str], def_id: s
             raise SubgraphError(f"node {nid!r} has no widget input {inp_name!r} to promote")
         pname = _unique(inp_name, names)
         default = graph.node(nid).values.get(inp_name, inp.default)
-        inputs.append(SubgraphInput(pname, inp.type, ((nid, inp_name),), inp.widget, inp.default, inp.min, inp.max,
+        inputs.append(SubgraphInput(pname, inp.type, ((nid, inp_name),), inp.widget, default, inp.min, inp.max,
                                     inp.step, tuple(inp.choice_list()) if inp.choices is not None else None,
                                     inp.multiline, inp.optional, inp.tooltip))
         values[pname] = default

@@ -28,6 +28,7 @@ class Builder:
         self._maps: dict[str, NodeMap] = {}
         self._out_names: dict[str, list[str]] = {}  # placeholders: output names by slot
         self._reroutes: set[str] = set()
+        self._in_names: dict[str, dict[str, str]] = {}  # subgraph instances: ComfyUI input -> ours
 
     def mapping_for(self, class_type: str) -> NodeMap | None:
         """How ComfyUI class ``class_type`` maps onto a registered node type (None: placeholder)."""
@@ -79,11 +80,28 @@ class Builder:
     def add_placeholder(self, nid: str, class_type: str, values: dict[str, Any], comfy: dict[str, Any], *,
                         output_names: list[str], mode: str = "normal", title: str | None = None,
                         ui: dict[str, Any] | None = None) -> None:
-        """Keep an unmapped node visible: type ``comfy:<Class>``, its original data in ``extra["comfy"]``."""
+        """Keep an unmapped node visible: type ``comfy:<Class>``, its original data in ``extra["comfy"]``.
+
+        When the file says which types its ports have (the UI format does), they are kept in
+        ``extra["ports"]``: the planner then lets the user *bypass* the unknown node, passing
+        each output its first linked input of the same type, as ComfyUI's bypass does."""
+        extra: dict[str, Any] = {"comfy": comfy}
+        ports = _declared_ports(comfy, output_names)
+        if ports is not None:
+            extra["ports"] = ports
         self.graph.add_node(placeholder_type(class_type), values, id=nid, mode=mode, title=title,
-                            ui=dict(ui or {}), extra={"comfy": comfy})
+                            ui=dict(ui or {}), extra=extra)
         self._out_names[nid] = output_names
         self.result.unmapped.append((nid, class_type))
+
+    def add_instance(self, nid: str, node_type: str, values: dict[str, Any], *, input_names: dict[str, str],
+                     output_names: list[str], mode: str = "normal", title: str | None = None,
+                     ui: dict[str, Any] | None = None) -> None:
+        """A subgraph instance (see :mod:`.subgraphs`): links address it by ComfyUI slot names,
+        mapped to the subgraph's interface names."""
+        self.graph.add_node(node_type, values, id=nid, mode=mode, title=title, ui=dict(ui or {}))
+        self._in_names[nid] = dict(input_names)
+        self._out_names[nid] = list(output_names)
 
     def map_of(self, nid: str) -> NodeMap | None:
         return self._maps.get(nid)
@@ -92,6 +110,8 @@ class Builder:
         """Our input name for ComfyUI input ``comfy_input`` of node ``nid`` (None = no equivalent)."""
         if nid in self._reroutes and self.table.reroute is not None:
             return self.table.reroute.input
+        if nid in self._in_names:
+            return self._in_names[nid].get(comfy_input)
         nmap = self._maps.get(nid)
         if nmap is None:
             return comfy_input
@@ -112,8 +132,9 @@ class Builder:
             return
         inp = self.input_name(dst, comfy_input)
         if inp is None:
-            nmap = self._maps[dst]
-            self.warn(f"node {dst!r} ({nmap.comfy}): input {comfy_input!r} has no equivalent; its link was dropped")
+            nmap = self._maps.get(dst)
+            what = nmap.comfy if nmap is not None else self.graph.node(dst).type
+            self.warn(f"node {dst!r} ({what}): input {comfy_input!r} has no equivalent; its link was dropped")
             return
         self.graph.connect(src, out, dst, inp)
 
@@ -132,3 +153,23 @@ class Builder:
         for hook in self.table.import_hooks:
             hook(self.result)
         return self.result
+
+
+def _declared_ports(comfy: dict[str, Any], output_names: list[str]) -> dict[str, dict[str, str]] | None:
+    """``{"inputs": {name: type}, "outputs": {name: type}}`` from a UI-format node, or None."""
+    ins, outs = comfy.get("inputs"), comfy.get("outputs")
+    if not isinstance(ins, list) and not isinstance(outs, list):
+        return None
+    inputs: dict[str, str] = {}
+    for entry in ins if isinstance(ins, list) else []:
+        if not isinstance(entry, dict) or not isinstance(entry.get("type"), str):
+            continue
+        widget = entry.get("widget")
+        name = widget.get("name") if isinstance(widget, dict) else entry.get("name")
+        if isinstance(name, str):
+            inputs[name] = entry["type"]
+    outputs: dict[str, str] = {}
+    for k, entry in enumerate(outs if isinstance(outs, list) else []):
+        if isinstance(entry, dict) and isinstance(entry.get("type"), str) and k < len(output_names):
+            outputs[output_names[k]] = entry["type"]
+    return {"inputs": inputs, "outputs": outputs}

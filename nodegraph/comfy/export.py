@@ -25,7 +25,9 @@ from typing import Any
 
 from ..errors import NodegraphError
 from ..graph import Graph, Node
+from ..plan import unknown_pass_through, with_specs
 from ..registry import Registry
+from ..subgraph import SEP, flatten, has_instances
 from .mapping import PLACEHOLDER_PREFIX, ComfyTable, NodeMap
 
 Source = tuple[str, str]
@@ -76,10 +78,16 @@ def _resolve(graph: Graph, registry: Registry, table: ComfyTable, src: Source) -
         if node.mode != "bypass":
             return nid, out
         spec = registry.get(node.type)
-        o = spec.output(out) if spec is not None else None
-        if spec is None or o is None:
-            return None
         links = graph.inputs_view(nid)
+        if spec is None:  # a bypassed placeholder: the same pass-through the planner uses
+            name = unknown_pass_through(graph, registry, node, out, None)
+            if name is None:
+                return None
+            nid, out = links[name].src, links[name].src_output
+            continue
+        o = spec.output(out)
+        if o is None:
+            return None
         chosen = next((i for i in spec.inputs if i.name in links and i.type == o.type), None)
         if chosen is None:
             return None
@@ -105,8 +113,14 @@ def _exportable_placeholder(node: Node) -> bool:
 
 
 def export_comfy_api(graph: Graph, registry: Registry) -> ExportResult:
-    """Our graph as a ComfyUI API prompt, with warnings for settings ComfyUI cannot express."""
+    """Our graph as a ComfyUI API prompt, with warnings for settings ComfyUI cannot express.
+
+    Subgraphs are flattened first, as ComfyUI's editor does when it queues a prompt; inner
+    nodes get ComfyUI's path ids (``"12:5"`` for node 5 inside instance 12)."""
     table = ComfyTable.of(registry)
+    if has_instances(graph):
+        flat = flatten(graph, registry)
+        graph, registry = flat.graph, with_specs(registry, flat.specs)  # bypassed instances pass through
     reroute = table.reroute.type if table.reroute is not None else None
     result = ExportResult({})
     constants: dict[str, Any] = {}
@@ -143,7 +157,7 @@ def export_comfy_api(graph: Graph, registry: Registry) -> ExportResult:
             result.warnings.append(f"node {dst!r} input {name!r}: output {src[1]!r} of {src[0]!r} has no "
                                    "ComfyUI slot; link left out")
             return False, None
-        return True, [src[0], slot]
+        return True, [_api_id(src[0]), slot]
 
     for node in exported:
         nmap = table.by_ours.get(node.type)
@@ -155,8 +169,12 @@ def export_comfy_api(graph: Graph, registry: Registry) -> ExportResult:
             class_type = nmap.comfy
         spec = registry.get(node.type)
         title = node.title or (spec.display_name if spec is not None else class_type)
-        result.prompt[node.id] = {"inputs": inputs, "class_type": class_type, "_meta": {"title": title}}
+        result.prompt[_api_id(node.id)] = {"inputs": inputs, "class_type": class_type, "_meta": {"title": title}}
     return result
+
+
+def _api_id(nid: str) -> str:
+    return nid.replace(SEP, ":")
 
 
 def _unwrap(value: Any) -> Any:

@@ -55,6 +55,8 @@ class Param:
     kind: str | None = None
     drop: bool = False
     comfy_default: Any = None
+    factor: float | None = None  # ours = round(theirs * factor), for inputs on another scale
+    factor_note: str = ""  # the warning an approximate rescaling gives
 
     @property
     def name(self) -> str:
@@ -67,6 +69,8 @@ class Param:
 
     def to_ours(self, value: Any) -> tuple[Any, str | None]:
         """(our value, warning or None) for a ComfyUI widget value."""
+        if self.factor is not None and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return round(value * self.factor), (self.factor_note or None)
         if isinstance(value, str):
             if value in self.values:
                 return self.values[value], None
@@ -78,6 +82,8 @@ class Param:
         return value, None
 
     def to_comfy(self, value: Any) -> Any:
+        if self.factor is not None and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return round(value / self.factor, 4)
         for theirs, ours in self.values.items():
             if value == ours:
                 return theirs
@@ -161,12 +167,16 @@ class ComfyMappings:
     ``constants``: node types without a ComfyUI class whose output is the value of their one
     widget (a seed node); export folds them into the ComfyUI widgets they feed.
     ``import_hooks``: fix-ups run after every import (see :data:`ImportHook`).
+    ``implicit_inputs``: ``(node type, input, port type)`` of inputs ComfyUI feeds implicitly (our
+    empty latent's VAE); inside an imported subgraph such an unlinked input takes the subgraph's
+    one input of that port type, since the import hooks cannot see across the boundary.
     """
 
     maps: tuple[NodeMap, ...] = ()
     reroute: Reroute | None = None
     constants: tuple[str, ...] = ()
     import_hooks: tuple[ImportHook, ...] = ()
+    implicit_inputs: tuple[tuple[str, str, str], ...] = ()
 
     def check(self, registry: Registry, pack: str = "") -> None:
         """Raise :class:`SpecError` for a row that does not match the registered node specs, so an
@@ -198,6 +208,7 @@ class ComfyTable:
     reroute: Reroute | None = None
     constants: frozenset[str] = frozenset()
     import_hooks: tuple[ImportHook, ...] = ()
+    implicit_inputs: tuple[tuple[str, str, str], ...] = ()
 
     @classmethod
     def merge(cls, contributions: Iterable[tuple[str, ComfyMappings]]) -> ComfyTable:
@@ -209,6 +220,7 @@ class ComfyTable:
         reroute: Reroute | None = None
         constants: set[str] = set()
         hooks: list[ImportHook] = []
+        implicit: list[tuple[str, str, str]] = []
         for pack, c in contributions:
             for m in c.maps:
                 if m.comfy in by_comfy:
@@ -219,8 +231,9 @@ class ComfyTable:
             reroute = reroute or c.reroute
             constants.update(c.constants)
             hooks.extend(c.import_hooks)
+            implicit.extend(c.implicit_inputs)
         return cls(MappingProxyType(by_comfy), MappingProxyType(by_ours), reroute, frozenset(constants),
-                   tuple(hooks))
+                   tuple(hooks), tuple(implicit))
 
     @classmethod
     def of(cls, registry: Registry) -> ComfyTable:

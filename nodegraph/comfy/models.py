@@ -13,6 +13,7 @@ from typing import Any
 
 from ..graph import Graph
 from ..registry import Registry
+from ..subgraph import flatten, has_instances
 from .mapping import ComfyTable
 
 
@@ -25,6 +26,8 @@ def missing_models(graph: Graph, registry: Registry,
     """
     out: list[tuple[str, str, str]] = []
     by_ours = ComfyTable.of(registry).by_ours
+    if has_instances(graph):  # loaders inside subgraphs count too (ids are paths: "outer/inner")
+        graph = flatten(graph, registry).graph
     for node in graph:
         nmap = by_ours.get(node.type)
         spec = registry.get(node.type)

@@ -27,11 +27,14 @@ Structure read here::
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 from .build import Builder
 from .mapping import SEED_CONTROLS, ComfyTable, NodeMap
 from .result import ComfyFormatError, ImportResult
+from .subgraphs import add_instance, import_subgraphs
+from .widgets import align_widget_values
 
 _MODES = {0: "normal", 1: "normal", 2: "mute", 3: "normal", 4: "bypass"}
 _NOTES = ("Note", "MarkdownNote")
@@ -139,18 +142,7 @@ def _widget_values(nid: str, node: dict[str, Any], nmap: NodeMap,
     if not isinstance(wv, list):
         warn(f"node {nid!r} ({nmap.comfy}): unreadable widgets_values {wv!r}; defaults used")
         return {}, {}
-    values: dict[str, Any] = {}
-    controls: dict[str, str] = {}
-    i = 0
-    for p in nmap.widgets:
-        if i >= len(wv):
-            break
-        values[p.comfy] = wv[i]
-        i += 1
-        if p.seed and i < len(wv) and isinstance(wv[i], str) and wv[i] in SEED_CONTROLS:
-            controls[p.comfy] = wv[i]
-            i += 1
-    extra = len(wv) - i - len(nmap.ui_widgets)
+    values, controls, extra = align_widget_values(nmap, wv)  # by the widget specs, see .widgets
     if extra > 0:
         warn(f"node {nid!r} ({nmap.comfy}): {extra} widget value(s) more than expected were ignored")
     return values, controls
@@ -158,20 +150,25 @@ def _widget_values(nid: str, node: dict[str, Any], nmap: NodeMap,
 
 def import_ui(doc: dict[str, Any], table: ComfyTable) -> ImportResult:
     """Build a graph from a UI-format workflow document, mapping classes through ``table``."""
+    b = Builder("comfy_ui", table)
+    subgraphs = import_subgraphs(doc, b)  # definitions.subgraphs -> our subgraph definitions (.subgraphs)
+    import_graph(doc, b, subgraphs)
+    return b.finish()
+
+
+def import_graph(doc: dict[str, Any], b: Builder, subgraphs: Mapping[str, Any]) -> None:
+    """Nodes, links and groups of one graph (the workflow, or a subgraph definition's body)
+    into ``b``; nodes whose type is a key of ``subgraphs`` become subgraph instances."""
     nodes = doc.get("nodes")
     if not isinstance(nodes, list) or not all(isinstance(n, dict) and "id" in n and "type" in n for n in nodes):
         raise ComfyFormatError("not a ComfyUI workflow: 'nodes' must be a list of objects with 'id' and 'type'")
     links = _links(doc)
-    b = Builder("comfy_ui", table)
     by_id: dict[str, dict[str, Any]] = {}
     for i, n in enumerate(nodes):
         nid = _node_id(n["id"], i)
         if nid in by_id:
             raise ComfyFormatError(f"two nodes have the id {nid}")
         by_id[nid] = n
-    if isinstance(doc.get("definitions"), dict) and doc["definitions"].get("subgraphs"):
-        b.warn("this workflow uses subgraphs, which nodegraph does not support; they are kept as placeholders")
-
     primitives: dict[str, dict[str, Any]] = {}
     for n in nodes:
         nid, cls = str(n["id"]), str(n["type"])
@@ -184,14 +181,16 @@ def import_ui(doc: dict[str, Any], table: ComfyTable) -> ImportResult:
         if cls == "PrimitiveNode":
             primitives[nid] = n
             continue
-        if cls in _NOTES:
-            wv = n.get("widgets_values")
-            text = wv[0] if isinstance(wv, list) and wv and isinstance(wv[0], str) else ""
-            b.graph.meta.setdefault("notes", []).append({"title": title or cls, "text": text, **ui})
-            b.warn(f"note {nid!r} kept as text in the workflow's meta (nodegraph has no note nodes)")
+        if cls in _NOTES:  # canvas comments: kept in meta["notes"] with their place on the canvas
+            wv = n.get("widgets_values") or [""]
+            text = wv[0] if isinstance(wv, list) and wv else wv.get("text", "") if isinstance(wv, dict) else ""
+            b.graph.meta.setdefault("notes", []).append({"id": nid, "title": title or cls, "text": str(text),
+                                                         "markdown": cls == "MarkdownNote", **ui})
             continue
         nmap = b.mapping_for(cls)
-        if cls == "Reroute":
+        if cls in subgraphs:
+            add_instance(b, nid, n, subgraphs[cls], mode=mode, title=title, ui=ui)
+        elif cls == "Reroute":
             b.add_reroute(nid, mode=mode, title=title, ui=ui)
         elif nmap is not None:
             values, controls = _widget_values(nid, n, nmap, b.warn)
@@ -222,7 +221,6 @@ def import_ui(doc: dict[str, Any], table: ComfyTable) -> ImportResult:
             b.warn(f"unconnected primitive node {pid!r} dropped (it only feeds widgets in ComfyUI)")
 
     _groups(b, doc.get("groups"))
-    return b.finish()
 
 
 def _fold_primitive(b: Builder, prim: dict[str, Any], dst: str, comfy_input: str) -> None:

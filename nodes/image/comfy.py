@@ -12,6 +12,8 @@ from nodegraph.comfy.mapping import ComfyMappings, L, NodeMap, W
 
 # ComfyUI's "nearest-exact" is what our image ops call "nearest" (torch's nearest-exact).
 _METHODS = MappingProxyType({"nearest-exact": "nearest"})
+_CANNY = ("Canny thresholds converted from ComfyUI's 0-1 scale to OpenCV's 0-255: edges are close to "
+          "ComfyUI's, not identical")
 
 MAPS: tuple[NodeMap, ...] = (
     NodeMap("LoadImage", "image.load", (W("image", kind="image"),), ("IMAGE", "MASK"), ui_widgets=("upload",)),
@@ -32,6 +34,12 @@ MAPS: tuple[NodeMap, ...] = (
     NodeMap("MaskToImage", "image.mask_to_image", (L("mask"),), ("IMAGE",)),
     NodeMap("InvertMask", "image.invert_mask", (L("mask"),), ("MASK",)),
     NodeMap("GrowMask", "image.grow_mask", (L("mask"), W("expand"), W("tapered_corners")), ("MASK",)),
+    NodeMap("ImageScaleToTotalPixels", "image.scale_to_total_pixels",
+            (L("image"), W("upscale_method", "method", values=_METHODS), W("megapixels"), W("resolution_steps")),
+            ("IMAGE",)),
+    # ComfyUI's Canny (kornia) takes thresholds on 0..1 gradients, ours (OpenCV) on 0..255.
+    NodeMap("Canny", "image.canny", (L("image"), W("low_threshold", factor=255, factor_note=_CANNY),
+                                     W("high_threshold", factor=255, factor_note=_CANNY)), ("IMAGE",)),
 )
 
 COMFY = ComfyMappings(maps=MAPS)

@@ -142,6 +142,29 @@ def scale_image_by(ctx: NodeContext, image: Any, method: str, factor: float) -> 
     return scale_by(image, factor, method)
 
 
+@node("image.scale_to_total_pixels", category="image/transform", display_name="Scale Image to Total Pixels",
+      inputs=[In("image", "IMAGE"), Combo("method", list(SCALE_METHODS), "bilinear"),
+              Float("megapixels", 1.0, min=0.01, max=16.0, step=0.01, tooltip="1 megapixel = 1024 x 1024"),
+              Int("resolution_steps", 1, min=1, max=256, tooltip="round both sides to a multiple of this")],
+      outputs=[Out("IMAGE", "IMAGE")])
+def scale_to_total_pixels(ctx: NodeContext, image: Any, method: str, megapixels: float,
+                          resolution_steps: int = 1) -> Any:
+    """Resize, keeping the aspect ratio, to about ``megapixels`` x 1024 x 1024 pixels: the size a
+    model was trained at, whatever the input's size (as ComfyUI's ImageScaleToTotalPixels)."""
+    import math
+
+    from .ops import resize
+
+    _, h, w, _ = image.shape
+    factor = math.sqrt(int(megapixels * 1024 * 1024) / (w * h))
+    width = max(resolution_steps, round(w * factor / resolution_steps) * resolution_steps)
+    height = max(resolution_steps, round(h * factor / resolution_steps) * resolution_steps)
+    if width > MAX_RESOLUTION or height > MAX_RESOLUTION:
+        raise NodeInputError("megapixels", f"{w}x{h} at {megapixels} megapixels would be {width}x{height}, over "
+                             f"{MAX_RESOLUTION} pixels a side", "use fewer megapixels")
+    return resize(image, width, height, method)
+
+
 @node("image.crop", category="image/transform", display_name="Crop Image",
       inputs=[In("image", "IMAGE"), Int("width", 512, min=1, max=MAX_RESOLUTION),
               Int("height", 512, min=1, max=MAX_RESOLUTION), Int("x", 0, min=0, max=MAX_RESOLUTION),
@@ -278,7 +301,8 @@ def canny_edges(ctx: NodeContext, image: Any, low_threshold: int, high_threshold
 
 NODES = [
     load_image, load_image_path, save_image, preview_image,
-    scale_image, scale_image_by, crop_image, pad_for_outpaint, composite_images, batch_images, invert_image,
+    scale_image, scale_image_by, scale_to_total_pixels, crop_image, pad_for_outpaint, composite_images,
+    batch_images, invert_image,
     image_to_mask, mask_to_image, invert_mask, grow_mask, blur_mask,
     canny_edges,
 ]

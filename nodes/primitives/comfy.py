@@ -8,7 +8,7 @@ folded into the widgets it feeds on export.
 
 from __future__ import annotations
 
-from nodegraph.comfy.mapping import ComfyMappings, NodeMap, Reroute, W
+from nodegraph.comfy.mapping import ComfyMappings, L, NodeMap, Reroute, W
 
 MAPS: tuple[NodeMap, ...] = (
     NodeMap("PrimitiveInt", "primitives.int", (W("value", seed=True),), ("INT",)),
@@ -16,6 +16,9 @@ MAPS: tuple[NodeMap, ...] = (
     NodeMap("PrimitiveString", "primitives.string", (W("value"),), ("STRING",)),
     NodeMap("PrimitiveStringMultiline", "primitives.string", (W("value"),), ("STRING",)),
     NodeMap("PrimitiveBoolean", "primitives.bool", (W("value"),), ("BOOLEAN",)),
+    # -- text and display
+    NodeMap("StringReplace", "primitives.replace", (W("string", "text"), W("find"), W("replace")), ("STRING",)),
+    NodeMap("PreviewAny", "primitives.show", (L("source", "value"),)),
 )
 
 COMFY = ComfyMappings(maps=MAPS, reroute=Reroute("primitives.reroute", "input", "output"),

@@ -436,3 +436,49 @@ def test_cli_validate_and_run_report_inner_problems_with_their_path_and_set_reac
     assert "show: 3" in capsys.readouterr().out  # 12 // 4
     assert main(["run", str(good), "--quiet", "-o", str(tmp_path / "out"), "--set", "h/nope.b=4"]) == 2
     assert "subgraph 'halve' has the inner nodes div" in capsys.readouterr().err
+
+
+# -- malformed input never crashes ---------------------------------------------------------------------------------
+
+
+def _paths(value, prefix=()):
+    """Every (path, value) inside a JSON document."""
+    out = [(prefix, value)]
+    stack = [(prefix, value)]
+    while stack:
+        p, v = stack.pop()
+        items = v.items() if isinstance(v, dict) else enumerate(v) if isinstance(v, list) else ()
+        for k, child in items:
+            out.append(((*p, k), child))
+            stack.append(((*p, k), child))
+    return out
+
+
+def _valid_doc() -> dict:
+    g = add_chain(4)
+    extract(g, REG, ["n1", "n2"], "pair", promote=[("n2", "b")], instance_id="p")
+    define(g, adder_def())
+    g.add_node("subgraph:plus@1", {"amount": 3, "first.b": 2}, id="q")
+    return json.loads(dumps(g))
+
+
+def test_mutated_subgraph_documents_load_or_fail_cleanly():
+    """Every place of a valid document with subgraphs, replaced by every kind of wrong JSON value:
+    loading gives a graph (that validates to a list of issues and saves back) or a WorkflowFileError."""
+    base = _valid_doc()
+    targets = [p for p, _ in _paths(base) if p and p[0] in ("subgraphs", "nodes")]
+    junk = [None, True, -1, 2.5, "", "x/y", [], [1, "a"], {}, {"a": 1}]
+    assert len(targets) > 60
+    for path in targets:
+        for value in junk:
+            doc = json.loads(json.dumps(base))
+            holder = doc
+            for k in path[:-1]:
+                holder = holder[k]
+            holder[path[-1]] = value
+            try:
+                g = loads(json.dumps(doc))
+            except WorkflowFileError:
+                continue
+            assert isinstance(validate(g, REG, scope="all"), list), (path, value)
+            assert set(loads(dumps(g)).nodes) == set(g.nodes), (path, value)

@@ -465,3 +465,23 @@ def test_catalogue_and_validation_do_not_import_torch(tmp_path: Path) -> None:
     res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip() == "1"  # the missing file, found without importing torch
+
+
+def test_scale_to_total_pixels_keeps_aspect_and_hits_the_pixel_count(env) -> None:
+    ex, inp, _ = env
+    rng = np.random.default_rng(3)
+    p = write_png(inp / "wide.png", rng.integers(0, 256, (30, 60, 3), dtype=np.uint8))  # 60x30, aspect 2
+    # 0.01 MP = int(0.01 * 1048576) = 10485 px -> factor sqrt(10485 / 1800) = 2.4135 -> 145x72
+    out = apply(ex, p, "image.scale_to_total_pixels", {"method": "bilinear", "megapixels": 0.01})
+    assert out.shape == (1, 72, 145, 3)
+    out = apply(ex, p, "image.scale_to_total_pixels", {"method": "nearest", "megapixels": 0.01,
+                                                       "resolution_steps": 16})
+    assert out.shape == (1, 80, 144, 3)  # 72.4 -> 5 x 16, 144.8 -> 9 x 16
+    strip = write_png(inp / "strip.png", rng.integers(0, 256, (1, 60, 3), dtype=np.uint8))  # 16 MP: 31,727 wide
+    g = Graph()
+    loaded(g, strip)
+    g.add_node("image.scale_to_total_pixels", {"megapixels": 16.0}, id="op")
+    g.connect("load", "IMAGE", "op", "image")
+    report = ex.run(g, outputs=["op"])
+    assert report.error is not None and report.error.input == "megapixels"
+    assert "fewer megapixels" in report.error.message

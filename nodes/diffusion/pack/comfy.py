@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from nodegraph.comfy.mapping import ComfyMappings, L, NodeMap, Param, W
 from nodegraph.comfy.result import ImportResult
+from nodegraph.graph import Graph
 
 from ..catalogue import COMFY_SAMPLER_VARIANTS
 
@@ -85,25 +86,80 @@ MAPS: tuple[NodeMap, ...] = (
     NodeMap("SamplerCustomAdvanced", "diffusion.sampler_custom_advanced",
             (L("noise"), L("guider"), L("sampler"), L("sigmas"), L("latent_image")),
             ("output", "denoised_output")),
+    # -- latent files (ComfyUI's .latent format and scale)
+    NodeMap("SaveLatent", "diffusion.save_latent", (L("samples"), W("filename_prefix"))),
+    NodeMap("LoadLatent", "diffusion.load_latent", (W("latent", kind="image"),), ("LATENT",)),
 )
 
 
 def connect_latent_vae(result: ImportResult) -> None:
-    """Give imported empty latents the checkpoint's VAE.
+    """Give imported empty latents the VAE of the checkpoint whose model samples them.
 
     ComfyUI's EmptyLatentImage always makes SD's 4-channel latents at 1/8 size.  Ours sizes the
     latent for the VAE it is given (optional input), which is what makes models with another VAE
-    (our small demo models: 4x downscale) work.  When the workflow has exactly one checkpoint
-    loader there is no doubt which VAE the latent is for, so it is connected; for SD models the
-    result is the same 4-channel 1/8 latent ComfyUI makes.
+    (our small demo models: 4x downscale) work.  The VAE to use is the one of the checkpoint
+    whose MODEL denoises this latent: follow the latent downstream to the first nodes that take a
+    model (a sampler, a guider), then that model upstream to its checkpoint loader.  With two
+    checkpoints (a two-pass workflow) each latent gets its own; with one there is no doubt.  For
+    SD models the result is the same 4-channel 1/8 latent ComfyUI makes.
     """
     graph = result.graph
-    loaders = [n.id for n in graph if n.type == _CHECKPOINT]
-    if len(loaders) != 1:
+    loaders = {n.id for n in graph if n.type == _CHECKPOINT}
+    if not loaders:
         return
     for n in list(graph):
         if n.type == _EMPTY_LATENT and graph.link_into(n.id, "vae") is None:
-            graph.connect(loaders[0], "VAE", n.id, "vae")
+            found = _checkpoint_for_latent(graph, n.id, loaders)
+            if found is None and len(loaders) == 1:
+                found = next(iter(loaders))
+            if found is not None:
+                graph.connect(found, "VAE", n.id, "vae")
+            elif len(loaders) > 1:
+                result.warnings.append(
+                    f"node {n.id!r} (EmptyLatentImage): cannot tell which of the checkpoints {sorted(loaders)} "
+                    "its latent is for; it is sized for SD (1/8, 4 channels)")
 
 
-COMFY = ComfyMappings(maps=MAPS, import_hooks=(connect_latent_vae,))
+_MODEL_INPUTS = ("model", "guider")
+
+
+def _checkpoint_for_latent(graph: Graph, latent_id: str, loaders: set[str]) -> str | None:
+    """The checkpoint loader whose MODEL samples the latent made by ``latent_id`` (or None)."""
+    seen = {latent_id}
+    frontier = [latent_id]
+    while frontier:  # breadth-first downstream, to the nearest nodes that take a model
+        consumers: list[str] = []
+        for nid in frontier:
+            for lk in graph.links_from(nid):
+                if lk.dst not in seen:
+                    seen.add(lk.dst)
+                    consumers.append(lk.dst)
+        takers = [c for c in consumers if any(graph.link_into(c, i) is not None for i in _MODEL_INPUTS)]
+        if takers:
+            found = {_upstream_loader(graph, t, loaders) for t in takers} - {None}
+            return found.pop() if len(found) == 1 else None
+        frontier = consumers
+    return None
+
+
+def _upstream_loader(graph: Graph, nid: str, loaders: set[str]) -> str | None:
+    """Follow a node's model (or guider) input upstream, through LoRAs, guiders and reroutes,
+    to the checkpoint loader it comes from."""
+    stack = [lk.src for i in _MODEL_INPUTS if (lk := graph.link_into(nid, i)) is not None]
+    seen: set[str] = set()
+    while stack:
+        cur = stack.pop()
+        if cur in loaders:
+            return cur
+        if cur in seen:
+            continue
+        seen.add(cur)
+        for name in (*_MODEL_INPUTS, "input"):  # "input": through reroutes
+            lk = graph.link_into(cur, name)
+            if lk is not None:
+                stack.append(lk.src)
+    return None
+
+
+COMFY = ComfyMappings(maps=MAPS, import_hooks=(connect_latent_vae,),
+                      implicit_inputs=((_EMPTY_LATENT, "vae", "VAE"),))
