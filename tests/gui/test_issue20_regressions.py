@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -224,7 +223,6 @@ def test_clean_comfyui_import_shows_no_dialog_but_a_lossy_one_does(window, tmp_p
     assert "imported ComfyUI workflow" in window.statusBar().currentMessage()
     assert window.open_path(FIXTURES / "all_nodes_ui.json", ask=False)
     assert len(shown) == 1 and shown[0][0] == "information" and "FaceDetailer" in shown[0][2]
-    json.loads((FIXTURES / "txt2img_ui.json").read_text())  # the fixture itself is plain JSON
 
 
 # -- bulk edits on a big graph: one minimap refit per burst, not per change -------------------------
