@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -224,7 +223,6 @@ def test_clean_comfyui_import_shows_no_dialog_but_a_lossy_one_does(window, tmp_p
     assert "imported ComfyUI workflow" in window.statusBar().currentMessage()
     assert window.open_path(FIXTURES / "all_nodes_ui.json", ask=False)
     assert len(shown) == 1 and shown[0][0] == "information" and "FaceDetailer" in shown[0][2]
-    json.loads((FIXTURES / "txt2img_ui.json").read_text())  # the fixture itself is plain JSON
 
 
 # -- bulk edits on a big graph: one minimap refit per burst, not per change -------------------------
@@ -252,8 +250,7 @@ def test_bulk_paste_undo_delete_refit_the_minimap_once(window, qtbot):
     # and the overview did follow: it shows where the nodes were
     window.undo.undo()
     QApplication.processEvents()
-    shown = mm.mapToScene(mm.viewport().rect()).boundingRect()
-    assert shown.contains(window.scene.nodes_rect())
+    assert mm.shown_rect().contains(window.scene.nodes_rect())
 
 
 def test_dragging_a_selection_moves_each_wire_once_per_mouse_move(window, monkeypatch):
@@ -398,3 +395,25 @@ def test_new_nodes_and_shipped_workflows_randomize_while_headless_runs_keep_the_
     assert first.status == second.status == "ok"
     assert graph.node("a").values["seed"] == 5
     assert "a" in second.cached()  # same seed, same inputs: nothing re-made
+
+
+# -- the minimap is a picture re-rendered a few times a second, not a second live view ---------------
+def test_minimap_redraws_throttled_while_dragging_and_click_moves_the_view(window, qtbot):
+    view, g = setup(window)
+    mm = window.minimap
+    qtbot.waitUntil(lambda: not mm._redraw_timer.isActive(), timeout=2000)
+    before = mm.redraws
+    start = vpos(view, window.scene.node_items["b"].mapToScene(60, 10))
+    drag(view, start, start + type(start)(200, 120), steps=12)
+    QApplication.processEvents()
+    assert mm.redraws - before <= 2  # 12 moves, at most a couple of pictures (one refit on drop)
+    qtbot.waitUntil(lambda: not mm._redraw_timer.isActive(), timeout=2000)
+    assert mm.shown_rect().contains(window.scene.node_items["b"].sceneBoundingRect())  # it did follow
+    # a click in the overview centres the canvas there
+    target = window.scene.node_items["s"].sceneBoundingRect().center()
+    t, s = mm._target, mm.shown_rect()
+    click = QPointF(t.left() + (target.x() - s.left()) * t.width() / s.width(),
+                    t.top() + (target.y() - s.top()) * t.height() / s.height()).toPoint()
+    QTest.mouseClick(mm, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, click)
+    centre = view.mapToScene(view.viewport().rect().center())
+    assert abs(centre.x() - target.x()) < 20 and abs(centre.y() - target.y()) < 20
