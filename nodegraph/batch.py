@@ -44,10 +44,11 @@ from .events import Event, EventListener, NodeProgress, NodeStarted
 from .executor import Executor, RunReport
 from .fileio import atomic_write_text
 from .graph import Graph
-from .overrides import apply_overrides
+from .overrides import apply_overrides, override_input, value_key
 from .plan import build_plan
 from .registry import Registry
 from .spec import Widget
+from .subgraph import flatten, has_instances
 from .sweep import Sweep, SweepError, expand, parse_sweep, parse_sweeps, parse_values
 from .workflow import to_dict
 
@@ -144,8 +145,11 @@ def _labels(sweeps: Sequence[Sweep]) -> dict[str, str]:
 
 
 def _prefix_nodes(graph: Graph, registry: Registry) -> dict[str, str]:
-    """Save-like nodes (an unlinked ``filename_prefix`` text input) and their current prefix."""
+    """Save-like nodes (an unlinked ``filename_prefix`` text input) and their current prefix --
+    also inside subgraphs (path ids such as ``outer/save``), so every item's files are named."""
     out = {}
+    if has_instances(graph):
+        graph = flatten(graph, registry).graph
     for n in graph:
         spec = registry.get(n.type)
         inp = spec.input("filename_prefix") if spec is not None else None
@@ -196,7 +200,7 @@ def prepare(
             for line in str(exc).splitlines()[1:] or [str(exc)]:
                 problem(index, line.strip().removeprefix("- "))
             continue
-        coerced = {k: g.nodes[k.rpartition(".")[0]].values[k.rpartition(".")[2]] for k in raw}
+        coerced = {k: _stored(g, k) for k in raw}
         name = item_name(coerced, labels)
         if name in names:  # the same values twice (e.g. a repeated prompt line)
             names[name] += 1
@@ -205,7 +209,8 @@ def prepare(
             names[name] = 1
         prefixes = {}
         for nid, base in save_nodes.items():
-            own = g.nodes[nid].values.get("filename_prefix", base)
+            holder, key = value_key(nid, "filename_prefix")
+            own = g.nodes[holder].values.get(key, base)
             prefixes[nid] = f"{own}_{name}" if raw else str(own)
         try:
             apply_overrides(g, registry, {f"{nid}.filename_prefix": p for nid, p in prefixes.items()})
@@ -233,25 +238,30 @@ def prepare(
     return BatchPlan(graph.copy(), parsed, mode, items, workflow_hash(graph), workflow_path)
 
 
+def _stored(g: Graph, key: str) -> Any:
+    """The coerced value ``apply_overrides`` stored for ``key`` (inner nodes: on the instance)."""
+    holder, name = value_key(*key.rpartition(".")[::2])
+    return g.nodes[holder].values[name]
+
+
 def _needs_plan(registry: Registry, g: Graph, key: str) -> bool:
     """Whether a value can make planning fail beyond coercion and a range check: choices
     (a COMBO such as a model name) and anything a node's fingerprint inspects (files)."""
     nid, _, name = key.rpartition(".")
-    spec = registry.get(g.nodes[nid].type)
-    if spec is None or spec.fingerprint is not None:
+    node_type, inp = override_input(g, registry, nid, name)
+    spec = registry.get(node_type) if node_type is not None else None
+    if spec is not None and spec.fingerprint is not None:
         return True
-    inp = spec.input(name)
     return inp is None or inp.widget not in (Widget.STRING, Widget.BOOL, Widget.INT, Widget.FLOAT, Widget.SEED)
 
 
 def _range_problem(registry: Registry, g: Graph, key: str, value: Any) -> str | None:
     nid, _, name = key.rpartition(".")
-    spec = registry.get(g.nodes[nid].type)
-    inp = spec.input(name) if spec is not None else None
+    node_type, inp = override_input(g, registry, nid, name)
     if inp is None or inp.widget not in (Widget.INT, Widget.FLOAT, Widget.SEED):
         return None
     if (inp.min is not None and value < inp.min) or (inp.max is not None and value > inp.max):
-        return (f"node {nid!r} ({g.nodes[nid].type}) input {name!r}: value {value} is outside "
+        return (f"node {nid!r} ({node_type}) input {name!r}: value {value} is outside "
                 f"[{inp.min}, {inp.max}]")
     return None
 

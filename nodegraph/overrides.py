@@ -153,3 +153,29 @@ def _settable_input(graph: Graph, registry: Registry, target: Any, name: str, de
         return None, (f"node {path!r} input {name!r} is fed by a link from node {link.src!r}; override that "
                       "node's value instead (or remove the link)")
     return inp, None
+
+
+def value_key(node_id: str, name: str) -> tuple[str, str]:
+    """Where ``apply_overrides`` stores ``node_id.name``: ``("outer", "inner.steps")`` for a node
+    inside a subgraph instance (values live on the outermost instance), else unchanged."""
+    if SEP not in node_id:
+        return node_id, name
+    top, rest = node_id.split(SEP, 1)
+    return top, f"{rest}.{name}"
+
+
+def override_input(graph: Graph, registry: Registry, node_id: str, name: str) -> tuple[str | None, Input | None]:
+    """(node type, input spec) that ``node_id.name`` addresses, through subgraph instances and
+    promoted inputs; ``(None, None)`` when it names nothing."""
+    if SEP in node_id:
+        _, node, _ = inner_node(graph, node_id, registry)
+    else:
+        node = graph.nodes.get(node_id)
+    if node is None:
+        return None, None
+    sub = lookup(node.type, graph, registry) if is_instance(node.type) else None
+    if sub is not None:
+        iface = sub.input(name)
+        return node.type, iface.as_input() if iface is not None else None
+    spec = registry.get(node.type)
+    return node.type, spec.input(name) if spec is not None else None

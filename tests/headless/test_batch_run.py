@@ -217,3 +217,26 @@ def test_help_of_new_commands_imports_neither_torch_nor_ray():
                          cwd=Path(__file__).resolve().parents[2])
     assert "--sweep" in out.stdout and "--host" in out.stdout
     assert "HEAVY []" in out.stdout, out.stdout[-500:]
+
+
+def test_sweeping_inputs_inside_a_subgraph_names_files_and_keeps_the_definition(tmp_path):
+    from nodegraph.subgraph import extract
+
+    reg = primitives_registry()
+    g = text_graph()
+    extract(g, reg, ["div", "txt", "cat", "save"], "body", instance_id="b")  # the save node is inside
+    out = tmp_path / "out"
+    result = run_batch(g, ["b/div.b=1..3", "b/cat.b=x,y"], executor=Executor(reg, output_dir=out),
+                       output_dir=out, progress=False)
+    m = result.manifest
+    assert [e["status"] for e in m["items"]] == ["ok"] * 6
+    for e in m["items"]:
+        (rel,) = e["outputs"]
+        assert (out / rel).read_text() == f"{12 // e['overrides']['b/div.b']}:{e['overrides']['b/cat.b']}"
+        assert e["name"] in rel  # parameter-named, though the save node is inside the subgraph
+    assert len({e["outputs"][0] for e in m["items"]}) == 6
+    assert g.subgraphs["body"].graph.node("div").values["b"] == 2  # the shared definition is untouched
+    with pytest.raises(BatchInvalid) as err:
+        run_batch(g, ["b/div.b=1,abc"], executor=Executor(reg, output_dir=out),
+                  output_dir=out, progress=False)
+    assert "b/div" in str(err.value)
