@@ -247,6 +247,16 @@ class Graph:
         self._emit(GraphChange("link_added", dst, dst_input, old, link))
         return link
 
+    def _put_quietly(self, node: Node | None = None, link: Link | None = None) -> None:
+        """Insert a node or a link into a graph nobody observes yet, without notifications or
+        checks (the caller guarantees both ends exist and the input is free).  For builders of
+        derived graphs such as ``subgraph.flatten``, where per-edit events cost more than the work."""
+        if node is not None:
+            self.nodes[node.id] = node
+        if link is not None:
+            self._in.setdefault(link.dst, {})[link.dst_input] = link
+            self._out.setdefault(link.src, set()).add(link)
+
     def disconnect(self, dst: str, dst_input: str) -> Link | None:
         link = self._in.get(dst, {}).get(dst_input)
         if link is not None:

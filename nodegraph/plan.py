@@ -367,7 +367,8 @@ def build_plan(
     if has_instances(graph):  # expand subgraph instances first; everything below sees plain nodes
         flat = _flatten(graph, registry, settings)
         graph, issues = flat.graph, list(flat.issues)
-        registry = _Specs(registry, flat.specs)  # type: ignore[assignment]
+        if flat.specs:
+            registry = _Specs(registry, flat.specs)  # type: ignore[assignment]
         if targets is not None:
             targets = _instance_targets(flat, targets, registry)
     dangling_into = frozenset((lk.dst, lk.dst_input) for lk in graph.dangling_links)

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from .errors import ValidationIssue
-from .graph import Graph, GraphError, Link, Node
+from .graph import Graph, Link, Node
 from .spec import Input, NodeSpec, Output, Widget
 
 if TYPE_CHECKING:
@@ -235,7 +235,8 @@ def define(graph: Graph, defn: SubgraphDef) -> SubgraphDef:
 class Flat:
     """A graph with every instance expanded (node ids are paths), and what planning needs
     to speak about instances: issues found while expanding, interface specs of bypassed
-    instances, which inner input each instance input became, and instance outputs."""
+    instances, which inner input each instance input became, and instance outputs.
+    The flat nodes' ``ui``/``extra`` dicts are shared with the source graphs: read-only."""
 
     graph: Graph
     issues: list[ValidationIssue] = field(default_factory=list)
@@ -292,10 +293,10 @@ def flatten(graph: Graph, registry: Registry | None = None,
                 continue
             if defn is not None:
                 flat.specs[node.type] = defn.node_spec(node.type)
-            try:
-                flat.graph.add_node(node.type, node.values, id=path, mode=mode, title=node.title, ui=node.ui,
-                                    extra=node.extra)
-            except GraphError:
+            if path not in flat.graph.nodes:
+                flat.graph._put_quietly(Node(path, node.type, dict(node.values), mode, node.title, node.ui,
+                                             node.extra))
+            else:
                 flat.issues.append(ValidationIssue(
                     "duplicate_id", f"node id {path!r} is also the path of a node inside a subgraph",
                     "rename the node (ids with '/' are reserved for nodes inside subgraphs)", path, node.type))
@@ -367,7 +368,7 @@ def _flatten_links(flat: Flat, frame: _Frame) -> None:
         leaves = _leaves(flat, dst, lk.dst_input) if dst in flat.instances else [(dst, lk.dst_input)]
         for leaf, inp in leaves:
             if src in g.nodes and leaf in g.nodes and g.link_into(leaf, inp) is None:
-                g.connect(src, out, leaf, inp, extra=lk.extra)
+                g._put_quietly(link=Link(src, out, leaf, inp, lk.extra))
             elif src in g.nodes and leaf in g.nodes:
                 flat.issues.append(ValidationIssue(
                     "duplicate_link", f"input {inp!r} is fed twice (once through a subgraph input)",

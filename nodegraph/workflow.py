@@ -322,7 +322,7 @@ def _port_in(p: Any, where: str, i: int) -> SubgraphInput:
     if any(t is None for t in targets):
         raise WorkflowFileError(f"{where}: input {p['name']!r}: 'to' must be a list of [node_id, input]")
     widget = p.get("widget")
-    if widget is not None and widget not in Widget.__members__:
+    if widget is not None and (not isinstance(widget, str) or widget not in Widget.__members__):
         raise WorkflowFileError(f"{where}: input {p['name']!r}: 'widget' must be one of "
                                 f"{', '.join(Widget.__members__)}, not {widget!r}")
     choices = p.get("choices")

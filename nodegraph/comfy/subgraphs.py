@@ -40,7 +40,6 @@ from ..graph import Graph
 from ..spec import Widget
 from ..subgraph import PREFIX, SubgraphDef, SubgraphError, SubgraphInput, SubgraphOutput
 from .build import Builder
-from .mapping import SEED_CONTROLS
 from .widgets import control_word
 
 _EMPTY_LATENT = "diffusion.empty_latent"
@@ -62,6 +61,11 @@ class Interface:
     definition: SubgraphDef | None = None
     widget_inputs: set[str] = field(default_factory=set)
     others: dict[str, Interface] = field(default_factory=dict, repr=False)  # every definition, by UUID
+
+
+def _seq(value: Any) -> list[Any]:
+    """A list from the file, or nothing: a malformed field never stops the import."""
+    return value if isinstance(value, list) else []
 
 
 def _ident(name: Any, taken: set[str], fallback: str) -> str:
@@ -106,8 +110,8 @@ def _collect(doc: dict[str, Any], b: Builder) -> dict[str, dict[str, Any]]:
 
 
 def _interface(uuid: str, raw: dict[str, Any]) -> Interface:
-    ins = [p for p in raw.get("inputs") or [] if isinstance(p, dict)]
-    outs = [p for p in raw.get("outputs") or [] if isinstance(p, dict)]
+    ins = [p for p in _seq(raw.get("inputs")) if isinstance(p, dict)]
+    outs = [p for p in _seq(raw.get("outputs")) if isinstance(p, dict)]
     taken: set[str] = set()
     in_names = [_ident(p.get("name"), taken, f"input_{k}") for k, p in enumerate(ins)]
     taken = set()
@@ -177,7 +181,7 @@ def _import_definition(iface: Interface, interfaces: dict[str, Interface], b: Bu
     for w in inner.result.warnings:
         b.warn(f"subgraph {name!r}: {w}")
     b.result.unmapped.extend((f"{name}/{nid}", cls) for nid, cls in inner.result.unmapped)
-    by_id = {str(n["id"]): n for n in raw["nodes"]}
+    by_id = {str(n["id"]): n for n in raw["nodes"] if isinstance(n, dict) and "id" in n}
     inputs = _inputs(iface, links, in_node, by_id, inner, b, name, _input_name)
     outputs = _outputs(iface, links, in_node, out_node, inner, b, name)
     inputs = _latents_take_the_vae_input(inner.graph, inputs)
@@ -215,7 +219,7 @@ def _io_id(node: Any, default: str) -> str:
 def _inputs(iface: Interface, links: dict[int, tuple[str, int, str, int]], in_node: str,
             by_id: dict[str, dict[str, Any]], inner: Builder, b: Builder, name: str, input_name: Any
             ) -> list[SubgraphInput]:
-    raw_ins = [p for p in iface.raw.get("inputs") or [] if isinstance(p, dict)]
+    raw_ins = [p for p in _seq(iface.raw.get("inputs")) if isinstance(p, dict)]
     out: list[SubgraphInput] = []
     for k, (p, ours) in enumerate(zip(raw_ins, iface.in_names, strict=True)):
         targets: list[tuple[str, str]] = []
@@ -231,7 +235,7 @@ def _inputs(iface: Interface, links: dict[int, tuple[str, int, str, int]], in_no
                        "equivalent; that connection was dropped")
                 continue
             targets.append((dst, target))
-            entry = next((e for e in by_id.get(dst, {}).get("inputs") or [] if isinstance(e, dict)
+            entry = next((e for e in _seq(by_id.get(dst, {}).get("inputs")) if isinstance(e, dict)
                           and (e.get("widget") or {}).get("name") == comfy_name), None)
             if entry is not None:
                 widget_targets += 1
@@ -263,7 +267,7 @@ def _default(widget: Widget, value: Any) -> Any:
 
 def _outputs(iface: Interface, links: dict[int, tuple[str, int, str, int]], in_node: str, out_node: str,
              inner: Builder, b: Builder, name: str) -> list[SubgraphOutput]:
-    raw_outs = [p for p in iface.raw.get("outputs") or [] if isinstance(p, dict)]
+    raw_outs = [p for p in _seq(iface.raw.get("outputs")) if isinstance(p, dict)]
     out: list[SubgraphOutput] = []
     for k, (p, ours) in enumerate(zip(raw_outs, iface.out_names, strict=True)):
         source = None
@@ -287,7 +291,7 @@ def add_instance(b: Builder, nid: str, node: dict[str, Any], iface: Interface, *
                  ui: dict[str, Any]) -> None:
     """A node whose type is a subgraph UUID: an instance, with its promoted widget values."""
     input_names: dict[str, str] = {}
-    for k, entry in enumerate(node.get("inputs") or []):
+    for k, entry in enumerate(_seq(node.get("inputs"))):
         if not isinstance(entry, dict):
             continue
         widget = entry.get("widget")
@@ -343,8 +347,7 @@ def _instance_values(b: Builder, nid: str, node: dict[str, Any], iface: Interfac
                 break
             pairs.append((s, wv[i]))
             i += 1
-            if extra > 0 and i < len(wv) and (isinstance(wv[i], bool) or wv[i] in SEED_CONTROLS) \
-                    and control_word(wv[i]) is not None:
+            if extra > 0 and i < len(wv) and control_word(wv[i]) is not None:
                 i, extra = i + 1, extra - 1  # a promoted seed's control_after_generate
         if i < len(wv) - max(extra, 0) or extra < 0:
             b.warn(f"node {nid!r} (subgraph {iface.raw.get('name')!r}): {len(wv)} widget value(s) for "
@@ -361,7 +364,7 @@ def _instance_values(b: Builder, nid: str, node: dict[str, Any], iface: Interfac
 
 def _widget_input_names(node: dict[str, Any]) -> list[str]:
     out = []
-    for e in node.get("inputs") or []:
+    for e in _seq(node.get("inputs")):
         w = e.get("widget") if isinstance(e, dict) else None
         if isinstance(w, dict) and isinstance(w.get("name"), str):
             out.append(w["name"])

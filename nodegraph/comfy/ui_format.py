@@ -86,7 +86,7 @@ def _links(doc: dict[str, Any]) -> dict[int, LinkTuple]:
 
 def _input_name(node: dict[str, Any], slot: int, link_id: int) -> str | None:
     """Name of the input that link ``link_id`` enters (by slot, else by the link id it records)."""
-    inputs = node.get("inputs") or []
+    inputs = node.get("inputs") if isinstance(node.get("inputs"), list) else []
     entry = inputs[slot] if 0 <= slot < len(inputs) and isinstance(inputs[slot], dict) else None
     if entry is None or (entry.get("link") is not None and entry.get("link") != link_id):
         entry = next((e for e in inputs if isinstance(e, dict) and e.get("link") == link_id), entry)

@@ -127,3 +127,41 @@ def test_malformed_subgraphs_warn_instead_of_crashing(mutate, warning):
     issues = validate(result.graph, REG, scope="all")  # reports, never raises
     if warning == "contain each other":
         assert any("contains itself" in i.message for i in issues)
+
+
+def test_every_mutation_of_the_subgraph_part_imports_or_fails_cleanly():
+    """Each subgraph-specific value (a definition's interface, boundary links, I/O nodes, nesting, the
+    node types that reference definitions; an instance's inputs, outputs, properties and widget values),
+    replaced by each kind of wrong JSON value: the import returns a graph (whose validation returns a
+    list) or raises ComfyFormatError.  (Generic node fields such as ``mode`` are the UI importer's.)"""
+    from nodegraph.comfy.result import ComfyFormatError
+
+    base = comfy_workflow()
+    paths: list[tuple] = []
+    stack: list[tuple[tuple, object]] = [(("definitions",), base["definitions"]), (("nodes", 1), base["nodes"][1])]
+    while stack:
+        p, v = stack.pop()
+        paths.append(p)
+        items = v.items() if isinstance(v, dict) else enumerate(v) if isinstance(v, list) else ()
+        stack.extend(((*p, k), child) for k, child in items)
+    def ours(p: tuple) -> bool:
+        if p[0] == "nodes":
+            return len(p) > 2 and p[2] in ("inputs", "outputs", "properties", "widgets_values", "type")
+        inner = p[3:]  # ("definitions", "subgraphs", i, key, ...)
+        return not inner or inner[0] not in ("nodes", "groups") or (len(inner) == 3 and inner[2] == "type")
+
+    paths = [p for p in paths if ours(p)]
+    assert len(paths) > 150
+    for path in paths:
+        for value in (None, -10, "x", [], {}):
+            doc = copy.deepcopy(base)
+            holder = doc
+            for k in path[:-1]:
+                holder = holder[k]
+            holder[path[-1]] = value
+            try:
+                result = load_comfy(doc)
+            except ComfyFormatError:
+                continue
+            assert isinstance(validate(result.graph, REG, scope="all", settings={"include_demo_models": False}),
+                              list), (path, value)
