@@ -61,6 +61,12 @@ class Plan:
     aliases: dict[str, dict[str, Source]] = field(default_factory=dict)
 
 
+def with_specs(registry: Registry, extra: Mapping[str, NodeSpec]) -> Registry:
+    """``registry`` answering ``get``/``in`` also for ``extra`` specs (the interfaces of
+    bypassed subgraph instances in a flattened graph); ``registry`` itself when there are none."""
+    return _Specs(registry, extra) if extra else registry  # type: ignore[return-value]
+
+
 class _Specs:
     """The registry plus the interface specs of bypassed subgraph instances (what
     ``registry.get`` answers during planning)."""
@@ -367,8 +373,7 @@ def build_plan(
     if has_instances(graph):  # expand subgraph instances first; everything below sees plain nodes
         flat = _flatten(graph, registry, settings)
         graph, issues = flat.graph, list(flat.issues)
-        if flat.specs:
-            registry = _Specs(registry, flat.specs)  # type: ignore[assignment]
+        registry = with_specs(registry, flat.specs)
         if targets is not None:
             targets = _instance_targets(flat, targets, registry)
     dangling_into = frozenset((lk.dst, lk.dst_input) for lk in graph.dangling_links)

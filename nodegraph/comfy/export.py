@@ -23,7 +23,7 @@ from typing import Any
 
 from ..errors import NodegraphError
 from ..graph import Graph, Node
-from ..plan import unknown_pass_through
+from ..plan import unknown_pass_through, with_specs
 from ..registry import Registry
 from ..subgraph import SEP, flatten, has_instances
 from .mapping import BY_OURS, PLACEHOLDER_PREFIX, REROUTE_TYPE, NodeMap
@@ -119,7 +119,8 @@ def export_comfy_api(graph: Graph, registry: Registry) -> ExportResult:
     Subgraphs are flattened first, as ComfyUI's editor does when it queues a prompt; inner
     nodes get ComfyUI's path ids (``"12:5"`` for node 5 inside instance 12)."""
     if has_instances(graph):
-        graph = flatten(graph, registry).graph
+        flat = flatten(graph, registry)
+        graph, registry = flat.graph, with_specs(registry, flat.specs)  # bypassed instances pass through
     result = ExportResult({})
     constants: dict[str, Any] = {}
     exported: list[Node] = []

@@ -165,3 +165,19 @@ def test_every_mutation_of_the_subgraph_part_imports_or_fails_cleanly():
                 continue
             assert isinstance(validate(result.graph, REG, scope="all", settings={"include_demo_models": False}),
                               list), (path, value)
+
+
+def test_a_bypassed_instance_exports_as_its_pass_through():
+    from nodegraph.subgraph import extract
+
+    g = Graph()
+    g.add_node("image.load", {"image": "in.png"}, id="load")
+    g.add_node("image.invert", id="inv")
+    g.add_node("image.save", {"filename_prefix": "x"}, id="save")
+    g.connect("load", "IMAGE", "inv", "image")
+    g.connect("inv", "IMAGE", "save", "images")
+    extract(g, REG, ["inv"], "negative", instance_id="neg")
+    assert export_comfy_api(g, REG).prompt["save"]["inputs"]["images"] == ["neg:inv", 0]
+    g.set_mode("neg", "bypass")
+    prompt = export_comfy_api(g, REG).prompt
+    assert set(prompt) == {"load", "save"} and prompt["save"]["inputs"]["images"] == ["load", 0]
