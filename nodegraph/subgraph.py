@@ -457,7 +457,7 @@ def extract(graph: Graph, registry: Registry, node_ids: Iterable[str], def_id: s
             raise SubgraphError(f"node {nid!r} has no widget input {inp_name!r} to promote")
         pname = _unique(inp_name, names)
         default = graph.node(nid).values.get(inp_name, inp.default)
-        inputs.append(SubgraphInput(pname, inp.type, ((nid, inp_name),), inp.widget, inp.default, inp.min, inp.max,
+        inputs.append(SubgraphInput(pname, inp.type, ((nid, inp_name),), inp.widget, default, inp.min, inp.max,
                                     inp.step, tuple(inp.choice_list()) if inp.choices is not None else None,
                                     inp.multiline, inp.optional, inp.tooltip))
         values[pname] = default
