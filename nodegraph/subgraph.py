@@ -116,6 +116,12 @@ class SubgraphDef:
     def output(self, name: str) -> SubgraphOutput | None:
         return next((o for o in self.outputs if o.name == name), None)
 
+    def copy(self) -> SubgraphDef:
+        """A copy whose inner graphs (this version's and the older ones) are independent, for
+        snapshots: an editor may edit a definition's graph in place while a run plans from a copy."""
+        return replace(self, graph=self.graph.copy(), history={v: old.copy() for v, old in self.history.items()},
+                       extra=dict(self.extra))
+
     def at_version(self, version: int | None) -> SubgraphDef | None:
         if version is None or version == self.version:
             return self

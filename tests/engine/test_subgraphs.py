@@ -482,3 +482,11 @@ def test_mutated_subgraph_documents_load_or_fail_cleanly():
                 continue
             assert isinstance(validate(g, REG, scope="all"), list), (path, value)
             assert set(loads(dumps(g)).nodes) == set(g.nodes), (path, value)
+
+
+def test_a_graph_copy_owns_its_definitions():
+    g = Graph()
+    define(g, adder_def())
+    snapshot = g.copy()
+    g.subgraphs["plus"].graph.set_value("first", "b", 99)  # an editor editing inside the definition
+    assert snapshot.subgraphs["plus"].graph.nodes["first"].values == {"b": 1}
