@@ -181,3 +181,22 @@ def test_a_bypassed_instance_exports_as_its_pass_through():
     g.set_mode("neg", "bypass")
     prompt = export_comfy_api(g, REG).prompt
     assert set(prompt) == {"load", "save"} and prompt["save"]["inputs"]["images"] == ["load", 0]
+
+
+def test_instance_widget_values_quirks():
+    doc = comfy_workflow()
+    inst = doc["nodes"][1]
+    inst["widgets_values"] = []  # versions where the values lived on the shared inner widgets
+    g = load_comfy(copy.deepcopy(doc)).graph
+    assert g.node("10").values == {}
+    inst["widgets_values"] = {"text": "by name"}  # a frontend that saves widgets by name
+    assert load_comfy(copy.deepcopy(doc)).graph.node("10").values == {"text": "by name"}
+    inst["widgets_values"] = ["a", 1, "fixed", "one too many", 5]
+    result = load_comfy(copy.deepcopy(doc))
+    assert result.graph.node("10").values == {"text": "a", "3.seed": 1}
+    assert any("5 widget value(s) for 2 promoted widget(s)" in w for w in result.warnings)
+    inst["properties"]["proxyWidgets"] = [["3", "3: 3: seed"], ["9", "cfg"]]  # composite name; a missing node
+    inst["widgets_values"] = [11, 2.5]
+    result = load_comfy(copy.deepcopy(doc))
+    assert result.graph.node("10").values == {"3.seed": 11}
+    assert any("inner node '9'" in w for w in result.warnings)
