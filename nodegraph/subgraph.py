@@ -391,6 +391,7 @@ def _assign_values(flat: Flat, instances: Mapping[str, Node],
     assigned: set[tuple[str, str]] = set()
     for path, node in instances.items():  # discovery order: parents before their children
         defn = flat.instances[path]
+        by_outer = set(assigned)  # set by an enclosing instance: wins over anything set here
         for iface in defn.inputs:
             leaves = _leaves(flat, path, iface.name)
             for leaf in leaves:
@@ -416,8 +417,9 @@ def _assign_values(flat: Flat, instances: Mapping[str, Node],
             leaves = _leaves(flat, target, inp) if target in flat.instances else [(target, inp)]
             if all(leaf in g.nodes for leaf, _ in leaves):
                 for leaf, leaf_inp in leaves:
-                    g.nodes[leaf].values[leaf_inp] = value
-                    assigned.add((leaf, leaf_inp))
+                    if (leaf, leaf_inp) not in by_outer:
+                        g.nodes[leaf].values[leaf_inp] = value
+                        assigned.add((leaf, leaf_inp))
             else:
                 flat.issues.append(ValidationIssue(
                     "unknown_node", f"override {key!r} names inner node {inner!r}, which is not in subgraph "
