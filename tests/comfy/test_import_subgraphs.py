@@ -200,3 +200,16 @@ def test_instance_widget_values_quirks():
     result = load_comfy(copy.deepcopy(doc))
     assert result.graph.node("10").values == {"3.seed": 11}
     assert any("inner node '9'" in w for w in result.warnings)
+
+
+def test_a_primitive_node_feeding_an_instance_widget_sets_the_promoted_input():
+    doc = comfy_workflow()
+    inst = doc["nodes"][2]  # instance 11, no proxyWidgets
+    inst["inputs"][3]["link"] = 9
+    doc["nodes"].append({"id": 13, "type": "PrimitiveNode", "pos": [0, 0], "size": [200, 80], "flags": {}, "order": 13,
+                         "mode": 0, "outputs": [{"name": "STRING", "type": "STRING", "links": [9],
+                                                 "widget": {"name": "text"}}],
+                         "properties": {"Run widget replace on values": False}, "widgets_values": ["from a primitive"]})
+    doc["links"].append([9, 13, 0, 11, 3, "STRING"])
+    g = load_comfy(doc).graph
+    assert g.node("11").values["text"] == "from a primitive" and "13" not in g.nodes
