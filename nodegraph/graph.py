@@ -353,6 +353,7 @@ class Graph:
         g.meta = copy.deepcopy(self.meta)
         g.extra = copy.deepcopy(self.extra)
         g.dangling_links = list(self.dangling_links)
-        g.subgraphs = dict(self.subgraphs)  # definitions are replaced on edit, never mutated
+        # Definitions hold graphs an editor may edit in place: the snapshot gets its own.
+        g.subgraphs = {sid: d.copy() for sid, d in self.subgraphs.items()}
         g._next_id = self._next_id
         return g

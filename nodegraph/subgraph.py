@@ -116,6 +116,12 @@ class SubgraphDef:
     def output(self, name: str) -> SubgraphOutput | None:
         return next((o for o in self.outputs if o.name == name), None)
 
+    def copy(self) -> SubgraphDef:
+        """A copy whose inner graphs (this version's and the older ones) are independent, for
+        snapshots: an editor may edit a definition's graph in place while a run plans from a copy."""
+        return replace(self, graph=self.graph.copy(), history={v: old.copy() for v, old in self.history.items()},
+                       extra=dict(self.extra))
+
     def at_version(self, version: int | None) -> SubgraphDef | None:
         if version is None or version == self.version:
             return self
@@ -385,6 +391,7 @@ def _assign_values(flat: Flat, instances: Mapping[str, Node],
     assigned: set[tuple[str, str]] = set()
     for path, node in instances.items():  # discovery order: parents before their children
         defn = flat.instances[path]
+        by_outer = set(assigned)  # set by an enclosing instance: wins over anything set here
         for iface in defn.inputs:
             leaves = _leaves(flat, path, iface.name)
             for leaf in leaves:
@@ -410,8 +417,9 @@ def _assign_values(flat: Flat, instances: Mapping[str, Node],
             leaves = _leaves(flat, target, inp) if target in flat.instances else [(target, inp)]
             if all(leaf in g.nodes for leaf, _ in leaves):
                 for leaf, leaf_inp in leaves:
-                    g.nodes[leaf].values[leaf_inp] = value
-                    assigned.add((leaf, leaf_inp))
+                    if (leaf, leaf_inp) not in by_outer:
+                        g.nodes[leaf].values[leaf_inp] = value
+                        assigned.add((leaf, leaf_inp))
             else:
                 flat.issues.append(ValidationIssue(
                     "unknown_node", f"override {key!r} names inner node {inner!r}, which is not in subgraph "

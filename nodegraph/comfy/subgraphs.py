@@ -351,7 +351,7 @@ def _instance_values(b: Builder, nid: str, node: dict[str, Any], iface: Interfac
             i += 1
             if extra > 0 and i < len(wv) and control_word(wv[i]) is not None:
                 i, extra = i + 1, extra - 1  # a promoted seed's control_after_generate
-        if i < len(wv) - max(extra, 0) or extra < 0:
+        if i != len(wv) or len(wv) < len(slots):
             b.warn(f"node {nid!r} (subgraph {iface.raw.get('name')!r}): {len(wv)} widget value(s) for "
                    f"{len(slots)} promoted widget(s); the unmatched ones were ignored")
     values: dict[str, Any] = {}

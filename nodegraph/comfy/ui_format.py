@@ -233,8 +233,8 @@ def _fold_primitive(b: Builder, prim: dict[str, Any], dst: str, comfy_input: str
     control = wv[1] if len(wv) > 1 and isinstance(wv[1], str) and wv[1] in SEED_CONTROLS else None
     node = b.graph.node(dst)
     nmap = b.map_of(dst)
-    if nmap is None:  # a placeholder: keep the value under ComfyUI's name
-        b.graph.set_value(dst, comfy_input, value)
+    if nmap is None:  # a placeholder (ComfyUI's name) or a subgraph instance (its interface name)
+        b.graph.set_value(dst, b.input_name(dst, comfy_input) or comfy_input, value)
         return
     p = nmap.param(comfy_input)
     if p is None or p.drop or not p.widget:

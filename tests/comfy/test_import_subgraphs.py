@@ -181,3 +181,35 @@ def test_a_bypassed_instance_exports_as_its_pass_through():
     g.set_mode("neg", "bypass")
     prompt = export_comfy_api(g, REG).prompt
     assert set(prompt) == {"load", "save"} and prompt["save"]["inputs"]["images"] == ["load", 0]
+
+
+def test_instance_widget_values_quirks():
+    doc = comfy_workflow()
+    inst = doc["nodes"][1]
+    inst["widgets_values"] = []  # versions where the values lived on the shared inner widgets
+    g = load_comfy(copy.deepcopy(doc)).graph
+    assert g.node("10").values == {}
+    inst["widgets_values"] = {"text": "by name"}  # a frontend that saves widgets by name
+    assert load_comfy(copy.deepcopy(doc)).graph.node("10").values == {"text": "by name"}
+    inst["widgets_values"] = ["a", 1, "fixed", "one too many", 5]
+    result = load_comfy(copy.deepcopy(doc))
+    assert result.graph.node("10").values == {"text": "a", "3.seed": 1}
+    assert any("5 widget value(s) for 2 promoted widget(s)" in w for w in result.warnings)
+    inst["properties"]["proxyWidgets"] = [["3", "3: 3: seed"], ["9", "cfg"]]  # composite name; a missing node
+    inst["widgets_values"] = [11, 2.5]
+    result = load_comfy(copy.deepcopy(doc))
+    assert result.graph.node("10").values == {"3.seed": 11}
+    assert any("inner node '9'" in w for w in result.warnings)
+
+
+def test_a_primitive_node_feeding_an_instance_widget_sets_the_promoted_input():
+    doc = comfy_workflow()
+    inst = doc["nodes"][2]  # instance 11, no proxyWidgets
+    inst["inputs"][3]["link"] = 9
+    doc["nodes"].append({"id": 13, "type": "PrimitiveNode", "pos": [0, 0], "size": [200, 80], "flags": {}, "order": 13,
+                         "mode": 0, "outputs": [{"name": "STRING", "type": "STRING", "links": [9],
+                                                 "widget": {"name": "text"}}],
+                         "properties": {"Run widget replace on values": False}, "widgets_values": ["from a primitive"]})
+    doc["links"].append([9, 13, 0, 11, 3, "STRING"])
+    g = load_comfy(doc).graph
+    assert g.node("11").values["text"] == "from a primitive" and "13" not in g.nodes

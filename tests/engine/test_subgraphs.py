@@ -482,3 +482,28 @@ def test_mutated_subgraph_documents_load_or_fail_cleanly():
                 continue
             assert isinstance(validate(g, REG, scope="all"), list), (path, value)
             assert set(loads(dumps(g)).nodes) == set(g.nodes), (path, value)
+
+
+def test_a_graph_copy_owns_its_definitions():
+    g = Graph()
+    define(g, adder_def())
+    snapshot = g.copy()
+    g.subgraphs["plus"].graph.set_value("first", "b", 99)  # an editor editing inside the definition
+    assert snapshot.subgraphs["plus"].graph.nodes["first"].values == {"b": 1}
+
+
+def test_an_outer_instance_value_wins_over_values_set_inside_the_definition(tmp_path):
+    g = Graph()
+    define(g, adder_def("a"))
+    body = Graph()
+    body.add_node("subgraph:a", {"first.b": 5}, id="in")  # set inside the definition of "b" (shared)
+    define(g, SubgraphDef("b", body, (SubgraphInput("x", "INT", (("in", "x"),)),),
+                          (SubgraphOutput("y", "INT", ("in", "y")),)))
+    g.add_node("t.const", {"value": 0}, id="c")
+    for nid, values in (("one", {}), ("two", {"in/first.b": 50})):  # "two" overrides it for itself only
+        g.add_node("subgraph:b", values, id=nid)
+        g.connect("c", "INT", nid, "x")
+        g.add_node("t.sink", id=f"out_{nid}")
+        g.connect(nid, "y", f"out_{nid}", "value")
+    ui = make_executor(tmp_path).run(g).ui
+    assert ui["out_one"] == {"value": 5 + 1} and ui["out_two"] == {"value": 50 + 1}
