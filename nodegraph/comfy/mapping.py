@@ -49,6 +49,8 @@ class Param:
     kind: str | None = None
     drop: bool = False
     comfy_default: Any = None
+    factor: float | None = None  # ours = round(theirs * factor), for inputs on another scale
+    factor_note: str = ""  # the warning an approximate rescaling gives
 
     @property
     def name(self) -> str:
@@ -61,6 +63,8 @@ class Param:
 
     def to_ours(self, value: Any) -> tuple[Any, str | None]:
         """(our value, warning or None) for a ComfyUI widget value."""
+        if self.factor is not None and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return round(value * self.factor), (self.factor_note or None)
         if isinstance(value, str):
             if value in self.values:
                 return self.values[value], None
@@ -72,6 +76,8 @@ class Param:
         return value, None
 
     def to_comfy(self, value: Any) -> Any:
+        if self.factor is not None and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return round(value / self.factor, 4)
         for theirs, ours in self.values.items():
             if value == ours:
                 return theirs
@@ -128,6 +134,10 @@ class NodeMap:
     @property
     def widgets(self) -> tuple[Param, ...]:
         return tuple(p for p in self.params if p.widget)
+
+
+_CANNY = ("Canny thresholds converted from ComfyUI's 0-1 scale to OpenCV's 0-255: edges are close to "
+          "ComfyUI's, not identical")
 
 
 def _sampler(name: str = "sampler_name") -> Param:
@@ -217,6 +227,19 @@ _TABLE: tuple[NodeMap, ...] = (
     NodeMap("MaskToImage", "image.mask_to_image", (L("mask"),), ("IMAGE",)),
     NodeMap("InvertMask", "image.invert_mask", (L("mask"),), ("MASK",)),
     NodeMap("GrowMask", "image.grow_mask", (L("mask"), W("expand"), W("tapered_corners")), ("MASK",)),
+    NodeMap("ImageScaleToTotalPixels", "image.scale_to_total_pixels",
+            (L("image"), W("upscale_method", "method", values=_IMAGE_METHODS), W("megapixels"),
+             W("resolution_steps")),
+            ("IMAGE",)),
+    # ComfyUI's Canny (kornia) takes thresholds on 0..1 gradients, ours (OpenCV) on 0..255.
+    NodeMap("Canny", "image.canny", (L("image"), W("low_threshold", factor=255, factor_note=_CANNY),
+                                     W("high_threshold", factor=255, factor_note=_CANNY)), ("IMAGE",)),
+    # -- latent files (ComfyUI's .latent format and scale)
+    NodeMap("SaveLatent", "diffusion.save_latent", (L("samples"), W("filename_prefix"))),
+    NodeMap("LoadLatent", "diffusion.load_latent", (W("latent", kind="image"),), ("LATENT",)),
+    # -- text and display
+    NodeMap("StringReplace", "primitives.replace", (W("string", "text"), W("find"), W("replace")), ("STRING",)),
+    NodeMap("PreviewAny", "primitives.show", (L("source", "value"),)),
     # -- primitives (ComfyUI's backend primitive nodes; the frontend-only PrimitiveNode is folded away)
     NodeMap("PrimitiveInt", "primitives.int", (W("value", seed=True),), ("INT",)),
     NodeMap("PrimitiveFloat", "primitives.float", (W("value"),), ("FLOAT",)),

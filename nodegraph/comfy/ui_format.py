@@ -150,10 +150,11 @@ def import_graph(doc: dict[str, Any], b: Builder, subgraphs: Mapping[str, Any]) 
         if cls == "PrimitiveNode":
             primitives[nid] = n
             continue
-        if cls in _NOTES:
+        if cls in _NOTES:  # canvas comments: kept in meta["notes"] with their place on the canvas
             wv = n.get("widgets_values") or [""]
-            b.graph.meta.setdefault("notes", []).append({"title": title or cls, "text": str(wv[0]), **ui})
-            b.warn(f"note {nid!r} kept as text in the workflow's meta (nodegraph has no note nodes)")
+            text = wv[0] if isinstance(wv, list) and wv else wv.get("text", "") if isinstance(wv, dict) else ""
+            b.graph.meta.setdefault("notes", []).append({"id": nid, "title": title or cls, "text": str(text),
+                                                         "markdown": cls == "MarkdownNote", **ui})
             continue
         nmap = mapping_for(cls)
         if cls in subgraphs:

@@ -90,11 +90,12 @@ def test_nodes_without_equivalent_are_all_listed(registry) -> None:  # noqa: ANN
     g = Graph()
     g.add_node("image.load", {"image": "a.png"}, id="load")
     g.add_node("image.composite", {}, id="comp")
-    g.add_node("image.canny", {}, id="edges")
-    g.add_node("primitives.show", {}, id="show")
+    g.add_node("image.blur_mask", {}, id="blur")
+    g.add_node("primitives.save_text", {}, id="text")
     with pytest.raises(ComfyExportError) as err:
         to_comfy_api(g, registry)
-    assert err.value.nodes == [("comp", "image.composite"), ("edges", "image.canny"), ("show", "primitives.show")]
+    assert err.value.nodes == [("comp", "image.composite"), ("blur", "image.blur_mask"),
+                               ("text", "primitives.save_text")]
 
 
 def test_settings_comfyui_cannot_express_are_warned_about(registry) -> None:  # noqa: ANN001

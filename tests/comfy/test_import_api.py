@@ -30,7 +30,8 @@ def test_validates_except_for_missing_files_and_the_placeholder(imported) -> Non
                       settings={**NO_MODELS, "models_dir": "/nonexistent", "input_dir": "/nonexistent"})
     assert {(i.node_id, i.kind) for i in issues} == {
         ("1", "not_in_choices"), ("2", "not_in_choices"), ("6", "not_in_choices"), ("7", "not_in_choices"),
-        ("12", "not_in_choices"), ("20", "not_in_choices"), ("39", "not_in_choices"), ("37", "unknown_type")}
+        ("12", "not_in_choices"), ("20", "not_in_choices"), ("39", "not_in_choices"), ("37", "unknown_type"),
+        ("58", "not_in_choices")}
 
 
 def test_named_inputs_and_links(imported) -> None:  # noqa: ANN001

@@ -43,7 +43,7 @@ def test_imported_graph_validates_except_for_missing_files_and_the_placeholder(i
         ("1", "not_in_choices", "ckpt_name"), ("2", "not_in_choices", "lora_name"),
         ("6", "not_in_choices", "image"), ("7", "not_in_choices", "control_net_name"),
         ("12", "not_in_choices", "vae_name"), ("20", "not_in_choices", "model_name"),
-        ("39", "not_in_choices", "lora_name"), ("37", "unknown_type", None),
+        ("39", "not_in_choices", "lora_name"), ("37", "unknown_type", None), ("58", "not_in_choices", "latent"),
     }
     placeholder = next(i for i in issues if i.kind == "unknown_type")
     assert "FaceDetailer" in placeholder.message
