@@ -3,6 +3,11 @@
 Layout (ComfyUI's, so existing collections work as they are)::
 
     <models_dir>/checkpoints  vae  loras  controlnet  upscale_models  embeddings  diffusers
+                 diffusion_models (or unet)  text_encoders (or clip)
+
+Split-file models (FLUX and later transformer families) keep the diffusion
+model, text encoders and VAE in ``diffusion_models/``, ``text_encoders/`` and
+``vae/``; the older folder names ``unet/`` and ``clip/`` are searched too.
 
 ``models_dir`` comes from the run's settings (``--models-dir``), else the
 ``NODEGRAPH_MODELS_DIR`` environment variable, else ``./models``.  The demo
@@ -24,12 +29,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-KINDS = ("checkpoints", "vae", "loras", "controlnet", "upscale_models", "embeddings", "diffusers")
+KINDS = ("checkpoints", "vae", "loras", "controlnet", "upscale_models", "embeddings", "diffusers",
+         "diffusion_models", "text_encoders")
 MODEL_EXTENSIONS = (".safetensors", ".sft", ".ckpt", ".pt", ".pth", ".bin")
 DEMO_DIR = Path(__file__).resolve().parent / "demo_models"
 
 # Folder names other tools use for the same kinds (ComfyUI aliases).
-_ALIASES = {"clip_vision": None, "t2i_adapter": "controlnet", "lora": "loras", "upscale": "upscale_models"}
+_ALIASES = {"clip_vision": None, "t2i_adapter": "controlnet", "lora": "loras", "upscale": "upscale_models",
+            "unet": "diffusion_models", "clip": "text_encoders"}
+# Older folder names searched after the kind's own folder, inside models_dir (ComfyUI's layout).
+_LEGACY_FOLDERS = {"diffusion_models": ("unet",), "text_encoders": ("clip",)}
 
 
 class ModelNotFound(FileNotFoundError):
@@ -103,7 +112,8 @@ class ModelPaths:
     def dirs(self, kind: str) -> list[Path]:
         if kind not in KINDS:
             raise ValueError(f"unknown model kind {kind!r}; expected one of {KINDS}")
-        out = [self.models_dir / kind, *self.extra.get(kind, [])]
+        out = [self.models_dir / kind, *(self.models_dir / f for f in _LEGACY_FOLDERS.get(kind, ())),
+               *self.extra.get(kind, [])]
         if self.include_demo:
             out.append(DEMO_DIR / kind)
         return out

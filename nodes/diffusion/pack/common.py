@@ -12,7 +12,7 @@ from ..paths import ModelNotFound, ModelPaths
 
 SAMPLER_NAMES = ["euler", "euler_ancestral", "heun", "dpm_2", "dpm_2_ancestral", "lms", "dpmpp_2m",
                  "dpmpp_2m_sde", "dpmpp_sde", "ddim", "uni_pc", "uni_pc_bh2", "lcm"]
-SCHEDULER_NAMES = ["normal", "karras", "exponential", "sgm_uniform", "simple", "ddim_uniform"]
+SCHEDULER_NAMES = ["normal", "karras", "exponential", "sgm_uniform", "simple", "ddim_uniform", "beta"]
 MAX_RESOLUTION = 16384
 
 
