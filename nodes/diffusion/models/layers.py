@@ -1,0 +1,89 @@
+"""Layers shared by the transformer-family modules (FLUX, T5): cheap to build, dtype-agnostic at compute.
+
+Two properties every large split-file model needs and ``torch.nn`` does not give:
+
+* **No initialisation at construction.**  Models are built on the meta device
+  and then adopt checkpoint tensors (``load_state_dict(assign=True)``);
+  ``nn.Linear.reset_parameters`` would run ``torch.nn.init`` for nothing, and
+  on the meta device that path imports ``torch._dynamo`` (seconds).  Our
+  layers skip it; :func:`init_weights` gives the standard init for training.
+* **Storage dtype independent of compute dtype.**  The weights may be stored in
+  float8 (FLUX ``weight_dtype=fp8_e4m3fn``) or fp16 while the activations are
+  float32 (CPU) or bf16: each layer casts its weight to the input's dtype at
+  call time, so the resident model keeps the file's bytes and only one
+  layer's weight is upcast at a time.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["Embedding", "Linear", "RMSScale", "cast_to", "init_weights"]
+
+
+def cast_to(t: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor | None:
+    """``t`` in ``like``'s dtype/device (no copy when it already matches)."""
+    if t is None or (t.dtype == like.dtype and t.device == like.device):
+        return t
+    return t.to(device=like.device, dtype=like.dtype)
+
+
+class Linear(nn.Linear):
+    """``nn.Linear`` that is not initialised at construction and computes in the input's dtype."""
+
+    def reset_parameters(self) -> None:  # noqa: D102 - deliberately empty, see module docstring
+        pass
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, cast_to(self.weight, x), cast_to(self.bias, x))
+
+
+class RMSScale(nn.Module):
+    """RMS normalisation with a learned per-channel ``scale`` (BFL's ``RMSNorm``; T5 uses ``weight``).
+
+    The statistic is taken in float32 whatever the input dtype (fp16 squares overflow),
+    the normalised value is cast back before the scale is applied, as both
+    reference implementations do.
+    """
+
+    def __init__(self, dim: int, eps: float = 1e-6, param: str = "scale") -> None:
+        super().__init__()
+        self.eps = eps
+        self._param = param
+        self.register_parameter(param, nn.Parameter(torch.empty(dim)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = getattr(self, self._param)
+        y = F.rms_norm(x.float(), (x.shape[-1],), eps=self.eps).to(x.dtype)
+        return y * cast_to(w, y)
+
+
+def init_weights(module: nn.Module, generator: torch.Generator | None = None) -> nn.Module:
+    """Give every layer of ``module`` torch's default initialisation (for training from scratch).
+
+    Linear: Kaiming-uniform weight, uniform bias (as ``nn.Linear``); RMS scales: ones.
+    Other submodules (LayerNorm, Embedding, Conv) are left to their own ``reset_parameters``.
+    """
+    with torch.no_grad():
+        for m in module.modules():
+            if isinstance(m, Linear):
+                bound = 1.0 / math.sqrt(m.in_features)
+                m.weight.uniform_(-bound, bound, generator=generator)
+                if m.bias is not None:
+                    m.bias.uniform_(-bound, bound, generator=generator)
+            elif isinstance(m, RMSScale):
+                getattr(m, m._param).fill_(1.0)
+            elif isinstance(m, nn.Embedding):
+                m.weight.normal_(0.0, 1.0, generator=generator)
+    return module
+
+
+class Embedding(nn.Embedding):
+    """``nn.Embedding`` without the construction-time ``normal_`` init (see module docstring)."""
+
+    def reset_parameters(self) -> None:  # noqa: D102
+        pass
