@@ -5,6 +5,11 @@ single-file checkpoints, so loading is: :func:`infer_vae_config` from tensor
 shapes, build on the meta device, ``load_state_dict(sd, assign=True)``
 (:func:`build_vae_from_state_dict` does exactly that).
 
+The same module loads FLUX's 16-channel ``ae`` VAE (``ae.safetensors``): it is the
+LDM encoder/decoder with ``z_channels`` 16 and *no* ``quant_conv``/``post_quant_conv``
+(their absence is read from the keys, ``use_quant_conv=False``), scale 0.3611 and
+shift 0.1159 (:data:`FLUX_SCALING_FACTOR`, :data:`FLUX_SHIFT_FACTOR`).
+
 The latent scaling factor (SD1/SD2 0.18215, SDXL 0.13025) and shift cannot be
 inferred from the weights: the checkpoint loader supplies them (by model family,
 or from the safetensors metadata key ``nodegraph.vae.scaling_factor``).
@@ -25,6 +30,8 @@ from torch import nn
 __all__ = [
     "SD_SCALING_FACTOR",
     "SDXL_SCALING_FACTOR",
+    "FLUX_SCALING_FACTOR",
+    "FLUX_SHIFT_FACTOR",
     "SCALING_FACTOR_METADATA_KEY",
     "AutoencoderKL",
     "VAEConfig",
@@ -34,6 +41,9 @@ __all__ = [
 
 SD_SCALING_FACTOR = 0.18215
 SDXL_SCALING_FACTOR = 0.13025
+#: FLUX.1's 16-channel ``ae``: latents are ``(mean - 0.1159) * 0.3611``.
+FLUX_SCALING_FACTOR = 0.3611
+FLUX_SHIFT_FACTOR = 0.1159
 SCALING_FACTOR_METADATA_KEY = "nodegraph.vae.scaling_factor"
 
 
@@ -43,6 +53,8 @@ class VAEConfig:
 
     ``embed_dim`` is the latent channel count after ``quant_conv`` (equals
     ``z_channels`` in every SD VAE, but the two are independent in LDM).
+    ``use_quant_conv=False``: no 1x1 convs around the latent (FLUX ``ae``; then
+    ``embed_dim == z_channels``).
     """
 
     ch: int = 128
@@ -54,6 +66,7 @@ class VAEConfig:
     out_channels: int = 3
     scaling_factor: float = SD_SCALING_FACTOR
     shift_factor: float = 0.0
+    use_quant_conv: bool = True
 
     @property
     def downscale(self) -> int:
@@ -220,8 +233,12 @@ class AutoencoderKL(nn.Module):
         self.config = cfg
         self.encoder = Encoder(cfg)
         self.decoder = Decoder(cfg)
-        self.quant_conv = nn.Conv2d(2 * cfg.z_channels, 2 * cfg.embed_dim, 1)
-        self.post_quant_conv = nn.Conv2d(cfg.embed_dim, cfg.z_channels, 1)
+        if cfg.use_quant_conv:
+            self.quant_conv: nn.Module = nn.Conv2d(2 * cfg.z_channels, 2 * cfg.embed_dim, 1)
+            self.post_quant_conv: nn.Module = nn.Conv2d(cfg.embed_dim, cfg.z_channels, 1)
+        else:
+            self.quant_conv = nn.Identity()
+            self.post_quant_conv = nn.Identity()
 
     @property
     def downscale(self) -> int:
@@ -331,18 +348,28 @@ def _tiled(
 def infer_vae_config(
     sd: Mapping[str, torch.Tensor], scaling_factor: float = SD_SCALING_FACTOR, shift_factor: float = 0.0
 ) -> VAEConfig:
-    """Read the architecture from tensor shapes of a VAE state dict (``first_stage_model.`` stripped)."""
+    """Read the architecture from tensor shapes of a VAE state dict (``first_stage_model.`` stripped).
+
+    Without ``post_quant_conv`` keys (FLUX ``ae``) the latent width comes from the encoder's output
+    (mean and log-variance: 2 x ``z_channels``).
+    """
     ch = int(sd["encoder.conv_in.weight"].shape[0])
     in_channels = int(sd["encoder.conv_in.weight"].shape[1])
     levels = sorted({int(k.split(".")[2]) for k in sd if k.startswith("encoder.down.")})
     ch_mult = tuple(int(sd[f"encoder.down.{i}.block.0.conv1.weight"].shape[0]) // ch for i in levels)
     num_res_blocks = len({k.split(".")[4] for k in sd if k.startswith("encoder.down.0.block.")})
+    use_quant_conv = "post_quant_conv.weight" in sd
+    if use_quant_conv:
+        z_channels, embed_dim = (int(s) for s in sd["post_quant_conv.weight"].shape[:2])
+    else:
+        z_channels = embed_dim = int(sd["encoder.conv_out.weight"].shape[0]) // 2
     return VAEConfig(
         ch=ch,
         ch_mult=ch_mult,
         num_res_blocks=num_res_blocks,
-        z_channels=int(sd["post_quant_conv.weight"].shape[0]),
-        embed_dim=int(sd["post_quant_conv.weight"].shape[1]),
+        z_channels=z_channels,
+        embed_dim=embed_dim,
+        use_quant_conv=use_quant_conv,
         in_channels=in_channels,
         out_channels=int(sd["decoder.conv_out.weight"].shape[0]),
         scaling_factor=scaling_factor,
