@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from nodegraph.registry import Registry
 
-from . import conditioning, custom_sampling, latent, loaders, lora, sampler, vae
+from . import conditioning, custom_sampling, flux, latent, loaders, lora, sampler, vae
 
 NODES = [*loaders.NODES, *lora.NODES, *conditioning.NODES, *latent.NODES, *sampler.NODES, *vae.NODES,
-         *custom_sampling.NODES]
+         *custom_sampling.NODES, *flux.NODES]
 
 
 def register(registry: Registry) -> None:
