@@ -154,4 +154,6 @@ def choices_for(kind: str, *, folders: bool = False):  # noqa: ANN201 - returns 
         return ModelPaths.from_settings(settings).list(kind, folders=folders)
 
     provider.__name__ = f"{kind}_choices"
+    # Named in "file not found" validation messages, so a user knows where the file goes.
+    provider.folder = " or ".join(f"{f}/" for f in (kind, *_LEGACY_FOLDERS.get(kind, ())))  # type: ignore[attr-defined]
     return provider
