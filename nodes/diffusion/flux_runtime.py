@@ -40,6 +40,14 @@ T5_MIN_TOKENS = 256
 class ConditioningMismatch(ValueError):
     """A conditioning that does not fit the model it is given to (wrong text encoder or family)."""
 
+    blame = "conditioning"
+
+
+class UnsupportedModel(ConditioningMismatch):
+    """A model nodegraph can load but not yet sample (FLUX fill/canny/depth need extra inputs)."""
+
+    blame = "model"
+
 
 def _param_bytes(module: torch.nn.Module) -> int:
     return sum(p.element_size() * p.nelement() for p in module.parameters())
@@ -98,7 +106,7 @@ class FluxModel:
         """T5 sequence, CLIP pooled vector and (dev) guidance, broadcast to the batch."""
         cfg = self.transformer.config
         if cfg.in_channels != cfg.out_channels:
-            raise ConditioningMismatch(
+            raise UnsupportedModel(
                 f"this is a FLUX fill/canny/depth model ({cfg.in_channels // 4} input channels); it needs its "
                 "control or inpainting image as extra latent channels, which nodegraph does not provide yet")
         if cond.pooled is None or cond.context.shape[-1] != cfg.context_in_dim:

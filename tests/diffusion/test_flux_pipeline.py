@@ -409,3 +409,41 @@ def test_flux_vae_with_a_unet_model_and_sd_prompt_with_flux(dev: FluxFiles, tmp_
     report = executor.run(graph, outputs=["sampler"])
     assert report.status == "error" and (report.error.node_id, report.error.input) == ("sampler", "positive")
     assert "T5" in report.error.message
+
+
+def test_text_encoder_in_the_vae_folder(dev: FluxFiles, tmp_path: Path) -> None:
+    models = tmp_path / "models"
+    shutil.copytree(dev.models_dir, models)
+    shutil.copy(models / "text_encoders" / dev.t5, models / "vae" / "t5_by_mistake.safetensors")
+    files = FluxFiles(models, dev.unet, dev.clip_l, dev.t5, "t5_by_mistake.safetensors", True, None)
+    issues = _issues(make_executor(models, tmp_path / "out"), flux_graph(files))
+    assert [(i.node_id, i.input) for i in issues] == [("vae", "vae_name")]
+    assert "T5" in issues[0].message and "text_encoders" in issues[0].fix
+
+
+def test_flux_vae_file_gets_flux_latent_scaling(dev: FluxFiles) -> None:
+    from nodes.diffusion.checkpoint import load_vae_file
+
+    vae = load_vae_file(dev.models_dir / "vae" / dev.vae)
+    assert vae.latent_channels == 16 and vae.downscale == 8
+    assert (vae.vae.config.scaling_factor, vae.vae.config.shift_factor) == (0.3611, 0.1159)
+
+
+def test_canny_depth_variant_loads_and_sampling_explains_what_is_missing(tmp_path: Path) -> None:
+    """FLUX canny/depth files (32 latent input channels) load; sampling them says what they need."""
+    from tests.diffusion.flux_fixtures import diffusers_flux
+    from tests.diffusion.flux_pipeline_fixtures import CLIP_WIDTH as PW
+    from tests.diffusion.flux_pipeline_fixtures import T5_WIDTH, flux_bfl_sd
+
+    models = tmp_path / "models"
+    files = write_flux_files(models, guidance=True)
+    canny = diffusers_flux(True, 3, in_channels=128, out_channels=64, joint_attention_dim=T5_WIDTH,
+                           pooled_projection_dim=PW)
+    save_file(flux_bfl_sd(canny), models / "diffusion_models" / "tiny_canny.safetensors")
+    graph = flux_graph(FluxFiles(models, "tiny_canny.safetensors", files.clip_l, files.t5, files.vae, True, None))
+    report = make_executor(models, tmp_path / "out").run(graph, outputs=["unet", "sampler"])
+    assert report.status == "error" and (report.error.node_id, report.error.input) == ("sampler", "model")
+    assert "canny/depth" in report.error.message and "not provide" in report.error.message
+    from nodes.diffusion.split_files import identify_file
+
+    assert "canny/depth" in identify_file(models / "diffusion_models" / "tiny_canny.safetensors").description

@@ -65,6 +65,8 @@ def sampling_inputs(model: Any, positive: Any, negative: Any, batch: int, height
         try:
             out.append(as_context(cond, batch, model, height, width))
         except ValueError as exc:
+            if getattr(exc, "blame", None) == "model":
+                raise NodeInputError("model", str(exc), "use a FLUX dev or schnell model") from None
             raise NodeInputError(name, str(exc), "encode the prompt with the text encoder(s) made for this "
                                  "model") from None
     return out[0], out[1]

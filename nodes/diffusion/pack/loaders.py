@@ -37,11 +37,34 @@ def checkpoint_loader(ctx: NodeContext, ckpt_name: str, prediction: str = "auto"
     return ckpt.model, ckpt.clip, ckpt.vae
 
 
+_vae_file_fingerprint = model_file_fingerprint("vae", "vae_name")
+_NOT_A_VAE = ("t5", "clip", "openclip", "flux", "flux_checkpoint", "lora", "controlnet", "sd_unet")
+
+
+def _vae_fingerprint(values, settings):  # noqa: ANN001, ANN202
+    """File fingerprint, after checking (from the header, at validation) that the file holds a VAE."""
+    from nodegraph.errors import NodeInputError
+
+    from ..split_files import fix_for, identify_file
+
+    path = resolve_model(settings, "vae", str(values["vae_name"]), "vae_name")
+    try:
+        identity = identify_file(path)
+    except Exception as exc:
+        raise NodeInputError("vae_name", str(exc), "re-download or re-copy the file; it is incomplete") from None
+    if identity is not None and identity.kind in _NOT_A_VAE:
+        raise NodeInputError("vae_name", f"{values['vae_name']!r} is {identity.description}, not a VAE",
+                             fix_for(identity))
+    return _vae_file_fingerprint(values, settings)
+
+
 @node("diffusion.vae_loader", category="loaders", display_name="Load VAE",
-      inputs=[Combo("vae_name", choices_for("vae"))], outputs=[Out("VAE", "VAE")],
-      fingerprint=model_file_fingerprint("vae", "vae_name"))
+      inputs=[Combo("vae_name", choices_for("vae"),
+                    tooltip="a VAE file: SD's 4-channel VAEs, or FLUX's 16-channel ae.safetensors")],
+      outputs=[Out("VAE", "VAE")], fingerprint=_vae_fingerprint)
 def vae_loader(ctx: NodeContext, vae_name: str):
-    """Load a standalone VAE (e.g. a fixed SD1.5 or SDXL VAE)."""
+    """Load a standalone VAE (a fixed SD1.5 or SDXL VAE, or FLUX's 16-channel ae); the latent scaling
+    follows the VAE's kind (FLUX: 0.3611 / shift 0.1159)."""
     from ..checkpoint import load_vae_file
 
     path = resolve_model(ctx.settings, "vae", vae_name, "vae_name")
