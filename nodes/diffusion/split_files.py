@@ -30,7 +30,11 @@ WEIGHT_DTYPES = ("default", "fp8_e4m3fn", "fp8_e5m2")
 
 
 class WrongModelFile(ValueError):
-    """A file that is not the kind of model the loader (or loader ``type``) needs."""
+    """A file that is not the kind of model the loader (or loader ``type``) needs; ``fix`` says what to do."""
+
+    def __init__(self, message: str, fix: str) -> None:
+        super().__init__(f"{message}; {fix}")
+        self.message, self.fix = message, fix
 
 
 @dataclass(frozen=True)
@@ -187,7 +191,7 @@ def check_diffusion_model(identity: FileIdentity | None, name: str) -> None:
     """Raise :class:`WrongModelFile` unless ``identity`` is a diffusion model the loader can build."""
     if identity is None or identity.kind in ("flux", "flux_checkpoint"):
         return
-    raise WrongModelFile(f"{name!r} is {identity.description}, not a diffusion model (FLUX); {fix_for(identity)}")
+    raise WrongModelFile(f"{name!r} is {identity.description}, not a diffusion model (FLUX)", fix_for(identity))
 
 
 def check_text_encoder(identity: FileIdentity | None, name: str, wanted: str, clip_type: str) -> None:
@@ -195,13 +199,16 @@ def check_text_encoder(identity: FileIdentity | None, name: str, wanted: str, cl
     if identity is None:
         return
     if identity.kind not in ("clip", "openclip", "t5"):
-        raise WrongModelFile(f"{name!r} is {identity.description}, not a text encoder; {fix_for(identity)}")
+        raise WrongModelFile(f"{name!r} is {identity.description}, not a text encoder", fix_for(identity))
     if wanted == "any" or identity.kind == wanted or (wanted == "clip" and identity.kind == "openclip"):
         return
     need = {"clip": "a CLIP text encoder (CLIP-L for FLUX)", "t5": "a T5-XXL text encoder"}[wanted]
-    raise WrongModelFile(f"{name!r} is {identity.description}, but type {clip_type!r} needs {need} here; "
-                         + ("load T5 files with DualCLIPLoader (type flux)" if identity.kind == "t5"
-                            else "pick the other file of the pair"))
+    if clip_type == "flux":
+        label, example = {"clip": ("CLIP-L", "clip_l"), "t5": ("T5-XXL", "t5xxl_fp16")}[wanted]
+        fix = f"FLUX needs one CLIP-L and one T5-XXL file: pick the {label} file (e.g. {example}.safetensors) here"
+    else:
+        fix = "load T5 files with DualCLIPLoader (type flux)" if identity.kind == "t5" else "pick a CLIP file"
+    raise WrongModelFile(f"{name!r} is {identity.description}, but type {clip_type!r} needs {need} here", fix)
 
 
 # --------------------------------------------------------------------------------------------
@@ -297,7 +304,7 @@ def load_text_encoder_part(path: str | os.PathLike[str], *, device: Any = "cpu",
         activation = "quick_gelu" if identity.kind == "clip" else "gelu"
         model = build_clip(hf, activation=activation, device=torch.device(device), dtype=dtype, name=p.name)
         return TextEncoderPart("clip", model, tokenizer_for(metadata or {}, model.config.vocab_size))
-    raise WrongModelFile(f"{p.name!r} is {identity.description}, not a text encoder; {fix_for(identity)}")
+    raise WrongModelFile(f"{p.name!r} is {identity.description}, not a text encoder", fix_for(identity))
 
 
 def flux_text_encoder(parts: list[TextEncoderPart], device: Any) -> Any:

@@ -60,12 +60,9 @@ def _checked_fingerprint(kind: str, inputs: Sequence[str],
 def _blame(input_name: str, exc: Exception) -> NodeInputError:
     from ..split_files import WrongModelFile
 
-    fix = "pick the right file for this input" if isinstance(exc, WrongModelFile) else \
-        "check that the file is a complete model of the right kind"
-    msg = str(exc)
-    if "; " in msg and isinstance(exc, WrongModelFile):
-        msg, fix = msg.split("; ", 1)
-    return NodeInputError(input_name, msg, fix)
+    if isinstance(exc, WrongModelFile):
+        return NodeInputError(input_name, exc.message, exc.fix)
+    return NodeInputError(input_name, str(exc), "check that the file is a complete model of the right kind")
 
 
 # ------------------------------------------------------------------ loaders
