@@ -218,8 +218,9 @@ def check_text_encoder(identity: FileIdentity | None, name: str, wanted: str, cl
 
 def _fp8_weights(sd: Mapping[str, Any], dtype: Any) -> dict[str, Any]:
     """Matrices converted to the fp8 ``dtype`` (1-D biases and norm scales keep their dtype: they are
-    a negligible share of the bytes and lose the most precision in 8 bits)."""
-    return {k: v.to(dtype) if v.is_floating_point() and v.ndim >= 2 else v for k, v in sd.items()}
+    a negligible share of the bytes and lose the most precision in 8 bits).  Every tensor is a new
+    copy, so no view keeps the source file's mapping (and its read pages) alive after loading."""
+    return {k: v.to(dtype) if v.is_floating_point() and v.ndim >= 2 else v.clone() for k, v in sd.items()}
 
 
 def build_flux_model(sd: Mapping[str, Any], *, device: Any, weight_dtype: str = "default",
