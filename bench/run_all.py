@@ -26,6 +26,7 @@ BENCHES = {
     "sampler": ["bench/sampler.py", "--repeat", "3"],
     "demo": ["bench/demo.py"],
     "checkpoint_load": ["bench/checkpoint_load.py", "--repeat", "2"],
+    "flux_load": ["bench/flux_load.py", "--repeat", "2"],
     "gui": ["bench/gui_open.py"],
     "batch": ["bench/batch.py"],
     "long_run": ["bench/long_run.py", "--runs", "600", "--cache-mb", "16"],  # cache full by run ~280
