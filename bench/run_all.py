@@ -24,6 +24,7 @@ from bench._util import machine  # noqa: E402
 BENCHES = {
     "engine": ["bench/engine.py"],
     "sampler": ["bench/sampler.py", "--repeat", "3"],
+    "flux_step": ["bench/flux_step.py"],
     "demo": ["bench/demo.py"],
     "checkpoint_load": ["bench/checkpoint_load.py", "--repeat", "2"],
     "flux_load": ["bench/flux_load.py", "--repeat", "2"],

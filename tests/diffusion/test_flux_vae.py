@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 
+import pytest
 import torch
 
 from nodes.diffusion.models.vae import (
@@ -18,7 +19,9 @@ from nodes.diffusion.models.vae import (
     AutoencoderKL,
     VAEConfig,
     build_vae_from_state_dict,
+    convert_diffusers_vae_to_ldm,
     infer_vae_config,
+    is_diffusers_vae,
 )
 from tests.diffusion.flux_fixtures import assert_rel_close, randomize_
 
@@ -66,3 +69,21 @@ def test_matches_diffusers_flux_vae() -> None:
         dec = ours.decode(lat)
         assert_rel_close(dec, ref.decode(lat / FLUX_SCALING_FACTOR + FLUX_SHIFT_FACTOR).sample, REL)
     assert lat.shape == (2, 16, 16, 12) and dec.shape == img.shape
+
+
+def test_diffusers_layout_converts_back_to_ae_layout() -> None:
+    """diffusers' LDM->diffusers conversion followed by ours is the identity (attention kept 2-D)."""
+    from diffusers.loaders.single_file_utils import convert_ldm_vae_checkpoint
+
+    sd = _flux_ae_sd(seed=4)
+    dcfg = {"down_block_types": ["DownEncoderBlock2D"] * 2, "up_block_types": ["UpDecoderBlock2D"] * 2}
+    diffusers_sd = convert_ldm_vae_checkpoint(dict(sd), dcfg)
+    assert is_diffusers_vae(diffusers_sd) and not is_diffusers_vae(sd)
+    back = convert_diffusers_vae_to_ldm(diffusers_sd)
+    assert set(back) == set(sd)
+    for key, value in sd.items():
+        assert torch.equal(back[key].reshape(value.shape), value), key
+    ours = build_vae_from_state_dict(back, FLUX_SCALING_FACTOR, FLUX_SHIFT_FACTOR)
+    assert ours.config == CFG
+    with pytest.raises(ValueError, match="no LDM counterpart"):
+        convert_diffusers_vae_to_ldm({**diffusers_sd, "encoder.mystery.weight": torch.zeros(1)})

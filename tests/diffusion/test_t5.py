@@ -18,6 +18,7 @@ from nodes.diffusion.models.t5 import (
     T5Tokenizer,
     T5TokenizerError,
     build_t5_from_state_dict,
+    is_t5_state_dict,
     t5_config_from_state_dict,
 )
 from tests.diffusion.flux_fixtures import assert_rel_close, randomize_
@@ -135,3 +136,14 @@ def test_tokenizer_found_beside_encoder(tokenizer_dir, tmp_path) -> None:
     (tmp_path / "broken.json").write_text("{not json")
     with pytest.raises(T5TokenizerError, match="not a readable tokenizer.json"):
         T5Tokenizer(tmp_path / "broken.json")
+
+
+def test_t5_detection_and_incomplete_file(reference) -> None:
+    _, ref = reference
+    sd = ref.state_dict()
+    assert is_t5_state_dict(sd)
+    clip_like = {"text_model.embeddings.token_embedding.weight": torch.zeros(4, 4)}
+    assert not is_t5_state_dict(clip_like)
+    partial = {k: v for k, v in sd.items() if "DenseReluDense" not in k}
+    with pytest.raises(ValueError, match="DenseReluDense.*is missing"):
+        t5_config_from_state_dict(partial)

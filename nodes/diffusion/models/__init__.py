@@ -1,7 +1,8 @@
-"""Neural-network modules for Stable-Diffusion-family checkpoints.
+"""Neural-network modules for Stable-Diffusion-family and FLUX.1 checkpoints.
 
 Every module here names its parameters exactly as the original (LDM /
-``sgm``) single-file checkpoints do, so a checkpoint is loaded by stripping
+``sgm``, Black Forest Labs for FLUX, Hugging Face for CLIP and T5) files
+do, so a checkpoint is loaded by stripping
 its component prefix (``model.diffusion_model.``, ``control_model.`` ...)
 and assigning the tensors: no key conversion and no second copy of the
 weights.  This package deliberately imports nothing so that importing

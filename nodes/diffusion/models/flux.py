@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import Linear, RMSScale, init_weights
+from .layers import Linear, RMSScale, cast_to, init_weights
 
 __all__ = [
     "PATCH",
@@ -162,34 +162,67 @@ class SelfAttention(nn.Module):
 def split_heads(qkv: torch.Tensor, heads: int, norm: QKNorm) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(B, L, 3*H*D)`` -> normed q, normed k, v, each ``(B, H, L, D)``."""
     b, n, _ = qkv.shape
-    q, k, v = qkv.view(b, n, 3, heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
-    return norm.query_norm(q), norm.key_norm(k), v
+    # Normalise in (B, L, H, D) where the rows are dense, then swap to (B, H, L, D) as views.
+    q, k, v = qkv.view(b, n, 3, heads, -1).unbind(2)
+    return norm.query_norm(q).transpose(1, 2), norm.key_norm(k).transpose(1, 2), v.transpose(1, 2)
 
 
 def rope_tables(ids: torch.Tensor, axes_dim: tuple[int, ...], theta: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos/sin tables ``(B, 1, L, D/2)`` for ids ``(B, L, n_axes)``; frequencies in float64 as BFL."""
+    """Rotation tables ``(B, 1, L, D)`` for ids ``(B, L, n_axes)``, float32 (angles in float64, as BFL).
+
+    Returned as ``(cos, signed_sin)`` with each angle repeated for its channel pair and the sine
+    negated on the pair's first channel, so that :func:`apply_rope` is one multiply and one
+    multiply-add: ``x * cos + swap_pairs(x) * signed_sin``.
+    """
     angles = []
     for i, dim in enumerate(axes_dim):
         omega = 1.0 / theta ** (torch.arange(0, dim, 2, dtype=torch.float64, device=ids.device) / dim)
         angles.append(ids[..., i].double()[..., None] * omega)
     a = torch.cat(angles, dim=-1).unsqueeze(1)
-    return a.cos().float(), a.sin().float()
+    cos = a.cos().repeat_interleave(2, dim=-1)
+    sin = torch.stack([-a.sin(), a.sin()], dim=-1).flatten(-2)
+    return cos.float(), sin.float()
 
 
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate consecutive channel pairs ``(x0, x1)`` by the position angles (in float32)."""
-    xf = x.float().unflatten(-1, (-1, 2))
-    x0, x1 = xf[..., 0], xf[..., 1]
-    out = torch.stack([x0 * cos - x1 * sin, x0 * sin + x1 * cos], dim=-1)
-    return out.flatten(-2).to(x.dtype)
+def apply_rope(
+    x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, out: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Rotate consecutive channel pairs ``(x0, x1)`` -> ``(x0 c - x1 s, x1 c + x0 s)``, in float32.
+
+    ``out``: where to write (a slice of a joint text+image buffer saves a concatenation).
+    """
+    if x.dtype != torch.float32:
+        res = apply_rope(x.float(), cos, sin).to(x.dtype)
+        return res if out is None else out.copy_(res)
+    swapped = x.unflatten(-1, (-1, 2)).flip(-1).flatten(-2)
+    res = torch.mul(x, cos, out=out) if out is not None else x * cos
+    return res.addcmul_(swapped, sin)
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pe: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
     """RoPE on q/k, scaled dot-product attention, heads merged back: ``(B, L, H*D)``."""
     cos, sin = pe
-    q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-    out = F.scaled_dot_product_attention(q, k, v)
-    return out.transpose(1, 2).flatten(2)
+    return _sdpa(apply_rope(q, cos, sin), apply_rope(k, cos, sin), v)
+
+
+def _sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    return F.scaled_dot_product_attention(q, k, v).transpose(1, 2).flatten(2)
+
+
+def joint_attention(
+    txt: tuple[torch.Tensor, ...], img: tuple[torch.Tensor, ...], pe: tuple[torch.Tensor, torch.Tensor]
+) -> torch.Tensor:
+    """Attention over text then image tokens; rotated q/k are written straight into the joint buffers."""
+    cos, sin = pe
+    n = txt[0].shape[2]
+    joint = []
+    for t, i in zip(txt[:2], img[:2], strict=True):
+        b, h, _, d = t.shape
+        buf = torch.empty(b, h, n + i.shape[2], d, dtype=t.dtype, device=t.device)
+        apply_rope(t, cos[:, :, :n], sin[:, :, :n], out=buf[:, :, :n])
+        apply_rope(i, cos[:, :, n:], sin[:, :, n:], out=buf[:, :, n:])
+        joint.append(buf)
+    return _sdpa(joint[0], joint[1], torch.cat([txt[2], img[2]], dim=2))
 
 
 class Modulation(nn.Module):
@@ -232,13 +265,13 @@ class DoubleStreamBlock(nn.Module):
         t_shift1, t_scale1, t_gate1, t_shift2, t_scale2, t_gate2 = self.txt_mod(vec)
         iq, ik, iv = self.img_attn.qkv_heads(_modulate(img, i_shift1, i_scale1))
         tq, tk, tv = self.txt_attn.qkv_heads(_modulate(txt, t_shift1, t_scale1))
-        joint = attention(torch.cat([tq, iq], 2), torch.cat([tk, ik], 2), torch.cat([tv, iv], 2), pe)
+        joint = joint_attention((tq, tk, tv), (iq, ik, iv), pe)
         n_txt = txt.shape[1]
         txt_out, img_out = joint[:, :n_txt], joint[:, n_txt:]
-        img = img + i_gate1 * self.img_attn.proj(img_out)
-        img = img + i_gate2 * self.img_mlp(_modulate(img, i_shift2, i_scale2))
-        txt = txt + t_gate1 * self.txt_attn.proj(txt_out)
-        txt = txt + t_gate2 * self.txt_mlp(_modulate(txt, t_shift2, t_scale2))
+        img = torch.addcmul(img, i_gate1, self.img_attn.proj(img_out))
+        img = torch.addcmul(img, i_gate2, self.img_mlp(_modulate(img, i_shift2, i_scale2)))
+        txt = torch.addcmul(txt, t_gate1, self.txt_attn.proj(txt_out))
+        txt = torch.addcmul(txt, t_gate2, self.txt_mlp(_modulate(txt, t_shift2, t_scale2)))
         return img, txt
 
 
@@ -260,8 +293,12 @@ class SingleStreamBlock(nn.Module):
         shift, scale, gate = self.modulation(vec)
         qkv, mlp = self.linear1(_modulate(x, shift, scale)).split([3 * self.hidden, self.mlp_hidden], -1)
         q, k, v = split_heads(qkv, self.heads, self.norm)
-        out = torch.cat([attention(q, k, v, pe), F.gelu(mlp, approximate="tanh")], dim=-1)
-        return x + gate * self.linear2(out)
+        # linear2 over cat(attn, mlp) computed as two products on column slices of its weight:
+        # the same sum without materialising the (L, hidden + mlp_hidden) concatenation.
+        w = cast_to(self.linear2.weight, x)
+        out = F.linear(attention(q, k, v, pe), w[:, : self.hidden], cast_to(self.linear2.bias, x))
+        out = torch.addmm(out.flatten(0, 1), F.gelu(mlp, approximate="tanh").flatten(0, 1), w[:, self.hidden :].t())
+        return torch.addcmul(x, gate, out.view_as(x))
 
 
 class LastLayer(nn.Module):
@@ -326,13 +363,17 @@ class FluxTransformer(nn.Module):
         img = _patchify(x)
         hp, wp = -(-h // PATCH), -(-w // PATCH)
         dtype = x.dtype
+        timestep = timestep.reshape(-1).expand(b) if timestep.numel() == 1 else timestep
+        if guidance is not None and guidance.numel() == 1:
+            guidance = guidance.reshape(-1).expand(b)
         vec = self.time_in(timestep_embedding(timestep).to(dtype))
         if self.guidance_in is not None and guidance is not None:
             vec = vec + self.guidance_in(timestep_embedding(guidance).to(dtype))
         vec = vec + self.vector_in(pooled.to(dtype))
         img = self.img_in(img)
         txt = self.txt_in(context.to(dtype))
-        pe = rope_tables(_ids(b, txt.shape[1], hp, wp, x.device), cfg.axes_dim, cfg.theta)
+        # Positions do not depend on the batch item: one table broadcast over the batch.
+        pe = rope_tables(_ids(1, txt.shape[1], hp, wp, x.device), cfg.axes_dim, cfg.theta)
         for block in self.double_blocks:
             img, txt = block(img, txt, vec, pe)
         joint = torch.cat([txt, img], dim=1)
@@ -401,6 +442,13 @@ def flux_config_from_state_dict(sd: Mapping[str, torch.Tensor]) -> FluxConfig:
     :func:`axes_dim_for_head_dim`; dev vs schnell = presence of ``guidance_in``;
     fill/canny/depth = ``img_in`` input width.  ``theta`` (10000) is not stored.
     """
+    try:
+        return _config_from_shapes(sd)
+    except KeyError as exc:
+        raise ValueError(f"not a complete FLUX transformer (BFL layout): tensor {exc.args[0]!r} is missing") from exc
+
+
+def _config_from_shapes(sd: Mapping[str, torch.Tensor]) -> FluxConfig:
     keys = list(sd.keys())
     hidden, in_channels = (int(s) for s in sd["img_in.weight"].shape)
     if "double_blocks.0.img_attn.norm.query_norm.scale" in sd:

@@ -35,8 +35,9 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from .flux import FluxConfig
 from .loading import CheckpointError, load_state_dict
-from .lora_keys import text_encoder_key_map, unet_key_map
+from .lora_keys import LoraTarget, flux_key_map, text_encoder_key_map, unet_key_map
 from .unet_config import UNetConfig
 
 __all__ = [
@@ -206,12 +207,13 @@ def patched_copy(model: nn.Module, new_weights: Mapping[str, torch.Tensor]) -> n
 
 
 def merge_lora(
-    model: nn.Module, lora: ParsedLora, strength: float, *, key_map: Mapping[str, str]
+    model: nn.Module, lora: ParsedLora, strength: float, *, key_map: Mapping[str, str | LoraTarget]
 ) -> tuple[nn.Module, set[str]]:
     """Merge every layer of ``lora`` that ``key_map`` resolves; returns ``(patched copy, used layer names)``.
 
-    ``key_map``: LoRA layer name -> module path in ``model`` (see
-    :mod:`.lora_keys`).  Several LoRA layers hitting one weight add up.
+    ``key_map``: LoRA layer name -> module path in ``model``, or a :class:`LoraTarget`
+    (a row slice of a fused weight, see :mod:`.lora_keys`).  Several LoRA layers hitting one
+    weight (or slices of it) add up.
     With ``strength == 0`` or no match the model itself is returned
     (unmodified, so sharing it is safe).
     """
@@ -225,16 +227,20 @@ def merge_lora(
         used.add(name)
         if strength == 0:
             continue
-        weight = model.get_submodule(target).weight
-        pname = target + ".weight"
+        t = target if isinstance(target, LoraTarget) else LoraTarget(target)
+        weight = model.get_submodule(t.path).weight
+        pname = t.path + ".weight"
+        stop = weight.shape[0] if t.stop is None else t.stop
         try:
-            delta = lora_delta(layer, weight.shape, weight.device)
+            delta = lora_delta(layer, (stop - t.start, *weight.shape[1:]), weight.device)
         except LoraError as exc:
-            raise LoraError(f"layer {name!r} -> {pname}: {exc}") from exc
+            raise LoraError(f"layer {name!r} -> {pname}[{t.start}:{stop}]: {exc}") from exc
+        if t.swap_halves:
+            delta = torch.cat(delta.chunk(2, dim=0)[::-1], dim=0)
         if pname not in sums:
             originals[pname] = weight
             sums[pname] = weight.detach().float().clone()
-        sums[pname] += delta * strength
+        sums[pname][t.start : stop] += delta * strength
     if not sums:
         return model, used
     new = {p: acc.to(originals[p].dtype) for p, acc in sums.items()}
@@ -249,7 +255,9 @@ class LoraApplied(NamedTuple):
     unmatched: list[str]
 
 
-_UNET_PREFIXES = ("lora_unet_", "unet.", "diffusion_model.", "model.diffusion_model.")
+_UNET_PREFIXES = (
+    "lora_unet_", "unet.", "diffusion_model.", "model.diffusion_model.", "transformer.", "lora_transformer_",
+)  # fmt: skip
 _TE_PREFIXES = ("lora_te", "text_encoder")
 
 
@@ -266,8 +274,9 @@ def apply_lora(
     """Apply one LoRA to a UNet and its text encoder(s), returning patched copies.
 
     ``unet``: our ``UNetModel`` (its ``.config`` gives the naming map unless
-    ``unet_config`` is passed).  ``clip``: one ``ClipTextModel`` (SD1/SD2) or
-    a sequence ``(clip_l, clip_g)`` (SDXL; order = ``lora_te1_``/``lora_te2_``);
+    ``unet_config`` is passed) or ``FluxTransformer``.  ``clip``: one ``ClipTextModel``
+    (SD1/SD2) or a sequence ``(clip_l, clip_g)`` (SDXL) / ``(clip_l, t5)`` (FLUX;
+    order = ``lora_te1_``/``lora_te2_`` and ``text_encoder.``/``text_encoder_2.``);
     the result has the same shape (a tuple for a sequence).  Either may be
     ``None`` (a model-only loader); keys aimed at an absent component are
     then ignored rather than reported.  ``name`` (usually the file path)
@@ -282,10 +291,7 @@ def apply_lora(
 
     new_unet = unet
     if unet is not None:
-        cfg = unet_config or getattr(unet, "config", None)
-        if not isinstance(cfg, UNetConfig):
-            raise TypeError("apply_lora needs the UNet's UNetConfig (unet.config or unet_config=)")
-        new_unet, hit = merge_lora(unet, lora, strength_model, key_map=unet_key_map(unet, cfg))
+        new_unet, hit = merge_lora(unet, lora, strength_model, key_map=_model_key_map(unet, unet_config))
         used |= hit
 
     new_clip: nn.Module | tuple[nn.Module, ...] | None = None
@@ -311,6 +317,16 @@ def apply_lora(
             f"(a LoRA for another model family, or an unsupported format?); e.g. {sample}"
         )
     return LoraApplied(new_unet, new_clip, sorted(unmatched))
+
+
+def _model_key_map(model: nn.Module, unet_config: UNetConfig | None) -> Mapping[str, str | LoraTarget]:
+    """The LoRA naming table of a diffusion model: FLUX by its ``FluxConfig``, UNets by ``UNetConfig``."""
+    cfg = unet_config or getattr(model, "config", None)
+    if isinstance(cfg, FluxConfig):
+        return flux_key_map(model)
+    if not isinstance(cfg, UNetConfig):
+        raise TypeError("apply_lora needs the UNet's UNetConfig (unet.config or unet_config=) or a FLUX transformer")
+    return unet_key_map(model, cfg)
 
 
 def load_lora(path: str | os.PathLike[str]) -> Mapping[str, torch.Tensor]:

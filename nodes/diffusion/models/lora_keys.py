@@ -11,6 +11,15 @@ A LoRA file names the *module* it patches, and the trainers disagree on how:
   ``text_encoder.`` / ``text_encoder_2.``.
 * LDM dotted paths under ``diffusion_model.`` / ``model.diffusion_model.``.
 
+FLUX transformers (:func:`flux_key_map`) are addressed by BFL paths
+(``diffusion_model.double_blocks.0.img_attn.qkv``, kohya
+``lora_unet_double_blocks_0_img_attn_qkv``) or by diffusers paths
+(``transformer.transformer_blocks.0.attn.to_q``, OneTrainer
+``lora_transformer_...``, bare diffusers paths).  Our FLUX modules have BFL's
+fused q/k/v (and q/k/v/MLP in single blocks), so a diffusers-named LoRA layer
+patches a *row slice* of a fused weight: such entries are :class:`LoraTarget`
+values instead of plain module paths.
+
 Our modules carry LDM names (UNet) and Hugging Face names (CLIP), so the
 lookup table is built by enumerating the model's own Linear/Conv2d modules
 and emitting every alias of each.  The diffusers alias of an LDM path is
@@ -22,6 +31,7 @@ non-standard configs (including our tiny test models) map correctly.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import NamedTuple
 
 from torch import nn
 
@@ -33,6 +43,8 @@ __all__ = [
     "ldm_to_diffusers_unet",
     "unet_key_map",
     "text_encoder_key_map",
+    "LoraTarget",
+    "flux_key_map",
 ]
 
 #: Module types whose ``weight`` a LoRA can patch (GEGLU's projection is a plain Linear).
@@ -180,4 +192,87 @@ def text_encoder_key_map(model: nn.Module, index: int, count: int) -> dict[str, 
             _add(table, prefix + name.replace(".", "_"), name)
         for prefix in dotted:
             _add(table, prefix + name, name)
+    return table
+
+
+class LoraTarget(NamedTuple):
+    """Where a LoRA layer lands when it is not a whole module weight.
+
+    The delta covers output rows ``start:stop`` of ``path``'s weight (``stop=None``: to the
+    end).  ``swap_halves``: the delta's two row halves are exchanged first (diffusers'
+    ``norm_out.linear`` stores FLUX's final modulation as (scale, shift), BFL as (shift, scale)).
+    """
+
+    path: str
+    start: int = 0
+    stop: int | None = None
+    swap_halves: bool = False
+
+
+# BFL module (block-relative) -> diffusers module, whole-weight renames only.
+_FLUX_DOUBLE = {
+    "img_mod.lin": "norm1.linear",
+    "txt_mod.lin": "norm1_context.linear",
+    "img_attn.proj": "attn.to_out.0",
+    "txt_attn.proj": "attn.to_add_out",
+    "img_mlp.0": "ff.net.0.proj",
+    "img_mlp.2": "ff.net.2",
+    "txt_mlp.0": "ff_context.net.0.proj",
+    "txt_mlp.2": "ff_context.net.2",
+}
+_FLUX_SINGLE = {"modulation.lin": "norm.linear", "linear2": "proj_out"}
+_FLUX_TOP = {
+    "img_in": "x_embedder",
+    "txt_in": "context_embedder",
+    "time_in.in_layer": "time_text_embed.timestep_embedder.linear_1",
+    "time_in.out_layer": "time_text_embed.timestep_embedder.linear_2",
+    "vector_in.in_layer": "time_text_embed.text_embedder.linear_1",
+    "vector_in.out_layer": "time_text_embed.text_embedder.linear_2",
+    "guidance_in.in_layer": "time_text_embed.guidance_embedder.linear_1",
+    "guidance_in.out_layer": "time_text_embed.guidance_embedder.linear_2",
+    "final_layer.linear": "proj_out",
+}
+
+
+def _flux_diffusers_targets(model: nn.Module) -> dict[str, str | LoraTarget]:
+    """diffusers module path -> our module path or fused-weight slice, for the model's actual blocks."""
+    cfg = model.config  # type: ignore[attr-defined]
+    h, mlp = cfg.hidden_size, cfg.mlp_hidden
+    out: dict[str, str | LoraTarget] = {}
+    for bfl, diff in _FLUX_TOP.items():
+        if not bfl.startswith("guidance_in") or cfg.guidance_embed:
+            out[diff] = bfl
+    out["norm_out.linear"] = LoraTarget("final_layer.adaLN_modulation.1", swap_halves=True)
+    for i in range(cfg.depth):
+        src, dst = f"transformer_blocks.{i}.", f"double_blocks.{i}."
+        for bfl, diff in _FLUX_DOUBLE.items():
+            out[src + diff] = dst + bfl
+        for j, name in enumerate(("to_q", "to_k", "to_v")):
+            out[f"{src}attn.{name}"] = LoraTarget(dst + "img_attn.qkv", j * h, (j + 1) * h)
+        for j, name in enumerate(("add_q_proj", "add_k_proj", "add_v_proj")):
+            out[f"{src}attn.{name}"] = LoraTarget(dst + "txt_attn.qkv", j * h, (j + 1) * h)
+    for i in range(cfg.depth_single_blocks):
+        src, dst = f"single_transformer_blocks.{i}.", f"single_blocks.{i}."
+        for bfl, diff in _FLUX_SINGLE.items():
+            out[src + diff] = dst + bfl
+        for j, name in enumerate(("attn.to_q", "attn.to_k", "attn.to_v")):
+            out[src + name] = LoraTarget(dst + "linear1", j * h, (j + 1) * h)
+        out[src + "proj_mlp"] = LoraTarget(dst + "linear1", 3 * h, 3 * h + mlp)
+    return out
+
+
+def flux_key_map(model: nn.Module) -> dict[str, str | LoraTarget]:
+    """LoRA module name (every supported spelling) -> our FLUX module path or :class:`LoraTarget`.
+
+    ``model`` is a ``FluxTransformer`` (its ``config`` gives widths and block counts).
+    """
+    table: dict[str, str | LoraTarget] = {}
+    for name in _patchable(model):
+        for alias in ("diffusion_model." + name, "model.diffusion_model." + name, "transformer." + name,
+                      "lora_unet_" + name.replace(".", "_")):  # fmt: skip
+            table.setdefault(alias, name)
+    for diff, target in _flux_diffusers_targets(model).items():
+        flat = diff.replace(".", "_")
+        for alias in ("transformer." + diff, diff, "lora_transformer_" + flat, "lora_unet_" + flat, "lycoris_" + flat):
+            table.setdefault(alias, target)
     return table

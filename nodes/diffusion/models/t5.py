@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +38,7 @@ __all__ = [
     "T5TokenizerError",
     "build_t5_from_state_dict",
     "clean_t5_state_dict",
+    "is_t5_state_dict",
     "relative_position_bucket",
     "t5_config_from_state_dict",
 ]
@@ -220,8 +221,20 @@ def clean_t5_state_dict(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tenso
     return out
 
 
+def is_t5_state_dict(keys: Iterable[str]) -> bool:
+    """Whether ``keys`` (prefix stripped) are a T5 encoder's: its relative attention bias is unique to T5."""
+    return "encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight" in set(keys)
+
+
 def t5_config_from_state_dict(sd: Mapping[str, torch.Tensor]) -> T5Config:
     """Read a :class:`T5Config` from tensor shapes (keys as after :func:`clean_t5_state_dict`)."""
+    try:
+        return _config_from_shapes(sd)
+    except KeyError as exc:
+        raise ValueError(f"not a complete T5 encoder (Hugging Face layout): tensor {exc.args[0]!r} is missing") from exc
+
+
+def _config_from_shapes(sd: Mapping[str, torch.Tensor]) -> T5Config:
     vocab, d_model = (int(s) for s in sd["shared.weight"].shape)
     bias_table = sd["encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight"]
     num_buckets, heads = (int(s) for s in bias_table.shape)

@@ -9,6 +9,8 @@ The same module loads FLUX's 16-channel ``ae`` VAE (``ae.safetensors``): it is t
 LDM encoder/decoder with ``z_channels`` 16 and *no* ``quant_conv``/``post_quant_conv``
 (their absence is read from the keys, ``use_quant_conv=False``), scale 0.3611 and
 shift 0.1159 (:data:`FLUX_SCALING_FACTOR`, :data:`FLUX_SHIFT_FACTOR`).
+A VAE in diffusers' naming (a repository's ``vae/`` folder) is renamed to these keys by
+:func:`convert_diffusers_vae_to_ldm` (no tensor copies).
 
 The latent scaling factor (SD1/SD2 0.18215, SDXL 0.13025) and shift cannot be
 inferred from the weights: the checkpoint loader supplies them (by model family,
@@ -20,7 +22,8 @@ is what img2img/inpainting pipelines want for reproducibility.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import re
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 import torch
@@ -36,6 +39,8 @@ __all__ = [
     "AutoencoderKL",
     "VAEConfig",
     "build_vae_from_state_dict",
+    "convert_diffusers_vae_to_ldm",
+    "is_diffusers_vae",
     "infer_vae_config",
 ]
 
@@ -386,3 +391,56 @@ def build_vae_from_state_dict(
         model = AutoencoderKL(cfg)
     model.load_state_dict(dict(sd), strict=True, assign=True)
     return model.eval()
+
+
+# --------------------------------------------------------------------------------------------
+# diffusers layout (e.g. the ``vae/`` folder of a diffusers FLUX or SD repository)
+# --------------------------------------------------------------------------------------------
+
+_RESNET = {"norm1": "norm1", "conv1": "conv1", "norm2": "norm2", "conv2": "conv2", "conv_shortcut": "nin_shortcut"}
+_ATTN = {"group_norm": "norm", "to_q": "q", "to_k": "k", "to_v": "v", "to_out.0": "proj_out",
+         "query": "q", "key": "k", "value": "v", "proj_attn": "proj_out"}  # fmt: skip
+_TOP = {"conv_in": "conv_in", "conv_out": "conv_out", "conv_norm_out": "norm_out"}
+
+
+def is_diffusers_vae(keys: Iterable[str]) -> bool:
+    """Whether a VAE state dict (prefix stripped) uses diffusers names (``encoder.down_blocks.*``)."""
+    return any(k.startswith("encoder.down_blocks.") for k in keys)
+
+
+def _diffusers_vae_key(key: str, levels: int) -> str:
+    part, _, rest = key.partition(".")  # "encoder"/"decoder"/"quant_conv"/...
+    if part not in ("encoder", "decoder"):
+        return key
+    if m := re.fullmatch(r"(down|up)_blocks\.(\d+)\.resnets\.(\d+)\.(\w+)\.(weight|bias)", rest):
+        side, i, j, name, kind = m.groups()
+        level = int(i) if side == "down" else levels - 1 - int(i)
+        return f"{part}.{side}.{level}.block.{j}.{_RESNET[name]}.{kind}"
+    if m := re.fullmatch(r"(down|up)_blocks\.(\d+)\.(downsamplers|upsamplers)\.0\.conv\.(weight|bias)", rest):
+        side, i, _, kind = m.groups()
+        level = int(i) if side == "down" else levels - 1 - int(i)
+        return f"{part}.{side}.{level}.{'downsample' if side == 'down' else 'upsample'}.conv.{kind}"
+    if m := re.fullmatch(r"mid_block\.resnets\.(\d)\.(\w+)\.(weight|bias)", rest):
+        return f"{part}.mid.block_{int(m.group(1)) + 1}.{_RESNET[m.group(2)]}.{m.group(3)}"
+    if m := re.fullmatch(r"mid_block\.attentions\.0\.(.+)\.(weight|bias)", rest):
+        return f"{part}.mid.attn_1.{_ATTN[m.group(1)]}.{m.group(2)}"
+    stem, _, kind = rest.rpartition(".")
+    return f"{part}.{_TOP[stem]}.{kind}"
+
+
+def convert_diffusers_vae_to_ldm(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Rename a diffusers ``AutoencoderKL`` state dict to the LDM names this module uses (no copies).
+
+    The inverse of diffusers' ``convert_ldm_vae_checkpoint``; decoder levels are reversed
+    (diffusers numbers up-blocks in execution order, LDM by resolution).  Attention weights keep
+    their 2-D linear shape (:class:`AttnBlock` accepts both).  Raises ``ValueError`` naming a key
+    with no LDM counterpart.
+    """
+    levels = 1 + max(int(k.split(".")[2]) for k in sd if k.startswith("decoder.up_blocks."))
+    out: dict[str, torch.Tensor] = {}
+    for key in sd:
+        try:
+            out[_diffusers_vae_key(key, levels)] = sd[key]
+        except KeyError as exc:
+            raise ValueError(f"diffusers VAE key {key!r} has no LDM counterpart") from exc
+    return out
