@@ -153,6 +153,13 @@ class FluxTextEncoder:
     def __nodegraph_nbytes__(self) -> int:
         return sum(_param_bytes(e) for e in self.encoders)
 
+    def with_encoders(self, encoders: Sequence[torch.nn.Module], patch: str) -> FluxTextEncoder:
+        """A copy with patched encoders (LoRA), given in :attr:`encoders` order (CLIP-L, then T5)."""
+        it = iter(encoders)
+        clip_l = next(it) if self.clip_l is not None else None
+        t5 = next(it) if self.t5 is not None else None
+        return replace(self, clip_l=clip_l, t5=t5, patches=self.patches + (patch,))
+
     def encode(self, text: str) -> Conditioning:
         return self.encode_pair(text, text)
 

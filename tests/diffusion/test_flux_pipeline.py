@@ -447,3 +447,48 @@ def test_canny_depth_variant_loads_and_sampling_explains_what_is_missing(tmp_pat
     from nodes.diffusion.split_files import identify_file
 
     assert "canny/depth" in identify_file(models / "diffusion_models" / "tiny_canny.safetensors").description
+
+
+def test_lora_loader_node_patches_flux_model_and_both_text_encoders(dev: FluxFiles, tmp_path: Path) -> None:
+    """Load LoRA on a FLUX graph: BFL-named transformer layers and lora_te1_/lora_te2_ text-encoder layers
+    merge into copies; strength 0 reproduces the base image exactly; the cached base is untouched."""
+    models = tmp_path / "models"
+    shutil.copytree(dev.models_dir, models)
+    g = torch.Generator().manual_seed(0)
+    lora = {}
+    for key, (out_dim, in_dim) in {"diffusion_model.double_blocks.0.img_attn.qkv": (3 * 64, 64),
+                                   "lora_te1_text_model_encoder_layers_0_self_attn_q_proj": (CLIP_WIDTH, CLIP_WIDTH),
+                                   "lora_te2_encoder_block_0_layer_0_SelfAttention_q": (32, 32)}.items():
+        lora[f"{key}.lora_down.weight"] = 0.3 * torch.randn(2, in_dim, generator=g)
+        lora[f"{key}.lora_up.weight"] = 0.3 * torch.randn(out_dim, 2, generator=g)
+    (models / "loras").mkdir()
+    save_file(lora, models / "loras" / "tiny_flux_lora.safetensors")
+    files = FluxFiles(models, dev.unet, dev.clip_l, dev.t5, dev.vae, True, None)
+
+    def run(strength: float):  # noqa: ANN202
+        graph = flux_graph(files, steps=2)
+        graph.add_node("diffusion.lora_loader", {"lora_name": "tiny_flux_lora.safetensors",
+                                                 "strength_model": strength, "strength_clip": strength}, id="lora")
+        graph.connect("unet", "MODEL", "lora", "model")
+        graph.connect("clip", "CLIP", "lora", "clip")
+        graph.connect("lora", "MODEL", "msf", "model")
+        graph.connect("lora", "CLIP", "positive", "clip")
+        report = executor.run(graph, outputs=["lora", "positive", "sampler"])
+        report.raise_for_status()
+        return report
+
+    executor = make_executor(models, tmp_path / "out")
+    base = executor.run(flux_graph(files, steps=2), outputs=["positive", "sampler"])
+    base.raise_for_status()
+    patched = run(1.0)
+    clip = patched.results["lora"]["CLIP"]
+    assert clip.patches and patched.results["lora"]["MODEL"].patches
+    for name in ("context", "pooled"):  # both text encoders were patched
+        a = getattr(patched.results["positive"]["CONDITIONING"], name)
+        assert not torch.equal(a, getattr(base.results["positive"]["CONDITIONING"], name)), name
+    assert float((patched.results["sampler"]["LATENT"].samples
+                  - base.results["sampler"]["LATENT"].samples).abs().max()) > 1e-4
+    zero = run(0.0)
+    assert torch.equal(zero.results["sampler"]["LATENT"].samples, base.results["sampler"]["LATENT"].samples)
+    again = executor.run(flux_graph(files, steps=2), outputs=["sampler"])  # base model not modified in cache
+    assert torch.equal(again.results["sampler"]["LATENT"].samples, base.results["sampler"]["LATENT"].samples)
