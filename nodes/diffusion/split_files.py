@@ -148,6 +148,7 @@ def identify_keys(keys: Mapping[str, Any]) -> FileIdentity:
 
 
 _IDENTITY_CACHE: dict[tuple[str, int, int], FileIdentity] = {}
+_IDENTITY_CACHE_SIZE = 512
 
 
 def identify_file(path: str | os.PathLike[str]) -> FileIdentity | None:
@@ -160,6 +161,8 @@ def identify_file(path: str | os.PathLike[str]) -> FileIdentity | None:
         header, _ = read_header(p)
         if not header:
             return None
+        if len(_IDENTITY_CACHE) >= _IDENTITY_CACHE_SIZE:  # files come and go in a long-lived server
+            _IDENTITY_CACHE.pop(next(iter(_IDENTITY_CACHE)))
         _IDENTITY_CACHE[key] = identify_keys(header)
     return _IDENTITY_CACHE[key]
 
