@@ -492,3 +492,15 @@ def test_lora_loader_node_patches_flux_model_and_both_text_encoders(dev: FluxFil
     assert torch.equal(zero.results["sampler"]["LATENT"].samples, base.results["sampler"]["LATENT"].samples)
     again = executor.run(flux_graph(files, steps=2), outputs=["sampler"])  # base model not modified in cache
     assert torch.equal(again.results["sampler"]["LATENT"].samples, base.results["sampler"]["LATENT"].samples)
+
+
+def test_t5_without_its_tokenizer_file(dev: FluxFiles, tmp_path: Path) -> None:
+    models = tmp_path / "models"
+    shutil.copytree(dev.models_dir, models)
+    (models / "text_encoders" / "tiny_t5xxl.tokenizer.json").unlink()
+    shutil.rmtree(models / "text_encoders" / "_t5tok")
+    executor = make_executor(models, tmp_path / "out")
+    issues = _issues(executor, flux_graph(FluxFiles(models, dev.unet, dev.clip_l, dev.t5, dev.vae, True, None)))
+    assert [(i.node_id, i.input) for i in issues] == [("clip", "clip_name2")]
+    assert "tokenizer" in issues[0].message and "tiny_t5xxl.tokenizer.json" in issues[0].fix
+    assert len(executor.cache) == 0

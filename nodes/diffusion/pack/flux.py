@@ -50,11 +50,26 @@ def _checked_fingerprint(kind: str, inputs: Sequence[str],
     prints = [model_file_fingerprint(kind, name) for name in inputs]
 
     def fingerprint(values: Mapping[str, Any], settings: Mapping[str, Any]) -> dict[str, Any]:
-        identities = [_identity(settings, kind, str(values[i]), i)[1] for i in inputs]
+        found = [_identity(settings, kind, str(values[i]), i) for i in inputs]
+        identities = [identity for _, identity in found]
         check(values, identities, [str(values[i]) for i in inputs])
+        for input_name, (path, identity) in zip(inputs, found, strict=True):
+            if identity is not None and identity.kind == "t5":
+                _need_t5_tokenizer(path, input_name)
         return {i: fp(values, settings) for i, fp in zip(inputs, prints, strict=True)}
 
     return fingerprint
+
+
+def _need_t5_tokenizer(path: Path, input_name: str) -> None:
+    """A T5 encoder is useless without its vocabulary file beside it: say so at validation."""
+    from ..models.t5 import T5Tokenizer, T5TokenizerError
+
+    try:
+        T5Tokenizer.beside(path)
+    except T5TokenizerError as exc:
+        raise NodeInputError(input_name, f"no T5 tokenizer for {path.name!r}",
+                             f"{exc} (the tokenizer.json from a T5/FLUX release's t5_tokenizer folder)") from None
 
 
 def _blame(input_name: str, exc: Exception) -> NodeInputError:
