@@ -97,6 +97,12 @@ def load_checkpoint(path: str | os.PathLike[str], *, device: torch.device | str 
         except Exception as exc:
             raise _ctx(path, "FLUX model", exc) from exc
     if not has_prefix(sd, UNET):
+        from .split_files import fix_for, identify_keys
+
+        identity = identify_keys(sd)
+        if identity.kind != "unknown":
+            raise CheckpointError(f"{Path(path).name} is {identity.description}, not a full checkpoint: "
+                                  f"{fix_for(identity)}")
         raise CheckpointError(f"{Path(path).name}: no UNet weights ('{UNET}*' keys); this is not a "
                               "full checkpoint — load it with the VAE/LoRA/ControlNet loader instead")
     dtype = dtype or compute_dtype(device, stored_dtype(strip_prefix(sd, UNET)))

@@ -533,3 +533,22 @@ def test_every_sampler_and_scheduler_on_a_flux_model(dev: FluxFiles, tmp_path: P
         results[scheduler] = out
     # euler = ddim and the simple scheduler is the graph's default: a few coincide by definition
     assert len({tuple(v.flatten()[:8].tolist()) for v in results.values()}) >= len(results) - 3
+
+
+def test_flux_diffusion_model_in_checkpoints(dev: FluxFiles, tmp_path: Path) -> None:
+    models = tmp_path / "models"
+    shutil.copytree(dev.models_dir, models)
+    (models / "checkpoints").mkdir()
+    shutil.copy(models / "diffusion_models" / dev.unet, models / "checkpoints" / "flux1-dev.safetensors")
+    graph = flux_graph(dev)
+    graph.add_node("diffusion.checkpoint_loader", {"ckpt_name": "flux1-dev.safetensors"}, id="ckpt")
+    graph.connect("ckpt", "MODEL", "msf", "model")
+    executor = make_executor(models, tmp_path / "out")
+    issues = _issues(executor, graph)
+    assert [(i.node_id, i.input) for i in issues] == [("ckpt", "ckpt_name")]
+    assert "FLUX.1-dev diffusion model" in issues[0].message and "Load Diffusion Model" in issues[0].fix
+    from nodes.diffusion.checkpoint import load_checkpoint
+    from nodes.diffusion.models.loading import CheckpointError
+
+    with pytest.raises(CheckpointError, match="FLUX.1-dev diffusion model.*diffusion_models"):
+        load_checkpoint(models / "checkpoints" / "flux1-dev.safetensors")
