@@ -552,3 +552,23 @@ def test_flux_diffusion_model_in_checkpoints(dev: FluxFiles, tmp_path: Path) -> 
 
     with pytest.raises(CheckpointError, match="FLUX.1-dev diffusion model.*diffusion_models"):
         load_checkpoint(models / "checkpoints" / "flux1-dev.safetensors")
+
+
+def test_flux_only_nodes_refuse_a_unet_model_or_sd_text_encoder(dev: FluxFiles, tmp_path: Path) -> None:
+    models = tmp_path / "models"
+    shutil.copytree(dev.models_dir, models)
+    write_tiny_checkpoint(models, "sd1")
+    executor = make_executor(models, tmp_path / "out")
+    graph = flux_graph(dev)
+    graph.add_node("diffusion.checkpoint_loader", {"ckpt_name": "tiny_sd1.safetensors"}, id="sd")
+    graph.connect("sd", "MODEL", "msf", "model")
+    report = executor.run(graph, outputs=["msf"])
+    assert report.status == "error" and (report.error.node_id, report.error.input) == ("msf", "model")
+    assert "needs a FLUX model" in report.error.message
+    graph = flux_graph(dev)
+    graph.add_node("diffusion.checkpoint_loader", {"ckpt_name": "tiny_sd1.safetensors"}, id="sd")
+    graph.add_node("diffusion.clip_text_encode_flux", {"clip_l": "a", "t5xxl": "b", "guidance": 3.5}, id="pair")
+    graph.connect("sd", "CLIP", "pair", "clip")
+    report = executor.run(graph, outputs=["pair"])
+    assert report.status == "error" and (report.error.node_id, report.error.input) == ("pair", "clip")
+    assert "DualCLIPLoader" in report.error.message
