@@ -29,6 +29,7 @@ BENCHES = {
     "demo": ["bench/demo.py"],
     "checkpoint_load": ["bench/checkpoint_load.py", "--repeat", "2"],
     "gui": ["bench/gui_open.py", "bench/gui_edit.py"],
+    "flux_load": ["bench/flux_load.py", "--repeat", "2"],
     "batch": ["bench/batch.py"],
     "server_overrides": ["bench/server_overrides.py"],
     "long_run": ["bench/long_run.py", "--runs", "600", "--cache-mb", "16"],  # cache full by run ~280

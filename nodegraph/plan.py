@@ -222,7 +222,8 @@ def _check_constant(node: Node, spec: NodeSpec, name: str, issues: list[Validati
             shown = ", ".join(repr(c) for c in choices[:10]) + (" …" if len(choices) > 10 else "")
             fix = f"pick one of: {shown}" if choices else "no choices are available; add the files it lists"
             if callable(inp.choices):  # a list built at run time: in practice the files of a models folder
-                fix += (" (or put the file in the folder this node lists, under ./models, --models-dir or "
+                folder = getattr(inp.choices, "folder", None) or "the folder this node lists"
+                fix += (f" (or put the file in {folder}, under ./models, --models-dir or "
                         "$NODEGRAPH_MODELS_DIR)")
             issues.append(_issue("not_in_choices", node, f"{value!r} is not an available choice", fix, name))
             return False, None

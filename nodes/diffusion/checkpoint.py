@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from .families import FamilyRules, rules_for
+from .families import FamilyRules, model_sampling_for, rules_for
 from .models.clip_text import ClipTextModel, clean_hf_clip_state_dict, infer_clip_config, openclip_to_hf
 from .models.controlnet import ControlNet
 from .models.loading import (
@@ -34,7 +34,6 @@ from .models.unet import UNetModel
 from .models.unet_config import infer_unet_config
 from .models.vae import AutoencoderKL, infer_vae_config
 from .runtime import DiffusionModel, TextEncoder, VAEModel
-from .sampling.model_sampling import make_schedule
 from .text.tokenizer import DEFAULT_VOCAB_PATH, ClipTokenizer, default_tokenizer
 
 UNET = "model.diffusion_model."
@@ -88,7 +87,22 @@ def load_checkpoint(path: str | os.PathLike[str], *, device: torch.device | str 
     memory-mapped instead of converting them."""
     device = torch.device(device) if not isinstance(device, torch.device) else device
     sd, metadata = load_state_dict(path)
+    if _is_flux(sd):
+        from .split_files import load_flux_checkpoint
+
+        try:
+            return Checkpoint(*load_flux_checkpoint(path, sd, metadata, device))
+        except CheckpointError:
+            raise
+        except Exception as exc:
+            raise _ctx(path, "FLUX model", exc) from exc
     if not has_prefix(sd, UNET):
+        from .split_files import fix_for, identify_keys
+
+        identity = identify_keys(sd)
+        if identity.kind != "unknown":
+            raise CheckpointError(f"{Path(path).name} is {identity.description}, not a full checkpoint: "
+                                  f"{fix_for(identity)}")
         raise CheckpointError(f"{Path(path).name}: no UNet weights ('{UNET}*' keys); this is not a "
                               "full checkpoint — load it with the VAE/LoRA/ControlNet loader instead")
     dtype = dtype or compute_dtype(device, stored_dtype(strip_prefix(sd, UNET)))
@@ -99,7 +113,7 @@ def load_checkpoint(path: str | os.PathLike[str], *, device: torch.device | str 
     except Exception as exc:
         raise _ctx(path, "UNet", exc) from exc
     rules = rules_for(config.family, metadata, prediction)
-    schedule = make_schedule(**(rules.schedule or {}))
+    schedule = model_sampling_for(rules)
     model = DiffusionModel(unet, schedule, rules, device, dtype)
 
     vae = None
@@ -132,6 +146,22 @@ def load_checkpoint(path: str | os.PathLike[str], *, device: torch.device | str 
     return Checkpoint(model, clip, vae, rules)
 
 
+def _is_flux(sd: Mapping[str, torch.Tensor]) -> bool:
+    """True for an all-in-one FLUX file (``model.diffusion_model.double_blocks...``): key names only."""
+    from .models.flux import detect_flux_layout
+
+    return has_prefix(sd, UNET) and detect_flux_layout(k[len(UNET):] for k in sd if k.startswith(UNET)) is not None
+
+
+def vae_family(sd: Mapping[str, torch.Tensor], file_name: str) -> str:
+    """Family whose latent scaling a standalone VAE gets: FLUX's for 16-channel VAEs without quant
+    convs (the FLUX ``ae``), SDXL's if the file name says so, else SD's (metadata still wins)."""
+    if "post_quant_conv.weight" not in sd and "encoder.conv_out.weight" in sd \
+            and sd["encoder.conv_out.weight"].shape[0] == 32:
+        return "flux-dev"
+    return "sdxl" if "xl" in file_name.lower() else "sd1"
+
+
 def load_vae_state_dict(sd: Mapping[str, torch.Tensor], rules: FamilyRules, device: torch.device,
                         dtype: torch.dtype | None = None) -> VAEModel:
     dtype = dtype or compute_dtype(device, stored_dtype(sd))
@@ -143,12 +173,12 @@ def load_vae_state_dict(sd: Mapping[str, torch.Tensor], rules: FamilyRules, devi
 
 def load_vae_file(path: str | os.PathLike[str], *, device: torch.device | str = "cpu") -> VAEModel:
     """A standalone VAE file (bare keys, or a full checkpoint's ``first_stage_model.*``).
-    Scaling: metadata, else SDXL's if the file name says so, else SD's."""
+    Scaling: metadata, else by :func:`vae_family`."""
     device = torch.device(device) if not isinstance(device, torch.device) else device
     sd, metadata = load_state_dict(path)
     if has_prefix(sd, VAE):
         sd = strip_prefix(sd, VAE)
-    family = "sdxl" if "xl" in Path(path).name.lower() else "sd1"
+    family = vae_family(sd, Path(path).name)
     try:
         return load_vae_state_dict(sd, rules_for(family, metadata), device)
     except Exception as exc:

@@ -48,6 +48,18 @@ FAMILIES: dict[str, FamilyRules] = {
     "sdxl": FamilyRules("sdxl", vae_scaling_factor=0.13025, encoder=SDXL_L, default_size=1024,
                         description="Stable Diffusion XL base"),
     "custom": FamilyRules("custom", description="unrecognised architecture, SD1 conventions assumed"),
+    # Flow-matching transformers (split files).  ``schedule`` names the model sampling:
+    # "flux" = exp(mu) shift over 10,000 training sigmas (mu settable by ModelSamplingFlux),
+    # "flow" = a fixed shift; see model_sampling_for().
+    "flux-dev": FamilyRules("flux-dev", prediction_type="flow", vae_scaling_factor=0.3611, vae_shift_factor=0.1159,
+                            clip_activation="quick_gelu", schedule={"kind": "flux", "mu": 1.15}, default_size=1024,
+                            default_steps=20, default_cfg=1.0, default_sampler="euler", default_scheduler="simple",
+                            description="FLUX.1 dev (guidance-distilled flow transformer)"),
+    "flux-schnell": FamilyRules("flux-schnell", prediction_type="flow", vae_scaling_factor=0.3611,
+                                vae_shift_factor=0.1159, clip_activation="quick_gelu",
+                                schedule={"kind": "flow", "shift": 1.0, "multiplier": 1.0}, default_size=1024,
+                                default_steps=4, default_cfg=1.0, default_sampler="euler",
+                                default_scheduler="simple", description="FLUX.1 schnell (timestep-distilled)"),
 }
 
 SDXL_G_SETTINGS = SDXL_G
@@ -93,6 +105,23 @@ def rules_for(family: str, metadata: Mapping[str, str] | None = None,
     if prediction_override and prediction_override != "auto":
         changes["prediction_type"] = prediction_override
     result = replace(rules, **changes)
-    if result.prediction_type not in ("eps", "v", "sample"):
+    if result.prediction_type not in ("eps", "v", "sample", "flow"):
         raise ValueError(f"unknown prediction type {result.prediction_type!r} in metadata")
     return result
+
+
+def model_sampling_for(rules: FamilyRules) -> Any:
+    """The model sampling object (noise schedule) a family's rules describe: the DDPM
+    schedule for UNets, a flow-matching schedule for ``{"kind": "flux" | "flow", ...}``."""
+    from .sampling.model_sampling import FlowSchedule, flux_schedule, make_schedule
+
+    params = dict(rules.schedule or {})
+    kind = params.pop("kind", "ddpm")
+    if kind == "flux":
+        return flux_schedule(float(params.get("mu", 1.15)))
+    if kind == "flow":
+        return FlowSchedule(shift=float(params.get("shift", 1.0)), multiplier=float(params.get("multiplier", 1.0)),
+                            table_size=int(params.get("table_size", 1000)))
+    if kind != "ddpm":
+        raise ValueError(f"unknown schedule kind {kind!r} in the model's rules")
+    return make_schedule(**params)

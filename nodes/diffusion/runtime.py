@@ -38,12 +38,14 @@ class ControlHint:
 @dataclass(frozen=True)
 class Conditioning:
     """An encoded prompt: cross-attention context [1, L, D], pooled vector, SDXL's
-    ``y`` vector, and the ControlNets applied to it."""
+    ``y`` vector, the ControlNets applied to it, and (FLUX-dev) the distilled
+    guidance strength set by a FluxGuidance node (None = the model's default)."""
 
     context: torch.Tensor
     pooled: torch.Tensor | None = None
     y: torch.Tensor | None = None
     controls: tuple[ControlHint, ...] = ()
+    guidance: float | None = None
 
     def __nodegraph_nbytes__(self) -> int:
         tensors = [self.context, self.pooled, self.y] + [c.hint for c in self.controls]
@@ -113,6 +115,10 @@ class DiffusionModel:
             return unet(x, t, ctx, y=yy, control=residuals).to(x_in.dtype)
 
         return make_denoiser(model_fn, schedule, self.rules.prediction_type)
+
+    def condition_kwargs(self, cond: Conditioning, batch: int, height: int, width: int) -> dict[str, Any]:
+        """Keyword arguments of the model call for one conditioning (see :func:`as_context`)."""
+        return _unet_context(cond, batch, self, height, width)
 
 
 @dataclass(frozen=True)
@@ -187,8 +193,16 @@ class VAEModel:
         return z.float().cpu()
 
 
-def as_context(cond: Conditioning, batch: int, model: DiffusionModel, height: int, width: int) -> dict[str, Any]:
+def as_context(cond: Conditioning, batch: int, model: Any, height: int, width: int) -> dict[str, Any]:
     """Keyword arguments of the model call for one conditioning, broadcast to the batch.
+
+    Each MODEL class knows what its network takes (``condition_kwargs``); raises
+    ``ValueError`` when the conditioning does not fit the model (wrong text encoder)."""
+    return model.condition_kwargs(cond, batch, height, width)
+
+
+def _unet_context(cond: Conditioning, batch: int, model: DiffusionModel, height: int, width: int) -> dict[str, Any]:
+    """UNet models take ``context`` (and ControlNets).
 
     Models with a "vector" input (SDXL's ``label_emb``) get ``y`` = pooled text
     ++ Fourier features of (original size, crop, target size); like diffusers we

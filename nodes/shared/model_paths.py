@@ -6,6 +6,11 @@ third-party packs): packs import this module, never each other.
 Layout (ComfyUI's, so existing collections work as they are)::
 
     <models_dir>/checkpoints  vae  loras  controlnet  upscale_models  embeddings  diffusers
+                 diffusion_models (or unet)  text_encoders (or clip)
+
+Split-file models (FLUX and later transformer families) keep the diffusion
+model, text encoders and VAE in ``diffusion_models/``, ``text_encoders/`` and
+``vae/``; the older folder names ``unet/`` and ``clip/`` are searched too.
 
 ``models_dir`` comes from the run's settings (``--models-dir``), else the
 ``NODEGRAPH_MODELS_DIR`` environment variable, else ``./models``.  The demo
@@ -60,6 +65,8 @@ FOLDERS: tuple[Folder, ...] = (
     Folder("upscale_models", aliases=("upscale",)),
     Folder("embeddings"),
     Folder("diffusers"),
+    Folder("diffusion_models", subdirs=("diffusion_models", "unet"), aliases=("unet",)),
+    Folder("text_encoders", subdirs=("text_encoders", "clip"), aliases=("clip",)),
 )
 _BY_KIND: dict[str, Folder] = {f.kind: f for f in FOLDERS}
 KINDS = tuple(_BY_KIND)
@@ -243,6 +250,8 @@ def choices_for(kind: str, *, folders: bool = False):  # noqa: ANN201 - returns 
         return ModelPaths.from_settings(settings).list(kind, folders=folders)
 
     provider.__name__ = f"{kind}_choices"
+    # Named in "file not found" validation messages, so a user knows where the file goes.
+    provider.folder = " or ".join(f"{f}/" for f in _BY_KIND[kind].dirs_under_root)  # type: ignore[attr-defined]
     return provider
 
 

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from nodegraph import Executor, Graph, In, Int, Out, Registry, node
+from nodegraph.errors import WorkflowInvalid
 
 
 def _oom_registry(state: dict) -> Registry:
@@ -70,7 +71,9 @@ def test_safetensors_header_lying_about_sizes_names_the_file(tmp_path: Path) -> 
     assert "liar.safetensors" in str(err.value)
 
 
-def test_lying_checkpoint_through_the_loader_node_is_a_clear_run_error(tmp_path: Path) -> None:
+def test_lying_checkpoint_through_the_loader_node_is_refused_before_any_work(tmp_path: Path) -> None:
+    """The loader reads the file's header while validating (split-file identification), so a header
+    that lies about its tensors is a validation error on the input: nothing runs, nothing is cached."""
     pytest.importorskip("torch")
     import nodes.diffusion.pack as diffusion
 
@@ -83,7 +86,9 @@ def test_lying_checkpoint_through_the_loader_node_is_a_clear_run_error(tmp_path:
                   settings={"models_dir": str(tmp_path / "models"), "include_demo_models": False})
     g = Graph()
     g.add_node("diffusion.checkpoint_loader", {"ckpt_name": "liar.safetensors"}, id="ckpt")
-    report = ex.run(g, outputs=["ckpt"])
-    assert report.status == "error"
-    assert report.error is not None and report.error.node_id == "ckpt" and report.error.input == "ckpt_name"
-    assert "liar.safetensors" in report.error.message
+    with pytest.raises(WorkflowInvalid) as info:
+        ex.run(g, outputs=["ckpt"])
+    (issue,) = info.value.issues
+    assert (issue.node_id, issue.input) == ("ckpt", "ckpt_name")
+    assert "liar.safetensors" in issue.message and "truncated or corrupt" in issue.message
+    assert len(ex.cache) == 0

@@ -44,3 +44,30 @@ def model_file_fingerprint(kind: str, input_name: str):  # noqa: ANN201 - return
 def load_error(input_name: str, exc: Exception) -> NodeInputError:
     """Turn a loader exception into an error on the input that named the file."""
     return NodeInputError(input_name, str(exc), "check that the file is a complete model of the right kind")
+
+
+def sampling_inputs(model: Any, positive: Any, negative: Any, batch: int, height: int, width: int,
+                    sampler_name: str | None = None) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The model-call kwargs of both prompts, and the sampler checked against the model -- or an
+    error on the input to blame (a prompt from the wrong text encoder, an SDE sampler on a flow model)."""
+    from ..runtime import as_context
+    from ..sampling.samplers import sampler_for
+
+    if sampler_name is not None:
+        try:
+            sampler_for(sampler_name, flow=model.schedule.is_flow)
+        except ValueError as exc:
+            raise NodeInputError("sampler_name", str(exc), "pick another sampler") from None
+    out = []
+    for name, cond in (("positive", positive), ("negative", negative)):
+        if cond is None:
+            out.append(None)
+            continue
+        try:
+            out.append(as_context(cond, batch, model, height, width))
+        except ValueError as exc:
+            if getattr(exc, "blame", None) == "model":
+                raise NodeInputError("model", str(exc), "use a FLUX dev or schnell model") from None
+            raise NodeInputError(name, str(exc), "encode the prompt with the text encoder(s) made for this "
+                                 "model") from None
+    return out[0], out[1]

@@ -18,8 +18,11 @@ def text_encode(ctx: NodeContext, clip, text: str):  # noqa: ANN001, ANN201
         raise NodeInputError("clip", "the checkpoint has no text encoder", "connect a CLIP output that has one")
     import torch
 
-    with torch.inference_mode():
-        return clip.encode(text)
+    try:
+        with torch.inference_mode():
+            return clip.encode(text)
+    except ValueError as exc:  # a text encoder that lacks a part (FLUX CLIP-L or T5 missing)
+        raise NodeInputError("clip", str(exc), "load the model's text encoder(s) completely") from None
 
 
 @node("diffusion.clip_set_last_layer", category="conditioning", display_name="CLIP Set Last Layer",

@@ -29,7 +29,7 @@ from nodegraph.context import NodeContext
 from nodegraph.errors import NodeInputError
 from nodegraph.spec import Combo, Float, In, Int, Out, Seed, node
 
-from .common import SAMPLER_NAMES, SCHEDULER_NAMES
+from .common import SAMPLER_NAMES, SCHEDULER_NAMES, sampling_inputs
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,8 @@ class CFGGuide:
 
 def sample_with_sigmas(denoiser: Any, latent: Any, sigmas: Any, *, sampler: str, seed: int | None,
                        cfg: float, cond_kwargs: dict[str, Any], uncond_kwargs: dict[str, Any] | None,
-                       noise_mask: Any = None, callback: Any = None) -> tuple[Any, Any]:
+                       noise_mask: Any = None, callback: Any = None,
+                       model_sampling: Any = None) -> tuple[Any, Any]:
     """Run ``sampler`` over an explicit sigma list; returns (result, last x0 estimate).
 
     Uses the same code path as the KSampler (``sampling.ksampler.sample_sigmas``), which is
@@ -75,7 +76,7 @@ def sample_with_sigmas(denoiser: Any, latent: Any, sigmas: Any, *, sampler: str,
 
     out = sample_sigmas(denoiser, latent, sigmas, sampler=sampler, seed=0 if seed is None else seed,
                         add_noise=seed is not None, cfg=cfg, cond_kwargs=cond_kwargs, uncond_kwargs=uncond_kwargs,
-                        noise_mask=noise_mask, callback=on_step)
+                        noise_mask=noise_mask, callback=on_step, model_sampling=model_sampling)
     return out, last.get("x0", out)
 
 
@@ -132,7 +133,7 @@ def sampler_custom_advanced(ctx: NodeContext, noise: SeededNoise, guider: CFGGui
     """Sample with separately chosen noise, guidance, algorithm and sigma schedule."""
     import torch
 
-    from ..runtime import Latent, as_context
+    from ..runtime import Latent
     from .sampler import latent_preview
 
     model = guider.model
@@ -145,8 +146,7 @@ def sampler_custom_advanced(ctx: NodeContext, noise: SeededNoise, guider: CFGGui
                              "connect a scheduler's SIGMAS output")
     x = samples.to(model.device, torch.float32)
     height, width = samples.shape[-2] * latent_image.downscale, samples.shape[-1] * latent_image.downscale
-    cond = as_context(guider.positive, x.shape[0], model, height, width)
-    uncond = as_context(guider.negative, x.shape[0], model, height, width) if guider.negative is not None else None
+    cond, uncond = sampling_inputs(model, guider.positive, guider.negative, x.shape[0], height, width, sampler.name)
 
     def callback(step: int, n: int, x_cur: Any, denoised: Any) -> None:
         ctx.progress(step + 1, n, latent_preview(denoised))
@@ -154,7 +154,8 @@ def sampler_custom_advanced(ctx: NodeContext, noise: SeededNoise, guider: CFGGui
     with torch.inference_mode():
         out, x0 = sample_with_sigmas(model.denoiser(), x, sigmas, sampler=sampler.name, seed=noise.seed,
                                      cfg=guider.cfg, cond_kwargs=cond, uncond_kwargs=uncond,
-                                     noise_mask=latent_image.noise_mask, callback=callback)
+                                     noise_mask=latent_image.noise_mask, callback=callback,
+                                     model_sampling=model.schedule)
     mask, f = latent_image.noise_mask, latent_image.downscale
     return Latent(out.float().cpu(), mask, f), Latent(x0.float().cpu(), mask, f)
 

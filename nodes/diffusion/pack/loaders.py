@@ -13,14 +13,35 @@ from nodes.shared.model_paths import choices_for
 
 from .common import load_error, model_file_fingerprint, resolve_model
 
+_ckpt_file_fingerprint = model_file_fingerprint("checkpoints", "ckpt_name")
+_NOT_A_CHECKPOINT = ("t5", "clip", "openclip", "flux", "vae", "lora", "controlnet", "sd_unet")
+
+
+def _ckpt_fingerprint(values, settings):  # noqa: ANN001, ANN202
+    """File fingerprint, after checking from the header (at validation) that the file is a full checkpoint."""
+    from nodegraph.errors import NodeInputError
+
+    from ..split_files import fix_for, identify_file
+
+    path = resolve_model(settings, "checkpoints", str(values["ckpt_name"]), "ckpt_name")
+    try:
+        identity = identify_file(path)
+    except Exception as exc:
+        raise NodeInputError("ckpt_name", str(exc), "re-download or re-copy the file; it is incomplete") from None
+    if identity is not None and identity.kind in _NOT_A_CHECKPOINT:
+        raise NodeInputError("ckpt_name", f"{values['ckpt_name']!r} is {identity.description}, not a full "
+                             "checkpoint", fix_for(identity))
+    return _ckpt_file_fingerprint(values, settings)
+
 
 @node("diffusion.checkpoint_loader", category="loaders", display_name="Load Checkpoint",
       inputs=[Combo("ckpt_name", choices_for("checkpoints"),
-                    tooltip="single-file checkpoint in the original SD layout (SD1.x, SD2.x, SDXL, our demos)"),
+                    tooltip="single-file checkpoint in the original SD layout (SD1.x, SD2.x, SDXL, our demos) "
+                            "or an all-in-one FLUX file"),
               Combo("prediction", ["auto", "eps", "v"], "auto",
                     tooltip="override the model's prediction type if its file is mislabelled")],
       outputs=[Out("MODEL", "MODEL"), Out("CLIP", "CLIP"), Out("VAE", "VAE")],
-      fingerprint=model_file_fingerprint("checkpoints", "ckpt_name"))
+      fingerprint=_ckpt_fingerprint)
 def checkpoint_loader(ctx: NodeContext, ckpt_name: str, prediction: str = "auto"):
     """Load UNet, text encoder(s) and VAE from one checkpoint file; architecture is read
     from tensor shapes, the rest from family rules and the file's metadata."""
@@ -37,11 +58,34 @@ def checkpoint_loader(ctx: NodeContext, ckpt_name: str, prediction: str = "auto"
     return ckpt.model, ckpt.clip, ckpt.vae
 
 
+_vae_file_fingerprint = model_file_fingerprint("vae", "vae_name")
+_NOT_A_VAE = ("t5", "clip", "openclip", "flux", "flux_checkpoint", "lora", "controlnet", "sd_unet")
+
+
+def _vae_fingerprint(values, settings):  # noqa: ANN001, ANN202
+    """File fingerprint, after checking (from the header, at validation) that the file holds a VAE."""
+    from nodegraph.errors import NodeInputError
+
+    from ..split_files import fix_for, identify_file
+
+    path = resolve_model(settings, "vae", str(values["vae_name"]), "vae_name")
+    try:
+        identity = identify_file(path)
+    except Exception as exc:
+        raise NodeInputError("vae_name", str(exc), "re-download or re-copy the file; it is incomplete") from None
+    if identity is not None and identity.kind in _NOT_A_VAE:
+        raise NodeInputError("vae_name", f"{values['vae_name']!r} is {identity.description}, not a VAE",
+                             fix_for(identity))
+    return _vae_file_fingerprint(values, settings)
+
+
 @node("diffusion.vae_loader", category="loaders", display_name="Load VAE",
-      inputs=[Combo("vae_name", choices_for("vae"))], outputs=[Out("VAE", "VAE")],
-      fingerprint=model_file_fingerprint("vae", "vae_name"))
+      inputs=[Combo("vae_name", choices_for("vae"),
+                    tooltip="a VAE file: SD's 4-channel VAEs, or FLUX's 16-channel ae.safetensors")],
+      outputs=[Out("VAE", "VAE")], fingerprint=_vae_fingerprint)
 def vae_loader(ctx: NodeContext, vae_name: str):
-    """Load a standalone VAE (e.g. a fixed SD1.5 or SDXL VAE)."""
+    """Load a standalone VAE (a fixed SD1.5 or SDXL VAE, or FLUX's 16-channel ae); the latent scaling
+    follows the VAE's kind (FLUX: 0.3611 / shift 0.1159)."""
     from ..checkpoint import load_vae_file
 
     path = resolve_model(ctx.settings, "vae", vae_name, "vae_name")

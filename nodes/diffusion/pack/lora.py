@@ -35,7 +35,10 @@ def _apply(ctx: NodeContext, model, clip, lora_name: str, strength_model: float,
     new_clip = None
     if clip is not None:
         encoders = out.clip if isinstance(out.clip, tuple) else (out.clip,)
-        new_clip = replace(clip, encoders=encoders, patches=clip.patches + (tag,))
+        if hasattr(clip, "with_encoders"):  # FLUX's CLIP-L + T5 pair
+            new_clip = clip.with_encoders(encoders, tag)
+        else:
+            new_clip = replace(clip, encoders=encoders, patches=clip.patches + (tag,))
     return new_model, new_clip
 
 

@@ -14,7 +14,7 @@ from nodegraph.context import NodeContext
 from nodegraph.errors import NodeInputError
 from nodegraph.spec import Combo, Float, In, Int, Out, Seed, node
 
-from .common import SAMPLER_NAMES, SCHEDULER_NAMES
+from .common import SAMPLER_NAMES, SCHEDULER_NAMES, sampling_inputs
 
 PREVIEW_EVERY = 1
 
@@ -39,7 +39,7 @@ def run_sampler(ctx: NodeContext, model, positive, negative, latent, *, seed: in
                 end_step: int | None = None, add_noise: bool = True, leftover_noise: bool = False):
     import torch
 
-    from ..runtime import Latent, as_context
+    from ..runtime import Latent
     from ..sampling.ksampler import sample
 
     samples = latent.samples
@@ -49,8 +49,7 @@ def run_sampler(ctx: NodeContext, model, positive, negative, latent, *, seed: in
     batch = samples.shape[0]
     x = samples.to(model.device, torch.float32)
     height, width = samples.shape[-2] * latent.downscale, samples.shape[-1] * latent.downscale
-    cond = as_context(positive, batch, model, height, width)
-    uncond = as_context(negative, batch, model, height, width) if negative is not None else None
+    cond, uncond = sampling_inputs(model, positive, negative, batch, height, width, sampler_name)
     total = steps
 
     def callback(step: int, n: int, x_cur, denoised) -> None:  # noqa: ANN001

@@ -12,11 +12,21 @@ def _need(vae, name: str = "vae") -> None:  # noqa: ANN001
         raise NodeInputError(name, "no VAE (the checkpoint has none)", "load one with Load VAE and connect it")
 
 
+def _fits(samples, vae) -> None:  # noqa: ANN001
+    """Latents from one family cannot be decoded by another family's VAE (4 vs 16 channels)."""
+    c = samples.samples.shape[1]
+    if c != vae.latent_channels:
+        raise NodeInputError("vae", f"this VAE decodes {vae.latent_channels}-channel latents but the samples "
+                             f"have {c} channels (they come from a model of another family)",
+                             "connect the VAE that belongs to the model that made the latents")
+
+
 @node("diffusion.vae_decode", category="latent", display_name="VAE Decode",
       inputs=[In("samples", "LATENT"), In("vae", "VAE")], outputs=[Out("IMAGE", "IMAGE")])
 def vae_decode(ctx: NodeContext, samples, vae):  # noqa: ANN001, ANN201
     """Latents to pixels."""
     _need(vae)
+    _fits(samples, vae)
     return vae.decode(samples.samples)
 
 
@@ -28,6 +38,7 @@ def vae_decode(ctx: NodeContext, samples, vae):  # noqa: ANN001, ANN201
 def vae_decode_tiled(ctx: NodeContext, samples, vae, tile_size: int, overlap: int):  # noqa: ANN001, ANN201
     """Decode in overlapping tiles to bound memory on large images."""
     _need(vae)
+    _fits(samples, vae)
     f = vae.downscale
     if overlap >= tile_size:
         raise NodeInputError("overlap", "overlap must be smaller than the tile", "lower overlap")

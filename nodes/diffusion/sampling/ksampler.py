@@ -10,8 +10,10 @@ the same names so that workflows carry over:
   unless ``return_with_leftover_noise`` is set, in which case the output
   still carries the noise of its last sigma and can be handed to a second
   sampler starting at that step.
-* The noise (seeded per batch item, see :mod:`.noise`) is scaled by the first
-  sigma and added to the input latent.  ComfyUI instead scales it by
+* The noise (seeded per batch item, see :mod:`.noise`) is combined with the
+  input latent by the model sampling's ``noise_scaling``: scaled by the first
+  sigma and added for UNets (variance exploding), mixed as
+  ``(1 - sigma) latent + sigma noise`` for flow models.  For UNets:  ComfyUI instead scales it by
   ``sqrt(1 + sigma^2)`` when starting at the schedule's maximum sigma; the
   difference is 0.2% at SD's sigma_max and vanishes for img2img.
 * ``noise_mask`` (1 = repaint, 0 = keep) makes every model call see the
@@ -29,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from .guidance import cfg_denoiser
-from .model_sampling import Denoiser, DiscreteSchedule
+from .model_sampling import Denoiser, DiscreteSchedule, ModelSampling
 from .noise import BrownianTreeNoiseSampler, NoiseSampler, derive_seed, initial_noise, item_seeds
 from .samplers import (
     BROWNIAN_SAMPLERS,
@@ -37,6 +39,7 @@ from .samplers import (
     SAMPLERS,
     STOCHASTIC_SAMPLERS,
     Callback,
+    sampler_for,
 )
 from .schedulers import sigmas_for
 
@@ -76,12 +79,12 @@ def prepare_mask(mask: torch.Tensor, latent: torch.Tensor) -> torch.Tensor:
     return m.to(latent.dtype)
 
 
-def _masked(denoiser: Denoiser, mask: torch.Tensor, latent: torch.Tensor, noise: torch.Tensor) -> Denoiser:
+def _masked(denoiser: Denoiser, mask: torch.Tensor, latent: torch.Tensor, noise: torch.Tensor,
+            ms: ModelSampling) -> Denoiser:
     keep = 1 - mask
 
     def inner(x: torch.Tensor, sigma: torch.Tensor, **kwargs: Any) -> torch.Tensor:
-        s = torch.as_tensor(sigma, device=x.device, dtype=x.dtype).reshape(-1, *([1] * (x.ndim - 1)))
-        x = x * mask + (latent + noise * s) * keep
+        x = x * mask + ms.noise_scaling(sigma, noise, latent) * keep
         return denoiser(x, sigma, **kwargs) * mask + latent * keep
 
     return inner
@@ -89,7 +92,7 @@ def _masked(denoiser: Denoiser, mask: torch.Tensor, latent: torch.Tensor, noise:
 
 def sample(
     denoiser: Denoiser,
-    schedule: DiscreteSchedule,
+    schedule: ModelSampling,
     latent: torch.Tensor,
     *,
     sampler: str = "euler",
@@ -125,7 +128,7 @@ def sample(
     sigmas = slice_sigmas(sigmas, start_step, end_step, return_with_leftover_noise)
     return sample_sigmas(denoiser, latent, sigmas, sampler=sampler, seed=seed, add_noise=add_noise, cfg=cfg,
                          cond_kwargs=cond_kwargs, uncond_kwargs=uncond_kwargs, noise_mask=noise_mask,
-                         callback=callback, sampler_options=sampler_options)
+                         callback=callback, sampler_options=sampler_options, model_sampling=schedule)
 
 
 def sample_sigmas(
@@ -142,14 +145,17 @@ def sample_sigmas(
     noise_mask: torch.Tensor | None = None,
     callback: Callback | None = None,
     sampler_options: dict[str, Any] | None = None,
+    model_sampling: ModelSampling | None = None,
 ) -> torch.Tensor:
     """Sample over an explicit sigma list (what custom-sampling graphs provide).
 
     :func:`sample` computes the sigmas and calls this, so a KSampler and an
     equivalent custom-sampling graph share one code path and give the same image.
+    ``model_sampling`` says how noise and latent combine (default: variance exploding)
+    and, for flow models, picks the flow variants of the stochastic samplers.
     """
-    if sampler not in SAMPLERS:
-        raise ValueError(f"unknown sampler {sampler!r}; choose from {sorted(SAMPLERS)}")
+    ms: ModelSampling = model_sampling if model_sampling is not None else _VE
+    fn: Callable[..., torch.Tensor] = sampler_for(sampler, flow=ms.is_flow)
     if len(sigmas) < 2:
         return latent.clone()
     sigmas = sigmas.to(latent.device, torch.float32)
@@ -168,9 +174,9 @@ def sample_sigmas(
     mask = None
     if noise_mask is not None:
         mask = prepare_mask(noise_mask, latent)
-        model = _masked(model, mask, latent, noise)
+        model = _masked(model, mask, latent, noise, ms)
 
-    x = latent + noise * sigmas[0]
+    x = ms.noise_scaling(sigmas[0], noise, latent)
     options: dict[str, Any] = dict(sampler_options or {})
     if sampler in BROWNIAN_SAMPLERS:
         positive = sigmas[sigmas > 0]
@@ -183,8 +189,18 @@ def sample_sigmas(
     elif sampler in STOCHASTIC_SAMPLERS:
         options.setdefault("noise_sampler", NoiseSampler(x, [derive_seed(s, "ancestral") for s in seeds]))
 
-    fn: Callable[..., torch.Tensor] = SAMPLERS[sampler]
     out = fn(model, x, sigmas, callback=callback, **options)
     if mask is not None:
-        out = out * mask + (latent + noise * sigmas[-1]) * (1 - mask)
-    return out
+        out = out * mask + ms.noise_scaling(sigmas[-1], noise, latent) * (1 - mask)
+    return ms.inverse_noise_scaling(sigmas[-1], out)
+
+
+class _VarianceExploding:
+    """Noise scaling of callers that pass no model sampling: ``latent + sigma * noise``."""
+
+    is_flow = False
+    noise_scaling = DiscreteSchedule.noise_scaling
+    inverse_noise_scaling = DiscreteSchedule.inverse_noise_scaling
+
+
+_VE: Any = _VarianceExploding()

@@ -1,4 +1,4 @@
-"""The discrete DDPM noise schedule and the denoiser wrapper around a raw UNet.
+"""Model sampling: the noise schedule a model was trained with, and the denoiser wrapper.
 
 Samplers in this package work in the "k-diffusion" (variance-exploding)
 parametrisation: a noisy latent is ``x = x0 + sigma * eps`` and a *denoiser*
@@ -7,17 +7,27 @@ variance-preserving DDPM parametrisation instead (``x_t = sqrt(a) x0 +
 sqrt(1-a) eps`` at an integer timestep ``t``).  The two are related by
 ``sigma = sqrt((1 - a) / a)`` and ``x = x_t / sqrt(a)``; this module holds that
 conversion so that no sampler ever needs to know about timesteps or alphas.
+
+Flow-matching (rectified-flow) models such as FLUX were trained on
+``x = (1 - sigma) x0 + sigma * noise`` with sigma in [0, 1] and predict the
+velocity ``v = noise - x0``.  :class:`FlowSchedule` describes them with the
+same interface as :class:`DiscreteSchedule` (sigma range, sigma <-> model
+timestep, a table of training sigmas for the table-based schedulers, and the
+noise scaling), so every scheduler and ODE sampler works on both.  Their
+denoiser returns ``x0 = x - sigma * v`` (ComfyUI's "CONST" prediction); with
+it the samplers' derivative ``(x - x0) / sigma`` is exactly ``v``.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
 
-PredictionType = Literal["eps", "v", "sample"]
+PredictionType = Literal["eps", "v", "sample", "flow"]
 Denoiser = Callable[..., torch.Tensor]
 """``denoiser(x, sigma, **kwargs) -> x0``; ``sigma`` is a tensor of shape ``[batch]``."""
 
@@ -90,6 +100,110 @@ class DiscreteSchedule:
             return 0.0
         return float(self.t_to_sigma((1.0 - percent) * (self.num_train_timesteps - 1)))
 
+    is_flow = False
+
+    def noise_scaling(self, sigma: torch.Tensor | float, noise: torch.Tensor, latent: torch.Tensor) -> torch.Tensor:
+        """The sampler's start point at ``sigma``: ``latent + sigma * noise`` (variance exploding)."""
+        return latent + noise * _bcast(sigma, latent)
+
+    def inverse_noise_scaling(self, sigma: torch.Tensor | float, x: torch.Tensor) -> torch.Tensor:
+        """A sampler's output back to a LATENT (identity in the variance-exploding form)."""
+        return x
+
+
+def time_shift(shift: float, t: torch.Tensor) -> torch.Tensor:
+    """Rectified-flow timestep shift ``shift * t / (1 + (shift - 1) * t)``.
+
+    With ``shift = exp(mu)`` this equals FLUX's ``exp(mu) / (exp(mu) + 1/t - 1)``;
+    a shift > 1 spends more of the trajectory at high noise (larger images need it).
+    """
+    return shift * t / (1 + (shift - 1) * t)
+
+
+@dataclass(frozen=True, eq=False)
+class FlowSchedule:
+    """Rectified-flow model sampling: ``sigma(t) = time_shift(shift, t / multiplier)``, t in [0, multiplier].
+
+    ``multiplier`` is what the model takes as its timestep for sigma 1 (FLUX: 1,
+    its embedder scales by 1000 itself; SD3: 1000).  ``table_size`` is the number
+    of training sigmas the table-based schedulers (simple, ddim_uniform, beta)
+    pick from: ComfyUI uses 10,000 for FLUX-dev and 1,000 for the other flow models.
+    """
+
+    shift: float = 1.0
+    multiplier: float = 1.0
+    table_size: int = 1000
+
+    is_flow = True
+
+    @property
+    def sigmas(self) -> torch.Tensor:
+        """Training sigmas at t = k / table_size, k = 1..table_size (ascending, float32)."""
+        t = torch.arange(1, self.table_size + 1, dtype=torch.float64) / self.table_size
+        return time_shift(self.shift, t).to(torch.float32)
+
+    @property
+    def log_sigmas(self) -> torch.Tensor:
+        return self.sigmas.log()
+
+    @property
+    def num_train_timesteps(self) -> int:
+        return self.table_size
+
+    @property
+    def sigma_min(self) -> float:
+        return float(time_shift(self.shift, torch.tensor(1.0 / self.table_size, dtype=torch.float64)))
+
+    @property
+    def sigma_max(self) -> float:
+        return 1.0
+
+    def sigma_to_t(self, sigma: torch.Tensor | float, quantize: bool = False) -> torch.Tensor:
+        """The model's timestep input for ``sigma`` (``sigma * multiplier``; continuous, never quantized)."""
+        return torch.as_tensor(sigma, dtype=torch.float32) * self.multiplier
+
+    def t_to_sigma(self, t: torch.Tensor | float) -> torch.Tensor:
+        t = torch.as_tensor(t, dtype=torch.float64) / self.multiplier
+        return time_shift(self.shift, t.clamp(0, 1)).to(torch.float32)
+
+    def percent_to_sigma(self, percent: float) -> float:
+        """Sigma after ``percent`` of the trajectory: 0 -> 1 (pure noise), 1 -> 0."""
+        if percent <= 0.0:
+            return 1.0
+        if percent >= 1.0:
+            return 0.0
+        return float(time_shift(self.shift, torch.tensor(1.0 - percent, dtype=torch.float64)))
+
+    def noise_scaling(self, sigma: torch.Tensor | float, noise: torch.Tensor, latent: torch.Tensor) -> torch.Tensor:
+        """``(1 - sigma) * latent + sigma * noise``: the point on the straight path at ``sigma``."""
+        s = _bcast(sigma, latent)
+        return latent * (1 - s) + noise * s
+
+    def inverse_noise_scaling(self, sigma: torch.Tensor | float, x: torch.Tensor) -> torch.Tensor:
+        """Undo the ``1 - sigma`` factor of a latent left noisy (KSamplerAdvanced's leftover noise), so a
+        second sampler that adds no noise and calls :meth:`noise_scaling` gets ``x`` back, as in ComfyUI."""
+        s = _bcast(sigma, x)
+        return x / (1 - s)
+
+
+ModelSampling = DiscreteSchedule | FlowSchedule
+"""What samplers and schedulers need of a model: sigma range, sigma <-> timestep, noise scaling."""
+
+
+def flux_mu(width: int, height: int, base_shift: float = 0.5, max_shift: float = 1.15) -> float:
+    """FLUX's resolution-dependent shift ``mu``: linear in the number of image tokens
+    (``width * height / 256`` for 8x VAE downscale and 2x2 patches), ``base_shift`` at
+    256 tokens and ``max_shift`` at 4096 (ComfyUI's ModelSamplingFlux, diffusers' dynamic shift)."""
+    tokens = width * height / (8 * 8 * 2 * 2)
+    slope = (max_shift - base_shift) / (4096 - 256)
+    return tokens * slope + (base_shift - slope * 256)
+
+
+def flux_schedule(mu: float = 1.15) -> FlowSchedule:
+    """FLUX-dev's model sampling: shift ``exp(mu)`` over a 10,000-entry table (``mu`` 1.15 when
+    no ModelSamplingFlux node sets it from the image size, as in ComfyUI)."""
+    return FlowSchedule(shift=math.exp(mu), multiplier=1.0, table_size=10000)
+
 
 def make_schedule(
     num_train_timesteps: int = 1000,
@@ -125,7 +239,7 @@ def _bcast(sigma: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 def make_denoiser(
     model_fn: Callable[..., torch.Tensor],
-    schedule: DiscreteSchedule,
+    schedule: ModelSampling,
     prediction_type: PredictionType = "eps",
     quantize_t: bool = False,
 ) -> Denoiser:
@@ -137,9 +251,20 @@ def make_denoiser(
     * ``eps``: ``x0 = x - sigma * eps``
     * ``v``: ``x0 = x / (sigma^2 + 1) - v * sigma / sqrt(sigma^2 + 1)`` (sigma_data = 1)
     * ``sample``: the UNet predicts x0 directly.
+    * ``flow`` (a :class:`FlowSchedule`): the model sees ``x`` unscaled and predicts the
+      velocity ``v``; ``x0 = x - sigma * v``.
     """
-    if prediction_type not in ("eps", "v", "sample"):
+    if prediction_type not in ("eps", "v", "sample", "flow"):
         raise ValueError(f"unknown prediction_type {prediction_type!r}")
+    if (prediction_type == "flow") != schedule.is_flow:
+        raise ValueError(f"prediction {prediction_type!r} does not fit a {type(schedule).__name__}")
+    if prediction_type == "flow":
+
+        def flow_denoiser(x: torch.Tensor, sigma: torch.Tensor | float, **kwargs: Any) -> torch.Tensor:
+            s = _bcast(sigma, x)
+            return x - s * model_fn(x, schedule.sigma_to_t(s.reshape(-1).to(torch.float32)), **kwargs)
+
+        return flow_denoiser
 
     def denoiser(x: torch.Tensor, sigma: torch.Tensor | float, **kwargs: Any) -> torch.Tensor:
         s = _bcast(sigma, x)

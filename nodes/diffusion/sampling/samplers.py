@@ -29,6 +29,8 @@ import torch
 from ..catalogue import (  # noqa: F401 - re-exported: the sampling library's historical names
     BROWNIAN_SAMPLERS,
     DISCARD_PENULTIMATE_SIGMA_SAMPLERS,
+    FLOW_UNSUPPORTED_SAMPLERS,
+    FLOW_VARIANTS,
     SAMPLER_NAMES,
     STOCHASTIC_SAMPLERS,
     functions_for,
@@ -465,3 +467,103 @@ def uni_pc_bh2(
 
 # Dispatch table, noise kinds and schedule quirks all come from the catalogue (one row per sampler).
 SAMPLERS: dict[str, Sampler] = functions_for(SAMPLER_NAMES, globals(), "sampler")
+# ---------------------------------------------------------------- flow-matching (rectified-flow) variants
+#
+# On a flow model ``x = (1 - sigma) x0 + sigma * noise``: the deterministic samplers above
+# integrate the right ODE unchanged (their derivative ``(x - x0) / sigma`` is the velocity),
+# but "add noise of std sigma_up" is wrong, because noise and signal are mixed, not summed.
+# These variants step down to ``sigma_down`` and then mix fresh noise back in so that the
+# result has exactly the marginal of ``sigma_next`` (the formulas ComfyUI uses for CONST models).
+
+
+def ancestral_step_rf(sigma: torch.Tensor, sigma_next: torch.Tensor, eta: float = 1.0):
+    """(sigma_down, signal scale, noise std) of one ancestral flow step ``sigma -> sigma_next``.
+
+    After a deterministic step to ``sigma_down`` (the point ``(1 - d) x0 + d n``), scaling by
+    ``(1 - sigma_next) / (1 - d)`` and adding fresh noise of the returned std lands on the
+    marginal at ``sigma_next``.  ``eta = 0`` gives ``sigma_down = sigma_next`` and no noise."""
+    down = sigma_next * (1 + (sigma_next / sigma - 1) * eta)
+    scale = (1 - sigma_next) / (1 - down)
+    std = (sigma_next**2 - down**2 * scale**2).clamp(min=0) ** 0.5
+    return down, scale, std
+
+
+@torch.no_grad()
+def euler_ancestral_rf(
+    denoiser, x, sigmas, *, extra_args=None, callback=None, noise_sampler=None, eta=1.0, s_noise=1.0
+):
+    """:func:`euler_ancestral` for flow models: Euler to ``sigma_down``, then re-mix noise."""
+    extra_args = extra_args or {}
+    noise_sampler = noise_sampler or _default_noise(x)
+    n = _steps(sigmas)
+    for i in range(n):
+        denoised = _model(denoiser, x, sigmas[i], extra_args)
+        if callback is not None:
+            callback(i, n, x, denoised)
+        if sigmas[i + 1] == 0:
+            x = denoised
+            continue
+        down, scale, std = ancestral_step_rf(sigmas[i], sigmas[i + 1], eta)
+        x = x + to_d(x, sigmas[i], denoised) * (down - sigmas[i])
+        if eta:
+            x = scale * x + noise_sampler(sigmas[i], sigmas[i + 1]) * s_noise * std
+    return x
+
+
+@torch.no_grad()
+def dpm_2_ancestral_rf(
+    denoiser, x, sigmas, *, extra_args=None, callback=None, noise_sampler=None, eta=1.0, s_noise=1.0
+):
+    """:func:`dpm_2_ancestral` for flow models (midpoint step to ``sigma_down``, then re-mix noise)."""
+    extra_args = extra_args or {}
+    noise_sampler = noise_sampler or _default_noise(x)
+    n = _steps(sigmas)
+    for i in range(n):
+        denoised = _model(denoiser, x, sigmas[i], extra_args)
+        if callback is not None:
+            callback(i, n, x, denoised)
+        down, scale, std = ancestral_step_rf(sigmas[i], sigmas[i + 1], eta)
+        d = to_d(x, sigmas[i], denoised)
+        if down == 0:
+            x = x + d * (down - sigmas[i])
+            continue
+        mid = _log_midpoint(sigmas[i], down)
+        x_2 = x + d * (mid - sigmas[i])
+        d_2 = to_d(x_2, mid, _model(denoiser, x_2, mid, extra_args))
+        x = x + d_2 * (down - sigmas[i])
+        x = scale * x + noise_sampler(sigmas[i], sigmas[i + 1]) * s_noise * std
+    return x
+
+
+@torch.no_grad()
+def lcm_rf(denoiser, x, sigmas, *, extra_args=None, callback=None, noise_sampler=None, eta=1.0, s_noise=1.0):
+    """:func:`lcm` for flow models: jump to the prediction, then mix it with noise at ``sigma_next``."""
+    extra_args = extra_args or {}
+    noise_sampler = noise_sampler or _default_noise(x)
+    n = _steps(sigmas)
+    for i in range(n):
+        denoised = _model(denoiser, x, sigmas[i], extra_args)
+        if callback is not None:
+            callback(i, n, x, denoised)
+        x = denoised
+        if sigmas[i + 1] > 0:
+            x = (1 - sigmas[i + 1]) * x + sigmas[i + 1] * noise_sampler(sigmas[i], sigmas[i + 1])
+    return x
+
+
+#: Replacements used on flow-matching models (noise is mixed in, not added), from the catalogue.
+FLOW_SAMPLERS: dict[str, Sampler] = {
+    name: functions_for((variant,), globals(), "flow sampler")[variant] for name, variant in FLOW_VARIANTS.items()
+}
+
+
+def sampler_for(name: str, *, flow: bool = False) -> Sampler:
+    """The sampling function for ``name`` on a variance-exploding (default) or flow model."""
+    if name not in SAMPLERS:
+        raise ValueError(f"unknown sampler {name!r}; choose from {sorted(SAMPLERS)}")
+    if flow:
+        if name in FLOW_UNSUPPORTED_SAMPLERS:
+            raise ValueError(f"sampler {name!r} is not available for flow-matching models (FLUX); use euler, "
+                             "euler_ancestral, heun, dpmpp_2m or uni_pc")
+        return FLOW_SAMPLERS.get(name, SAMPLERS[name])
+    return SAMPLERS[name]

@@ -2,8 +2,10 @@
 
 The names and semantics follow ComfyUI's scheduler list so that a workflow
 ported from there picks the same noise levels.  Every function takes the
-model's :class:`DiscreteSchedule` and a step count and returns a float32
-tensor; all but ``ddim_uniform`` return exactly ``steps + 1`` values.
+model's sampling (:class:`DiscreteSchedule`, or :class:`FlowSchedule` for
+flow-matching models: the same functions then give ComfyUI's sigmas for those
+models) and a step count and returns a float32 tensor; all but ``ddim_uniform``
+and ``beta`` return exactly ``steps + 1`` values.
 """
 
 from __future__ import annotations
@@ -14,29 +16,29 @@ from collections.abc import Callable
 import torch
 
 from ..catalogue import SCHEDULER_NAMES, functions_for
-from .model_sampling import DiscreteSchedule
+from .model_sampling import ModelSampling
 
-SigmaSchedule = Callable[[DiscreteSchedule, int], torch.Tensor]
+SigmaSchedule = Callable[[ModelSampling, int], torch.Tensor]
 
 
 def _append_zero(sigmas: torch.Tensor) -> torch.Tensor:
     return torch.cat([sigmas.to(torch.float32), sigmas.new_zeros(1, dtype=torch.float32)])
 
 
-def karras(schedule: DiscreteSchedule, steps: int, rho: float = 7.0) -> torch.Tensor:
+def karras(schedule: ModelSampling, steps: int, rho: float = 7.0) -> torch.Tensor:
     """Karras et al. (2022) eq. 5: uniform in ``sigma ** (1/rho)``, concentrating steps at low noise."""
     ramp = torch.linspace(0, 1, steps, dtype=torch.float64)
     lo, hi = schedule.sigma_min ** (1 / rho), schedule.sigma_max ** (1 / rho)
     return _append_zero((hi + ramp * (lo - hi)) ** rho)
 
 
-def exponential(schedule: DiscreteSchedule, steps: int) -> torch.Tensor:
+def exponential(schedule: ModelSampling, steps: int) -> torch.Tensor:
     """Uniform in ``log(sigma)`` between sigma_max and sigma_min."""
     log_sigmas = torch.linspace(math.log(schedule.sigma_max), math.log(schedule.sigma_min), steps)
     return _append_zero(log_sigmas.exp())
 
 
-def _timestep_uniform(schedule: DiscreteSchedule, steps: int, include_end: bool) -> torch.Tensor:
+def _timestep_uniform(schedule: ModelSampling, steps: int, include_end: bool) -> torch.Tensor:
     start = float(schedule.sigma_to_t(schedule.sigma_max))
     end = float(schedule.sigma_to_t(schedule.sigma_min))
     if include_end:
@@ -46,12 +48,12 @@ def _timestep_uniform(schedule: DiscreteSchedule, steps: int, include_end: bool)
     return _append_zero(schedule.t_to_sigma(ts))
 
 
-def normal(schedule: DiscreteSchedule, steps: int) -> torch.Tensor:
+def normal(schedule: ModelSampling, steps: int) -> torch.Tensor:
     """Uniform in (fractional) training timestep, from the last timestep down to timestep 0 inclusive."""
     return _timestep_uniform(schedule, steps, include_end=True)
 
 
-def sgm_uniform(schedule: DiscreteSchedule, steps: int) -> torch.Tensor:
+def sgm_uniform(schedule: ModelSampling, steps: int) -> torch.Tensor:
     """Like ``normal`` but the grid has ``steps + 1`` points and the last (timestep 0) is replaced by sigma 0.
 
     This is the spacing Stability's sgm code (SDXL, Turbo/LCM) uses, and it
@@ -60,7 +62,7 @@ def sgm_uniform(schedule: DiscreteSchedule, steps: int) -> torch.Tensor:
     return _timestep_uniform(schedule, steps, include_end=False)
 
 
-def simple(schedule: DiscreteSchedule, steps: int) -> torch.Tensor:
+def simple(schedule: ModelSampling, steps: int) -> torch.Tensor:
     """Every ``T/steps``-th training sigma counted from the top (timestep T-1 first)."""
     sigmas = schedule.sigmas
     stride = len(sigmas) / steps
@@ -68,7 +70,7 @@ def simple(schedule: DiscreteSchedule, steps: int) -> torch.Tensor:
     return _append_zero(torch.tensor(picked, dtype=torch.float32))
 
 
-def ddim_uniform(schedule: DiscreteSchedule, steps: int) -> torch.Tensor:
+def ddim_uniform(schedule: ModelSampling, steps: int) -> torch.Tensor:
     """Training timesteps 1, 1+k, 1+2k, ... (k = T // steps), reversed, plus 0: the grid of DDIM "leading"
     spacing with ``steps_offset=1``.
 
@@ -82,13 +84,31 @@ def ddim_uniform(schedule: DiscreteSchedule, steps: int) -> torch.Tensor:
     return _append_zero(torch.tensor(picked[::-1], dtype=torch.float32))
 
 
+def beta(schedule: ModelSampling, steps: int, alpha: float = 0.6, beta_: float = 0.6) -> torch.Tensor:
+    """Training sigmas at the quantiles of a Beta(0.6, 0.6) distribution over the timestep table
+    (Lee et al. 2024, "Beta sampling is all you need"): denser at both ends of the trajectory.
+    Repeated table entries are dropped, as in ComfyUI, so very many steps can give fewer sigmas."""
+    from scipy.stats import beta as beta_dist
+
+    sigmas = schedule.sigmas
+    last = len(sigmas) - 1
+    quantiles = 1 - torch.linspace(0, 1, steps + 1, dtype=torch.float64)[:-1].numpy()
+    picked: list[float] = []
+    previous = -1
+    for t in (beta_dist.ppf(quantiles, alpha, beta_) * last).round().astype(int):
+        if t != previous:
+            picked.append(float(sigmas[int(t)]))
+        previous = t
+    return _append_zero(torch.tensor(picked, dtype=torch.float32))
+
+
 SCHEDULERS: dict[str, SigmaSchedule] = functions_for(SCHEDULER_NAMES, globals(), "scheduler")
 
 
 def sigmas_for(
     scheduler: str,
     steps: int,
-    schedule: DiscreteSchedule,
+    schedule: ModelSampling,
     denoise: float = 1.0,
     discard_penultimate: bool = False,
 ) -> torch.Tensor:

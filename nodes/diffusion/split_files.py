@@ -1,0 +1,374 @@
+"""Split-file models: identify a file from its tensor names, and load diffusion models / text encoders.
+
+Transformer families ship as separate files (``diffusion_models/``,
+``text_encoders/``, ``vae/``).  Users mix them up, so every loader first
+*identifies* the file from its safetensors header alone (no tensor is read):
+that is cheap enough to run during validation, which lets a wrong file fail
+with "clip_name2 is a CLIP-L text encoder, type flux needs a T5-XXL file here"
+before any work and before anything is cached.
+
+Family table: :data:`DIFFUSION_FAMILIES` says, per transformer family, how its
+file is recognised, which rules (schedule, VAE scaling) apply and how the
+network is built.  FLUX.1 is the first row; SD3.5, Z-Image, Qwen-Image and
+FLUX.2 each add a row and a model file.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+#: Prefixes of the components of an all-in-one FLUX checkpoint (ComfyUI's saving layout).
+FLUX_UNET_PREFIX = "model.diffusion_model."
+FLUX_CLIP_L_PREFIXES = ("text_encoders.clip_l.transformer.", "text_encoders.clip_l.")
+FLUX_T5_PREFIXES = ("text_encoders.t5xxl.transformer.", "text_encoders.t5xxl.")
+FLUX_VAE_PREFIXES = ("vae.", "first_stage_model.")
+WEIGHT_DTYPES = ("default", "fp8_e4m3fn", "fp8_e5m2")
+
+
+class WrongModelFile(ValueError):
+    """A file that is not the kind of model the loader (or loader ``type``) needs; ``fix`` says what to do."""
+
+    def __init__(self, message: str, fix: str) -> None:
+        super().__init__(f"{message}; {fix}")
+        self.message, self.fix = message, fix
+
+
+@dataclass(frozen=True)
+class FileIdentity:
+    """What a model file holds, read from tensor names and shapes.
+
+    ``kind``: ``flux`` (a FLUX transformer), ``flux_checkpoint`` (all-in-one FLUX),
+    ``sd_checkpoint``, ``sd_unet``, ``clip`` (HF CLIP text model), ``openclip``, ``t5``,
+    ``vae``, ``lora``, ``controlnet``, ``unknown``.  ``info``: shape facts (``width``,
+    ``latent_channels``, ``layout`` ...) used in messages and checks.
+    """
+
+    kind: str
+    description: str
+    info: Mapping[str, Any]
+
+
+def read_header(path: str | os.PathLike[str]) -> tuple[dict[str, tuple[Any, list[int]]], dict[str, str]]:
+    """``({key: (dtype, shape)}, metadata)`` of a ``.safetensors`` file, validated against its size
+    (a truncated file fails here).  Pickled checkpoints cannot be inspected without loading: ``({}, {})``."""
+    from .models.loading import CheckpointError, _read_safetensors_header
+
+    p = Path(path)
+    if p.suffix.lower() not in (".safetensors", ".sft"):
+        return {}, {}
+    try:
+        _, entries, meta = _read_safetensors_header(os.fspath(p))
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{p.name}: cannot read this safetensors file (truncated or corrupt?): {exc}") from exc
+    return {k: (v[0], list(v[1])) for k, v in entries.items()}, dict(meta)
+
+
+def _has(keys: Mapping[str, Any], prefix: str) -> bool:
+    return any(k.startswith(prefix) for k in keys)
+
+
+def _strip(keys: Mapping[str, Any], prefix: str) -> dict[str, Any]:
+    return {k[len(prefix):]: v for k, v in keys.items() if k.startswith(prefix)}
+
+
+def _identify_flux(keys: Mapping[str, Any]) -> FileIdentity | None:
+    from .models.flux import detect_flux_layout
+
+    layout = detect_flux_layout(keys)
+    if layout is None:
+        return None
+    if layout == "bfl":
+        width = keys["img_in.weight"][1][1]
+        guidance = _has(keys, "guidance_in.")
+    else:
+        width = keys["x_embedder.weight"][1][1]
+        guidance = _has(keys, "time_text_embed.guidance_embedder.")
+    variant = "dev" if guidance else "schnell"
+    extra = {64: "", 128: " canny/depth", 384: " fill"}.get(width, f" ({width // 4} input channels)")
+    return FileIdentity("flux", f"a FLUX.1-{variant}{extra} diffusion model ({layout} layout)",
+                        {"layout": layout, "guidance": guidance, "in_channels": width})
+
+
+def _identify_text_encoder(keys: Mapping[str, Any]) -> FileIdentity | None:
+    if "encoder.block.0.layer.0.SelfAttention.q.weight" in keys:
+        width = keys["shared.weight"][1][1] if "shared.weight" in keys else keys[
+            "encoder.embed_tokens.weight"][1][1] if "encoder.embed_tokens.weight" in keys else None
+        name = "T5-XXL" if width == 4096 else "T5"
+        return FileIdentity("t5", f"a {name} text encoder (width {width})", {"width": width})
+    for prefix in ("text_model.", ""):
+        key = prefix + "embeddings.token_embedding.weight"
+        if key in keys and _has(keys, prefix + "encoder.layers."):
+            width = keys[key][1][1]
+            name = {768: "CLIP-L", 1280: "CLIP-G (bigG)", 1024: "CLIP-H"}.get(width, "CLIP")
+            return FileIdentity("clip", f"a {name} text encoder (width {width})", {"width": width})
+    if "token_embedding.weight" in keys and _has(keys, "transformer.resblocks."):
+        width = keys["token_embedding.weight"][1][1]
+        return FileIdentity("openclip", f"an OpenCLIP text encoder (width {width}, SD2/SDXL-G layout)",
+                            {"width": width})
+    return None
+
+
+def _identify_other(keys: Mapping[str, Any]) -> FileIdentity:
+    if any(".lora_" in k or "lora_down" in k or ".lora_A" in k for k in keys):
+        return FileIdentity("lora", "a LoRA", {})
+    if _has(keys, "input_hint_block.") or _has(keys, "controlnet_cond_embedding."):
+        return FileIdentity("controlnet", "a ControlNet", {})
+    if "decoder.conv_in.weight" in keys or "encoder.conv_in.weight" in keys:
+        channels = keys["decoder.conv_in.weight"][1][1] if "decoder.conv_in.weight" in keys else None
+        return FileIdentity("vae", f"a VAE ({channels}-channel latents)", {"latent_channels": channels})
+    if "input_blocks.0.0.weight" in keys:
+        return FileIdentity("sd_unet", "a Stable Diffusion UNet without text encoder and VAE", {})
+    return FileIdentity("unknown", "not a model this loader recognises", {})
+
+
+def identify_keys(keys: Mapping[str, Any]) -> FileIdentity:
+    """Identify a state dict from its ``{key: (dtype, shape)}`` (a header) or ``{key: tensor}``."""
+    keys = {k: (v.dtype, list(v.shape)) if hasattr(v, "shape") else v for k, v in keys.items()}
+    if _has(keys, FLUX_UNET_PREFIX):
+        inner = _strip(keys, FLUX_UNET_PREFIX)
+        flux = _identify_flux(inner)
+        if flux is not None:
+            whole = any(_has(keys, p) for p in (*FLUX_T5_PREFIXES, *FLUX_CLIP_L_PREFIXES))
+            if whole:
+                return FileIdentity("flux_checkpoint", "an all-in-one FLUX checkpoint (" + flux.description[2:] + ")",
+                                    flux.info)
+            return flux
+        if "input_blocks.0.0.weight" in inner:
+            return FileIdentity("sd_checkpoint", "a Stable Diffusion checkpoint (UNet, text encoder and VAE in "
+                                "one file)", {})
+    for find in (_identify_flux, _identify_text_encoder):
+        found = find(keys)
+        if found is not None:
+            return found
+    return _identify_other(keys)
+
+
+_IDENTITY_CACHE: dict[tuple[str, int, int], FileIdentity] = {}
+_IDENTITY_CACHE_SIZE = 512
+
+
+def identify_file(path: str | os.PathLike[str]) -> FileIdentity | None:
+    """Identity of a safetensors file from its header (cached per path, size and mtime);
+    ``None`` for pickled files, which cannot be inspected without loading them."""
+    p = Path(path)
+    st = p.stat()
+    key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _IDENTITY_CACHE:
+        header, _ = read_header(p)
+        if not header:
+            return None
+        if len(_IDENTITY_CACHE) >= _IDENTITY_CACHE_SIZE:  # files come and go in a long-lived server
+            _IDENTITY_CACHE.pop(next(iter(_IDENTITY_CACHE)))
+        _IDENTITY_CACHE[key] = identify_keys(header)
+    return _IDENTITY_CACHE[key]
+
+
+# --------------------------------------------------------------------------------------------
+# What each loader accepts
+# --------------------------------------------------------------------------------------------
+
+_FIX_BY_KIND = {
+    "sd_checkpoint": "move it to models/checkpoints/ and load it with Load Checkpoint",
+    "flux_checkpoint": "load it with Load Checkpoint (it holds the text encoders and VAE too), or pick the "
+                       "diffusion-model-only file",
+    "sd_unet": "nodegraph loads Stable Diffusion UNets from full checkpoints: use Load Checkpoint",
+    "clip": "put it in models/text_encoders/ and load it with Load CLIP / DualCLIPLoader",
+    "openclip": "put it in models/text_encoders/ and load it with Load CLIP",
+    "t5": "put it in models/text_encoders/ and load it with DualCLIPLoader (type flux)",
+    "vae": "put it in models/vae/ and load it with Load VAE",
+    "lora": "put it in models/loras/ and load it with Load LoRA",
+    "controlnet": "put it in models/controlnet/ and load it with Load ControlNet",
+    "flux": "put it in models/diffusion_models/ and load it with Load Diffusion Model",
+}
+
+
+def fix_for(identity: FileIdentity) -> str:
+    return _FIX_BY_KIND.get(identity.kind, "check that the file is a complete model of the right kind")
+
+
+def check_diffusion_model(identity: FileIdentity | None, name: str) -> None:
+    """Raise :class:`WrongModelFile` unless ``identity`` is a diffusion model the loader can build."""
+    if identity is None or identity.kind in ("flux", "flux_checkpoint"):
+        return
+    raise WrongModelFile(f"{name!r} is {identity.description}, not a diffusion model (FLUX)", fix_for(identity))
+
+
+def check_text_encoder(identity: FileIdentity | None, name: str, wanted: str, clip_type: str) -> None:
+    """Raise :class:`WrongModelFile` unless the file is the text encoder ``wanted`` ("clip"/"t5"/"any")."""
+    if identity is None:
+        return
+    if identity.kind not in ("clip", "openclip", "t5"):
+        raise WrongModelFile(f"{name!r} is {identity.description}, not a text encoder", fix_for(identity))
+    if wanted == "any" or identity.kind == wanted or (wanted == "clip" and identity.kind == "openclip"):
+        return
+    need = {"clip": "a CLIP text encoder (CLIP-L for FLUX)", "t5": "a T5-XXL text encoder"}[wanted]
+    if clip_type == "flux":
+        label, example = {"clip": ("CLIP-L", "clip_l"), "t5": ("T5-XXL", "t5xxl_fp16")}[wanted]
+        fix = f"FLUX needs one CLIP-L and one T5-XXL file: pick the {label} file (e.g. {example}.safetensors) here"
+    else:
+        fix = "load T5 files with DualCLIPLoader (type flux)" if identity.kind == "t5" else "pick a CLIP file"
+    raise WrongModelFile(f"{name!r} is {identity.description}, but type {clip_type!r} needs {need} here", fix)
+
+
+# --------------------------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------------------------
+
+
+def _fp8_weights(sd: Mapping[str, Any], dtype: Any) -> dict[str, Any]:
+    """Matrices converted to the fp8 ``dtype`` (1-D biases and norm scales keep their dtype: they are
+    a negligible share of the bytes and lose the most precision in 8 bits).  Every tensor is a new
+    copy, so no view keeps the source file's mapping (and its read pages) alive after loading."""
+    return {k: v.to(dtype) if v.is_floating_point() and v.ndim >= 2 else v.clone() for k, v in sd.items()}
+
+
+def build_flux_model(sd: Mapping[str, Any], *, device: Any, weight_dtype: str = "default",
+                     metadata: Mapping[str, str] | None = None, name: str = "diffusion model") -> Any:
+    """A :class:`~.flux_runtime.FluxModel` from a prefix-stripped FLUX state dict (BFL or diffusers).
+
+    Weights keep the file's dtype (memory-mapped, no copy) unless ``weight_dtype`` asks for fp8,
+    in which case the matrices are stored in fp8 and upcast one layer at a time at compute.
+    """
+    import torch
+
+    from .families import model_sampling_for, rules_for
+    from .flux_runtime import FluxModel
+    from .models.flux import (
+        FluxTransformer,
+        convert_diffusers_flux_to_bfl,
+        detect_flux_layout,
+        flux_config_from_state_dict,
+    )
+    from .models.loading import assign_weights, build_on_meta, compute_dtype, stored_dtype
+
+    if weight_dtype not in WEIGHT_DTYPES:
+        raise ValueError(f"unknown weight_dtype {weight_dtype!r}; choose from {WEIGHT_DTYPES}")
+    if detect_flux_layout(sd.keys()) == "diffusers":
+        sd = convert_diffusers_flux_to_bfl(sd)
+    config = flux_config_from_state_dict(sd)
+    stored = stored_dtype(sd)
+    if weight_dtype != "default":
+        sd = _fp8_weights(sd, {"fp8_e4m3fn": torch.float8_e4m3fn, "fp8_e5m2": torch.float8_e5m2}[weight_dtype])
+    model = build_on_meta(FluxTransformer, config)
+    assign_weights(model, sd, name=name, device=device, dtype=None)
+    rules = rules_for("flux-dev" if config.guidance_embed else "flux-schnell", metadata)
+    return FluxModel(model, model_sampling_for(rules), rules, torch.device(device), compute_dtype(device, stored))
+
+
+def load_diffusion_model_file(path: str | os.PathLike[str], *, device: Any = "cpu",
+                              weight_dtype: str = "default") -> Any:
+    """Load a diffusion-model-only file (``diffusion_models/``); all-in-one FLUX files work too."""
+    from .models.loading import load_state_dict, strip_prefix
+
+    p = Path(path)
+    check_diffusion_model(identify_file(p), p.name)
+    sd, metadata = load_state_dict(p)
+    if any(k.startswith(FLUX_UNET_PREFIX) for k in sd):
+        sd = strip_prefix(sd, FLUX_UNET_PREFIX)
+    check_diffusion_model(identify_keys(sd), p.name)
+    return build_flux_model(sd, device=device, weight_dtype=weight_dtype, metadata=metadata, name=p.name)
+
+
+@dataclass(frozen=True)
+class TextEncoderPart:
+    """One loaded text-encoder file: its kind (clip/t5) and the built module with its tokenizer."""
+
+    kind: str
+    module: Any
+    tokenizer: Any
+
+
+def load_text_encoder_part(path: str | os.PathLike[str], *, device: Any = "cpu",
+                           sd: Mapping[str, Any] | None = None,
+                           metadata: Mapping[str, str] | None = None) -> TextEncoderPart:
+    """Build the CLIP or T5 text encoder a file (or an already-split ``sd``) holds, with its tokenizer.
+    T5 keeps the stored dtype and computes in float32 on CPU; CLIP follows the checkpoint policy."""
+    import torch
+
+    from .checkpoint import build_clip, tokenizer_for
+    from .models.clip_text import openclip_to_hf
+    from .models.loading import compute_dtype, load_state_dict, stored_dtype
+    from .models.t5 import T5Tokenizer, build_t5_from_state_dict
+
+    p = Path(path)
+    if sd is None:
+        sd, metadata = load_state_dict(p)
+    identity = identify_keys(sd)
+    dtype = compute_dtype(device, stored_dtype(sd))
+    if identity.kind == "t5":
+        model = build_t5_from_state_dict(sd).to(device)
+        model.compute_dtype = dtype
+        return TextEncoderPart("t5", model, T5Tokenizer.beside(p))
+    if identity.kind in ("clip", "openclip"):
+        hf = openclip_to_hf(sd) if identity.kind == "openclip" else sd
+        activation = "quick_gelu" if identity.kind == "clip" else "gelu"
+        model = build_clip(hf, activation=activation, device=torch.device(device), dtype=dtype, name=p.name)
+        return TextEncoderPart("clip", model, tokenizer_for(metadata or {}, model.config.vocab_size))
+    raise WrongModelFile(f"{p.name!r} is {identity.description}, not a text encoder", fix_for(identity))
+
+
+def flux_text_encoder(parts: list[TextEncoderPart], device: Any) -> Any:
+    """A :class:`~.flux_runtime.FluxTextEncoder` from loaded CLIP-L and/or T5 parts."""
+    import torch
+
+    from .families import FAMILIES
+    from .flux_runtime import FluxTextEncoder
+
+    clip = next((q for q in parts if q.kind == "clip"), None)
+    t5 = next((q for q in parts if q.kind == "t5"), None)
+    return FluxTextEncoder(clip.module if clip else None, t5.module if t5 else None,
+                           clip.tokenizer if clip else None, t5.tokenizer if t5 else None,
+                           FAMILIES["flux-dev"], torch.device(device))
+
+
+#: Text-encoder ``type`` choices and the parts each expects (one entry per file input).
+CLIP_TYPES: dict[str, tuple[str, ...]] = {"stable_diffusion": ("clip",), "flux": ("clip", "t5")}
+DUAL_CLIP_TYPES: dict[str, tuple[str, ...]] = {"flux": ("clip", "t5")}
+
+
+def pair_problem(kinds: list[str | None], clip_type: str) -> tuple[int, str] | None:
+    """``(index of the wrong file, kind needed there)`` when two identified text encoders do not form
+    the pair ``clip_type`` needs (order does not matter); None when they do or cannot be told yet."""
+    wanted = sorted(DUAL_CLIP_TYPES[clip_type])
+    kinds = ["clip" if k == "openclip" else k for k in kinds]
+    if None in kinds or sorted(kinds) == wanted:  # type: ignore[type-var]
+        return None
+    needed = next(w for w in wanted if w not in kinds)
+    return 1, needed
+
+
+def load_flux_checkpoint(path: str | os.PathLike[str], sd: Mapping[str, Any], metadata: Mapping[str, str],
+                         device: Any) -> tuple[Any, Any, Any, Any]:
+    """(model, clip, vae, rules) of an all-in-one FLUX file (ComfyUI's layout: ``model.diffusion_model.``,
+    ``text_encoders.clip_l.``/``t5xxl.``, ``vae.`` or ``first_stage_model.``); missing parts are None."""
+    from .checkpoint import load_vae_state_dict
+    from .models.loading import strip_prefix
+
+    p = Path(path)
+    model = build_flux_model(strip_prefix(sd, FLUX_UNET_PREFIX), device=device, metadata=metadata, name=p.name)
+    parts = []
+    for prefixes in (FLUX_CLIP_L_PREFIXES, FLUX_T5_PREFIXES):
+        prefix = next((q for q in prefixes if any(k.startswith(q) for k in sd)), None)
+        if prefix is not None:
+            parts.append(load_text_encoder_part(p, device=device, sd=strip_prefix(sd, prefix), metadata=metadata))
+    clip = flux_text_encoder(parts, device) if parts else None
+    vae_prefix = next((q for q in FLUX_VAE_PREFIXES if any(k.startswith(q) for k in sd)), None)
+    vae = load_vae_state_dict(strip_prefix(sd, vae_prefix), model.rules, model.device) if vae_prefix else None
+    return model, clip, vae, model.rules
+
+
+def loader_input_check(kind: str) -> Callable[[Path, str], None]:
+    """Validation-time check of a file for the loader of ``kind`` (used by the nodes' fingerprints)."""
+
+    def check(path: Path, name: str) -> None:
+        identity = identify_file(path)
+        if kind == "diffusion_models":
+            check_diffusion_model(identity, name)
+        elif kind == "text_encoders":
+            check_text_encoder(identity, name, "any", "")
+
+    return check
