@@ -18,7 +18,9 @@ def text_encode(ctx: NodeContext, clip, text: str):  # noqa: ANN001, ANN201
         raise NodeInputError("clip", "the checkpoint has no text encoder", "connect a CLIP output that has one")
     import torch
 
-    with torch.inference_mode():
+    from .common import cpu_threads
+
+    with cpu_threads(ctx, clip.encoders, 77), torch.inference_mode():  # 77 tokens per chunk
         return clip.encode(text)
 
 
