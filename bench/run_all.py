@@ -25,6 +25,7 @@ BENCHES = {
     "engine": ["bench/engine.py"],
     "sampler": ["bench/sampler.py", "--repeat", "3"],
     "demo": ["bench/demo.py"],
+    "first_image": ["bench/first_image.py", "--reference"],
     "checkpoint_load": ["bench/checkpoint_load.py", "--repeat", "2"],
     "gui": ["bench/gui_open.py"],
     "batch": ["bench/batch.py"],
