@@ -37,8 +37,8 @@ def main() -> None:
 
     graph = nodegraph.load_workflow(ROOT / "workflows" / "txt2img.json")
     with tempfile.TemporaryDirectory() as out:
-        ex = nodegraph.Executor(device="cpu", output_dir=out,
-                                settings={"workflow_dir": str(ROOT / "workflows")})
+        ex = nodegraph.Executor(device="cpu", output_dir=out,  # nodes apply settings["threads"] themselves
+                                settings={"workflow_dir": str(ROOT / "workflows"), "threads": args.threads})
         t0 = time.perf_counter()
         first = ex.run(graph)
         first.raise_for_status()

@@ -27,6 +27,7 @@ BENCHES = {
     "sampler": ["bench/sampler.py", "--repeat", "3"],
     "flux_step": ["bench/flux_step.py"],
     "demo": ["bench/demo.py"],
+    "first_image": ["bench/first_image.py", "--reference"],
     "checkpoint_load": ["bench/checkpoint_load.py", "--repeat", "2"],
     "gui": ["bench/gui_open.py", "bench/gui_edit.py"],
     "flux_load": ["bench/flux_load.py", "--repeat", "2"],

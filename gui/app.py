@@ -28,6 +28,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--models-dir", help="root of the models/ folders (default: ./models and shipped demos)")
     p.add_argument("-o", "--output-dir", default="output", help="folder for images the runs write")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps")
+    p.add_argument("--threads", help="CPU threads for model work: a number or auto (env NODEGRAPH_THREADS)")
     return p
 
 
@@ -47,7 +48,8 @@ def make_app(argv: Sequence[str] | None = None) -> Any:
 
 
 def create_window(workflow: str | None = None, *, models_dir: str | None = None, output_dir: str = "output",
-                  device: str = "auto", recover: bool = True, **window_kwargs: Any) -> Any:
+                  device: str = "auto", recover: bool = True, threads: str | int | None = None,
+                  **window_kwargs: Any) -> Any:
     """Build the main window (the app must exist).  Opens ``workflow``, or the
     recovered session, or the default txt2img workflow."""
     from nodegraph import Executor
@@ -58,6 +60,8 @@ def create_window(workflow: str | None = None, *, models_dir: str | None = None,
     settings: dict[str, Any] = {}
     if models_dir:
         settings["models_dir"] = str(Path(models_dir).resolve())
+    if threads is not None:  # runs read it through nodegraph.threads (per-workload choice otherwise)
+        settings["threads"] = threads
     registry = build_registry()
     executor = Executor(registry, device=device, output_dir=output_dir, settings=settings)
     win = MainWindow(registry, settings=settings, executor=executor, output_dir=output_dir, **window_kwargs)
@@ -73,6 +77,9 @@ def create_window(workflow: str | None = None, *, models_dir: str | None = None,
 
 def main(argv: list[str] | None = None) -> int:
     """Run the editor until its window closes; returns the exit code."""
+    from nodegraph.threads import ThreadsError, parse_threads, prefer_passive_wait
+
+    prefer_passive_wait()  # before torch loads: idle OpenMP threads sleep, so runs leave the UI its core
     args = _parser().parse_args(argv if argv is not None else sys.argv[1:])
     from .platform_check import platform_problem
 
@@ -80,9 +87,14 @@ def main(argv: list[str] | None = None) -> int:
     if problem:
         print(problem, file=sys.stderr)
         return 1
+    try:
+        parse_threads(args.threads, "--threads")
+    except ThreadsError as exc:
+        print(f"nodegraph gui: {exc}", file=sys.stderr)
+        return 2
     app = make_app([sys.argv[0]])
     win = create_window(args.workflow, models_dir=args.models_dir, output_dir=args.output_dir,
-                        device=args.device)
+                        device=args.device, threads=args.threads)
     win.show()
     return int(app.exec())
 

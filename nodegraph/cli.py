@@ -31,6 +31,21 @@ def _port(text: str) -> int:
     return port
 
 
+def _threads(text: str) -> int | str:
+    """``--threads`` value: a positive count, or ``auto`` (also 0) for the per-workload choice."""
+    from .threads import ThreadsError, parse_threads
+
+    try:
+        n = parse_threads(text, "--threads")
+    except ThreadsError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return "auto" if n is None else n
+
+
+_THREADS_HELP = ("CPU threads for model work: a number, or auto (default: 1 for small models and images, every "
+                 "core for big ones; env NODEGRAPH_THREADS)")
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="nodegraph",
@@ -49,6 +64,7 @@ def _parser() -> argparse.ArgumentParser:
                      help="run only these output nodes (repeatable; default: all output nodes)")
     run.add_argument("--models-dir", help="root of the models/ folders (default: ./models and shipped demos)")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
+    run.add_argument("--threads", type=_threads, help=_THREADS_HELP)
 
     val = sub.add_parser("validate", help="check a workflow without running it")
     val.add_argument("workflow")
@@ -60,6 +76,7 @@ def _parser() -> argparse.ArgumentParser:
     gui = sub.add_parser("gui", help="open the desktop editor (also: bare `nodegraph`)")
     gui.add_argument("workflow", nargs="?", help="workflow or PNG to open (default: workflows/txt2img.json)")
     gui.add_argument("--models-dir", help="root of the models/ folders")
+    gui.add_argument("--threads", type=_threads, help=_THREADS_HELP)
 
     batch = sub.add_parser(
         "batch", help="run a workflow over a sweep of values (grid or zip), resumable",
@@ -96,6 +113,7 @@ def _parser() -> argparse.ArgumentParser:
                        help="run only these output nodes (repeatable)")
     batch.add_argument("--models-dir", help="root of the models/ folders")
     batch.add_argument("--quiet", action="store_true", help="no progress bar")
+    batch.add_argument("--threads", type=_threads, help=_THREADS_HELP)
 
     serve = sub.add_parser("serve", help="serve the HTTP API (queue, status, cancel, outputs, events)")
     serve.add_argument("--host", default="127.0.0.1",
@@ -115,6 +133,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--allow-host", dest="allow_hosts", action="append", default=[], metavar="NAME",
                        help="also accept this Host name (e.g. the machine's LAN name; repeatable). "
                             "Loopback names and the --host address are always accepted")
+    serve.add_argument("--threads", type=_threads, help=_THREADS_HELP)
 
     exp = sub.add_parser("export-comfy", help="export a workflow to ComfyUI's API format (JSON)")
     exp.add_argument("workflow", help="workflow file (.json or .png; ComfyUI files too)")
@@ -132,6 +151,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command is None:
         args = _parser().parse_args(["gui"])
+    from .threads import ThreadsError, prefer_passive_wait, requested_threads
+
+    prefer_passive_wait()  # before anything imports torch: idle OpenMP threads sleep instead of spinning
+    try:
+        if args.command in ("run", "batch", "serve", "gui"):
+            requested_threads(None)  # a bad NODEGRAPH_THREADS is reported now, not in the middle of a run
+    except ThreadsError as exc:
+        _err(f"{exc} (environment variable)")
+        return EXIT_INVALID
     try:
         commands = {"run": _cmd_run, "validate": _cmd_validate, "nodes": _cmd_nodes, "gui": _cmd_gui,
                     "batch": _cmd_batch, "serve": _cmd_serve, "export-comfy": _cmd_export_comfy}
@@ -201,6 +229,8 @@ def _settings(args: argparse.Namespace) -> dict[str, object]:
     if getattr(args, "workflow", None):
         # Relative input paths inside a shipped workflow resolve next to the file.
         settings["workflow_dir"] = str(Path(args.workflow).resolve().parent)
+    if getattr(args, "threads", None) is not None:
+        settings["threads"] = args.threads
     return settings
 
 
@@ -305,6 +335,8 @@ def _cmd_gui(args: argparse.Namespace) -> int:
     argv = [args.workflow] if args.workflow else []
     if args.models_dir:
         argv += ["--models-dir", args.models_dir]
+    if args.threads is not None:
+        argv += ["--threads", str(args.threads)]
     return int(gui_main(argv))
 
 

@@ -69,8 +69,21 @@ def upscale_image_with_model(ctx: NodeContext, upscale_model: Any, image: Any, t
     def retried(new_tile: int, exc: BaseException) -> None:
         ctx.log(f"out of memory; retrying with {new_tile}px tiles")
 
-    return upscale_model.upscale(image, tile=tile_size, overlap=overlap, progress=ctx.progress,
-                                 check_cancelled=ctx.check_cancelled, on_retry=retried)
+    with _threads(ctx, upscale_model, min(tile_size, image.shape[1]) * min(tile_size, image.shape[2])):
+        return upscale_model.upscale(image, tile=tile_size, overlap=overlap, progress=ctx.progress,
+                                     check_cancelled=ctx.check_cancelled, on_retry=retried)
+
+
+def _threads(ctx: NodeContext, upscale_model: Any, positions: int) -> Any:
+    """CPU threads for one tile's model call (``nodegraph.threads``: one for small work, the user's choice
+    first); nothing to choose off the CPU."""
+    from contextlib import nullcontext
+
+    from nodegraph.threads import module_work, workload_threads
+
+    if upscale_model.device.type != "cpu":
+        return nullcontext()
+    return workload_threads(module_work(upscale_model.descriptor.model, positions), ctx.settings)
 
 
 NODES = [load_upscale_model, upscale_image_with_model]

@@ -18,6 +18,7 @@ from nodegraph import Graph
 from nodegraph.comfy import load_comfy
 from tests.comfy.helpers import FIXTURES, fixture
 from tests.diffusion.pipeline_fixtures import make_executor, make_registry, txt2img_graph, write_tiny_checkpoint
+from tests.tolerance import assert_close
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +83,8 @@ def test_custom_sampling_seed_matters_and_denoised_output_is_the_last_estimate(e
     r43 = _run(env, cs43, ["13"])["13"]
     assert (r42["output"].samples - r43["output"].samples).abs().max() > 1e-2
     # Ancestral sampling's final step lands on the x0 estimate (sigma_next = 0 adds no noise).
-    torch.testing.assert_close(r42["denoised_output"].samples, r42["output"].samples, atol=1e-5, rtol=1e-5)
+    # x + (x - x0) / sigma * (0 - sigma) == x0 up to a few roundings on values of |x|'s size.
+    assert_close(r42["denoised_output"].samples, r42["output"].samples, depth=3)
 
 
 def test_fixture_files_exist() -> None:

@@ -45,6 +45,11 @@ CONTROL_PREFIX = "control_model."
 # Our tiny SDXL-like model: y = pooled (32) ++ 6 size conditions x 8 Fourier dims.
 SDXL_POOLED_DIM = 32
 SDXL_TIME_EMBED_DIM = 8
+# Rounding bound for whole-model parity of these tiny UNets and ControlNets (see tests/tolerance.py): the
+# longest reduction is a 3x3 conv over a 2 x 64-channel skip concatenation; the errors that add up along the
+# residual stream come from ~32 blocks on the longest (SDXL) path: 11 res blocks, 18 transformer blocks and
+# the conv_in / down / up / out convolutions.
+TINY_UNET_ROUNDING = {"reduction": 2 * 64 * 9, "depth": 32}
 HINT_CHANNELS = (8, 8, 16, 16)  # 4 entries -> 8x hint downsampling, like the real (16, 32, 96, 256)
 
 

@@ -19,12 +19,19 @@ from nodes.diffusion.models.clip_text import (
     select_hidden,
 )
 from nodes.diffusion.text.tokenizer import default_tokenizer
-from tests.diffusion.text_fixtures import MAX_POS, VOCAB, make_hf_clip_sd, make_openclip_sd, strip_prefix
+from tests.diffusion.text_fixtures import (
+    CLIP_ROUNDING,
+    MAX_POS,
+    VOCAB,
+    make_hf_clip_sd,
+    make_openclip_sd,
+    strip_prefix,
+)
+from tests.tolerance import assert_close
 
 transformers = pytest.importorskip("transformers")
 single_file_utils = pytest.importorskip("diffusers.loaders.single_file_utils")
 
-ATOL = 1e-4
 WIDTH, LAYERS = 64, 2
 PROMPTS = ["a photo of a cat", "an astronaut riding a horse on mars, highly detailed, 8k"]
 
@@ -60,13 +67,13 @@ def _compare(ours: ClipTextModel, ref, ids: torch.Tensor, projection: torch.Tens
         hf = ref(input_ids=ids, output_hidden_states=True)
     assert len(out.hidden_states) == len(hf.hidden_states) == LAYERS + 1
     for mine, theirs in zip(out.hidden_states, hf.hidden_states, strict=True):
-        torch.testing.assert_close(mine, theirs, atol=ATOL, rtol=0)
-    torch.testing.assert_close(out.last_hidden_state, hf.last_hidden_state, atol=ATOL, rtol=0)
+        assert_close(mine, theirs, **CLIP_ROUNDING)
+    assert_close(out.last_hidden_state, hf.last_hidden_state, **CLIP_ROUNDING)
     if hasattr(hf, "text_embeds"):
         ref_pooled = hf.text_embeds
     else:
         ref_pooled = hf.pooler_output if projection is None else hf.pooler_output @ projection
-    torch.testing.assert_close(out.pooled, ref_pooled, atol=ATOL, rtol=0)
+    assert_close(out.pooled, ref_pooled, **CLIP_ROUNDING)
     # The outputs must actually depend on the weights (guards against comparing zeros).
     assert out.last_hidden_state.std() > 0.1
 

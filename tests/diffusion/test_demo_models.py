@@ -27,6 +27,7 @@ import torch
 from nodes.diffusion.checkpoint import load_checkpoint, load_controlnet_file
 from nodes.diffusion.models.loading import load_state_dict
 from nodes.diffusion.text.encode import encode
+from tests.tolerance import assert_close
 from training.captions import caption_for
 from training.checker import check
 from training.common import (
@@ -98,8 +99,10 @@ def test_app_text_encoding_equals_training_encoding(ckpt):
     app, _ = encode(enc, tok, prompts, settings=ckpt.rules.encoder, window=77)
     with torch.no_grad():
         train = encode_with_grad(enc, tok, token_ids(tok, prompts))
-    torch.testing.assert_close(app, train, rtol=0, atol=1e-6)
-    torch.testing.assert_close(ckpt.clip.encode("").context, train[1:], rtol=0, atol=1e-6)
+    # Same weights, maybe other batch shapes (other kernel blocking): the encoder's rounding bound.
+    bound = {"reduction": enc.config.intermediate, "depth": 2 * enc.config.layers + 2}
+    assert_close(app, train, **bound)
+    assert_close(ckpt.clip.encode("").context, train[1:], **bound)
 
 
 @pytest.fixture(scope="module")

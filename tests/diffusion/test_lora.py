@@ -5,9 +5,9 @@ What is checked, on random LoRAs written to real ``.safetensors`` files:
 * the diffusers <-> LDM module map derived from ``UNetConfig`` agrees with
   diffusers' own ``convert_ldm_unet_checkpoint`` on every tensor (identity);
 * merged Linear weights equal the hand merge ``W + up @ down * alpha/rank * s``
-  (atol 1e-6, fp32); merged conv weights reproduce the LoRA *forward*
-  ``conv(x) + s * alpha/rank * up(down(x))`` (atol 1e-5), which checks the
-  kernel reshape independently of the flatten formula;
+  (fp32 rounding of a rank-length sum); merged conv weights reproduce the LoRA *forward*
+  ``conv(x) + s * alpha/rank * up(down(x))`` (fp32 rounding of the conv's reduction, see
+  ``tests/tolerance.py``), which checks the kernel reshape independently of the flatten formula;
 * the base model is never mutated (same tensors, same storage, same values)
   and untouched parameters are shared with the patched copy, not copied.
 """
@@ -38,12 +38,11 @@ from tests.diffusion.ldm_fixtures import (
     tiny_unet_config,
 )
 from tests.diffusion.text_fixtures import make_hf_clip_sd
+from tests.tolerance import assert_close
 
 torch.set_num_threads(1)
 
 RANK = 4
-LINEAR_ATOL = 1e-6
-CONV_ATOL = 1e-5
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -127,7 +126,7 @@ def _check_merge(base: nn.Module, patched: nn.Module, spec: Spec, strength: floa
         module = base.get_submodule(module_name)
         if isinstance(module, nn.Linear):
             want = p + (up.flatten(1) @ down.flatten(1)).reshape(p.shape) * scale
-            torch.testing.assert_close(got, want, atol=LINEAR_ATOL, rtol=0)
+            assert_close(got, want, reduction=RANK)
         else:
             assert isinstance(module, nn.Conv2d)
             x = torch.randn(2, p.shape[1], 9, 9, generator=torch.Generator().manual_seed(1))
@@ -136,7 +135,8 @@ def _check_merge(base: nn.Module, patched: nn.Module, spec: Spec, strength: floa
             u4 = up if up.ndim == 4 else up[:, :, None, None]
             lora_out = F.conv2d(F.conv2d(x, d4, **kw), u4)
             want = F.conv2d(x, p, module.bias, **kw) + scale * lora_out
-            torch.testing.assert_close(F.conv2d(x, got, module.bias, **kw), want, atol=CONV_ATOL, rtol=0)
+            k = p.shape[1] * p.shape[2] * p.shape[3]  # the conv's reduction length; the LoRA path chains two
+            assert_close(F.conv2d(x, got, module.bias, **kw), want, reduction=k, depth=2)
 
 
 def _unet_inputs(kind: str):
@@ -290,7 +290,7 @@ def test_diffusers_attention_processor_naming() -> None:
     base = "unet.down_blocks.0.attentions.0.transformer_blocks.0.attn1.processor.to_out_lora"
     out = apply_lora(unet, None, {f"{base}.down.weight": down, f"{base}.up.weight": up}, 0.5, 1.0)
     got = out.unet.get_submodule("input_blocks.1.1.transformer_blocks.0.attn1.to_out.0").weight
-    torch.testing.assert_close(got, w + 0.5 * up @ down, atol=LINEAR_ATOL, rtol=0)
+    assert_close(got, w + 0.5 * up @ down, reduction=RANK)
 
 
 def test_conv_lora_tucker_mid_matches_composed_convs() -> None:
@@ -310,7 +310,7 @@ def test_conv_lora_tucker_mid_matches_composed_convs() -> None:
     lora_path = F.conv2d(F.conv2d(F.conv2d(x, down), mid, padding=1), up)
     want = conv(x) + 0.9 * (2.0 / RANK) * lora_path
     got = out.unet.get_submodule(target)(x)
-    torch.testing.assert_close(got, want, atol=CONV_ATOL, rtol=0)
+    assert_close(got, want, reduction=conv.in_channels * 9, depth=3)  # down, 3x3 core, up
 
 
 # ----------------------------------------------------------------------------- SD2 / SDXL
@@ -338,7 +338,7 @@ def test_sd2_linear_projection() -> None:
     out = apply_lora(unet, None, sd, 1.0, 1.0)
     assert out.unmatched == []
     got = out.unet.get_submodule("middle_block.1.proj_out").weight
-    torch.testing.assert_close(got, w + up4.flatten(1) @ down4.flatten(1), atol=LINEAR_ATOL, rtol=0)
+    assert_close(got, w + up4.flatten(1) @ down4.flatten(1), reduction=RANK)
     spec.entries["lora_unet_mid_block_attentions_0_proj_out"] = (
         "middle_block.1.proj_out",
         unet,
@@ -471,6 +471,6 @@ def test_stacked_loras_add_up_and_leave_base_alone() -> None:
     ((_, _, db, ub, _),) = b.entries.values()
     w = unet.get_submodule(target).weight
     want = w + ua @ da * (1.0 / RANK) * 0.5 + ub @ db * (4.0 / RANK) * 2.0
-    torch.testing.assert_close(twice.get_submodule(target).weight, want, atol=LINEAR_ATOL, rtol=0)
+    assert_close(twice.get_submodule(target).weight, want, reduction=2 * RANK)
     _assert_unchanged(unet, snap)
     assert once.get_submodule(target).weight is not twice.get_submodule(target).weight

@@ -16,6 +16,10 @@ from nodes.diffusion.text.tokenizer import ClipTokenizer
 
 VOCAB = 49408
 MAX_POS = 77
+# Rounding bound for parity of these tiny encoders (see tests/tolerance.py): the longest reduction is the
+# MLP's 4 * width inputs; errors add along the residual stream from attention + MLP per layer (up to 3 layers
+# here) plus the final norm and projection.
+CLIP_ROUNDING = {"reduction": 4 * 64, "depth": 2 * 3 + 2}
 
 
 def write_hf_tokenizer_files(tok: ClipTokenizer, directory: Path) -> tuple[Path, Path]:

@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .loading import build_on_meta
+
 __all__ = [
     "ClipTextConfig",
     "ClipTextModel",
@@ -303,8 +305,7 @@ def build_clip_from_state_dict(
     """Infer the config, build on the meta device and assign ``sd`` (HF-named, prefix stripped) in place."""
     sd = clean_hf_clip_state_dict(sd)
     cfg = infer_clip_config(sd, activation, heads)
-    with torch.device("meta"):
-        model = ClipTextModel(cfg)
+    model = build_on_meta(ClipTextModel, cfg)
     model.load_state_dict(sd, strict=True, assign=True)
     return model.eval()
 

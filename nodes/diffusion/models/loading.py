@@ -28,6 +28,7 @@ from typing import Any, TypeVar
 
 import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
 _PREVIEW = 20  # how many key names an error message lists per category
@@ -254,9 +255,42 @@ def has_prefix(state_dict: Mapping[str, Any], prefix: str) -> bool:
 
 
 def build_on_meta(factory: Callable[..., M], *args: Any, **kwargs: Any) -> M:
-    """Construct a module on the meta device: shapes only, no memory, no init cost."""
-    with torch.device("meta"):
+    """Construct a module on the meta device: shapes only, no memory, no init cost.
+
+    Construction runs every submodule's ``reset_parameters()``. On meta tensors that is useless (there is no
+    data) and not free: ``normal_``/``uniform_`` on meta go through ``torch._refs``, whose first use imports
+    ``torch._dynamo`` (~1 s idle, 3.5 s on a loaded machine) -- a cold-start cost for nothing. So the
+    initialisers are skipped while building (``_SkipInitOnMeta``); weights are assigned afterwards anyway.
+    """
+    with torch.device("meta"), _SkipInitOnMeta():
         return factory(*args, **kwargs)
+
+
+# In-place ops that only write values (never shapes, strides or flags): meaningless on a meta tensor.
+_VALUE_ONLY_INPLACE = frozenset({
+    "normal_", "uniform_", "fill_", "zero_", "random_", "bernoulli_", "exponential_", "log_normal_", "cauchy_",
+    "geometric_", "erfinv_", "clamp_", "mul_", "add_", "sub_", "div_", "copy_", "fill_diagonal_",
+})  # fmt: skip
+
+
+class _SkipInitOnMeta(TorchFunctionMode):
+    """Torch-function mode that turns parameter initialisation on meta tensors into a no-op.
+
+    ``torch.nn.init`` functions dispatch through ``__torch_function__`` when a mode is active, and the
+    tensor methods they end in (``normal_``, ``fill_``...) do too; both return their (meta) tensor untouched.
+    A mode rather than a patch of ``torch.nn.init``: modes are thread-local, so a model another thread builds
+    for real at the same time is still initialised.
+    """
+
+    def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+        kwargs = kwargs or {}
+        target = args[0] if args else kwargs.get("tensor")
+        if isinstance(target, torch.Tensor) and target.is_meta and (
+            getattr(func, "__module__", None) == "torch.nn.init"
+            or getattr(func, "__name__", None) in _VALUE_ONLY_INPLACE
+        ):
+            return target
+        return func(*args, **kwargs)
 
 
 def _preview(names: list[str]) -> str:

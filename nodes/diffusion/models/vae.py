@@ -30,6 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .loading import build_on_meta
+
 __all__ = [
     "SD_SCALING_FACTOR",
     "SDXL_SCALING_FACTOR",
@@ -387,8 +389,7 @@ def build_vae_from_state_dict(
 ) -> AutoencoderKL:
     """Infer the config, build on the meta device and assign the (prefix-stripped) tensors in place."""
     cfg = infer_vae_config(sd, scaling_factor, shift_factor)
-    with torch.device("meta"):
-        model = AutoencoderKL(cfg)
+    model = build_on_meta(AutoencoderKL, cfg)
     model.load_state_dict(dict(sd), strict=True, assign=True)
     return model.eval()
 

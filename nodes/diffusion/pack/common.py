@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -71,3 +72,16 @@ def sampling_inputs(model: Any, positive: Any, negative: Any, batch: int, height
             raise NodeInputError(name, str(exc), "encode the prompt with the text encoder(s) made for this "
                                  "model") from None
     return out[0], out[1]
+
+
+def cpu_threads(ctx: Any, modules: Iterable[Any], positions: int) -> AbstractContextManager[Any]:
+    """Intra-op threads for calls of ``modules`` over ``positions`` spatial positions (latent pixels, tokens),
+    chosen by the engine's policy (``nodegraph.threads``: one thread for small work, the user's
+    ``--threads``/``NODEGRAPH_THREADS`` first). Nothing to choose when the models run off the CPU."""
+    from nodegraph.threads import module_work, workload_threads
+
+    modules = [m for m in modules if m is not None]
+    first = next((p for m in modules for p in m.parameters()), None)
+    if first is None or first.device.type != "cpu":
+        return nullcontext()
+    return workload_threads(sum(module_work(m, positions) for m in modules), ctx.settings)

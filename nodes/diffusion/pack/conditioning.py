@@ -18,8 +18,10 @@ def text_encode(ctx: NodeContext, clip, text: str):  # noqa: ANN001, ANN201
         raise NodeInputError("clip", "the checkpoint has no text encoder", "connect a CLIP output that has one")
     import torch
 
+    from .common import cpu_threads
+
     try:
-        with torch.inference_mode():
+        with cpu_threads(ctx, clip.encoders, 77), torch.inference_mode():  # 77 tokens per chunk
             return clip.encode(text)
     except ValueError as exc:  # a text encoder that lacks a part (FLUX CLIP-L or T5 missing)
         raise NodeInputError("clip", str(exc), "load the model's text encoder(s) completely") from None

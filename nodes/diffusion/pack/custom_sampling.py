@@ -29,7 +29,7 @@ from nodegraph.context import NodeContext
 from nodegraph.errors import NodeInputError
 from nodegraph.spec import Combo, Float, In, Int, Out, Seed, node
 
-from .common import SAMPLER_NAMES, SCHEDULER_NAMES, sampling_inputs
+from .common import SAMPLER_NAMES, SCHEDULER_NAMES, cpu_threads, sampling_inputs
 
 
 @dataclass(frozen=True)
@@ -151,7 +151,8 @@ def sampler_custom_advanced(ctx: NodeContext, noise: SeededNoise, guider: CFGGui
     def callback(step: int, n: int, x_cur: Any, denoised: Any) -> None:
         ctx.progress(step + 1, n, latent_preview(denoised))
 
-    with torch.inference_mode():
+    positions = x[:, 0].numel() * (2 if uncond is not None else 1)  # cfg runs the batch twice
+    with cpu_threads(ctx, [model.unet], positions), torch.inference_mode():
         out, x0 = sample_with_sigmas(model.denoiser(), x, sigmas, sampler=sampler.name, seed=noise.seed,
                                      cfg=guider.cfg, cond_kwargs=cond, uncond_kwargs=uncond,
                                      noise_mask=latent_image.noise_mask, callback=callback,

@@ -14,7 +14,7 @@ from nodegraph.context import NodeContext
 from nodegraph.errors import NodeInputError
 from nodegraph.spec import Combo, Float, In, Int, Out, Seed, node
 
-from .common import SAMPLER_NAMES, SCHEDULER_NAMES, sampling_inputs
+from .common import SAMPLER_NAMES, SCHEDULER_NAMES, cpu_threads, sampling_inputs
 
 PREVIEW_EVERY = 1
 
@@ -56,7 +56,8 @@ def run_sampler(ctx: NodeContext, model, positive, negative, latent, *, seed: in
         preview = latent_preview(denoised) if step % PREVIEW_EVERY == 0 or step + 1 == n else None
         ctx.progress(step + 1, n, preview)
 
-    with torch.inference_mode():
+    positions = x[:, 0].numel() * (2 if uncond is not None else 1)  # cfg runs the batch twice
+    with cpu_threads(ctx, [model.unet], positions), torch.inference_mode():
         out = sample(model.denoiser(), model.schedule, x, sampler=sampler_name, scheduler=scheduler, steps=total,
                      seed=seed, cfg=cfg, cond_kwargs=cond, uncond_kwargs=uncond, denoise=denoise,
                      start_step=start_step, end_step=end_step, add_noise=add_noise,

@@ -7,6 +7,13 @@ from nodegraph.errors import NodeInputError
 from nodegraph.spec import In, Int, Out, node
 
 
+def _threads(ctx: NodeContext, vae, images, scale: int = 1):  # noqa: ANN001, ANN202
+    """Threads for a VAE pass over ``images`` (N, C, H, W) whose pixels are ``scale`` x larger."""
+    from .common import cpu_threads
+
+    return cpu_threads(ctx, [vae.vae], images.shape[0] * images.shape[-2] * images.shape[-1] * scale * scale)
+
+
 def _need(vae, name: str = "vae") -> None:  # noqa: ANN001
     if vae is None:
         raise NodeInputError(name, "no VAE (the checkpoint has none)", "load one with Load VAE and connect it")
@@ -27,7 +34,8 @@ def vae_decode(ctx: NodeContext, samples, vae):  # noqa: ANN001, ANN201
     """Latents to pixels."""
     _need(vae)
     _fits(samples, vae)
-    return vae.decode(samples.samples)
+    with _threads(ctx, vae, samples.samples, vae.downscale):
+        return vae.decode(samples.samples)
 
 
 @node("diffusion.vae_decode_tiled", category="latent", display_name="VAE Decode (Tiled)",
@@ -42,7 +50,8 @@ def vae_decode_tiled(ctx: NodeContext, samples, vae, tile_size: int, overlap: in
     f = vae.downscale
     if overlap >= tile_size:
         raise NodeInputError("overlap", "overlap must be smaller than the tile", "lower overlap")
-    return vae.decode(samples.samples, tile=max(1, tile_size // f), overlap=overlap // f)
+    with _threads(ctx, vae, samples.samples, f):
+        return vae.decode(samples.samples, tile=max(1, tile_size // f), overlap=overlap // f)
 
 
 @node("diffusion.vae_encode", category="latent", display_name="VAE Encode",
@@ -52,7 +61,8 @@ def vae_encode(ctx: NodeContext, pixels, vae):  # noqa: ANN001, ANN201
     from ..runtime import Latent
 
     _need(vae)
-    return Latent(vae.encode(pixels), downscale=vae.downscale)
+    with _threads(ctx, vae, pixels.movedim(-1, 1)):
+        return Latent(vae.encode(pixels), downscale=vae.downscale)
 
 
 @node("diffusion.vae_encode_tiled", category="latent", display_name="VAE Encode (Tiled)",
@@ -66,7 +76,8 @@ def vae_encode_tiled(ctx: NodeContext, pixels, vae, tile_size: int, overlap: int
     _need(vae)
     if overlap >= tile_size:
         raise NodeInputError("overlap", "overlap must be smaller than the tile", "lower overlap")
-    return Latent(vae.encode(pixels, tile=tile_size, overlap=overlap), downscale=vae.downscale)
+    with _threads(ctx, vae, pixels.movedim(-1, 1)):
+        return Latent(vae.encode(pixels, tile=tile_size, overlap=overlap), downscale=vae.downscale)
 
 
 @node("diffusion.vae_encode_for_inpaint", category="latent/inpaint", display_name="VAE Encode (for Inpainting)",
@@ -92,7 +103,8 @@ def vae_encode_for_inpaint(ctx: NodeContext, pixels, vae, mask, grow_mask_by: in
     m = m.clamp(0, 1)
     keep = (1 - m.round())[..., None]
     grey = pixels[..., :3] * keep + 0.5 * (1 - keep)
-    return Latent(vae.encode(grey), noise_mask=m, downscale=vae.downscale)
+    with _threads(ctx, vae, pixels.movedim(-1, 1)):
+        return Latent(vae.encode(grey), noise_mask=m, downscale=vae.downscale)
 
 
 NODES = [vae_decode, vae_decode_tiled, vae_encode, vae_encode_tiled, vae_encode_for_inpaint]
