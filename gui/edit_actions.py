@@ -140,6 +140,9 @@ class EditActions:
                              ("Duplicate", self.duplicate), ("Group", lambda: self.group_selection()),
                              ("Delete", self.delete_selection)):
                 menu.addAction(text).triggered.connect(lambda _=False, f=fn: f())
+            subgraphs = getattr(self.parent, "subgraph_actions", None)
+            if subgraphs is not None:
+                subgraphs.context_items(menu, item.node_id)
         else:
             scene_pos = self.view.mapToScene(pos)
             menu.addAction("Add Node…").triggered.connect(lambda _=False: self.view.open_search(scene_pos))

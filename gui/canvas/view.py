@@ -278,7 +278,7 @@ class GraphView(QGraphicsView):
     def add_node(self, type_id: str, scene_pos: QPointF, pending: tuple[str, str, str] | None = None) -> str:
         """Add a node at ``scene_pos`` (and wire it to ``pending`` port); one undo step."""
         sc = self.gscene
-        spec = sc.registry.get(type_id)
+        spec = sc.spec(type_id)
         pos = [round(scene_pos.x()), round(scene_pos.y() - TITLE_H / 2)]
         if pending is not None and pending[0] == "in":
             pos[0] -= 240  # the new node feeds the input: put it on the left

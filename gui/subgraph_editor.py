@@ -1,0 +1,286 @@
+"""Editing subgraph definitions on the canvas: which graph is shown, and how edits
+made inside a definition reach the document.
+
+The document (``scene.root``) stores each definition as a *value*
+(:class:`nodegraph.subgraph.SubgraphDef`, never mutated: a run or a validation
+snapshot may hold it).  To edit one, the editor keeps a **working graph** per
+definition -- a private copy that the canvas shows and the undo commands change
+like any graph.  Every change of a working graph is committed at once as a new
+definition object in the root (so every instance, the validator, the next run
+and Save see it), built from the working graph and the definition's interface.
+The working graph lives as long as the document: an undo step recorded inside
+a subgraph still applies after the user went back up.
+
+Versioning follows the engine's rule (editing makes a new version, pinned
+instances keep the old one): the first commit after opening a definition moves
+the version it had into ``history``; later commits of the same visit update it.
+
+Inner nodes' run events carry path ids (``outer/inner``); :meth:`SubgraphEditor.local`
+maps them to the node shown at the current level (the instance that contains them).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from PySide6.QtCore import QObject, Signal
+
+from nodegraph import Graph, GraphChange, NodeSpec, Registry
+from nodegraph.subgraph import SEP, SubgraphDef, SubgraphInput, SubgraphOutput, is_instance, lookup, parse_type
+
+
+class EditError(ValueError):
+    """An editor action that cannot be done here (message is for the user)."""
+
+
+@dataclass
+class Session:
+    """One definition being edited: its working graph and its (unpruned) interface."""
+
+    def_id: str
+    working: Graph
+    base: SubgraphDef  # interface as last set; targets may name nodes an inner edit removed (undo brings them back)
+    committed: SubgraphDef  # the object last stored in the root
+    bumped: bool = False  # a new version was made during the current visit
+    unsubscribe: Any = None
+
+
+@dataclass
+class _RunMap:
+    """Which inner nodes of a run each shown instance still waits for."""
+
+    pending: dict[str, set[str]] = field(default_factory=dict)
+
+
+class SpecSource:
+    """``registry.get`` that also knows subgraph instances (of the document or the library).
+    Passed where engine helpers expect a registry for spec look-ups (``extract``)."""
+
+    def __init__(self, editor: SubgraphEditor) -> None:
+        self.editor = editor
+
+    def get(self, type_id: str) -> NodeSpec | None:
+        return self.editor.spec(type_id)
+
+
+class SubgraphEditor(QObject):
+    """Navigation (the path of opened instances) and the working graphs of one canvas."""
+
+    pathChanged = Signal()
+
+    def __init__(self, scene: Any, registry: Registry) -> None:
+        super().__init__(scene)
+        self.scene = scene
+        self.registry = registry
+        self.sessions: dict[str, Session] = {}
+        self.path: list[tuple[str, str]] = []  # (instance node id in the parent, definition id), root first
+        self.run = _RunMap()
+        self._root_unsub: Any = None
+        scene.spec_resolver = self.spec
+        self.reset()
+
+    @property
+    def root(self) -> Graph:
+        return self.scene.root
+
+    # -- specs -------------------------------------------------------------------------------
+    def spec(self, type_id: str) -> NodeSpec | None:
+        """An installed node's spec, or an instance's interface (pinned version honoured)."""
+        spec = self.registry.get(type_id)
+        if spec is None and is_instance(type_id):
+            defn = lookup(type_id, self.root, self.registry)
+            spec = defn.node_spec(type_id) if defn is not None else None
+        return spec
+
+    def local_specs(self) -> list[NodeSpec]:
+        """The document's own definitions, as the node search lists them."""
+        return [d.node_spec() for d in self.root.subgraphs.values()]
+
+    def definition(self, def_id: str) -> SubgraphDef | None:
+        return self.root.subgraphs.get(def_id)
+
+    # -- document lifecycle --------------------------------------------------------------------
+    def reset(self) -> None:
+        """A different document is shown: forget every working graph and go to the top."""
+        for s in self.sessions.values():
+            s.unsubscribe()
+        self.sessions.clear()
+        self.path = []
+        self.run = _RunMap()
+        if self._root_unsub is not None:
+            self._root_unsub()
+        self._root_unsub = self.root.subscribe(self._on_root_change)
+        self.pathChanged.emit()
+
+    def _on_root_change(self, ch: GraphChange) -> None:
+        if ch.kind != "subgraph_changed":
+            return
+        if ch.new is None and any(d == ch.key for _, d in self.path):  # e.g. "Convert" undone from inside
+            depth = next(i for i, (_, d) in enumerate(self.path) if d == ch.key)
+            self.go_to(depth)
+            return
+        old, new = ch.old, ch.new
+        if old is not None and new is not None and (old.inputs, old.outputs, old.name) != (
+                new.inputs, new.outputs, new.name):
+            self._reshow_if_used(ch.key)
+        if self.scene.graph is not self.root:
+            self.scene.graphChanged.emit()  # validation and autosave follow the document, not the view
+
+    def _reshow_if_used(self, def_id: str) -> None:
+        """Instance nodes draw their ports from the interface: redraw the level if it shows one."""
+        for n in self.scene.graph.nodes.values():
+            parsed = parse_type(n.type)
+            if parsed is not None and parsed[0] == def_id:
+                selected = self.scene.selected_node_ids()
+                self.scene.set_graph(self.scene.graph, root=self.root)
+                self.scene.select_nodes(selected)
+                return
+
+    # -- sessions ------------------------------------------------------------------------------
+    def session(self, def_id: str) -> Session:
+        """The working graph of ``def_id`` (made on first use, from the stored definition)."""
+        current = self.root.subgraphs.get(def_id)
+        if current is None:
+            raise EditError(f"subgraph {def_id!r} is not defined in this workflow")
+        s = self.sessions.get(def_id)
+        if s is not None and s.committed is current:
+            return s
+        if s is not None:  # replaced by something else (a file reload): its old edits no longer apply
+            s.unsubscribe()
+        working = current.graph.copy()
+        s = Session(def_id, working, current, current)
+        s.unsubscribe = working.subscribe(lambda ch, s=s: self._on_working_change(s, ch))
+        self.sessions[def_id] = s
+        return s
+
+    def _on_working_change(self, s: Session, ch: GraphChange) -> None:
+        if ch.kind != "subgraph_changed":
+            self.commit(s)
+
+    def commit(self, s: Session) -> None:
+        """Store the working graph (and interface) as the definition in the root."""
+        current = self.root.subgraphs.get(s.def_id)
+        if current is None:
+            return  # the definition was removed (its creation undone); nothing to update
+        defn = _pruned(replace(s.base, graph=s.working.copy(), version=current.version, history=current.history))
+        if not s.bumped:
+            history = {**current.history, current.version: replace(current, history={})}
+            defn = replace(defn, version=max(current.version, *history) + 1, history=history)
+            s.bumped = True
+        s.committed = defn
+        self.root.set_subgraph(defn)
+
+    def set_interface(self, def_id: str, inputs: tuple[SubgraphInput, ...], outputs: tuple[SubgraphOutput, ...],
+                      name: str | None = None) -> None:
+        """Replace the interface of a definition (undoable through gui.subgraph_commands)."""
+        s = self.session(def_id)
+        s.base = replace(s.base, inputs=inputs, outputs=outputs, name=s.base.name if name is None else name)
+        self.commit(s)
+
+    # -- navigation ----------------------------------------------------------------------------
+    def open(self, node_id: str) -> None:
+        """Show the inside of instance ``node_id`` of the shown graph."""
+        node = self.scene.graph.nodes.get(node_id)
+        parsed = parse_type(node.type) if node is not None else None
+        if node is None or parsed is None:
+            raise EditError("select a subgraph node to open")
+        def_id, version = parsed
+        defn = self.root.subgraphs.get(def_id)
+        if defn is None:
+            raise EditError(f"subgraph {def_id!r} is a library component: copy it into the workflow to edit it")
+        if version is not None and version != defn.version:
+            raise EditError(f"this node pins version {version} of {defn.name or def_id!r}; change it to follow the "
+                            f"latest version (v{defn.version}) to edit the definition")
+        if any(d == def_id for _, d in self.path):
+            raise EditError(f"{defn.name or def_id!r} is already open (a subgraph that contains itself)")
+        s = self.session(def_id)
+        s.bumped = False
+        self.path.append((node_id, def_id))
+        self._show()
+
+    def go_to(self, depth: int) -> None:
+        """Show level ``depth`` (0: the workflow itself)."""
+        depth = max(0, min(depth, len(self.path)))
+        if depth == len(self.path) and self.scene.graph is self._graph_at(depth):
+            return
+        del self.path[depth:]
+        self._show()
+
+    def go_up(self) -> bool:
+        if not self.path:
+            return False
+        self.go_to(len(self.path) - 1)
+        return True
+
+    def _graph_at(self, depth: int) -> Graph:
+        return self.root if depth == 0 else self.session(self.path[depth - 1][1]).working
+
+    def _show(self) -> None:
+        self.scene.close_editor(commit=True)
+        self.scene.set_graph(self._graph_at(len(self.path)), root=self.root)
+        self.pathChanged.emit()
+
+    def labels(self) -> list[str]:
+        """Breadcrumb text: the workflow, then each opened subgraph's name."""
+        out = ["Workflow"]
+        for _, def_id in self.path:
+            d = self.root.subgraphs.get(def_id)
+            out.append(d.name if d is not None and d.name else def_id)
+        return out
+
+    # -- run events ----------------------------------------------------------------------------
+    def prefix(self) -> str:
+        return "".join(nid + SEP for nid, _ in self.path)
+
+    def local(self, path_id: str | None) -> str | None:
+        """The shown node an engine node id (a path) belongs to, or None if it is not on this level."""
+        if not path_id:
+            return None
+        p = self.prefix()
+        if not path_id.startswith(p):
+            return None
+        return path_id[len(p):].split(SEP, 1)[0]
+
+    def run_started(self, node_ids: list[str]) -> None:
+        self.run = _RunMap()
+        for nid in node_ids:
+            lid = self.local(nid)
+            if lid is not None:
+                self.run.pending.setdefault(lid, set()).add(nid)
+
+    def run_node_finished(self, path_id: str) -> bool:
+        """Forget a finished node; True when its shown node has nothing left to run."""
+        lid = self.local(path_id)
+        left = self.run.pending.get(lid or "")
+        if left is None:
+            return True
+        left.discard(path_id)
+        return not left
+
+    def reveal(self, path_id: str) -> str | None:
+        """Navigate to the level holding ``path_id`` (a problem's node); returns its id there."""
+        parts = path_id.split(SEP)
+        if len(parts) == 1:
+            if self.path:
+                self.go_to(0)
+            return path_id
+        self.go_to(0)
+        try:
+            for nid in parts[:-1]:
+                self.open(nid)
+        except EditError:
+            return self.local(path_id)
+        return parts[-1]
+
+
+def _pruned(defn: SubgraphDef) -> SubgraphDef:
+    """The interface restricted to what the inner graph still has: targets on removed nodes
+    or on inputs now fed by an inner link, outputs from removed nodes (kept unconnected)."""
+    g = defn.graph
+    inputs = tuple(replace(i, targets=tuple((n, p) for n, p in i.targets
+                                            if n in g.nodes and g.link_into(n, p) is None))
+                   for i in defn.inputs)
+    outputs = tuple(o if o.source is None or o.source[0] in g.nodes else replace(o, source=None)
+                    for o in defn.outputs)
+    return replace(defn, inputs=inputs, outputs=outputs)
