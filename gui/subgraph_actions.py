@@ -29,6 +29,7 @@ from PySide6.QtWidgets import (
 from nodegraph.subgraph import _NAME_RE, SubgraphDef, is_instance, parse_type
 
 from .canvas.breadcrumb import BreadcrumbBar
+from .canvas.subgraph_marks import SubgraphMarks
 from .subgraph_commands import (
     AddDefinitionCommand,
     ConvertToSubgraphCommand,
@@ -59,6 +60,8 @@ class SubgraphActions(QObject):
         self.editor = SubgraphEditor(win.scene, win.registry)
         self._views: list[tuple[QTransform, QPointF]] = []  # the view of each level above, to restore on the way up
         self._install_breadcrumb()
+        self.marks = SubgraphMarks(self.scene, self.editor)
+        self.editor.shownDefinitionChanged.connect(self.marks.label_boundary)
         self.view.search.extra_specs = self.editor.local_specs
         self.view.installEventFilter(self)
         self.view.viewport().installEventFilter(self)

@@ -67,7 +67,8 @@ class SpecSource:
 class SubgraphEditor(QObject):
     """Navigation (the path of opened instances) and the working graphs of one canvas."""
 
-    pathChanged = Signal()
+    pathChanged = Signal()  # another level is shown (or the shown level was redrawn)
+    shownDefinitionChanged = Signal()  # the definition whose inside is shown was committed
 
     def __init__(self, scene: Any, registry: Registry) -> None:
         super().__init__(scene)
@@ -100,6 +101,10 @@ class SubgraphEditor(QObject):
     def definition(self, def_id: str) -> SubgraphDef | None:
         return self.root.subgraphs.get(def_id)
 
+    def shown_definition(self) -> SubgraphDef | None:
+        """The definition whose inside the canvas shows (None at the top level)."""
+        return self.root.subgraphs.get(self.path[-1][1]) if self.path else None
+
     # -- document lifecycle --------------------------------------------------------------------
     def reset(self) -> None:
         """A different document is shown: forget every working graph and go to the top."""
@@ -124,6 +129,8 @@ class SubgraphEditor(QObject):
         if old is not None and new is not None and (old.inputs, old.outputs, old.name) != (
                 new.inputs, new.outputs, new.name):
             self._reshow_if_used(ch.key)
+        if self.path and ch.key == self.path[-1][1]:
+            self.shownDefinitionChanged.emit()
         if self.scene.graph is not self.root:
             self.scene.graphChanged.emit()  # validation and autosave follow the document, not the view
 
@@ -135,6 +142,7 @@ class SubgraphEditor(QObject):
                 selected = self.scene.selected_node_ids()
                 self.scene.set_graph(self.scene.graph, root=self.root)
                 self.scene.select_nodes(selected)
+                self.pathChanged.emit()  # items were rebuilt: marks and problem markers again
                 return
 
     # -- sessions ------------------------------------------------------------------------------

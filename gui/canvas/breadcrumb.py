@@ -8,7 +8,7 @@ from PySide6.QtWidgets import QHBoxLayout, QLabel, QToolButton, QWidget
 
 
 class BreadcrumbBar(QWidget):
-    """``Workflow › Hires fix › Sharpen``; ``levelClicked(depth)`` (0 = the workflow).
+    """``Workflow > Hires fix > Sharpen``; ``levelClicked(depth)`` (0 = the workflow).
     Hidden at the top level, where there is nothing to go back to."""
 
     levelClicked = Signal(int)
@@ -31,7 +31,7 @@ class BreadcrumbBar(QWidget):
         self.buttons = []
         for depth, text in enumerate(labels):
             if depth:
-                self._layout.addWidget(QLabel("›"))
+                self._layout.addWidget(QLabel(">"))
             b = QToolButton()
             b.setText(text)
             b.setAutoRaise(True)

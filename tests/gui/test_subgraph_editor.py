@@ -8,6 +8,7 @@ from __future__ import annotations
 from PySide6.QtCore import Qt
 from PySide6.QtTest import QTest
 
+from gui.canvas.subgraph_marks import PortLabel, SubgraphBadge
 from gui.search import search
 from nodegraph import Graph, NodeProgress
 from nodegraph.subgraph import extract
@@ -64,6 +65,8 @@ def test_convert_open_edit_go_up_undo_redo_save_reopen(window, qtbot, tmp_path):
     assert window.scene.graph is not g and set(window.scene.graph.nodes) == {"b"}
     assert sa.breadcrumb.isVisible() and [b.text() for b in sa.breadcrumb.buttons] == ["Workflow", "Filter"]
     assert window.graph is g  # the document stays the workflow
+    labels = {c.text() for c in window.scene.node_items["b"].childItems() if isinstance(c, PortLabel)}
+    assert labels == {"in: image", "out: IMAGE"}  # where the interface enters and leaves
 
     window.scene.set_value("b", "steps", 3)  # an edit inside changes the definition
     assert inner_steps(window) == 3
@@ -73,7 +76,7 @@ def test_convert_open_edit_go_up_undo_redo_save_reopen(window, qtbot, tmp_path):
 
     key(window, Qt.Key.Key_Escape)
     assert window.scene.graph is g and not sa.breadcrumb.isVisible()
-    assert inst in window.scene.node_items
+    assert any(isinstance(c, SubgraphBadge) for c in window.scene.node_items[inst].childItems())
 
     key(window, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)  # undo the inner edit from the top level
     assert inner_steps(window) == 2
@@ -230,3 +233,17 @@ def test_pinned_instance_is_not_opened_for_editing(window):
     window.graph.nodes[inst].type = "subgraph:subgraph_1@1"
     assert not window.subgraph_actions.open(inst)
     assert "pins version 1" in window.last_error
+
+
+def test_inner_problem_marks_the_instance_and_focus_opens_it(window, qtbot):
+    window.set_graph(chain(), None)
+    inst = convert(window, ["b"])
+    window.subgraph_actions.open(inst)
+    window.scene.set_value("b", "strength", 7.0)  # above the input's maximum (1.0)
+    window.subgraph_actions.go_up()
+    problems = window.revalidate()
+    assert [(p.node_id, p.input) for p in problems] == [(f"{inst}/b", "strength")]
+    assert window.scene.issues[inst] == [(None, problems[0].message)]  # on the subgraph node, no inner port
+    window.focus_node(f"{inst}/b")  # what a click in the Problems panel does
+    assert window.scene.graph is not window.graph and window.scene.selected_node_ids() == ["b"]
+    assert window.scene.issues["b"] == [("strength", problems[0].message)]
