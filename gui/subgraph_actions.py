@@ -26,7 +26,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from nodegraph.subgraph import _NAME_RE, SubgraphDef, is_instance, parse_type
+from nodegraph.subgraph import _NAME_RE, SubgraphDef, extract, is_instance, parse_type
 
 from .canvas.breadcrumb import BreadcrumbBar
 from .canvas.subgraph_marks import SubgraphMarks
@@ -37,7 +37,7 @@ from .subgraph_commands import (
     UnpackCommand,
     promoted_input,
 )
-from .subgraph_editor import EditError, SubgraphEditor
+from .subgraph_editor import EditError, SpecSource, SubgraphEditor
 
 if TYPE_CHECKING:
     from .main_window import MainWindow
@@ -131,12 +131,13 @@ class SubgraphActions(QObject):
         if name is None:
             return None
         self.scene.close_editor(commit=True)
-        command = ConvertToSubgraphCommand(self.editor, self.scene.graph, ids, def_id, name)
-        try:
-            self.undo.push(command)
-        except ValueError as exc:  # SubgraphError: nothing was changed
+        try:  # a dry run on a copy: an exception inside QUndoStack.push would leave a broken entry
+            extract(self.scene.graph.copy(), SpecSource(self.editor), ids, def_id, name=name)  # type: ignore[arg-type]
+        except ValueError as exc:  # SubgraphError / GraphError: nothing was changed
             self._fail(str(exc))
             return None
+        command = ConvertToSubgraphCommand(self.editor, self.scene.graph, ids, def_id, name)
+        self.undo.push(command)
         assert command.instance is not None
         self.scene.select_nodes([command.instance.id])
         return command.instance.id
