@@ -97,6 +97,7 @@ def test_convert_open_edit_go_up_undo_redo_save_reopen(window, qtbot, tmp_path):
     assert window.open_path(path, ask=False)
     g2 = window.graph
     assert g2.node(inst).type == "subgraph:subgraph_1" and inner_steps(window) == 3
+    assert g2.subgraphs["subgraph_1"].version == 2 and set(g2.subgraphs["subgraph_1"].history) == {1}
     assert g2.link_into(inst, "image").src == "a"
     double_click(window, inst)  # reopened: still editable
     assert set(window.scene.graph.nodes) == {"b"}
