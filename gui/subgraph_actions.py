@@ -337,8 +337,11 @@ class InterfaceDialog(QDialog):
         lay.addWidget(buttons)
 
     def result_edit(self) -> InterfaceEdit | None:
-        if self.exec() != QDialog.DialogCode.Accepted:
-            return None
+        """Ask (modal); None if cancelled."""
+        return self.edit() if self.exec() == QDialog.DialogCode.Accepted else None
+
+    def edit(self) -> InterfaceEdit:
+        """The change the fields describe now."""
         change = InterfaceEdit(name=self.name.text().strip() or None)
         for kind, old, edit, remove in self.rows:
             target = change.inputs if kind == "input" else change.outputs

@@ -95,8 +95,10 @@ class SubgraphEditor(QObject):
         return spec
 
     def local_specs(self) -> list[NodeSpec]:
-        """The document's own definitions, as the node search lists them."""
-        return [d.node_spec() for d in self.root.subgraphs.values()]
+        """The document's own definitions, as the node search lists them (not those open on the
+        way here: a definition placed inside itself could never be expanded)."""
+        open_ids = {d for _, d in self.path}
+        return [d.node_spec() for d in self.root.subgraphs.values() if d.id not in open_ids]
 
     def definition(self, def_id: str) -> SubgraphDef | None:
         return self.root.subgraphs.get(def_id)

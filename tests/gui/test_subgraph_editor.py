@@ -248,3 +248,33 @@ def test_inner_problem_marks_the_instance_and_focus_opens_it(window, qtbot):
     window.focus_node(f"{inst}/b")  # what a click in the Problems panel does
     assert window.scene.graph is not window.graph and window.scene.selected_node_ids() == ["b"]
     assert window.scene.issues["b"] == [("strength", problems[0].message)]
+
+
+def test_interface_dialog_and_context_menu_entries(window):
+    from PySide6.QtWidgets import QMenu
+
+    from gui.subgraph_actions import InterfaceDialog
+
+    window.set_graph(chain(), None)
+    inst = convert(window, ["b"])
+    dlg = InterfaceDialog(window.graph.subgraphs["subgraph_1"], window)
+    (_, _, in_edit, _), (_, _, _, out_remove) = dlg.rows
+    in_edit.setText("picture")
+    out_remove.setChecked(True)
+    change = dlg.edit()
+    assert (change.inputs, change.outputs, change.name) == ({"image": "picture"}, {"IMAGE": None}, "Filter")
+    menu = QMenu()
+    window.subgraph_actions.context_items(menu, inst)
+    texts = [a.text() for a in menu.actions() if a.text()]
+    assert texts == ["Convert to Subgraph", "Open Subgraph", "Edit Interface…", "Promote Inner Widget…", "Unpack"]
+
+
+def test_search_inside_a_subgraph_does_not_offer_the_subgraph_itself(window):
+    window.set_graph(chain(), None)
+    inst = convert(window, ["b"])
+    window.scene.select_nodes(["a"])
+    convert(window, ["a"], "Source")
+    assert {s.type_id for s in window.subgraph_actions.editor.local_specs()} == {"subgraph:subgraph_1",
+                                                                                "subgraph:subgraph_2"}
+    window.subgraph_actions.open(inst)
+    assert [s.type_id for s in window.subgraph_actions.editor.local_specs()] == ["subgraph:subgraph_2"]
