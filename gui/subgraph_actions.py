@@ -26,7 +26,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from nodegraph import WorkflowFileError
 from nodegraph.subgraph import _NAME_RE, SubgraphDef, extract, is_instance, parse_type
+from nodegraph.workflow import subgraph_to_dict, subgraphs_from_dict
 
 from .canvas.breadcrumb import BreadcrumbBar
 from .canvas.subgraph_marks import SubgraphMarks
@@ -260,6 +262,35 @@ class SubgraphActions(QObject):
                     label = n.title or (spec.display_name if spec else n.type)
                     out[f"{label} [{n.id}].{inp.name}"] = (n.id, inp)
         return out
+
+    # -- clipboard -------------------------------------------------------------------------------
+    def attach_definitions(self, doc: dict[str, Any]) -> None:
+        """Add the definitions a copied fragment's subgraph nodes need (nested ones too), so
+        a paste into another workflow or window brings them along."""
+        root, table = self.editor.root, {}
+        todo = [n["type"] for n in doc.get("nodes", {}).values()]
+        while todo:
+            parsed = parse_type(todo.pop())
+            defn = root.subgraphs.get(parsed[0]) if parsed is not None else None
+            if defn is None or defn.id in table:
+                continue
+            table[defn.id] = subgraph_to_dict(defn)
+            for d in (defn, *defn.history.values()):
+                todo += [n.type for n in d.graph.nodes.values()]
+        if table:
+            doc["subgraphs"] = table
+
+    def add_missing_definitions(self, doc: dict[str, Any]) -> None:
+        """Before a paste: definitions the fragment carries that this workflow lacks (undoable).
+        A definition the workflow already has is kept as it is."""
+        try:
+            defs = subgraphs_from_dict(doc.get("subgraphs") or {})
+        except (WorkflowFileError, ValueError) as exc:  # hand-edited clipboard: paste the nodes, say why
+            self.win.statusBar().showMessage(f"Subgraph definitions not pasted: {exc}", 6000)
+            return
+        for d in defs:
+            if d.id not in self.editor.root.subgraphs:
+                self.undo.push(AddDefinitionCommand(self.editor.root, d))
 
     def focus(self, path_id: str) -> None:
         """Show a node named by path (a problem's node): open the subgraphs on the way."""

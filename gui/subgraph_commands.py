@@ -285,10 +285,11 @@ def _apply(op: tuple[Any, ...], *, forward: bool) -> None:
 
 
 class AddDefinitionCommand(QUndoCommand):
-    """Copy a library component (registry.subgraphs) into the workflow so it can be edited."""
+    """Add a definition the workflow lacks: a library component (registry.subgraphs) opened
+    for editing, or one that came with pasted subgraph nodes."""
 
     def __init__(self, root: Graph, defn: SubgraphDef) -> None:
-        super().__init__(f"Copy {defn.name or defn.id} into the workflow")
+        super().__init__(f"Add subgraph {defn.name or defn.id} to the workflow")
         self.root, self.defn = root, replace(defn, graph=defn.graph.copy())
 
     def redo(self) -> None:

@@ -278,3 +278,20 @@ def test_search_inside_a_subgraph_does_not_offer_the_subgraph_itself(window):
                                                                                 "subgraph:subgraph_2"}
     window.subgraph_actions.open(inst)
     assert [s.type_id for s in window.subgraph_actions.editor.local_specs()] == ["subgraph:subgraph_2"]
+
+
+def test_copy_paste_into_another_workflow_brings_the_definitions(window):
+    window.set_graph(chain(), None)
+    outer = convert(window, ["a", "b"], "Outer")
+    window.subgraph_actions.open(outer)
+    convert(window, ["b"], "Inner")  # nested: the copied node needs both definitions
+    window.subgraph_actions.go_up()
+    window.scene.select_nodes([outer])
+    window.copy()
+    window.set_graph(Graph(), None)
+    (pasted,) = window.paste()
+    assert set(window.graph.subgraphs) == {"subgraph_1", "subgraph_2"}
+    assert window.graph.node(pasted).type == "subgraph:subgraph_1"
+    assert window.revalidate() == []  # no "unknown subgraph": its definitions came along
+    window.undo.undo()  # one step: the node and the definitions it brought
+    assert not window.graph.nodes and not window.graph.subgraphs
