@@ -30,6 +30,7 @@ from nodegraph import (
 from . import commands as cmd
 from .panels.problems import Problem
 from .seeds import next_seeds
+from .subgraph_editor import SpecSource
 
 if TYPE_CHECKING:
     from .main_window import MainWindow
@@ -176,7 +177,8 @@ class RunPresenter(QObject):
         was pressed, and runs queued back to back each get a new seed (applying it only
         when a run *finishes* would queue the same seed several times)."""
         graph, undo = self.scene.root, self.win.undo
-        updates = next_seeds(graph, self.win.registry)
+        specs = SpecSource(self.win.subgraph_actions.editor)  # promoted seeds on subgraph nodes too
+        updates = next_seeds(graph, specs)  # type: ignore[arg-type]
         if updates and self._runnable():
             undo.beginMacro("Update seeds after run")
             for nid, name, value in updates:

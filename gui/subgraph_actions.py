@@ -134,15 +134,32 @@ class SubgraphActions(QObject):
             return None
         self.scene.close_editor(commit=True)
         try:  # a dry run on a copy: an exception inside QUndoStack.push would leave a broken entry
-            extract(self.scene.graph.copy(), SpecSource(self.editor), ids, def_id, name=name)  # type: ignore[arg-type]
+            extract(self.scene.graph.copy(), SpecSource(self.editor), ids, def_id,  # type: ignore[arg-type]
+                    promote=list(self._changing_seeds(ids)), name=name)
         except ValueError as exc:  # SubgraphError / GraphError: nothing was changed
             self._fail(str(exc))
             return None
-        command = ConvertToSubgraphCommand(self.editor, self.scene.graph, ids, def_id, name)
+        command = ConvertToSubgraphCommand(self.editor, self.scene.graph, ids, def_id, name,
+                                           promote=self._changing_seeds(ids))
         self.undo.push(command)
         assert command.instance is not None
         self.scene.select_nodes([command.instance.id])
         return command.instance.id
+
+    def _changing_seeds(self, ids: list[str]) -> dict[tuple[str, str], str]:
+        """Seeds set to change after each run ("randomize", "increment"…) among the selected
+        nodes: promoted by Convert, since seed control acts on the nodes of the workflow's top
+        level -- inside a subgraph the seed would silently stay the same."""
+        g, out = self.scene.graph, {}
+        for nid in ids:
+            node = g.node(nid)
+            ctl = node.ui.get("seed_control")
+            spec = self.editor.spec(node.type)
+            for name, mode in (ctl.items() if isinstance(ctl, dict) and spec is not None else ()):
+                inp = spec.input(name)
+                if mode != "fixed" and inp is not None and inp.has_widget and g.link_into(nid, name) is None:
+                    out[(nid, name)] = str(mode)
+        return out
 
     def open_selected(self) -> None:
         nid = self._selected_instance()

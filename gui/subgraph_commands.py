@@ -52,11 +52,13 @@ class ConvertToSubgraphCommand(QUndoCommand):
     Uses :func:`nodegraph.subgraph.extract` (same results and cache keys as before)."""
 
     def __init__(self, editor: SubgraphEditor, graph: Graph, node_ids: list[str], def_id: str, name: str = "",
-                 promote: list[tuple[str, str]] | None = None) -> None:
+                 promote: dict[tuple[str, str], str] | None = None) -> None:
+        """``promote``: inner (node, input) widgets to promote -> their seed control ("fixed", "randomize"…),
+        which moves to the instance node so the seed keeps changing after each run."""
         super().__init__(f"Convert {len(node_ids)} node(s) to subgraph")
         self.editor, self.graph = editor, graph
         self.ids = [n for n in node_ids if n in graph.nodes]
-        self.def_id, self.name, self.promote = def_id, name, list(promote or [])
+        self.def_id, self.name, self.promote = def_id, name, dict(promote or {})
         self.instance: Node | None = None
         self._nodes: list[Node] = []
         self._links: list[Link] = []
@@ -75,6 +77,10 @@ class ConvertToSubgraphCommand(QUndoCommand):
                 self.graph.remove_subgraph(self.def_id)
                 root.set_subgraph(self._through_parent(defn, inst.id))
             self.graph.set_ui(inst.id, "pos", pos)
+            controls = {i.name: self.promote[i.targets[0]] for i in defn.inputs
+                        if len(i.targets) == 1 and i.targets[0] in self.promote and i.widget is not None}
+            if any(mode != "fixed" for mode in controls.values()):
+                self.graph.set_ui(inst.id, "seed_control", controls)
             self.instance = inst
             self._inst_links = _touching(self.graph, {inst.id})
             return

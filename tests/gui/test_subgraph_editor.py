@@ -295,3 +295,21 @@ def test_copy_paste_into_another_workflow_brings_the_definitions(window):
     assert window.revalidate() == []  # no "unknown subgraph": its definitions came along
     window.undo.undo()  # one step: the node and the definitions it brought
     assert not window.graph.nodes and not window.graph.subgraphs
+
+
+def test_convert_promotes_changing_seeds_and_they_advance_after_a_run(window, qtbot):
+    RELEASE.set()
+    window.set_graph(chain(), None)
+    window.graph.set_ui("a", "seed_control", {"seed": "increment"})
+    inst = convert(window, ["a", "b"])
+    g = window.graph
+    (seed_in,) = [i for i in g.subgraphs["subgraph_1"].inputs if i.name == "seed"]
+    assert seed_in.targets == (("a", "seed"),) and g.node(inst).values["seed"] == 5
+    assert g.node(inst).ui["seed_control"] == {"seed": "increment"}
+    window.run()
+    qtbot.waitUntil(lambda: window.last_report is not None, timeout=10_000)
+    assert window.last_report.status == "ok"
+    assert g.node(inst).values["seed"] == 6  # the run used 5; the next one gets 6
+    window.undo.undo()  # the seed update
+    window.undo.undo()  # the conversion
+    assert g.node("a").ui["seed_control"] == {"seed": "increment"} and g.node("a").values["seed"] == 5
