@@ -77,6 +77,10 @@ class SubgraphEditor(QObject):
         self.sessions: dict[str, Session] = {}
         self.path: list[tuple[str, str]] = []  # (instance node id in the parent, definition id), root first
         self.run = _RunMap()
+        # What a run showed on each level (state, preview, text by node), kept while another
+        # level is shown: going into a subgraph and back must not wipe the last run's previews.
+        self.looks: dict[str, dict[str, tuple[Any, Any, Any]]] = {}
+        self._shown = ""  # prefix of the level on the canvas
         self._root_unsub: Any = None
         scene.spec_resolver = self.spec
         self.reset()
@@ -115,6 +119,8 @@ class SubgraphEditor(QObject):
         self.sessions.clear()
         self.path = []
         self.run = _RunMap()
+        self.looks.clear()
+        self._shown = ""
         if self._root_unsub is not None:
             self._root_unsub()
         self._root_unsub = self.root.subscribe(self._on_root_change)
@@ -142,7 +148,9 @@ class SubgraphEditor(QObject):
             parsed = parse_type(n.type)
             if parsed is not None and parsed[0] == def_id:
                 selected = self.scene.selected_node_ids()
+                self._stash_looks()
                 self.scene.set_graph(self.scene.graph, root=self.root)
+                self._restore_looks()
                 self.scene.select_nodes(selected)
                 self.pathChanged.emit()  # items were rebuilt: marks and problem markers again
                 return
@@ -228,8 +236,30 @@ class SubgraphEditor(QObject):
 
     def _show(self) -> None:
         self.scene.close_editor(commit=True)
+        self._stash_looks()
         self.scene.set_graph(self._graph_at(len(self.path)), root=self.root)
+        self._shown = self.prefix()
+        self._restore_looks()
         self.pathChanged.emit()
+
+    def _stash_looks(self) -> None:
+        sc = self.scene
+        looks = {nid: (sc.states.get(nid), item.preview, sc.node_text.get(nid))
+                 for nid, item in sc.node_items.items()
+                 if nid in sc.states or item.preview is not None or nid in sc.node_text}
+        self.looks[self._shown] = looks
+
+    def _restore_looks(self) -> None:
+        sc = self.scene
+        for nid, (state, preview, text) in self.looks.pop(self._shown, {}).items():
+            if nid not in sc.node_items:
+                continue
+            if state is not None:
+                sc.set_state(nid, state)
+            if preview is not None:
+                sc.set_preview(nid, preview)
+            if text:
+                sc.set_node_text(nid, text)
 
     def labels(self) -> list[str]:
         """Breadcrumb text: the workflow, then each opened subgraph's name."""
@@ -254,6 +284,7 @@ class SubgraphEditor(QObject):
 
     def run_started(self, node_ids: list[str]) -> None:
         self.run = _RunMap()
+        self.looks.clear()  # other levels' states belong to the previous run
         for nid in node_ids:
             lid = self.local(nid)
             if lid is not None:

@@ -130,6 +130,10 @@ def test_run_inner_events_show_on_the_instance(window, qtbot):
     assert window.scene.states[inst] == "executed" and window.scene.states["s"] == "executed"
     assert window.scene.node_items[inst].preview is not None  # the inner node's preview, on the instance
     assert window.gallery.list.count() == 1  # the image saved after the subgraph reached the gallery
+    window.subgraph_actions.open(inst)
+    window.subgraph_actions.go_up()  # a visit inside does not wipe what the run showed
+    assert window.scene.states[inst] == "executed" and window.scene.node_items[inst].preview is not None
+    assert window.scene.node_items["s"].preview is not None
 
 
 def test_nested_conversion_runs_and_validates(window, qtbot):
