@@ -261,6 +261,10 @@ class EditInterfaceCommand(QUndoCommand):
                 ops.append(("unset", g, n.id, old, n.values[old]))
                 if new:
                     ops.append(("set", g, n.id, new, n.values[old]))
+        ctl = n.ui.get("seed_control")
+        if isinstance(ctl, dict) and set(ctl) & set(self.in_map):  # a promoted seed's control follows its name
+            new_ctl = {self.in_map.get(k, k): v for k, v in ctl.items() if self.in_map.get(k, k)}
+            ops.append(("ui", g, n.id, "seed_control", (copy.deepcopy(ctl), new_ctl)))
         for lk in g.links_from(n.id):
             if lk.src_output in self.out_map:
                 new = self.out_map[lk.src_output]
@@ -275,7 +279,10 @@ class EditInterfaceCommand(QUndoCommand):
 
 def _apply(op: tuple[Any, ...], *, forward: bool) -> None:
     kind, g = op[0], op[1]
-    if kind == "link" or kind == "unlink":
+    if kind == "ui":
+        _, _, nid, key, (old, new) = op
+        g.set_ui(nid, key, copy.deepcopy(new if forward else old))
+    elif kind == "link" or kind == "unlink":
         lk: Link = op[2]
         add = (kind == "link") == forward
         if add:

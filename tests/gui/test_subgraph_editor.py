@@ -310,6 +310,14 @@ def test_convert_promotes_changing_seeds_and_they_advance_after_a_run(window, qt
     (seed_in,) = [i for i in g.subgraphs["subgraph_1"].inputs if i.name == "seed"]
     assert seed_in.targets == (("a", "seed"),) and g.node(inst).values["seed"] == 5
     assert g.node(inst).ui["seed_control"] == {"seed": "increment"}
+    window.scene.select_nodes([inst])
+    from gui.subgraph_actions import InterfaceEdit
+
+    window.subgraph_actions.ask_interface = lambda d: InterfaceEdit({"seed": "first_seed"})
+    assert window.subgraph_actions.edit_interface_selected()  # the control follows the renamed input
+    assert g.node(inst).ui["seed_control"] == {"first_seed": "increment"} and g.node(inst).values["first_seed"] == 5
+    window.undo.undo()
+    assert g.node(inst).ui["seed_control"] == {"seed": "increment"} and g.node(inst).values["seed"] == 5
     window.run()
     qtbot.waitUntil(lambda: window.last_report is not None, timeout=10_000)
     assert window.last_report.status == "ok"
