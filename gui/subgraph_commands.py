@@ -154,7 +154,35 @@ class UnpackCommand(QUndoCommand):
         if defn is None:
             raise ValueError(f"node {node_id!r} is not a subgraph instance with a known definition")
         self._inst_links = _touching(graph, {node_id})
+        self._ids: dict[str, str] = {}
         self.new_nodes, self._new_links = self._plan(defn)
+        self.editor = editor
+        self._parent = next((s for s in editor.sessions.values() if s.working is graph), None)
+        self._parent_iface = self._through_parent(defn) if self._parent is not None else None
+
+    def _through_parent(self, defn: SubgraphDef) -> tuple[tuple[Any, Any], tuple[Any, Any]]:
+        """Unpacking inside definition P: P's ports that fed (or came from) the instance now
+        reach the unpacked nodes directly.  Returns P's (old, new) interface."""
+        assert self._parent is not None
+        base, inst, ids = self._parent.base, self.instance.id, self._ids
+        inputs = []
+        for i in base.inputs:
+            targets: list[tuple[str, str]] = []
+            for t in i.targets:
+                d_in = defn.input(t[1]) if t[0] == inst else None
+                if t[0] != inst:
+                    targets.append(t)
+                elif d_in is not None:
+                    targets += [(ids[n], p) for n, p in d_in.targets if n in ids]
+            inputs.append(replace(i, targets=tuple(targets)))
+        outputs = []
+        for o in base.outputs:
+            if o.source is not None and o.source[0] == inst:
+                d_out = defn.output(o.source[1])
+                src = d_out.source if d_out is not None else None
+                o = replace(o, source=(ids[src[0]], src[1]) if src is not None and src[0] in ids else None)
+            outputs.append(o)
+        return (base.inputs, base.outputs), (tuple(inputs), tuple(outputs))
 
     def _plan(self, defn: SubgraphDef) -> tuple[list[Node], list[tuple[str, str, str, str]]]:
         g, inst, inner = self.graph, self.instance, defn.graph
@@ -166,6 +194,7 @@ class UnpackCommand(QUndoCommand):
                 new = g.new_id()
             taken.add(new)
             ids[nid] = new
+        self._ids = ids
         values = {nid: dict(n.values) for nid, n in inner.nodes.items()}
         for i in defn.inputs:
             if i.widget is not None and (i.name in inst.values or i.default is not None):
@@ -202,6 +231,8 @@ class UnpackCommand(QUndoCommand):
                                         dict(n.extra)))
         for args in self._new_links:
             self.graph.connect(*args)
+        if self._parent is not None and self._parent_iface is not None:
+            self.editor.set_interface(self._parent.def_id, *self._parent_iface[1])
 
     def undo(self) -> None:
         for n in reversed(self.new_nodes):
@@ -209,6 +240,8 @@ class UnpackCommand(QUndoCommand):
                 self.graph.remove_node(n.id)
         self.graph.insert_node(self.instance)
         _relink(self.graph, self._inst_links)
+        if self._parent is not None and self._parent_iface is not None:
+            self.editor.set_interface(self._parent.def_id, *self._parent_iface[0])
 
 
 class EditInterfaceCommand(QUndoCommand):

@@ -325,3 +325,27 @@ def test_convert_promotes_changing_seeds_and_they_advance_after_a_run(window, qt
     window.undo.undo()  # the seed update
     window.undo.undo()  # the conversion
     assert g.node("a").ui["seed_control"] == {"seed": "increment"} and g.node("a").values["seed"] == 5
+
+
+def test_convert_and_unpack_inside_a_subgraph_keep_its_interface_connected(window, qtbot):
+    RELEASE.set()
+    window.set_graph(chain(), None)
+    outer = convert(window, ["b"], "Outer")  # its input feeds b.image, its output is b.IMAGE
+    sa = window.subgraph_actions
+    sa.open(outer)
+    inner = convert(window, ["b"], "Inner")  # the outer ports now pass through the inner node
+    d = window.graph.subgraphs["subgraph_1"]
+    assert d.inputs[0].targets == ((inner, "image"),) and d.outputs[0].source == (inner, "IMAGE")
+    assert window.revalidate() == []
+    window.scene.select_nodes([inner])
+    (b2,) = sa.unpack_selected()  # and back to the plain node
+    d = window.graph.subgraphs["subgraph_1"]
+    assert d.inputs[0].targets == ((b2, "image"),) and d.outputs[0].source == (b2, "IMAGE")
+    sa.go_up()
+    assert window.revalidate() == []
+    window.run()
+    qtbot.waitUntil(lambda: window.last_report is not None, timeout=10_000)
+    assert window.last_report.status == "ok"
+    window.undo.undo()  # unpack undone: the ports point at the inner subgraph node again
+    d = window.graph.subgraphs["subgraph_1"]
+    assert d.inputs[0].targets == ((inner, "image"),) and d.outputs[0].source == (inner, "IMAGE")
