@@ -349,3 +349,18 @@ def test_convert_and_unpack_inside_a_subgraph_keep_its_interface_connected(windo
     window.undo.undo()  # unpack undone: the ports point at the inner subgraph node again
     d = window.graph.subgraphs["subgraph_1"]
     assert d.inputs[0].targets == ((inner, "image"),) and d.outputs[0].source == (inner, "IMAGE")
+
+
+def test_deleting_an_inner_node_and_undoing_restores_the_interface(window):
+    window.set_graph(chain(), None)
+    inst = convert(window, ["b"])
+    window.subgraph_actions.open(inst)
+    window.scene.select_nodes(["b"])
+    window.edits.delete_selection()
+    d = window.graph.subgraphs["subgraph_1"]
+    assert d.inputs[0].targets == () and d.outputs[0].source is None  # a valid definition meanwhile
+    window.undo.undo()
+    d = window.graph.subgraphs["subgraph_1"]
+    assert d.inputs[0].targets == (("b", "image"),) and d.outputs[0].source == ("b", "IMAGE")
+    window.subgraph_actions.go_up()
+    assert window.revalidate() == []
