@@ -83,6 +83,7 @@ class SubgraphEditor(QObject):
         self._shown = ""  # prefix of the level on the canvas
         self._root_unsub: Any = None
         scene.spec_resolver = self.spec
+        scene.interface_fed = self.interface_fed
         self.reset()
 
     @property
@@ -97,6 +98,14 @@ class SubgraphEditor(QObject):
             defn = lookup(type_id, self.root, self.registry)
             spec = defn.node_spec(type_id) if defn is not None else None
         return spec
+
+    def interface_fed(self, node_id: str, name: str) -> bool:
+        """Whether an input of the shown subgraph's inside is fed by one of its inputs (drawn
+        as linked: its value comes from the subgraph node, editing it here would do nothing)."""
+        if not self.path:
+            return False
+        s = self.sessions.get(self.path[-1][1])
+        return s is not None and any((node_id, name) in i.targets for i in s.base.inputs)
 
     def local_specs(self) -> list[NodeSpec]:
         """The document's own definitions, as the node search lists them (not those open on the

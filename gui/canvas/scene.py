@@ -47,6 +47,8 @@ class GraphScene(QGraphicsScene):
         self.root = self.graph
         # type id -> spec; replaced by the subgraph editor so instance nodes get their interface.
         self.spec_resolver: Callable[[str], Any] = registry.get
+        # (node id, input) -> fed by the interface of the subgraph shown (drawn as linked, not editable).
+        self.interface_fed: Callable[[str, str], bool] = lambda nid, name: False
         self.node_items: dict[str, NodeItem] = {}
         self.wires: dict[tuple[str, str], WireItem] = {}
         self.group_items: dict[str, GroupItem] = {}

@@ -103,6 +103,8 @@ class SubgraphMarks:
         defn: SubgraphDef | None = self.editor.shown_definition()
         if defn is None:
             return
+        for nid in self.scene.node_items:  # rows fed by the interface draw as linked
+            self.scene._relayout(nid)
         for i in defn.inputs:
             for nid, port in i.targets:
                 self._label(nid, "in", port, f"in: {i.name}")

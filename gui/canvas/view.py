@@ -323,7 +323,7 @@ class GraphView(QGraphicsView):
         if row is None or row.input is None:
             return False
         inp = row.input
-        if sc.graph.link_into(item.node_id, inp.name) is not None:
+        if sc.graph.link_into(item.node_id, inp.name) is not None or sc.interface_fed(item.node_id, inp.name):
             return False
         if row.kind == "seed_control":
             sc.cycle_seed_control(item.node_id, inp.name)

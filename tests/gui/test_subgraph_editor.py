@@ -310,6 +310,17 @@ def test_convert_promotes_changing_seeds_and_they_advance_after_a_run(window, qt
     (seed_in,) = [i for i in g.subgraphs["subgraph_1"].inputs if i.name == "seed"]
     assert seed_in.targets == (("a", "seed"),) and g.node(inst).values["seed"] == 5
     assert g.node(inst).ui["seed_control"] == {"seed": "increment"}
+    window.subgraph_actions.open(inst)  # inside, the promoted seed draws as fed from outside: no editor, no control
+    rows = {(r.kind, r.input.name) for r in window.scene.node_items["a"].layout.rows if r.input is not None}
+    assert ("widget", "seed") in rows and ("seed_control", "seed") not in rows and ("widget", "size") in rows
+    assert window.scene.interface_fed("a", "seed") and not window.scene.interface_fed("a", "size")
+    item = window.scene.node_items["a"]
+    (seed_row,) = [r for r in item.layout.rows if r.input is not None and r.input.name == "seed"]
+    for x in (seed_row.rect.center().x(), seed_row.rect.right() - 14):  # the value, the step arrow
+        QTest.mouseClick(window.view.viewport(), Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier,
+                         vpos(window.view, item.mapToScene(x, seed_row.rect.center().y())))
+    assert window.scene.editor is None and "seed" not in window.scene.graph.node("a").values
+    window.subgraph_actions.go_up()
     window.scene.select_nodes([inst])
     from gui.subgraph_actions import InterfaceEdit
 
