@@ -216,7 +216,7 @@ class SubgraphEditor(QObject):
         defn = self.root.subgraphs.get(def_id)
         if defn is None:
             raise EditError(f"subgraph {def_id!r} is a library component: copy it into the workflow to edit it")
-        if version is not None and version != defn.version:
+        if version is not None:  # even the latest: an edit makes a newer one, which this node would not show
             raise EditError(f"this node pins version {version} of {defn.name or def_id!r}; change it to follow the "
                             f"latest version (v{defn.version}) to edit the definition")
         if any(d == def_id for _, d in self.path):
