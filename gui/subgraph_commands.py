@@ -248,7 +248,8 @@ class EditInterfaceCommand(QUndoCommand):
     """Set a definition's interface; instances follow: links and values of renamed ports
     move to the new name, those of removed ports are dropped (and come back on undo).
 
-    Instances are updated in the document and in every definition open for editing."""
+    Instances are updated in the workflow and inside its other definitions (library
+    component files are not rewritten)."""
 
     def __init__(self, editor: SubgraphEditor, def_id: str, inputs: tuple[SubgraphInput, ...],
                  outputs: tuple[SubgraphOutput, ...], *, renamed_inputs: dict[str, str | None] | None = None,
@@ -267,8 +268,7 @@ class EditInterfaceCommand(QUndoCommand):
         self.editor.set_interface(self.def_id, *self.new)
         if self._ops is None:
             self._ops = []
-            graphs = [self.editor.root, *(s.working for s in self.editor.sessions.values())]
-            for g in graphs:
+            for g in self._graphs_with_instances():
                 for n in list(g.nodes.values()):
                     parsed = parse_type(n.type)
                     if parsed is not None and parsed[0] == self.def_id:
@@ -281,6 +281,16 @@ class EditInterfaceCommand(QUndoCommand):
         for op in reversed(self._ops or []):
             _apply(op, forward=False)
         self.editor.set_interface(self.def_id, *self.old)
+
+    def _graphs_with_instances(self) -> list[Graph]:
+        """The workflow and the working graph of every definition holding an instance of this
+        one (made on demand: rewiring inside a definition is an edit of it, like any other)."""
+        root = self.editor.root
+        users = [d for d, defn in root.subgraphs.items() if d != self.def_id and any(
+            (parse_type(n.type) or ("",))[0] == self.def_id for n in defn.graph.nodes.values())]
+        graphs = [root, *(self.editor.session(d).working for d in users),
+                  *(s.working for s in self.editor.sessions.values())]
+        return list({id(g): g for g in graphs}.values())
 
     def _rewire(self, g: Graph, n: Node) -> None:
         ops: list[tuple[Any, ...]] = []

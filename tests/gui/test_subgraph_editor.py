@@ -375,3 +375,26 @@ def test_deleting_an_inner_node_and_undoing_restores_the_interface(window):
     assert d.inputs[0].targets == (("b", "image"),) and d.outputs[0].source == ("b", "IMAGE")
     window.subgraph_actions.go_up()
     assert window.revalidate() == []
+
+
+def test_interface_rename_reaches_instances_inside_other_definitions(window, tmp_path):
+    from gui.subgraph_actions import InterfaceEdit
+
+    window.set_graph(chain(), None)
+    outer = convert(window, ["a", "b"], "Outer")
+    sa = window.subgraph_actions
+    sa.open(outer)
+    inner = convert(window, ["b"], "Inner")
+    sa.go_to(0)
+    window.graph.add_node("subgraph:subgraph_2", id="top")  # one more instance at the top level
+    window.graph.connect(outer, "IMAGE", "top", "image")
+    assert window.document.write(tmp_path / "w.json")
+    assert window.open_path(tmp_path / "w.json", ask=False)  # no working graph of Outer exists now
+    inner_def = window.graph.subgraphs["subgraph_2"]
+    assert sa.apply_interface(inner_def, InterfaceEdit({"image": "picture"}))
+    outer_graph = window.graph.subgraphs["subgraph_1"].graph
+    assert outer_graph.link_into(inner, "picture").src == "a"  # inside Outer's definition
+    assert window.graph.link_into("top", "picture").src == outer
+    assert window.revalidate() == []
+    window.undo.undo()
+    assert window.graph.subgraphs["subgraph_1"].graph.link_into(inner, "image").src == "a"
