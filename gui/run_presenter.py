@@ -148,7 +148,7 @@ class RunPresenter(QObject):
 
     def show_problems(self) -> None:
         problems = self.run_problems + self.validation
-        self.win.problems.set_problems(problems, self.scene.node_label)
+        self.win.problems.set_problems(problems, self.win.subgraph_actions.editor.node_label)
         by_node: dict[str, list[tuple[str | None, str]]] = {}
         for p in problems:
             shown = self._local(p.node_id)  # an inner node's problem marks its subgraph node

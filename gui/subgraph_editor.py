@@ -27,7 +27,16 @@ from typing import Any
 from PySide6.QtCore import QObject, Signal
 
 from nodegraph import Graph, GraphChange, NodeSpec, Registry
-from nodegraph.subgraph import SEP, SubgraphDef, SubgraphInput, SubgraphOutput, is_instance, lookup, parse_type
+from nodegraph.subgraph import (
+    SEP,
+    SubgraphDef,
+    SubgraphInput,
+    SubgraphOutput,
+    inner_node,
+    is_instance,
+    lookup,
+    parse_type,
+)
 
 
 class EditError(ValueError):
@@ -290,6 +299,18 @@ class SubgraphEditor(QObject):
         if not path_id.startswith(p):
             return None
         return path_id[len(p):].split(SEP, 1)[0]
+
+    def node_label(self, path_id: str) -> str:
+        """What the user calls a node named by path: titles (or type names) of the subgraph
+        nodes on the way and of the node, "Hires pass / KSampler"."""
+        nodes, node, _ = inner_node(self.root, path_id, self.registry)
+        if node is None:
+            return path_id
+        names = []
+        for n in (*nodes, node):
+            spec = self.spec(n.type)
+            names.append(n.title or (spec.display_name if spec is not None else n.type))
+        return " / ".join(names)
 
     def run_started(self, node_ids: list[str]) -> None:
         self.run = _RunMap()

@@ -249,6 +249,7 @@ def test_inner_problem_marks_the_instance_and_focus_opens_it(window, qtbot):
     problems = window.revalidate()
     assert [(p.node_id, p.input) for p in problems] == [(f"{inst}/b", "strength")]
     assert window.scene.issues[inst] == [(None, problems[0].message)]  # on the subgraph node, no inner port
+    assert window.problems.list.item(0).text().startswith("⚠ Filter / Slow Filter › strength:")
     window.focus_node(f"{inst}/b")  # what a click in the Problems panel does
     assert window.scene.graph is not window.graph and window.scene.selected_node_ids() == ["b"]
     assert window.scene.issues["b"] == [("strength", problems[0].message)]
