@@ -64,6 +64,8 @@ class ConvertToSubgraphCommand(QUndoCommand):
         self._links: list[Link] = []
         self._inst_links: list[Link] = []
         self._defn: SubgraphDef | None = None
+        self._parent_id = ""  # converting inside a definition: its id and (old, new) interface
+        self._parent_iface: tuple[tuple[Any, Any], tuple[Any, Any]] | None = None
 
     def redo(self) -> None:
         root = self.editor.root
@@ -92,9 +94,6 @@ class ConvertToSubgraphCommand(QUndoCommand):
         _relink(self.graph, self._inst_links)
         if self._parent_iface is not None:
             self.editor.set_interface(self._parent_id, *self._parent_iface[1])
-
-    _parent_iface: tuple[tuple[Any, Any], tuple[Any, Any]] | None = None
-    _parent_id = ""
 
     def _through_parent(self, defn: SubgraphDef, inst_id: str) -> SubgraphDef:
         """Converting inside definition P: P's interface ports that fed (or came from) the
