@@ -63,6 +63,9 @@ def create_window(workflow: str | None = None, *, models_dir: str | None = None,
     if threads is not None:  # runs read it through nodegraph.threads (per-workload choice otherwise)
         settings["threads"] = threads
     registry = build_registry()
+    # Subgraph components (./subgraphs, $NODEGRAPH_SUBGRAPHS_DIR, next to the workflow's folder),
+    # read once before the window exists; the node search lists them like installed nodes.
+    registry.load_default_subgraphs(workflow)
     executor = Executor(registry, device=device, output_dir=output_dir, settings=settings)
     win = MainWindow(registry, settings=settings, executor=executor, output_dir=output_dir, **window_kwargs)
     if recover and win.offer_recovery():

@@ -141,7 +141,8 @@ class SetValueCommand(QUndoCommand):
         return _MERGE_VALUE if self._merge else -1
 
     def mergeWith(self, other: QUndoCommand) -> bool:  # noqa: N802 - Qt API name
-        if not isinstance(other, SetValueCommand) or (other.node_id, other.name) != (self.node_id, self.name):
+        if not isinstance(other, SetValueCommand) or (other.node_id, other.name) != (self.node_id, self.name) \
+                or other.graph is not self.graph:  # same id inside a subgraph is another node
             return False
         self.new = other.new
         return True

@@ -46,7 +46,7 @@ class Document(QObject):
 
     @property
     def graph(self) -> Graph:
-        return self.scene.graph
+        return self.scene.root  # the whole document, also while a subgraph's inside is shown
 
     @property
     def modified(self) -> bool:

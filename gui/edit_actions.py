@@ -41,7 +41,11 @@ class EditActions:
     def copy(self) -> int:
         ids = self.scene.selected_node_ids()
         if ids:
-            copy_to_clipboard(fragment(self.graph, ids, self.scene.selected_group_ids()))
+            doc = fragment(self.graph, ids, self.scene.selected_group_ids())
+            subgraphs = getattr(self.parent, "subgraph_actions", None)
+            if subgraphs is not None:  # subgraph nodes travel with their definitions
+                subgraphs.attach_definitions(doc)
+            copy_to_clipboard(doc)
         return len(ids)
 
     def paste(self, doc: dict[str, Any] | None = None, at: QPointF | None = None) -> list[str]:
@@ -51,7 +55,12 @@ class EditActions:
         target = at if at is not None else self.view._last_scene_pos
         ox, oy = fragment_origin(doc)
         command = cmd.AddFragmentCommand(self.graph, doc, (target.x() - ox, target.y() - oy))
+        subgraphs = getattr(self.parent, "subgraph_actions", None)
+        self.undo.beginMacro(command.text())
+        if subgraphs is not None:
+            subgraphs.add_missing_definitions(doc)
         self.undo.push(command)
+        self.undo.endMacro()
         ids = list(command.new_ids.values())
         self.scene.select_nodes(ids)
         return ids
@@ -140,6 +149,9 @@ class EditActions:
                              ("Duplicate", self.duplicate), ("Group", lambda: self.group_selection()),
                              ("Delete", self.delete_selection)):
                 menu.addAction(text).triggered.connect(lambda _=False, f=fn: f())
+            subgraphs = getattr(self.parent, "subgraph_actions", None)
+            if subgraphs is not None:
+                subgraphs.context_items(menu, item.node_id)
         else:
             scene_pos = self.view.mapToScene(pos)
             menu.addAction("Add Node…").triggered.connect(lambda _=False: self.view.open_search(scene_pos))

@@ -41,6 +41,7 @@ from .panels.minimap import Minimap
 from .panels.problems import Problem, ProblemsPanel
 from .run_presenter import RunPresenter
 from .runner import RunController
+from .subgraph_actions import SubgraphActions
 
 
 class MainWindow(QMainWindow):
@@ -62,6 +63,7 @@ class MainWindow(QMainWindow):
         self.document = Document(self, self.scene, self.undo, qsettings or QSettings("nodegraph", "nodegraph"),
                                  self.autosaver)
         self.edits = EditActions(self, self.scene, self.view, self.undo)
+        self.subgraph_actions = SubgraphActions(self)  # breadcrumb, open/convert/unpack (gui/subgraph_actions.py)
         self.last_error = ""
         self.last_info = ""
         self.quiet = False  # True: no modal error dialogs (tests, scripted use)
@@ -181,6 +183,7 @@ class MainWindow(QMainWindow):
                            ("Centre Horizontally", "hcenter"), ("Centre Vertically", "vcenter"),
                            ("Distribute Horizontally", "distribute_h"), ("Distribute Vertically", "distribute_v")):
             self._action(label, lambda h=how: ed.align_selection(h), None, m_align)
+        self.subgraph_actions.build_menu(m_node)
 
     def _build_view_menu(self, m_view: Any) -> None:
         v = self.view
@@ -230,7 +233,8 @@ class MainWindow(QMainWindow):
     # -- the window's public API (used by app.py, tests and scripts) ------------------------------
     @property
     def graph(self) -> Graph:
-        return self.scene.graph
+        """The document's graph (the canvas may be showing a subgraph's inside)."""
+        return self.scene.root
 
     @property
     def path(self) -> Path | None:
@@ -280,7 +284,7 @@ class MainWindow(QMainWindow):
         self.edits.align_selection(how)
 
     def focus_node(self, nid: str) -> None:
-        self.edits.focus_node(nid)
+        self.subgraph_actions.focus(nid)  # a path id ("outer/inner") opens the subgraphs on the way
 
     # -- dialogs (replaced by tests and scripted front-ends) -----------------------------------
     def ask_save_changes(self) -> str:

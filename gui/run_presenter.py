@@ -30,6 +30,7 @@ from nodegraph import (
 from . import commands as cmd
 from .panels.problems import Problem
 from .seeds import next_seeds
+from .subgraph_editor import SpecSource
 
 if TYPE_CHECKING:
     from .main_window import MainWindow
@@ -93,7 +94,7 @@ class RunPresenter(QObject):
         self.validate_timer.stop()
         self._generation += 1
         try:
-            issues: Any = validate(self.scene.graph, self.win.registry, scope="all", settings=self.win.settings)
+            issues: Any = validate(self.scene.root, self.win.registry, scope="all", settings=self.win.settings)
         except Exception as exc:  # the editor must keep working even if validation has a bug
             issues = exc
         self._apply_validation(issues)
@@ -104,7 +105,7 @@ class RunPresenter(QObject):
         if self._closed:
             return
         generation = self._generation
-        snapshot = self.scene.graph.copy()
+        snapshot = self.scene.root.copy()
         registry, settings = self.win.registry, dict(self.win.settings)
 
         def check() -> Any:
@@ -147,11 +148,13 @@ class RunPresenter(QObject):
 
     def show_problems(self) -> None:
         problems = self.run_problems + self.validation
-        self.win.problems.set_problems(problems, self.scene.node_label)
+        self.win.problems.set_problems(problems, self.win.subgraph_actions.editor.node_label)
         by_node: dict[str, list[tuple[str | None, str]]] = {}
         for p in problems:
-            if p.node_id:
-                by_node.setdefault(p.node_id, []).append((p.input, p.message))
+            shown = self._local(p.node_id)  # an inner node's problem marks its subgraph node
+            if shown:
+                own = p.node_id == self.win.subgraph_actions.editor.prefix() + shown
+                by_node.setdefault(shown, []).append((p.input if own else None, p.message))
         self.scene.set_issues(by_node)
         self.win.dock_problems.setWindowTitle(f"Problems ({len(problems)})" if problems else "Problems")
 
@@ -163,7 +166,7 @@ class RunPresenter(QObject):
     def run(self) -> int:
         """Queue a run of the current graph (a snapshot: keep editing meanwhile)."""
         self.scene.close_editor(commit=True)
-        job = self.runner.submit(self.scene.graph)
+        job = self.runner.submit(self.scene.root)
         self.win.status_label.setText("Queued" if self.runner.busy else "Starting…")
         self.advance_seeds()
         return job
@@ -173,8 +176,9 @@ class RunPresenter(QObject):
         snapshot, as ComfyUI does after queueing: the run uses the seed shown when Run
         was pressed, and runs queued back to back each get a new seed (applying it only
         when a run *finishes* would queue the same seed several times)."""
-        graph, undo = self.scene.graph, self.win.undo
-        updates = next_seeds(graph, self.win.registry)
+        graph, undo = self.scene.root, self.win.undo
+        specs = SpecSource(self.win.subgraph_actions.editor)  # promoted seeds on subgraph nodes too
+        updates = next_seeds(graph, specs)  # type: ignore[arg-type]
         if updates and self._runnable():
             undo.beginMacro("Update seeds after run")
             for nid, name, value in updates:
@@ -190,56 +194,71 @@ class RunPresenter(QObject):
             self.revalidate()
         if not self.validation:
             return True
-        return not validate(self.scene.graph, self.win.registry, settings=self.win.settings)
+        return not validate(self.scene.root, self.win.registry, settings=self.win.settings)
+
+    def _local(self, nid: str | None) -> str | None:
+        """The node shown on the canvas for an engine node id: itself at the top level, the
+        subgraph node holding it for an inner node (``outer/inner``), None if not on this level."""
+        return self.win.subgraph_actions.editor.local(nid)
 
     def on_event(self, ev: Any, preview: QImage | None) -> None:
         sc, win = self.scene, self.win
+        local = self._local(getattr(ev, "node_id", None))
         if isinstance(ev, RunStarted):
             sc.clear_states()
             self.run_problems = []
             self.show_problems()
-            for nid in ev.nodes:
+            self.win.subgraph_actions.editor.run_started(list(ev.nodes))
+            for nid in {self._local(n) for n in ev.nodes} - {None}:
                 sc.set_state(nid, "queued")
-            self.run_graph = self.runner.current_graph or sc.graph.copy()  # what this run really used
+            self.run_graph = self.runner.current_graph or sc.root.copy()  # what this run really used
             win.status_label.setText("Running…")
             win.progress.setRange(0, max(1, len(ev.nodes)))
             win.progress.setValue(0)
             self._done = 0
         elif isinstance(ev, NodeStarted):
-            sc.set_state(ev.node_id, "running")
-            win.status_label.setText(f"Running {sc.node_label(ev.node_id)}…")
+            if local:
+                sc.set_state(local, "running")
+            win.status_label.setText(f"Running {sc.node_label(local) if local else ev.node_id}…")
         elif isinstance(ev, NodeProgress):
-            sc.set_progress(ev.node_id, ev.step, ev.total, preview)
+            if local:
+                sc.set_progress(local, ev.step, ev.total, preview)
         elif isinstance(ev, NodeFinished):
-            sc.set_state(ev.node_id, ev.status)
+            last = self.win.subgraph_actions.editor.run_node_finished(ev.node_id)
+            if local and sc.states.get(local) != "error":  # a subgraph node is done when its last inner node is
+                sc.set_state(local, ev.status if last else "running")
             if ev.status != "skipped":
                 self._done += 1
                 win.progress.setValue(self._done)
             self.show_node_ui(ev.node_id, ev.ui or {}, ev.status)
         elif isinstance(ev, NodeError):
-            sc.set_state(ev.node_id, "error")
+            if local:
+                sc.set_state(local, "error")
             first_line = ev.message.strip().splitlines()[0] if ev.message.strip() else "error"
             self.add_run_problem(Problem(ev.node_id, ev.input, first_line, source="run"))
         elif isinstance(ev, RunFinished):
             win.status_label.setText(f"Run {ev.status} in {ev.seconds:.2f} s")
 
     def show_node_ui(self, nid: str, ui: Mapping[str, Any], status: str) -> None:
+        """Preview and text on the node shown for ``nid`` (its subgraph node for an inner
+        one); every image also goes to the gallery, whichever level is shown."""
+        shown = self._local(nid)
         images = ui.get("images") or []
         if isinstance(images, list) and images:
             last = images[-1]
             path = last if isinstance(last, str) else (last.get("path") if isinstance(last, dict) else None)
             if path:
                 img = QImage(str(path))
-                if not img.isNull():
-                    self.scene.set_preview(nid, img)
+                if not img.isNull() and shown:
+                    self.scene.set_preview(shown, img)
             if status == "executed":
                 for im in images:
                     p = im if isinstance(im, str) else (im.get("path") if isinstance(im, dict) else None)
                     if p:
-                        self.win.gallery.add(str(p), nid, self.run_graph or self.scene.graph)
+                        self.win.gallery.add(str(p), nid, self.run_graph or self.scene.root)
         text = ui.get("text")
-        if isinstance(text, str):
-            self.scene.set_node_text(nid, text[:2000])
+        if isinstance(text, str) and shown:
+            self.scene.set_node_text(shown, text[:2000])
 
     def on_invalid(self, issues: list) -> None:
         shown = {(p.node_id, p.input, p.message) for p in self.validation}

@@ -4,6 +4,7 @@ node types that have a compatible port, and reports which port to connect."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from PySide6.QtCore import QEvent, QObject, Qt, Signal
@@ -59,10 +60,14 @@ class PortFilter:
 
 
 def search(registry: Registry, query: str, port_filter: PortFilter | None = None,
-           limit: int = 50) -> list[NodeSpec]:
-    """Node types matching ``query`` best first (all of them, by category, for an empty query)."""
+           limit: int = 50, extra: Iterable[NodeSpec] = ()) -> list[NodeSpec]:
+    """Node types matching ``query`` best first (all of them, by category, for an empty query).
+
+    Subgraph components of the registry are listed like installed nodes; ``extra`` adds more
+    (the open workflow's own subgraph definitions), which win over a component of the same type."""
     scored: list[tuple[float, str, NodeSpec]] = []
-    for spec in registry:
+    specs = {s.type_id: s for s in [*registry, *registry.subgraph_specs(), *extra]}
+    for spec in specs.values():
         if port_filter is not None and port_filter.port_for(spec) is None:
             continue
         best = None
@@ -90,6 +95,8 @@ class SearchPalette(QFrame):
         self.setObjectName("searchPalette")
         self.registry = registry
         self.port_filter: PortFilter | None = None
+        # More node types to offer (set by the subgraph editor: the workflow's own definitions).
+        self.extra_specs: Callable[[], Iterable[NodeSpec]] = tuple
         lay = QVBoxLayout(self)
         lay.setContentsMargins(6, 6, 6, 6)
         self.hint = QLabel("")
@@ -121,7 +128,7 @@ class SearchPalette(QFrame):
 
     def _refresh(self, text: str) -> None:
         self.list.clear()
-        for spec in search(self.registry, text, self.port_filter):
+        for spec in search(self.registry, text, self.port_filter, extra=self.extra_specs()):
             item = QListWidgetItem(f"{spec.display_name}    ·  {spec.category}")
             item.setData(Qt.ItemDataRole.UserRole, spec.type_id)
             item.setToolTip(f"{spec.type_id}\n{spec.description}")

@@ -127,6 +127,8 @@ class NodeItem(QGraphicsItem):
         """Recompute rows/ports after a structural change (link, collapse, preview, error)."""
         sc = self._scene
         linked = set(sc.graph.inputs_view(self.node.id)) if self.node.id in sc.graph.nodes else set()
+        if self.spec is not None and sc.graph is not sc.root:  # inside a subgraph: inputs its interface feeds
+            linked |= {i.name for i in self.spec.inputs if sc.interface_fed(self.node.id, i.name)}
         size = self.node.ui.get("size")
         aspect = self.preview.width() / max(1, self.preview.height()) if self.preview is not None else None
         issues = sc.issues.get(self.node.id, [])
@@ -317,6 +319,8 @@ class NodeItem(QGraphicsItem):
                 inp = self.spec.input(name) if (self.spec and direction == "in") else None
                 color = self._port_color(direction, name, typ)
                 connected = name in linked_in if direction == "in" else name in has_out
+                if not connected and direction == "in" and sc.graph is not sc.root:
+                    connected = sc.interface_fed(self.node.id, name)
                 painter.setBrush(color if connected or small else theme.NODE_BG)
                 painter.setPen(QPen(color, 2))
                 r = PORT_R - (1.5 if inp is not None and inp.widget is not None and not connected else 0)
@@ -351,7 +355,8 @@ class NodeItem(QGraphicsItem):
         inp = row.input
         assert inp is not None
         frame = rect.adjusted(10, 1, -10, -1)
-        linked = sc.graph.link_into(self.node.id, inp.name) is not None
+        linked = sc.graph.link_into(self.node.id, inp.name) is not None or (
+            sc.graph is not sc.root and sc.interface_fed(self.node.id, inp.name))
         bad = inp.name in bad_inputs
         painter.setPen(QPen(theme.ERROR if bad else QColor("#3a3c42"), 1.5 if bad else 1))
         painter.setBrush(theme.WIDGET_BG_LINKED if linked else theme.WIDGET_BG)

@@ -42,6 +42,13 @@ class GraphScene(QGraphicsScene):
         self.undo_stack = undo_stack if undo_stack is not None else QUndoStack(self)
         self.settings: dict[str, Any] = dict(settings or {})
         self.graph = Graph()
+        # The document's graph.  ``graph`` is the one shown: ``root`` itself, or the inner graph
+        # of a subgraph definition opened for editing (see gui.subgraph_editor).
+        self.root = self.graph
+        # type id -> spec; replaced by the subgraph editor so instance nodes get their interface.
+        self.spec_resolver: Callable[[str], Any] = registry.get
+        # (node id, input) -> fed by the interface of the subgraph shown (drawn as linked, not editable).
+        self.interface_fed: Callable[[str, str], bool] = lambda nid, name: False
         self.node_items: dict[str, NodeItem] = {}
         self.wires: dict[tuple[str, str], WireItem] = {}
         self.group_items: dict[str, GroupItem] = {}
@@ -62,8 +69,14 @@ class GraphScene(QGraphicsScene):
         self.setItemIndexMethod(QGraphicsScene.ItemIndexMethod.NoIndex)
 
     # -- loading ----------------------------------------------------------------------------
-    def set_graph(self, graph: Graph) -> None:
-        """Show ``graph`` (replacing whatever was shown) and follow its changes."""
+    def spec(self, type_id: str) -> Any:
+        """The :class:`NodeSpec` of a node type (installed node or subgraph instance), or None."""
+        return self.spec_resolver(type_id)
+
+    def set_graph(self, graph: Graph, *, root: Graph | None = None) -> None:
+        """Show ``graph`` (replacing whatever was shown) and follow its changes.  ``root``:
+        the document it belongs to when ``graph`` is a subgraph's inside (default: itself)."""
+        self.root = graph if root is None else root
         if self._unsubscribe is not None:
             self._unsubscribe()
         self.close_editor(commit=False)
@@ -154,7 +167,7 @@ class GraphScene(QGraphicsScene):
 
     def _add_node_item(self, nid: str) -> None:
         node = self.graph.node(nid)
-        item = NodeItem(node, self.registry.get(node.type), self)
+        item = NodeItem(node, self.spec(node.type), self)
         if self.far or self.zooming:
             item.setCacheMode(self._cache_mode())
         self.node_items[nid] = item
@@ -172,7 +185,7 @@ class GraphScene(QGraphicsScene):
         if node.type == REROUTE_TYPE:  # a reroute carries whatever feeds it
             lk = self.graph.link_into(nid, "input")
             return self.output_type(lk.src, lk.src_output) if lk is not None and lk.src != nid else "*"
-        spec = self.registry.get(node.type)
+        spec = self.spec(node.type)
         o = spec.output(output) if spec else None
         return o.type if o else None
 
@@ -182,7 +195,7 @@ class GraphScene(QGraphicsScene):
             return None
         if node.type == REROUTE_TYPE:
             return "*"
-        spec = self.registry.get(node.type)
+        spec = self.spec(node.type)
         i = spec.input(name) if spec else None
         return i.type if i else None
 
@@ -349,7 +362,7 @@ class GraphScene(QGraphicsScene):
         node = self.graph.nodes.get(nid)
         if node is None:
             return nid
-        spec = self.registry.get(node.type)
+        spec = self.spec(node.type)
         return node.title or (spec.display_name if spec else node.type)
 
     def seed_control(self, node: Any, name: str) -> str:
@@ -391,7 +404,7 @@ class GraphScene(QGraphicsScene):
 
     def step_value(self, nid: str, name: str, direction: int) -> None:
         """Arrow click on a number widget: one step, clamped to [min, max]."""
-        spec = self.registry.get(self.graph.node(nid).type)
+        spec = self.spec(self.graph.node(nid).type)
         inp = spec.input(name) if spec else None
         if inp is None:
             return

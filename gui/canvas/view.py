@@ -278,7 +278,7 @@ class GraphView(QGraphicsView):
     def add_node(self, type_id: str, scene_pos: QPointF, pending: tuple[str, str, str] | None = None) -> str:
         """Add a node at ``scene_pos`` (and wire it to ``pending`` port); one undo step."""
         sc = self.gscene
-        spec = sc.registry.get(type_id)
+        spec = sc.spec(type_id)
         pos = [round(scene_pos.x()), round(scene_pos.y() - TITLE_H / 2)]
         if pending is not None and pending[0] == "in":
             pos[0] -= 240  # the new node feeds the input: put it on the left
@@ -323,7 +323,7 @@ class GraphView(QGraphicsView):
         if row is None or row.input is None:
             return False
         inp = row.input
-        if sc.graph.link_into(item.node_id, inp.name) is not None:
+        if sc.graph.link_into(item.node_id, inp.name) is not None or sc.interface_fed(item.node_id, inp.name):
             return False
         if row.kind == "seed_control":
             sc.cycle_seed_control(item.node_id, inp.name)

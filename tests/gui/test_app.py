@@ -60,3 +60,37 @@ def test_fuzzy_search_ranks_and_filters(registry):
     assert all(any(i.type in ("STRING", "*") for i in s.inputs) for s in takes_string)
     gives_int = {s.type_id for s in search(registry, "", PortFilter("in", "INT"))}
     assert "primitives.int" in gives_int and "test.prompt" not in gives_int
+
+
+def test_the_editor_offers_subgraph_components_from_the_folder_next_to_workflows(qtbot, tmp_path):
+    """A component in X/subgraphs/ is in the node search of a workflow opened from X/workflows/,
+    like an installed node, and an instance of it validates (its definition comes from the library)."""
+    from gui.app import build_registry
+    from nodegraph import Graph
+    from nodegraph.subgraph import extract
+    from nodegraph.workflow import save_subgraph_file
+
+    src = Graph()
+    src.add_node("primitives.int", {"value": 3}, id="n")
+    src.add_node("primitives.int_math", {"op": "add"}, id="m")
+    src.connect("n", "INT", "m", "a")
+    extract(src, build_registry(), ["m"], "adder", name="Adder Component")
+    (tmp_path / "proj" / "subgraphs").mkdir(parents=True)
+    (tmp_path / "proj" / "workflows").mkdir()
+    save_subgraph_file(src, "adder", tmp_path / "proj" / "subgraphs" / "adder.json")
+    wf = tmp_path / "proj" / "workflows" / "w.json"
+    wf.write_text(dump_workflow_text(Graph()))
+    win = _window(tmp_path, str(wf))
+    qtbot.addWidget(win)
+    try:
+        win.view.search.open()
+        win.view.search.edit.setText("Adder Comp")
+        assert win.view.search.results()[0] == "subgraph:adder"
+        win.view.search.hide()
+        nid = win.view.add_node("subgraph:adder", win.view.mapToScene(50, 50))
+        assert win.scene.node_items[nid].spec.display_name == "Adder Component"
+        assert [i.name for i in win.scene.node_items[nid].spec.inputs] == ["a"]
+        assert not [p for p in win.revalidate() if p.node_id == nid and "unknown" in p.message]
+    finally:
+        win.undo.setClean()
+        win.shutdown()
