@@ -35,6 +35,7 @@ from .canvas import GraphScene, GraphView
 from .default_workflow import default_graph
 from .document import Document
 from .edit_actions import EditActions
+from .layout_actions import arrange_nodes
 from .panels.gallery import GalleryPanel
 from .panels.library import LibraryPanel
 from .panels.minimap import Minimap
@@ -181,6 +182,7 @@ class MainWindow(QMainWindow):
                            ("Centre Horizontally", "hcenter"), ("Centre Vertically", "vcenter"),
                            ("Distribute Horizontally", "distribute_h"), ("Distribute Vertically", "distribute_v")):
             self._action(label, lambda h=how: ed.align_selection(h), None, m_align)
+        self.act_arrange = self._action("Arrange", self.arrange, QKeySequence("Ctrl+L"), m_node)
 
     def _build_view_menu(self, m_view: Any) -> None:
         v = self.view
@@ -281,6 +283,12 @@ class MainWindow(QMainWindow):
 
     def focus_node(self, nid: str) -> None:
         self.edits.focus_node(nid)
+
+    def arrange(self) -> int:
+        """Lay out the selection (or everything) left to right by dependency; undoable."""
+        n = arrange_nodes(self.scene, self.undo)
+        self.statusBar().showMessage(f"Arranged {n} node(s)" if n else "Already arranged", 3000)
+        return n
 
     # -- dialogs (replaced by tests and scripted front-ends) -----------------------------------
     def ask_save_changes(self) -> str:
