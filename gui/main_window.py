@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QPointF, QSettings, Qt, QTimer
-from PySide6.QtGui import QAction, QCloseEvent, QKeySequence, QShowEvent, QUndoStack
+from PySide6.QtGui import QAction, QCloseEvent, QGuiApplication, QKeySequence, QShowEvent, QUndoStack
 from PySide6.QtWidgets import (
     QDockWidget,
     QFileDialog,
@@ -35,6 +35,7 @@ from .canvas import GraphScene, GraphView
 from .default_workflow import default_graph
 from .document import Document
 from .edit_actions import EditActions
+from .image_import import ImageImporter
 from .layout_actions import arrange_nodes
 from .panels.gallery import GalleryPanel
 from .panels.library import LibraryPanel
@@ -76,7 +77,8 @@ class MainWindow(QMainWindow):
         self.document.titleChanged.connect(self._update_title)
         self.document.replaced.connect(self._on_document_replaced)
         self.document.recentChanged.connect(self._update_recent_menu)
-        self.view.filesDropped.connect(self.document.open_dropped)
+        self.images = ImageImporter(self)
+        self.view.filesDropped.connect(lambda paths: self.images.drop(paths, self.view._last_scene_pos))
         self.view.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
         self.view.customContextMenuRequested.connect(self.edits.context_menu)
         self.view.statusMessage.connect(lambda m: self.statusBar().showMessage(m, 4000))
@@ -162,7 +164,7 @@ class MainWindow(QMainWindow):
             m_edit.addAction(a)
         m_edit.addSeparator()
         self._action("Copy", self.copy, QKeySequence("Ctrl+C"), m_edit)
-        self._action("Paste", ed.paste, QKeySequence("Ctrl+V"), m_edit)
+        self._action("Paste", self.paste_any, QKeySequence("Ctrl+V"), m_edit)
         self._action("Duplicate", ed.duplicate, QKeySequence("Ctrl+D"), m_edit)
         self._action("Delete", ed.delete_selection, [QKeySequence("Delete"), QKeySequence("Backspace")], m_edit)
         self._action("Select All", ed.select_all, QKeySequence("Ctrl+A"), m_edit)
@@ -278,6 +280,17 @@ class MainWindow(QMainWindow):
     def paste(self, doc: dict[str, Any] | None = None, at: QPointF | None = None) -> list[str]:
         return self.edits.paste(doc, at)
 
+    def paste_any(self) -> None:
+        """Ctrl+V: nodes if the clipboard holds a workflow fragment, else a picture as a
+        Load Image node (stored in the input folder off the UI thread)."""
+        if self.edits.paste():
+            return
+        md = QGuiApplication.clipboard().mimeData()
+        if md is not None and md.hasImage():
+            image = QGuiApplication.clipboard().image()
+            if not image.isNull():
+                self.images.paste_image(image, self.view._last_scene_pos)
+
     def align_selection(self, how: str) -> None:
         self.edits.align_selection(how)
 
@@ -362,6 +375,7 @@ class MainWindow(QMainWindow):
         # process waits for it only after the window is gone (gui.runner._DETACHED).
         self.runner.shutdown(timeout_ms=100)
         self.presenter.shutdown()
+        self.images.shutdown()
         self.autosaver.discard()
         self.autosaver.timer.stop()
         event.accept()
@@ -370,4 +384,5 @@ class MainWindow(QMainWindow):
         """Stop the worker without asking (tests, and the crash path)."""
         self.runner.shutdown()
         self.presenter.shutdown()
+        self.images.shutdown()
         self.autosaver.timer.stop()

@@ -465,6 +465,7 @@ class GraphView(QGraphicsView):
         if md.hasUrls():
             paths = [u.toLocalFile() for u in md.urls() if u.isLocalFile()]
             if paths:
+                self._last_scene_pos = self.mapToScene(event.position().toPoint())  # where to put a picture
                 self.filesDropped.emit(paths)
                 event.acceptProposedAction()
                 return
