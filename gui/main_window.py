@@ -38,6 +38,7 @@ from .edit_actions import EditActions
 from .image_import import ImageImporter
 from .layout_actions import arrange_nodes
 from .panels.gallery import GalleryPanel
+from .panels.legend import StateLegend
 from .panels.library import LibraryPanel
 from .panels.minimap import Minimap
 from .panels.problems import Problem, ProblemsPanel
@@ -203,7 +204,9 @@ class MainWindow(QMainWindow):
         self.progress.setTextVisible(True)
         self.progress.hide()
         self.queue_label = QLabel("")
+        self.legend = StateLegend()
         sb = self.statusBar()
+        sb.addPermanentWidget(self.legend)
         # Run state sits on the right, so temporary messages on the left never overlap it.
         sb.addPermanentWidget(self.status_label)
         sb.addPermanentWidget(self.queue_label)

@@ -29,6 +29,7 @@ from nodegraph import (
 
 from . import commands as cmd
 from .panels.problems import Problem
+from .run_feedback import NodeTimer
 from .seeds import next_seeds
 
 if TYPE_CHECKING:
@@ -55,6 +56,7 @@ class RunPresenter(QObject):
         self.run_graph: Graph | None = None
         self.last_report: Any = None
         self._done = 0
+        self.timer = NodeTimer()
         self.validate_timer = QTimer(self)
         self.validate_timer.setSingleShot(True)
         self.validate_timer.setInterval(validate_ms)
@@ -196,6 +198,7 @@ class RunPresenter(QObject):
         sc, win = self.scene, self.win
         if isinstance(ev, RunStarted):
             sc.clear_states()
+            self.timer.clear()
             self.run_problems = []
             self.show_problems()
             for nid in ev.nodes:
@@ -207,11 +210,16 @@ class RunPresenter(QObject):
             self._done = 0
         elif isinstance(ev, NodeStarted):
             sc.set_state(ev.node_id, "running")
+            self.timer.start(ev.node_id)
             win.status_label.setText(f"Running {sc.node_label(ev.node_id)}…")
         elif isinstance(ev, NodeProgress):
             sc.set_progress(ev.node_id, ev.step, ev.total, preview)
+            text = self.timer.progress_text(ev.node_id, ev.step, ev.total)
+            sc.set_badge(ev.node_id, text)
+            win.status_label.setText(f"Running {sc.node_label(ev.node_id)}: {text}")
         elif isinstance(ev, NodeFinished):
             sc.set_state(ev.node_id, ev.status)
+            sc.set_badge(ev.node_id, self.timer.finished_text(ev.status, ev.seconds))
             if ev.status != "skipped":
                 self._done += 1
                 win.progress.setValue(self._done)
