@@ -42,6 +42,7 @@ from .panels.legend import StateLegend
 from .panels.library import LibraryPanel
 from .panels.minimap import Minimap
 from .panels.problems import Problem, ProblemsPanel
+from .panels.queue import QueuePanel, make_store
 from .run_presenter import RunPresenter
 from .runner import RunController
 
@@ -50,7 +51,7 @@ class MainWindow(QMainWindow):
     def __init__(self, registry: Registry, *, settings: Mapping[str, Any] | None = None,
                  executor: Executor | None = None, output_dir: str | Path = "output",
                  recovery_path: Path | None = None, qsettings: QSettings | None = None,
-                 autosave_ms: int = 30_000, validate_ms: int = 250) -> None:
+                 autosave_ms: int = 30_000, validate_ms: int = 250, history_path: Path | None = None) -> None:
         super().__init__()
         self.registry = registry
         self.settings = dict(settings or {})
@@ -65,6 +66,7 @@ class MainWindow(QMainWindow):
         self.document = Document(self, self.scene, self.undo, qsettings or QSettings("nodegraph", "nodegraph"),
                                  self.autosaver)
         self.edits = EditActions(self, self.scene, self.view, self.undo)
+        self.history_store = make_store(history_path)
         self.last_error = ""
         self.last_info = ""
         self.quiet = False  # True: no modal error dialogs (tests, scripted use)
@@ -95,9 +97,11 @@ class MainWindow(QMainWindow):
         self.problems.nodeClicked.connect(self.focus_node)
         self.gallery = GalleryPanel()
         self.gallery.openWorkflow.connect(lambda p: self.open_path(p))
+        self.queue_panel = QueuePanel(self, self.history_store)
         for title, widget, area in (("Nodes", self.library, Qt.DockWidgetArea.LeftDockWidgetArea),
                                     ("Problems", self.problems, Qt.DockWidgetArea.BottomDockWidgetArea),
-                                    ("Gallery", self.gallery, Qt.DockWidgetArea.RightDockWidgetArea)):
+                                    ("Gallery", self.gallery, Qt.DockWidgetArea.RightDockWidgetArea),
+                                    ("Queue", self.queue_panel, Qt.DockWidgetArea.RightDockWidgetArea)):
             dock = QDockWidget(title, self)
             dock.setObjectName(f"dock_{title}")
             dock.setWidget(widget)
@@ -194,7 +198,8 @@ class MainWindow(QMainWindow):
         self._action("Zoom In", lambda: v.set_zoom(v.zoom() * 1.2), QKeySequence("Ctrl+="), m_view)
         self._action("Zoom Out", lambda: v.set_zoom(v.zoom() / 1.2), QKeySequence("Ctrl+-"), m_view)
         m_view.addSeparator()
-        for dock in (self.dock_nodes, self.dock_problems, self.dock_gallery):  # type: ignore[attr-defined]
+        for dock in (self.dock_nodes, self.dock_problems, self.dock_gallery,  # type: ignore[attr-defined]
+                     self.dock_queue):  # type: ignore[attr-defined]
             m_view.addAction(dock.toggleViewAction())
 
     def _build_status(self) -> None:
@@ -379,6 +384,7 @@ class MainWindow(QMainWindow):
         self.runner.shutdown(timeout_ms=100)
         self.presenter.shutdown()
         self.images.shutdown()
+        self.queue_panel.shutdown()
         self.autosaver.discard()
         self.autosaver.timer.stop()
         event.accept()
@@ -388,4 +394,5 @@ class MainWindow(QMainWindow):
         self.runner.shutdown()
         self.presenter.shutdown()
         self.images.shutdown()
+        self.queue_panel.shutdown()
         self.autosaver.timer.stop()

@@ -214,9 +214,7 @@ class RunPresenter(QObject):
             win.status_label.setText(f"Running {sc.node_label(ev.node_id)}…")
         elif isinstance(ev, NodeProgress):
             sc.set_progress(ev.node_id, ev.step, ev.total, preview)
-            text = self.timer.progress_text(ev.node_id, ev.step, ev.total)
-            sc.set_badge(ev.node_id, text)
-            win.status_label.setText(f"Running {sc.node_label(ev.node_id)}: {text}")
+            sc.set_badge(ev.node_id, self.timer.progress_text(ev.node_id, ev.step, ev.total))
         elif isinstance(ev, NodeFinished):
             sc.set_state(ev.node_id, ev.status)
             sc.set_badge(ev.node_id, self.timer.finished_text(ev.status, ev.seconds))
