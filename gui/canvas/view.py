@@ -38,6 +38,7 @@ from .. import theme
 from ..search import PortFilter, SearchPalette
 from .editors import open_editor
 from .layout import REROUTE_TYPE, TITLE_H
+from .legibility import legible_zoom
 from .node_item import NodeItem
 from .scene import GraphScene
 from .wire_item import WireItem
@@ -104,10 +105,14 @@ class GraphView(QGraphicsView):
             return
         rect = rect.adjusted(-40, -40, 40, 40)
         vp = self.viewport().rect()
-        z = min(vp.width() / rect.width(), vp.height() / rect.height(), 1.25)
+        fit = min(vp.width() / rect.width(), vp.height() / rect.height(), 1.25)
+        z = max(MIN_ZOOM, fit, min(1.25, legible_zoom(self.viewport())))  # never fit into unreadable text
         self.resetTransform()
-        self.scale(max(MIN_ZOOM, z), max(MIN_ZOOM, z))
-        self.centerOn(rect.center())
+        self.scale(z, z)
+        # what does not fit shows from its top-left corner, where a pipeline starts
+        cx = rect.center().x() if rect.width() * z <= vp.width() else rect.left() + vp.width() / (2 * z)
+        cy = rect.center().y() if rect.height() * z <= vp.height() else rect.top() + vp.height() / (2 * z)
+        self.centerOn(QPointF(cx, cy))
         self.gscene.set_far(self.zoom() < FAR_ZOOM)
 
     def frame_all(self) -> None:
