@@ -19,6 +19,7 @@ from .alignment import align
 from .canvas import GraphScene, GraphView
 from .canvas.group_item import GROUP_TITLE_H
 from .clipboard import copy_to_clipboard, fragment, fragment_origin, read_clipboard
+from .node_style import add_input_links
 
 
 class EditActions:
@@ -41,7 +42,8 @@ class EditActions:
     def copy(self) -> int:
         ids = self.scene.selected_node_ids()
         if ids:
-            copy_to_clipboard(fragment(self.graph, ids, self.scene.selected_group_ids()))
+            doc = fragment(self.graph, ids, self.scene.selected_group_ids())
+            copy_to_clipboard(add_input_links(doc, self.graph, ids))  # for Ctrl+Shift+V
         return len(ids)
 
     def paste(self, doc: dict[str, Any] | None = None, at: QPointF | None = None) -> list[str]:

@@ -29,7 +29,7 @@ from PySide6.QtGui import QImage
 from nodegraph.pngtext import PngMetadataError, read_png_text
 
 from . import commands as cmd
-from .layout_actions import free_spot
+from .canvas.placement import free_spot
 
 if TYPE_CHECKING:
     from .main_window import MainWindow

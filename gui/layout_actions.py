@@ -1,4 +1,4 @@
-"""Layout verbs of one canvas: Arrange (see :mod:`gui.arrange`) and where new nodes go.
+"""Layout verbs of one canvas: Arrange (see :mod:`gui.arrange`).
 
 Kept out of :mod:`gui.edit_actions` so the layout rules read in one place; each verb
 reads sizes from the canvas items and pushes one undoable command.
@@ -6,14 +6,11 @@ reads sizes from the canvas items and pushes one undoable command.
 
 from __future__ import annotations
 
-from PySide6.QtCore import QPointF, QRectF
 from PySide6.QtGui import QUndoStack
 
 from . import commands as cmd
 from .arrange import arrange
 from .canvas import GraphScene
-
-FREE_GAP = 20.0
 
 
 def arrange_nodes(scene: GraphScene, undo: QUndoStack) -> int:
@@ -55,17 +52,3 @@ def _groups_within(scene: GraphScene, chosen: set[str]) -> dict[str, tuple[float
         if members and members <= chosen:
             out[gid] = tuple(scene.graph.groups[gid].bounds)
     return out
-
-
-def free_spot(scene: GraphScene, pos: QPointF, size: tuple[float, float] = (240.0, 120.0)) -> QPointF:
-    """The nearest place at or below/right of ``pos`` where a node of ``size`` overlaps no
-    other node: new nodes never land on top of existing ones."""
-    rects = [it.sceneBoundingRect().adjusted(-FREE_GAP / 2, -FREE_GAP / 2, FREE_GAP / 2, FREE_GAP / 2)
-             for it in scene.node_items.values()]
-    cand = QRectF(pos.x(), pos.y(), size[0], size[1])
-    for _ in range(200):
-        hit = next((r for r in rects if r.intersects(cand)), None)
-        if hit is None:
-            return cand.topLeft()
-        cand.moveTop(hit.bottom() + 1)  # slide down past whatever is in the way
-    return cand.topLeft()

@@ -32,11 +32,13 @@ from nodegraph import Executor, Graph, Registry
 
 from .autosave import Autosaver
 from .canvas import GraphScene, GraphView
+from .clipboard import read_clipboard
 from .default_workflow import default_graph
 from .document import Document
 from .edit_actions import EditActions
 from .image_import import ImageImporter
 from .layout_actions import arrange_nodes
+from .node_style import GRID, NODE_COLORS, paste_with_links, set_color
 from .panels.gallery import GalleryPanel
 from .panels.legend import StateLegend
 from .panels.library import LibraryPanel
@@ -170,6 +172,8 @@ class MainWindow(QMainWindow):
         m_edit.addSeparator()
         self._action("Copy", self.copy, QKeySequence("Ctrl+C"), m_edit)
         self._action("Paste", self.paste_any, QKeySequence("Ctrl+V"), m_edit)
+        self._action("Paste with Links", lambda: paste_with_links(ed, read_clipboard()),
+                     QKeySequence("Ctrl+Shift+V"), m_edit)
         self._action("Duplicate", ed.duplicate, QKeySequence("Ctrl+D"), m_edit)
         self._action("Delete", ed.delete_selection, [QKeySequence("Delete"), QKeySequence("Backspace")], m_edit)
         self._action("Select All", ed.select_all, QKeySequence("Ctrl+A"), m_edit)
@@ -190,6 +194,9 @@ class MainWindow(QMainWindow):
                            ("Distribute Horizontally", "distribute_h"), ("Distribute Vertically", "distribute_v")):
             self._action(label, lambda h=how: ed.align_selection(h), None, m_align)
         self.act_arrange = self._action("Arrange", self.arrange, QKeySequence("Ctrl+L"), m_node)
+        m_color = m_node.addMenu("Colour")
+        for label, color in NODE_COLORS.items():
+            self._action(label, lambda c=color: set_color(self.scene, self.undo, c), None, m_color)
 
     def _build_view_menu(self, m_view: Any) -> None:
         v = self.view
@@ -197,6 +204,10 @@ class MainWindow(QMainWindow):
         self._action("Frame All", v.frame_all, QKeySequence("Home"), m_view)
         self._action("Zoom In", lambda: v.set_zoom(v.zoom() * 1.2), QKeySequence("Ctrl+="), m_view)
         self._action("Zoom Out", lambda: v.set_zoom(v.zoom() / 1.2), QKeySequence("Ctrl+-"), m_view)
+        self.act_snap = self._action("Snap to Grid", self.toggle_snap, None, m_view)
+        self.act_snap.setCheckable(True)
+        self.act_snap.setChecked(self.document.qsettings.value("snap_to_grid", False, type=bool))
+        self.scene.snap_grid = GRID if self.act_snap.isChecked() else 0.0
         m_view.addSeparator()
         for dock in (self.dock_nodes, self.dock_problems, self.dock_gallery,  # type: ignore[attr-defined]
                      self.dock_queue):  # type: ignore[attr-defined]
@@ -304,6 +315,12 @@ class MainWindow(QMainWindow):
 
     def focus_node(self, nid: str) -> None:
         self.edits.focus_node(nid)
+
+    def toggle_snap(self) -> None:
+        """Snap dragged nodes to the canvas grid (remembered between sessions)."""
+        on = self.act_snap.isChecked()
+        self.scene.snap_grid = GRID if on else 0.0
+        self.document.qsettings.setValue("snap_to_grid", on)
 
     def arrange(self) -> int:
         """Lay out the selection (or everything) left to right by dependency; undoable."""

@@ -58,6 +58,7 @@ class GraphScene(QGraphicsScene):
         self._loading = False
         self.far = False
         self.zooming = False
+        self.snap_grid = 0.0  # > 0: dragged nodes snap to this grid (View ▸ Snap to Grid)
         cmd.learn_display_names({s.type_id: s.display_name for s in registry})
         self.setBackgroundBrush(theme.CANVAS_BG)
         self.setItemIndexMethod(QGraphicsScene.ItemIndexMethod.NoIndex)
@@ -459,6 +460,12 @@ class GraphScene(QGraphicsScene):
 
     def mouseMoveEvent(self, event: QGraphicsSceneMouseEvent) -> None:  # noqa: N802
         super().mouseMoveEvent(event)
+        if self._press_positions and self.snap_grid > 0:
+            g = self.snap_grid
+            for nid in self._press_positions:
+                item = self.node_items.get(nid)
+                if item is not None:
+                    item.setPos(round(item.x() / g) * g, round(item.y() / g) * g)
         if self._press_positions:  # nodes being dragged drag their wires along
             for w in self._drag_wires:
                 self._place_wire(w)

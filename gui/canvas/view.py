@@ -40,6 +40,7 @@ from .editors import open_editor
 from .layout import REROUTE_TYPE, TITLE_H
 from .legibility import legible_zoom
 from .node_item import NodeItem
+from .placement import free_spot
 from .scene import GraphScene
 from .wire_item import WireItem
 
@@ -284,9 +285,10 @@ class GraphView(QGraphicsView):
         """Add a node at ``scene_pos`` (and wire it to ``pending`` port); one undo step."""
         sc = self.gscene
         spec = sc.registry.get(type_id)
-        pos = [round(scene_pos.x()), round(scene_pos.y() - TITLE_H / 2)]
-        if pending is not None and pending[0] == "in":
-            pos[0] -= 240  # the new node feeds the input: put it on the left
+        want = QPointF(scene_pos.x() - (240 if pending is not None and pending[0] == "in" else 0),
+                       scene_pos.y() - TITLE_H / 2)  # a node feeding an input goes on its left
+        spot = free_spot(sc, want)  # never on top of another node
+        pos = [round(spot.x()), round(spot.y())]
         sc.undo_stack.beginMacro(f"Add {spec.display_name if spec else type_id}")
         ui: dict = {"pos": pos}
         seeds = [i.name for i in spec.inputs if i.widget is Widget.SEED] if spec is not None else []

@@ -55,6 +55,7 @@ class QueuePanel(QWidget):
         self.runner = win.runner
         self.store = store
         self._thumbs: dict[str, QImage | None] = {}
+        self._closed = False
         self._decoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nodegraph-thumbs")
         self._build()
         self._thumb_ready.connect(self._on_thumb)
@@ -159,13 +160,15 @@ class QueuePanel(QWidget):
 
     # -- history -------------------------------------------------------------------------------
     def _on_job_finished(self, job_id: int, graph: Any, report: Any) -> None:
-        if graph is None:
+        if graph is None or self._closed:
             return
         entry = HistoryEntry.from_run(job_id, graph, report, name=self._describe(graph))
         self.store.add(entry)
         self.refresh_history()
 
     def _on_history_loaded(self, entries: list[HistoryEntry]) -> None:
+        if self._closed:
+            return
         self.store.merge_loaded(entries)
         self.refresh_history()
 
@@ -237,6 +240,7 @@ class QueuePanel(QWidget):
         self.refresh_history()
 
     def shutdown(self) -> None:
+        self._closed = True
         self._decoder.shutdown(wait=False, cancel_futures=True)
         self.store.shutdown()
 
