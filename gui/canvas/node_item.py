@@ -263,7 +263,7 @@ class NodeItem(QGraphicsItem):
         painter.drawText(QRectF(24, 0, lay.width - 30, TITLE_H), Qt.AlignmentFlag.AlignVCenter, title)
         if badge:
             painter.setFont(_font("small"))
-            painter.setPen(theme.STATE_COLORS.get(state, theme.TEXT_DIM) if state else theme.TEXT_DIM)
+            painter.setPen(theme.PROGRESS.lighter(130) if state == "running" else theme.TEXT_DIM)
             painter.drawText(QRectF(0, 0, lay.width - 8, TITLE_H),
                              Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignRight, badge)
         if self.node.mode != "normal":

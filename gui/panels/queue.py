@@ -85,6 +85,8 @@ class QueuePanel(QWidget):
         col.addWidget(QLabel("Pending"))
         self.pending = QListWidget()
         self.pending.setMaximumHeight(130)
+        self.pending.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.pending.setTextElideMode(Qt.TextElideMode.ElideRight)
         col.addWidget(self.pending)
         row = QHBoxLayout()
         self.btn_up, self.btn_down, self.btn_remove = QPushButton("Up"), QPushButton("Down"), QPushButton("Remove")
@@ -98,6 +100,8 @@ class QueuePanel(QWidget):
         col.addWidget(QLabel("History"))
         self.history = QListWidget()
         self.history.setIconSize(QSize(THUMB, THUMB))
+        self.history.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.history.setTextElideMode(Qt.TextElideMode.ElideRight)
         self.history.itemDoubleClicked.connect(lambda _i: self.reopen_selected())
         col.addWidget(self.history, 1)
         row = QHBoxLayout()
@@ -120,7 +124,7 @@ class QueuePanel(QWidget):
         self.pending.clear()
         current = self.runner.current_job
         if current is not None:
-            it = QListWidgetItem(f"▶ #{current.job_id}  running — {self._describe(current.graph)}")
+            it = QListWidgetItem(f"▶ #{current.job_id}  running · {self._describe(current.graph)}")
             it.setData(Qt.ItemDataRole.UserRole, None)
             it.setFlags(it.flags() & ~Qt.ItemFlag.ItemIsSelectable)
             self.pending.addItem(it)
@@ -179,6 +183,7 @@ class QueuePanel(QWidget):
             mark = STATUS_MARK.get(e.status, "?")
             it = QListWidgetItem(f"{mark} {when} · {format_seconds(e.seconds)}\n{e.name}")
             it.setToolTip(self._details(e))
+            it.setSizeHint(QSize(0, THUMB + 6))  # a whole thumbnail per row
             if e.images:
                 self._set_icon(it, e.images[-1])
             self.history.addItem(it)
