@@ -150,27 +150,29 @@ class ImageImporter(QObject):
         self._pool.submit(work)
 
     def drop(self, paths: list[str], scene_pos: QPointF) -> None:
-        """Files dropped on the canvas: the first workflow or picture among them."""
+        """Files dropped on the canvas: a workflow (.json) opens; each picture becomes a
+        Load Image node (several pictures stack down from the drop point), unless it is
+        a PNG carrying a workflow, which opens instead."""
         folder = input_folder(self.win.settings)
-        for p in paths:
-            path = Path(p)
-            ext = path.suffix.lower()
-            if ext in WORKFLOW_EXTS:
-                self.win.open_path(path)
-                self.finished.emit("")
-                return
-            if ext in IMAGE_EXTS:
-                def job(path: Path = path) -> tuple[str, Any]:
-                    if png_has_workflow(path):
-                        return "workflow", str(path)
-                    try:
-                        return "image", copy_into(path, folder)
-                    except OSError as exc:
-                        return "error", (f"{path}: {exc.strerror or exc} -> check the file exists and "
-                                         f"that {folder} is writable")
-                self._submit(job, scene_pos)
-                return
-        self.win.statusBar().showMessage("Drop a workflow (.json), or a picture to load it", 4000)
+        workflows = [Path(p) for p in paths if Path(p).suffix.lower() in WORKFLOW_EXTS]
+        if workflows:
+            self.win.open_path(workflows[0])
+            self.finished.emit("")
+            return
+        pictures = [Path(p) for p in paths if Path(p).suffix.lower() in IMAGE_EXTS]
+        if not pictures:
+            self.win.statusBar().showMessage("Drop a workflow (.json), or a picture to load it", 4000)
+            return
+        for path in pictures:
+            def job(path: Path = path) -> tuple[str, Any]:
+                if png_has_workflow(path):
+                    return "workflow", str(path)
+                try:
+                    return "image", copy_into(path, folder)
+                except OSError as exc:
+                    return "error", (f"{path}: {exc.strerror or exc} -> check the file exists and "
+                                     f"that {folder} is writable")
+            self._submit(job, scene_pos)
 
     def paste_image(self, image: QImage, scene_pos: QPointF) -> None:
         """A clipboard picture: encoded and stored off the UI thread."""

@@ -117,6 +117,20 @@ def test_pasting_a_clipboard_image_adds_a_load_image_node(window, inputs, qtbot)
     QGuiApplication.clipboard().clear()
 
 
+def test_dropping_several_pictures_adds_one_node_each_without_overlap(window, inputs, tmp_path, qtbot):
+    window.set_graph(chain(), None)
+    files = [picture(tmp_path / f"p{i}.png", color=(40 * i, 0, 0)) for i in range(3)]
+    md = QMimeData()
+    md.setUrls([QUrl.fromLocalFile(str(p)) for p in files])
+    got: list[str] = []
+    window.images.finished.connect(got.append)
+    drop(window.view.viewport(), md, QPoint(300, 300))
+    qtbot.waitUntil(lambda: len(got) == 3, timeout=5000)
+    assert sorted(window.graph.node(n).values["image"] for n in got) == ["p0.png", "p1.png", "p2.png"]
+    rects = [window.scene.node_items[n].sceneBoundingRect() for n in got]
+    assert not any(a.intersects(b) for i, a in enumerate(rects) for b in rects[i + 1:])
+
+
 def test_an_unreadable_drop_says_why(window, inputs, tmp_path, qtbot):
     missing = tmp_path / "gone.png"
     with qtbot.waitSignal(window.images.finished, timeout=5000) as sig:
