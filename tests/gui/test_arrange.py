@@ -105,6 +105,22 @@ def test_layers_are_longest_paths_and_cycles_do_not_break_them():
     assert cyc["x"] == cyc["y"] == 0 and cyc["z"] == 1
 
 
+def test_crossing_count_matches_the_pairwise_definition():
+    import random
+
+    rng = random.Random(7)
+    for _ in range(300):
+        left = [f"l{i}" for i in range(rng.randint(1, 9))]
+        right = [f"r{i}" for i in range(rng.randint(1, 9))]
+        col = {n: 0 for n in left} | {n: 1 for n in right}
+        order = {n: i for i, n in enumerate(rng.sample(left, len(left)))}
+        order |= {n: i for i, n in enumerate(rng.sample(right, len(right)))}
+        edges = list({(rng.choice(left), rng.choice(right)) for _ in range(rng.randint(1, 25))})
+        pairwise = sum(1 for i, (a1, b1) in enumerate(edges) for a2, b2 in edges[i + 1:]
+                       if (order[a1] - order[a2]) * (order[b1] - order[b2]) < 0)
+        assert count_crossings(order, col, edges) == pairwise
+
+
 def test_barycentre_sweeps_remove_crossings_of_a_twisted_ladder():
     n = 6
     ids = [f"l{i}" for i in range(n)] + [f"r{i}" for i in range(n)]
