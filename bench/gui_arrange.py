@@ -27,6 +27,25 @@ from bench.gui_open import generate  # noqa: E402
 from nodegraph import Registry  # noqa: E402
 
 
+def wide(n_nodes: int, n_links: int, seed: int = 0) -> object:
+    """Half sources, half sinks, random wires between them: two tall columns, the case
+    where crossing reduction has the most to do."""
+    import random
+
+    from nodegraph import Graph
+
+    rng = random.Random(seed)
+    g = Graph()
+    half = n_nodes // 2
+    for i in range(half):
+        g.add_node("primitives.int", {"value": i}, id=f"s{i}", ui={"pos": [0, i * 90]})
+        g.add_node("primitives.int_math", {"op": "add"}, id=f"t{i}", ui={"pos": [400, i * 90]})
+    inputs = [(f"t{i}", name) for i in range(half) for name in ("a", "b")]
+    for dst, name in rng.sample(inputs, min(n_links, len(inputs))):
+        g.connect(f"s{rng.randrange(half)}", "INT", dst, name)
+    return g
+
+
 def time_arrange(graph: object, reg: Registry, repeat: int, clock: object) -> list[float]:
     from PySide6.QtGui import QUndoStack
     from PySide6.QtWidgets import QApplication
@@ -69,9 +88,11 @@ def main(argv: list[str] | None = None) -> None:
     clock = time.thread_time if args.cpu else time.perf_counter
     big = time_arrange(generate(args.nodes, args.links), reg, args.repeat, clock)
     small = time_arrange(generate(10, 12), reg, args.repeat, clock)
+    wide_t = time_arrange(wide(args.nodes, args.links), reg, args.repeat, clock)
     print(f"machine: {machine()} ({'thread CPU' if args.cpu else 'wall'} time)")
     print(f"arrange {args.nodes} nodes / {args.links} wires: {summary(big, 1000, ' ms')}")
     print(f"arrange 10 nodes (reference):        {summary(small, 1000, ' ms')}")
+    print(f"arrange {args.nodes} nodes as two columns with {args.links} random wires: {summary(wide_t, 1000, ' ms')}")
     ratio = statistics.median(big) / statistics.median(small)
     print(f"ratio: {ratio:.1f}x")
     emit_summary("gui_arrange", [{"metric": f"arrange {args.nodes} nodes", "median": statistics.median(big) * 1000,
