@@ -65,6 +65,7 @@ def test_snap_to_grid_while_dragging(window):
     assert g.node("s").ui["pos"] == [640 + 37, 13]  # off by default: exact
     window.act_snap.trigger()
     assert window.scene.snap_grid == GRID
+    assert window.document.qsettings.value("snap_to_grid", type=bool) is True  # remembered
     start = title_point(view, "s")
     drag(view, start, start + QPoint(50, 29))
     x, y = g.node("s").ui["pos"]

@@ -40,6 +40,11 @@ def test_queue_n_reorder_remove_then_history_with_images_and_exact_workflows(win
     panel.pending.setCurrentRow(3)  # the last waiting run…
     click(panel.btn_up)  # …one place up
     assert panel.pending_ids() == [ids[0], ids[2], ids[1]]
+    click(panel.btn_down)  # and back down
+    assert panel.pending_ids() == [ids[0], ids[1], ids[2]]
+    panel.pending.setCurrentRow(3)
+    click(panel.btn_up)
+    assert panel.pending_ids() == [ids[0], ids[2], ids[1]]
     panel.pending.setCurrentRow(1)
     click(panel.btn_remove)
     assert panel.pending_ids() == [ids[2], ids[1]]
@@ -64,6 +69,10 @@ def test_queue_n_reorder_remove_then_history_with_images_and_exact_workflows(win
     assert [e.job_id for e in on_disk] == [e.job_id for e in entries]
     assert on_disk[0].workflow == entries[0].workflow
     assert not list(tmp_path.glob(".history-*"))  # written atomically: no temporary left
+
+    click(panel.btn_clear)
+    window.history_store.flush()
+    assert panel.history.count() == 0 and read_history(tmp_path / "history.json") == []
 
 
 def test_reopen_and_rerun_use_the_workflow_that_ran(window, qtbot):
