@@ -14,7 +14,7 @@ import os
 
 from PySide6.QtCore import QObject, Qt
 from PySide6.QtGui import QColor, QPalette
-from PySide6.QtWidgets import QApplication, QGraphicsView
+from PySide6.QtWidgets import QApplication, QGraphicsItem, QGraphicsView
 
 from . import theme
 
@@ -71,7 +71,11 @@ def apply_scheme(app: QApplication, scheme: str) -> None:
     for w in app.allWidgets():
         if isinstance(w, QGraphicsView) and w.scene() is not None:
             w.scene().setBackgroundBrush(theme.CANVAS_BG)
-            for item in w.scene().items():  # node caches hold the old colours
+            for item in w.scene().items():  # cached pixmaps hold the old colours: drop them
+                mode = item.cacheMode()
+                if mode != QGraphicsItem.CacheMode.NoCache:
+                    item.setCacheMode(QGraphicsItem.CacheMode.NoCache)
+                    item.setCacheMode(mode)
                 item.update()
             w.resetCachedContent()
             w.viewport().update()
