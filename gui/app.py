@@ -44,6 +44,9 @@ def make_app(argv: Sequence[str] | None = None) -> Any:
         app.setApplicationName("nodegraph")
         app.setOrganizationName("nodegraph")
     theme.apply(app)
+    from .color_scheme import follow_system
+
+    follow_system(app)  # light or dark as the system is set, and when it changes
     return app
 
 

@@ -182,12 +182,6 @@ class Document(QObject):
         self.win.statusBar().showMessage("Recovered unsaved work", 6000)
         return True
 
-    def open_dropped(self, paths: list[str]) -> None:
-        for p in paths:
-            if p.lower().endswith((".json", ".png")):
-                self.open_path(p)
-                return
-
 
 class _Marker(QUndoCommand):
     """A no-op entry marking recovered work as unsaved."""

@@ -19,6 +19,7 @@ from .alignment import align
 from .canvas import GraphScene, GraphView
 from .canvas.group_item import GROUP_TITLE_H
 from .clipboard import copy_to_clipboard, fragment, fragment_origin, read_clipboard
+from .node_style import add_input_links
 
 
 class EditActions:
@@ -45,7 +46,7 @@ class EditActions:
             subgraphs = getattr(self.parent, "subgraph_actions", None)
             if subgraphs is not None:  # subgraph nodes travel with their definitions
                 subgraphs.attach_definitions(doc)
-            copy_to_clipboard(doc)
+            copy_to_clipboard(add_input_links(doc, self.graph, ids))  # for Ctrl+Shift+V
         return len(ids)
 
     def paste(self, doc: dict[str, Any] | None = None, at: QPointF | None = None) -> list[str]:

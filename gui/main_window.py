@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QPointF, QSettings, Qt, QTimer
-from PySide6.QtGui import QAction, QCloseEvent, QKeySequence, QShowEvent, QUndoStack
+from PySide6.QtGui import QAction, QCloseEvent, QGuiApplication, QKeySequence, QShowEvent, QUndoStack
 from PySide6.QtWidgets import (
     QDockWidget,
     QFileDialog,
@@ -32,13 +32,19 @@ from nodegraph import Executor, Graph, Registry
 
 from .autosave import Autosaver
 from .canvas import GraphScene, GraphView
+from .clipboard import read_clipboard
 from .default_workflow import default_graph
 from .document import Document
 from .edit_actions import EditActions
+from .image_import import ImageImporter
+from .layout_actions import arrange_nodes
+from .node_style import GRID, NODE_COLORS, paste_with_links, set_color
 from .panels.gallery import GalleryPanel
+from .panels.legend import StateLegend
 from .panels.library import LibraryPanel
 from .panels.minimap import Minimap
 from .panels.problems import Problem, ProblemsPanel
+from .panels.queue import QueuePanel, make_store
 from .run_presenter import RunPresenter
 from .runner import RunController
 from .subgraph_actions import SubgraphActions
@@ -48,7 +54,7 @@ class MainWindow(QMainWindow):
     def __init__(self, registry: Registry, *, settings: Mapping[str, Any] | None = None,
                  executor: Executor | None = None, output_dir: str | Path = "output",
                  recovery_path: Path | None = None, qsettings: QSettings | None = None,
-                 autosave_ms: int = 30_000, validate_ms: int = 250) -> None:
+                 autosave_ms: int = 30_000, validate_ms: int = 250, history_path: Path | None = None) -> None:
         super().__init__()
         self.registry = registry
         self.settings = dict(settings or {})
@@ -64,6 +70,7 @@ class MainWindow(QMainWindow):
                                  self.autosaver)
         self.edits = EditActions(self, self.scene, self.view, self.undo)
         self.subgraph_actions = SubgraphActions(self)  # breadcrumb, open/convert/unpack (gui/subgraph_actions.py)
+        self.history_store = make_store(history_path)
         self.last_error = ""
         self.last_info = ""
         self.quiet = False  # True: no modal error dialogs (tests, scripted use)
@@ -77,7 +84,8 @@ class MainWindow(QMainWindow):
         self.document.titleChanged.connect(self._update_title)
         self.document.replaced.connect(self._on_document_replaced)
         self.document.recentChanged.connect(self._update_recent_menu)
-        self.view.filesDropped.connect(self.document.open_dropped)
+        self.images = ImageImporter(self)
+        self.view.filesDropped.connect(lambda paths: self.images.drop(paths, self.view._last_scene_pos))
         self.view.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
         self.view.customContextMenuRequested.connect(self.edits.context_menu)
         self.view.statusMessage.connect(lambda m: self.statusBar().showMessage(m, 4000))
@@ -93,9 +101,11 @@ class MainWindow(QMainWindow):
         self.problems.nodeClicked.connect(self.focus_node)
         self.gallery = GalleryPanel()
         self.gallery.openWorkflow.connect(lambda p: self.open_path(p))
+        self.queue_panel = QueuePanel(self, self.history_store)
         for title, widget, area in (("Nodes", self.library, Qt.DockWidgetArea.LeftDockWidgetArea),
                                     ("Problems", self.problems, Qt.DockWidgetArea.BottomDockWidgetArea),
-                                    ("Gallery", self.gallery, Qt.DockWidgetArea.RightDockWidgetArea)):
+                                    ("Gallery", self.gallery, Qt.DockWidgetArea.RightDockWidgetArea),
+                                    ("Queue", self.queue_panel, Qt.DockWidgetArea.RightDockWidgetArea)):
             dock = QDockWidget(title, self)
             dock.setObjectName(f"dock_{title}")
             dock.setWidget(widget)
@@ -163,7 +173,9 @@ class MainWindow(QMainWindow):
             m_edit.addAction(a)
         m_edit.addSeparator()
         self._action("Copy", self.copy, QKeySequence("Ctrl+C"), m_edit)
-        self._action("Paste", ed.paste, QKeySequence("Ctrl+V"), m_edit)
+        self._action("Paste", self.paste_any, QKeySequence("Ctrl+V"), m_edit)
+        self._action("Paste with Links", lambda: paste_with_links(ed, read_clipboard()),
+                     QKeySequence("Ctrl+Shift+V"), m_edit)
         self._action("Duplicate", ed.duplicate, QKeySequence("Ctrl+D"), m_edit)
         self._action("Delete", ed.delete_selection, [QKeySequence("Delete"), QKeySequence("Backspace")], m_edit)
         self._action("Select All", ed.select_all, QKeySequence("Ctrl+A"), m_edit)
@@ -184,6 +196,10 @@ class MainWindow(QMainWindow):
                            ("Distribute Horizontally", "distribute_h"), ("Distribute Vertically", "distribute_v")):
             self._action(label, lambda h=how: ed.align_selection(h), None, m_align)
         self.subgraph_actions.build_menu(m_node)
+        self.act_arrange = self._action("Arrange", self.arrange, QKeySequence("Ctrl+L"), m_node)
+        m_color = m_node.addMenu("Colour")
+        for label, color in NODE_COLORS.items():
+            self._action(label, lambda c=color: set_color(self.scene, self.undo, c), None, m_color)
 
     def _build_view_menu(self, m_view: Any) -> None:
         v = self.view
@@ -191,8 +207,13 @@ class MainWindow(QMainWindow):
         self._action("Frame All", v.frame_all, QKeySequence("Home"), m_view)
         self._action("Zoom In", lambda: v.set_zoom(v.zoom() * 1.2), QKeySequence("Ctrl+="), m_view)
         self._action("Zoom Out", lambda: v.set_zoom(v.zoom() / 1.2), QKeySequence("Ctrl+-"), m_view)
+        self.act_snap = self._action("Snap to Grid", self.toggle_snap, None, m_view)
+        self.act_snap.setCheckable(True)
+        self.act_snap.setChecked(self.document.qsettings.value("snap_to_grid", False, type=bool))
+        self.scene.snap_grid = GRID if self.act_snap.isChecked() else 0.0
         m_view.addSeparator()
-        for dock in (self.dock_nodes, self.dock_problems, self.dock_gallery):  # type: ignore[attr-defined]
+        for dock in (self.dock_nodes, self.dock_problems, self.dock_gallery,  # type: ignore[attr-defined]
+                     self.dock_queue):  # type: ignore[attr-defined]
             m_view.addAction(dock.toggleViewAction())
 
     def _build_status(self) -> None:
@@ -202,7 +223,9 @@ class MainWindow(QMainWindow):
         self.progress.setTextVisible(True)
         self.progress.hide()
         self.queue_label = QLabel("")
+        self.legend = StateLegend()
         sb = self.statusBar()
+        sb.addPermanentWidget(self.legend)
         # Run state sits on the right, so temporary messages on the left never overlap it.
         sb.addPermanentWidget(self.status_label)
         sb.addPermanentWidget(self.queue_label)
@@ -280,11 +303,34 @@ class MainWindow(QMainWindow):
     def paste(self, doc: dict[str, Any] | None = None, at: QPointF | None = None) -> list[str]:
         return self.edits.paste(doc, at)
 
+    def paste_any(self) -> None:
+        """Ctrl+V: nodes if the clipboard holds a workflow fragment, else a picture as a
+        Load Image node (stored in the input folder off the UI thread)."""
+        if self.edits.paste():
+            return
+        md = QGuiApplication.clipboard().mimeData()
+        if md is not None and md.hasImage():
+            image = QGuiApplication.clipboard().image()
+            if not image.isNull():
+                self.images.paste_image(image, self.view._last_scene_pos)
+
     def align_selection(self, how: str) -> None:
         self.edits.align_selection(how)
 
     def focus_node(self, nid: str) -> None:
         self.subgraph_actions.focus(nid)  # a path id ("outer/inner") opens the subgraphs on the way
+
+    def toggle_snap(self) -> None:
+        """Snap dragged nodes to the canvas grid (remembered between sessions)."""
+        on = self.act_snap.isChecked()
+        self.scene.snap_grid = GRID if on else 0.0
+        self.document.qsettings.setValue("snap_to_grid", on)
+
+    def arrange(self) -> int:
+        """Lay out the selection (or everything) left to right by dependency; undoable."""
+        n = arrange_nodes(self.scene, self.undo)
+        self.statusBar().showMessage(f"Arranged {n} node(s)" if n else "Already arranged", 3000)
+        return n
 
     # -- dialogs (replaced by tests and scripted front-ends) -----------------------------------
     def ask_save_changes(self) -> str:
@@ -358,6 +404,8 @@ class MainWindow(QMainWindow):
         # process waits for it only after the window is gone (gui.runner._DETACHED).
         self.runner.shutdown(timeout_ms=100)
         self.presenter.shutdown()
+        self.images.shutdown()
+        self.queue_panel.shutdown()
         self.autosaver.discard()
         self.autosaver.timer.stop()
         event.accept()
@@ -366,4 +414,6 @@ class MainWindow(QMainWindow):
         """Stop the worker without asking (tests, and the crash path)."""
         self.runner.shutdown()
         self.presenter.shutdown()
+        self.images.shutdown()
+        self.queue_panel.shutdown()
         self.autosaver.timer.stop()

@@ -29,6 +29,7 @@ from nodegraph import (
 
 from . import commands as cmd
 from .panels.problems import Problem
+from .run_feedback import NodeTimer
 from .seeds import next_seeds
 from .subgraph_editor import SpecSource
 
@@ -56,6 +57,7 @@ class RunPresenter(QObject):
         self.run_graph: Graph | None = None
         self.last_report: Any = None
         self._done = 0
+        self.timer = NodeTimer()
         self.validate_timer = QTimer(self)
         self.validate_timer.setSingleShot(True)
         self.validate_timer.setInterval(validate_ms)
@@ -206,6 +208,7 @@ class RunPresenter(QObject):
         local = self._local(getattr(ev, "node_id", None))
         if isinstance(ev, RunStarted):
             sc.clear_states()
+            self.timer.clear()
             self.run_problems = []
             self.show_problems()
             self.win.subgraph_actions.editor.run_started(list(ev.nodes))
@@ -219,14 +222,18 @@ class RunPresenter(QObject):
         elif isinstance(ev, NodeStarted):
             if local:
                 sc.set_state(local, "running")
+                self.timer.start(local)
             win.status_label.setText(f"Running {sc.node_label(local) if local else ev.node_id}…")
         elif isinstance(ev, NodeProgress):
             if local:
                 sc.set_progress(local, ev.step, ev.total, preview)
+                sc.set_badge(local, self.timer.progress_text(local, ev.step, ev.total))
         elif isinstance(ev, NodeFinished):
             last = self.win.subgraph_actions.editor.run_node_finished(ev.node_id)
             if local and sc.states.get(local) != "error":  # a subgraph node is done when its last inner node is
                 sc.set_state(local, ev.status if last else "running")
+                if last:
+                    sc.set_badge(local, self.timer.finished_text(ev.status, ev.seconds))
             if ev.status != "skipped":
                 self._done += 1
                 win.progress.setValue(self._done)

@@ -56,8 +56,13 @@ atexit.register(_wait_for_detached)
 
 
 def detached_workers() -> int:
-    """How many closed windows' workers are still finishing a node."""
-    _DETACHED[:] = [d for d in _DETACHED if not d[0].isFinished()]
+    """How many closed windows' workers are still finishing a node.  Finished ones are
+    dropped here and their GC hold released, so automatic collection comes back once the
+    last of them is done (call from the GUI thread)."""
+    for d in [d for d in _DETACHED if d[0].isFinished()]:
+        _DETACHED.remove(d)
+        if d[2] is not None:
+            d[2].release()
     return len(_DETACHED)
 
 
@@ -138,6 +143,7 @@ class RunController(QObject):
     failed = Signal(str)
     queueChanged = Signal(int)  # runs waiting (not counting the running one)
     busyChanged = Signal(bool)
+    jobFinished = Signal(int, object, object)  # job id, the graph it ran, RunReport | None
     _submit = Signal(object)
 
     def __init__(self, executor: Executor, parent: QObject | None = None) -> None:
@@ -180,6 +186,36 @@ class RunController(QObject):
         self.queueChanged.emit(len(self._queue))
         return job.job_id
 
+    def pending(self) -> list[RunJob]:
+        """The runs waiting, in the order they will run (not the running one)."""
+        return list(self._queue)
+
+    @property
+    def current_job(self) -> RunJob | None:
+        return self._current
+
+    def remove(self, job_id: int) -> bool:
+        """Drop a waiting run (the running one is stopped with :meth:`cancel`)."""
+        for job in self._queue:
+            if job.job_id == job_id:
+                job.cancel.cancel()
+                self._queue.remove(job)
+                self.queueChanged.emit(len(self._queue))
+                return True
+        return False
+
+    def move(self, job_id: int, index: int) -> bool:
+        """Put a waiting run at position ``index`` of the queue (clamped)."""
+        jobs = list(self._queue)
+        for i, job in enumerate(jobs):
+            if job.job_id == job_id:
+                jobs.pop(i)
+                jobs.insert(max(0, min(index, len(jobs))), job)
+                self._queue = deque(jobs)
+                self.queueChanged.emit(len(self._queue))
+                return True
+        return False
+
     def cancel(self, clear_queue: bool = False) -> None:
         """Stop the running job (at its next step or node boundary)."""
         if clear_queue:
@@ -215,7 +251,8 @@ class RunController(QObject):
     def _on_finished(self, job_id: int, report: Any) -> None:
         if not self._is_current(job_id):
             return
-        self._current = None
+        job, self._current = self._current, None
+        self.jobFinished.emit(job_id, job.graph if job is not None else None, report)
         self.runFinished.emit(report)
         self.busyChanged.emit(False)
         self._release_memory()

@@ -259,8 +259,15 @@ class NodeItem(QGraphicsItem):
         painter.drawText(self.collapse_toggle_rect(), Qt.AlignmentFlag.AlignCenter, tri)
         title = self.node.title or (self.spec.display_name if self.spec else f"{self.node.type} (unknown)")
         fm = QFontMetricsF(_font("title"))
-        title = fm.elidedText(title, Qt.TextElideMode.ElideRight, lay.width - 34)
+        badge = sc.badges.get(self.node.id) if self.node.mode == "normal" else None
+        badge_w = QFontMetricsF(_font("small")).horizontalAdvance(badge) + 12 if badge else 0.0
+        title = fm.elidedText(title, Qt.TextElideMode.ElideRight, lay.width - 34 - badge_w)
         painter.drawText(QRectF(24, 0, lay.width - 30, TITLE_H), Qt.AlignmentFlag.AlignVCenter, title)
+        if badge:
+            painter.setFont(_font("small"))
+            painter.setPen(theme.PROGRESS.lighter(130) if state == "running" else theme.TEXT_DIM)
+            painter.drawText(QRectF(0, 0, lay.width - 8, TITLE_H),
+                             Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignRight, badge)
         if self.node.mode != "normal":
             painter.setFont(_font("small"))
             painter.setPen(theme.TEXT_DIM)

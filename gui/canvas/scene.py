@@ -55,6 +55,7 @@ class GraphScene(QGraphicsScene):
         self.states: dict[str, str] = {}
         self.issues: dict[str, list[tuple[str | None, str]]] = {}
         self.node_text: dict[str, str] = {}
+        self.badges: dict[str, str] = {}  # title-bar run feedback ("3/20 · 4 s left", "1.2 s")
         self.drag_filter: tuple[str, str, str] | None = None  # (direction, type, node id) while wiring
         self._out_links: dict[str, set[str]] = {}
         self._unsubscribe: Callable[[], None] | None = None
@@ -64,6 +65,7 @@ class GraphScene(QGraphicsScene):
         self._loading = False
         self.far = False
         self.zooming = False
+        self.snap_grid = 0.0  # > 0: dragged nodes snap to this grid (View ▸ Snap to Grid)
         cmd.learn_display_names({s.type_id: s.display_name for s in registry})
         self.setBackgroundBrush(theme.CANVAS_BG)
         self.setItemIndexMethod(QGraphicsScene.ItemIndexMethod.NoIndex)
@@ -87,6 +89,7 @@ class GraphScene(QGraphicsScene):
         self.states.clear()
         self.issues.clear()
         self.node_text.clear()
+        self.badges.clear()
         self._out_links.clear()
         self.graph = graph
         auto_layout(graph)
@@ -114,7 +117,7 @@ class GraphScene(QGraphicsScene):
                 if self.editor is not None and self.editor.node_id == ch.node_id:
                     self.close_editor(commit=False)
                 self.removeItem(item)
-            for d in (self.states, self.issues, self.node_text):
+            for d in (self.states, self.issues, self.node_text, self.badges):
                 d.pop(ch.node_id, None)
         elif k == "link_added":
             old = ch.old
@@ -290,6 +293,18 @@ class GraphScene(QGraphicsScene):
     def clear_states(self) -> None:
         for nid in list(self.states):
             self.set_state(nid, None)
+        for nid in list(self.badges):
+            self.set_badge(nid, None)
+
+    def set_badge(self, nid: str, text: str | None) -> None:
+        """Run feedback in a node's title bar (see :mod:`gui.run_feedback`)."""
+        if text is None:
+            self.badges.pop(nid, None)
+        else:
+            self.badges[nid] = text
+        item = self.node_items.get(nid)
+        if item is not None:
+            item.update()
 
     def set_progress(self, nid: str, step: int, total: int, preview: QImage | None = None) -> None:
         item = self.node_items.get(nid)
@@ -458,6 +473,12 @@ class GraphScene(QGraphicsScene):
 
     def mouseMoveEvent(self, event: QGraphicsSceneMouseEvent) -> None:  # noqa: N802
         super().mouseMoveEvent(event)
+        if self._press_positions and self.snap_grid > 0:
+            g = self.snap_grid
+            for nid in self._press_positions:
+                item = self.node_items.get(nid)
+                if item is not None:
+                    item.setPos(round(item.x() / g) * g, round(item.y() / g) * g)
         if self._press_positions:  # nodes being dragged drag their wires along
             for w in self._drag_wires:
                 self._place_wire(w)

@@ -38,7 +38,9 @@ from .. import theme
 from ..search import PortFilter, SearchPalette
 from .editors import open_editor
 from .layout import REROUTE_TYPE, TITLE_H
+from .legibility import legible_zoom
 from .node_item import NodeItem
+from .placement import free_spot
 from .scene import GraphScene
 from .wire_item import WireItem
 
@@ -104,10 +106,14 @@ class GraphView(QGraphicsView):
             return
         rect = rect.adjusted(-40, -40, 40, 40)
         vp = self.viewport().rect()
-        z = min(vp.width() / rect.width(), vp.height() / rect.height(), 1.25)
+        fit = min(vp.width() / rect.width(), vp.height() / rect.height(), 1.25)
+        z = max(MIN_ZOOM, fit, min(1.25, legible_zoom(self.viewport())))  # never fit into unreadable text
         self.resetTransform()
-        self.scale(max(MIN_ZOOM, z), max(MIN_ZOOM, z))
-        self.centerOn(rect.center())
+        self.scale(z, z)
+        # what does not fit shows from its top-left corner, where a pipeline starts
+        cx = rect.center().x() if rect.width() * z <= vp.width() else rect.left() + vp.width() / (2 * z)
+        cy = rect.center().y() if rect.height() * z <= vp.height() else rect.top() + vp.height() / (2 * z)
+        self.centerOn(QPointF(cx, cy))
         self.gscene.set_far(self.zoom() < FAR_ZOOM)
 
     def frame_all(self) -> None:
@@ -279,9 +285,10 @@ class GraphView(QGraphicsView):
         """Add a node at ``scene_pos`` (and wire it to ``pending`` port); one undo step."""
         sc = self.gscene
         spec = sc.spec(type_id)
-        pos = [round(scene_pos.x()), round(scene_pos.y() - TITLE_H / 2)]
-        if pending is not None and pending[0] == "in":
-            pos[0] -= 240  # the new node feeds the input: put it on the left
+        want = QPointF(scene_pos.x() - (240 if pending is not None and pending[0] == "in" else 0),
+                       scene_pos.y() - TITLE_H / 2)  # a node feeding an input goes on its left
+        spot = free_spot(sc, want)  # never on top of another node
+        pos = [round(spot.x()), round(spot.y())]
         sc.undo_stack.beginMacro(f"Add {spec.display_name if spec else type_id}")
         ui: dict = {"pos": pos}
         seeds = [i.name for i in spec.inputs if i.widget is Widget.SEED] if spec is not None else []
@@ -465,6 +472,7 @@ class GraphView(QGraphicsView):
         if md.hasUrls():
             paths = [u.toLocalFile() for u in md.urls() if u.isLocalFile()]
             if paths:
+                self._last_scene_pos = self.mapToScene(event.position().toPoint())  # where to put a picture
                 self.filesDropped.emit(paths)
                 event.acceptProposedAction()
                 return

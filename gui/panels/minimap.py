@@ -14,6 +14,7 @@ from PySide6.QtCore import QEvent, QObject, QPointF, QRectF, Qt, QTimer
 from PySide6.QtGui import QColor, QMouseEvent, QPainter, QPaintEvent, QPen, QPixmap
 from PySide6.QtWidgets import QWidget
 
+from .. import theme
 from ..canvas.view import GraphView
 
 REDRAW_MS = 200  # the overview lags a change by at most this much
@@ -80,7 +81,7 @@ class Minimap(QWidget):
         ratio = self.devicePixelRatioF()
         pm = QPixmap(int(self.width() * ratio), int(self.height() * ratio))
         pm.setDevicePixelRatio(ratio)
-        pm.fill(QColor(20, 21, 24))
+        pm.fill(theme.CANVAS_BG.darker(115))
         self._target = QRectF()
         if not self._source.isEmpty():
             s = self._source
@@ -116,7 +117,7 @@ class Minimap(QWidget):
         if self._picture is not None:
             painter.drawPixmap(0, 0, self._picture)
         else:
-            painter.fillRect(self.rect(), QColor(20, 21, 24))
+            painter.fillRect(self.rect(), theme.CANVAS_BG.darker(115))
         if not self._target.isEmpty():
             mv = self.main_view
             visible = self._from_scene(mv.mapToScene(mv.viewport().rect()).boundingRect())

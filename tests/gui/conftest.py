@@ -12,7 +12,7 @@ import pytest
 pytest.importorskip("PySide6")
 pytest.importorskip("pytestqt")
 
-from PySide6.QtCore import QPoint, QSettings  # noqa: E402
+from PySide6.QtCore import QPoint, QSettings, QStandardPaths  # noqa: E402
 
 from nodegraph import (  # noqa: E402
     Combo,
@@ -27,6 +27,8 @@ from nodegraph import (  # noqa: E402
     String,
     node,
 )
+
+QStandardPaths.setTestModeEnabled(True)  # no test writes the user's real history or settings
 
 # Lets a test hold a node "running" until it says so (instead of sleeping).
 RELEASE = threading.Event()
@@ -111,7 +113,7 @@ def window(qtbot, tmp_path, registry):
     HOLD_OPEN.clear()
     qs = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
     win = MainWindow(registry, output_dir=tmp_path / "out", recovery_path=tmp_path / "recovery" / "autosave.json",
-                     qsettings=qs, autosave_ms=60_000, validate_ms=10)
+                     qsettings=qs, autosave_ms=60_000, validate_ms=10, history_path=tmp_path / "history.json")
     win.ask_save_changes = lambda: "discard"
     win.quiet = True
     qtbot.addWidget(win)

@@ -1,0 +1,206 @@
+"""Images into the graph: a dropped picture or a pasted one becomes a Load Image node.
+
+A dropped PNG that carries a workflow (ours or ComfyUI's) still opens that workflow;
+any other picture is copied into the input folder (the folder Load Image lists) and a
+Load Image node naming it appears where it was dropped.  A pasted clipboard image is
+saved there as a PNG the same way.
+
+The file work (reading PNG metadata, copying, encoding) runs on a worker thread: a
+photo can be tens of megabytes and the UI must not wait for the disk.  Files land
+atomically (written beside the target, then renamed), so Load Image never lists a
+half-written picture; identical content is stored once (a name is reused when the
+bytes match).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from PySide6.QtCore import QBuffer, QByteArray, QIODevice, QObject, QPointF, Signal
+from PySide6.QtGui import QImage
+
+from nodegraph.pngtext import PngMetadataError, read_png_text
+
+from . import commands as cmd
+from .canvas.placement import free_spot
+
+if TYPE_CHECKING:
+    from .main_window import MainWindow
+
+LOAD_IMAGE = "image.load"
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+WORKFLOW_EXTS = (".json",)
+
+
+def input_folder(settings: Mapping[str, Any]) -> Path:
+    """The folder Load Image reads (same rule as the image pack: settings, env, ./input)."""
+    return Path(str(settings.get("input_dir") or os.environ.get("NODEGRAPH_INPUT_DIR") or "input"))
+
+
+def png_has_workflow(path: Path) -> bool:
+    """A PNG saved by nodegraph or ComfyUI (a "workflow" or "prompt" text chunk)."""
+    if path.suffix.lower() != ".png":
+        return False
+    try:
+        return bool(read_png_text(path, {"workflow", "prompt"}))
+    except PngMetadataError:
+        return False  # damaged metadata: treat it as a plain picture
+
+
+def _same_bytes(a: Path, b: Path) -> bool:
+    if a.stat().st_size != b.stat().st_size:
+        return False
+    with open(a, "rb") as fa, open(b, "rb") as fb:
+        while True:
+            x, y = fa.read(1 << 20), fb.read(1 << 20)
+            if x != y:
+                return False
+            if not x:
+                return True
+
+
+def _free_name(folder: Path, name: str, same: Any) -> Path:
+    """``name`` in ``folder``, or ``stem_1.ext``… if taken by different content (``same(path)``
+    says whether an existing file already holds ours: then that one is reused)."""
+    stem, ext = os.path.splitext(name)
+    for i in range(10_000):
+        cand = folder / (name if i == 0 else f"{stem}_{i}{ext}")
+        if not cand.exists() or same(cand):
+            return cand
+    raise OSError(f"too many files named like {name!r} in {folder}")
+
+
+def _atomic_write(target: Path, write: Any) -> None:
+    """Write through a temporary file in the same folder, then rename over ``target``."""
+    fd, tmp = tempfile.mkstemp(prefix=".incoming-", suffix=target.suffix, dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def copy_into(src: Path, folder: Path) -> str:
+    """Copy a picture into the input folder; returns its name there."""
+    folder.mkdir(parents=True, exist_ok=True)
+    target = _free_name(folder, src.name, lambda p: _same_bytes(p, src))
+    if not target.exists():
+        with open(src, "rb") as fin:
+            _atomic_write(target, lambda fh: shutil.copyfileobj(fin, fh, 1 << 20))
+    return target.name
+
+
+def store_png(data: bytes, folder: Path) -> str:
+    """Store encoded PNG bytes as ``pasted_<hash>.png`` (the same picture pasted twice is one file)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / f"pasted_{hashlib.sha1(data).hexdigest()[:12]}.png"
+    if not target.exists():
+        _atomic_write(target, lambda fh: fh.write(data))
+    return target.name
+
+
+def encode_png(image: QImage) -> bytes:
+    buf = QByteArray()
+    dev = QBuffer(buf)
+    dev.open(QIODevice.OpenModeFlag.WriteOnly)
+    if not image.save(dev, "PNG"):
+        raise OSError("the clipboard image could not be encoded as PNG")
+    dev.close()
+    return bytes(buf.data())
+
+
+class ImageImporter(QObject):
+    """Drop and paste of pictures for one window.  ``finished`` fires (on the UI thread)
+    after each import with the new node's id, or "" if it opened a workflow or failed."""
+
+    finished = Signal(str)
+    _done = Signal(str, object, object)  # kind, payload, scene position
+
+    def __init__(self, win: MainWindow) -> None:
+        super().__init__(win)
+        self.win = win
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nodegraph-images")
+        self._done.connect(self._on_done)
+
+    def shutdown(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def _submit(self, job: Any, pos: QPointF) -> None:
+        def work() -> None:
+            try:
+                result = job()
+            except (OSError, ValueError) as exc:
+                result = ("error", str(exc))
+            try:
+                self._done.emit(result[0], result[1], pos)
+            except RuntimeError:  # the window is gone
+                pass
+
+        self._pool.submit(work)
+
+    def drop(self, paths: list[str], scene_pos: QPointF) -> None:
+        """Files dropped on the canvas: a workflow (.json) opens; each picture becomes a
+        Load Image node (several pictures stack down from the drop point), unless it is
+        a PNG carrying a workflow, which opens instead."""
+        folder = input_folder(self.win.settings)
+        workflows = [Path(p) for p in paths if Path(p).suffix.lower() in WORKFLOW_EXTS]
+        if workflows:
+            self.win.open_path(workflows[0])
+            self.finished.emit("")
+            return
+        pictures = [Path(p) for p in paths if Path(p).suffix.lower() in IMAGE_EXTS]
+        if not pictures:
+            self.win.statusBar().showMessage("Drop a workflow (.json), or a picture to load it", 4000)
+            return
+        for path in pictures:
+            def job(path: Path = path) -> tuple[str, Any]:
+                if png_has_workflow(path):
+                    return "workflow", str(path)
+                try:
+                    return "image", copy_into(path, folder)
+                except OSError as exc:
+                    return "error", (f"{path}: {exc.strerror or exc} -> check the file exists and "
+                                     f"that {folder} is writable")
+            self._submit(job, scene_pos)
+
+    def paste_image(self, image: QImage, scene_pos: QPointF) -> None:
+        """A clipboard picture: encoded and stored off the UI thread."""
+        folder = input_folder(self.win.settings)
+        img = image.copy()  # the clipboard's image may change under us
+        self._submit(lambda: ("image", store_png(encode_png(img), folder)), scene_pos)
+
+    def _on_done(self, kind: str, payload: Any, pos: QPointF) -> None:
+        if kind == "workflow":
+            self.win.open_path(payload)
+        elif kind == "image":
+            self.finished.emit(self.add_load_image(payload, pos))
+            return
+        else:
+            self.win.show_error("Cannot add the image", payload)
+        self.finished.emit("")
+
+    def add_load_image(self, name: str, pos: QPointF) -> str:
+        """A Load Image node for ``name`` (a file in the input folder) at a free spot; one undo step."""
+        scene = self.win.scene
+        if scene.registry.get(LOAD_IMAGE) is None:
+            self.win.show_error("Cannot add the image", "this editor has no Load Image node (the image pack "
+                                "is not installed) -> install nodegraph with its image nodes")
+            return ""
+        spot = free_spot(scene, pos)
+        add = cmd.AddNodeCommand(scene.graph, LOAD_IMAGE, values={"image": name},
+                                 ui={"pos": [round(spot.x()), round(spot.y())]}, text=f"Add image {name}")
+        self.win.undo.push(add)
+        scene.select_nodes([add.node_id])
+        self.win.statusBar().showMessage(f"Added {name} (in {input_folder(self.win.settings)})", 4000)
+        return add.node_id
