@@ -47,10 +47,15 @@ SAMPLERS: tuple[SamplerInfo, ...] = (
     SamplerInfo("uni_pc", discard_penultimate_sigma=True),
     SamplerInfo("uni_pc_bh2", discard_penultimate_sigma=True),
     SamplerInfo("lcm", noise="ancestral"),
+    SamplerInfo("res_multistep"),
+    SamplerInfo("ddpm", noise="ancestral"),
+    SamplerInfo("dpmpp_2s_ancestral", noise="ancestral"),
+    SamplerInfo("dpmpp_3m_sde", noise="brownian", comfy_variants=("dpmpp_3m_sde_gpu",)),
 )
 
 #: Sigma schedulers (functions of the same name in :mod:`.sampling.schedulers`), ComfyUI's names.
-SCHEDULER_NAMES: tuple[str, ...] = ("normal", "karras", "exponential", "sgm_uniform", "simple", "ddim_uniform")
+SCHEDULER_NAMES: tuple[str, ...] = ("normal", "karras", "exponential", "sgm_uniform", "simple", "ddim_uniform",
+                                    "linear_quadratic", "kl_optimal")
 
 SAMPLER_NAMES: tuple[str, ...] = tuple(s.name for s in SAMPLERS)
 #: Samplers whose noise comes from a Brownian tree rather than independent draws.
