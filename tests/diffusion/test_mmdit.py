@@ -129,11 +129,12 @@ def test_odd_sides_padded_and_position_window_centred(reference) -> None:
     assert_rel_close(full, diffusers_velocity(ref, padded, sigma, context, pooled), REL)
 
 
-def test_fp16_storage_computes_in_input_dtype(reference) -> None:
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float8_e4m3fn], ids=["fp16", "fp8"])
+def test_low_precision_storage_computes_in_input_dtype(dtype, reference) -> None:
     _, ref = reference
-    original = {k: v.half() for k, v in convert_diffusers_mmdit_to_original(ref.state_dict()).items()}
+    original = {k: v.to(dtype) for k, v in convert_diffusers_mmdit_to_original(ref.state_dict()).items()}
     stored = build_mmdit_from_state_dict(original)
-    assert all(p.dtype == torch.float16 for p in stored.parameters())
+    assert all(p.dtype == dtype for p in stored.parameters())
     upcast = build_mmdit_from_state_dict({k: v.float() for k, v in original.items()})
     x, sigma, context, pooled = _inputs(seed=10)
     with torch.no_grad():

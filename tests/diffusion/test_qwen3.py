@@ -108,8 +108,9 @@ def test_config_json_and_prefixless_dict(tmp_path, reference) -> None:
         assert_rel_close(build_qwen3_from_state_dict(bare, base)(ids), _hf_states(reference, ids)[-2], REL)
 
 
-def test_fp16_storage(reference) -> None:
-    half = {k: v.half() for k, v in reference.state_dict().items()}
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float8_e4m3fn], ids=["fp16", "fp8"])
+def test_low_precision_storage(dtype, reference) -> None:
+    half = {k: v.to(dtype) for k, v in reference.state_dict().items()}
     stored = build_qwen3_from_state_dict(half, Qwen3Config(rope_theta=THETA))
     upcast = build_qwen3_from_state_dict({k: v.float() for k, v in half.items()}, Qwen3Config(rope_theta=THETA))
     ids = torch.randint(0, 300, (1, 7), generator=torch.Generator().manual_seed(6))

@@ -123,10 +123,11 @@ def test_odd_sides_padded(reference) -> None:
     assert_rel_close(out, full[:, :, :7, :9], 1e-5)
 
 
-def test_fp16_storage(reference) -> None:
-    comfy = {k: v.half() for k, v in convert_diffusers_zimage_to_comfy(reference.state_dict()).items()}
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float8_e4m3fn], ids=["fp16", "fp8"])
+def test_low_precision_storage(dtype, reference) -> None:
+    comfy = {k: v.to(dtype) for k, v in convert_diffusers_zimage_to_comfy(reference.state_dict()).items()}
     stored = build_zimage_from_state_dict(comfy)
-    assert all(p.dtype == torch.float16 for p in stored.parameters())
+    assert all(p.dtype == dtype for p in stored.parameters())
     upcast = build_zimage_from_state_dict({k: v.float() for k, v in comfy.items()})
     x, sigma, context, _ = _inputs(seed=10)
     with torch.no_grad():
