@@ -8,6 +8,8 @@ Random mid-size configurations (one forward = one sampling step at batch 1, fp32
   blocks 0-1 (an SD3.5-medium shape at a quarter of the width), 333 text tokens (77 CLIP + 256 T5).
 * Z-Image: dim 768 (6 heads of 128), 4 main + 1+1 refiner layers, 2560-wide caption features of
   100 real tokens.
+* Qwen3 text encoder (``--family qwen3``): hidden 1024, 8 layers, GQA 16/8 heads of 128, 128 tokens,
+  hidden layer -2 (ours stops there; transformers runs every layer, as diffusers' pipeline asks it to).
 
 A 64x64 16-channel latent is 1,024 image tokens for both.  diffusers' weights are converted
 to the original/ComfyUI keys by our converters and loaded into our models; outputs are compared
@@ -88,6 +90,32 @@ def _zimage(latent: int):
     return run_ours, run_ref, lambda out: -torch.stack(out).squeeze(2)
 
 
+def _qwen3(latent: int):
+    """Text-encoder time: Qwen3 (hidden 1024, 8 layers, 16 query / 8 kv heads of 128) on 128 tokens,
+    Z-Image's layer -2; the reference is transformers' Qwen3Model asked for all hidden states."""
+    from transformers import Qwen3Config as HFConfig
+    from transformers import Qwen3Model
+
+    from nodes.diffusion.models.qwen3 import build_qwen3_from_state_dict
+
+    torch.manual_seed(0)
+    cfg = HFConfig(vocab_size=4096, hidden_size=1024, intermediate_size=3072, num_hidden_layers=8,
+                   num_attention_heads=16, num_key_value_heads=8, head_dim=128, max_position_embeddings=512,
+                   rope_parameters={"rope_type": "default", "rope_theta": 1_000_000.0})  # Qwen3-4B's base
+    ref = randomize_(Qwen3Model(cfg), 0).eval().requires_grad_(False)
+    ref.config._attn_implementation = "sdpa"
+    ours = build_qwen3_from_state_dict(ref.state_dict())
+    ids = torch.randint(0, 4096, (1, 128), generator=torch.Generator().manual_seed(1))
+
+    def run_ours() -> torch.Tensor:
+        return ours(ids, hidden_layer=-2)
+
+    def run_ref() -> torch.Tensor:
+        return ref(input_ids=ids, output_hidden_states=True).hidden_states[-2]
+
+    return run_ours, run_ref, lambda out: out
+
+
 def _time(fns: dict[str, Callable[[], object]], rounds: int) -> dict[str, dict[str, list[float]]]:
     out = {name: {"wall": [], "cpu": []} for name in fns}
     items = list(fns.items())
@@ -102,7 +130,7 @@ def _time(fns: dict[str, Callable[[], object]], rounds: int) -> dict[str, dict[s
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--family", default="mmdit,zimage")
+    ap.add_argument("--family", default="mmdit,zimage,qwen3")
     ap.add_argument("--latent", type=int, default=64, help="latent side (pixels / 8)")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--threads", type=int, default=1)
@@ -112,7 +140,7 @@ def main() -> None:
           f"load average {os.getloadavg()[0]:.1f}")  # fmt: skip
     rows = []
     for family in args.family.split(","):
-        run_ours, run_ref, ref_to_image = {"mmdit": _mmdit, "zimage": _zimage}[family](args.latent)
+        run_ours, run_ref, ref_to_image = {"mmdit": _mmdit, "zimage": _zimage, "qwen3": _qwen3}[family](args.latent)
         with torch.inference_mode():
             a, b = run_ours(), ref_to_image(run_ref())
             rel = float((a - b).abs().max() / b.abs().max())

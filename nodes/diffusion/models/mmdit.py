@@ -144,9 +144,15 @@ class Attention(nn.Module):
         self.proj = None if pre_only else Linear(dim, dim)
 
     def qkv_heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(B, L, dim)`` -> q, k, v ``(B, H, L, D)`` (q/k normalised when the model has qk-norm)."""
+        """``(B, L, dim)`` -> q, k, v ``(B, H, L, D)`` (q/k normalised when the model has qk-norm).
+
+        Three products on row slices of the fused weight (views, no copy) rather than one: on
+        CPU the three narrower GEMMs measured ~10 % faster, and each output is dense for the norm.
+        """
         b, n, _ = x.shape
-        q, k, v = self.qkv(x).view(b, n, 3, self.heads, -1).unbind(2)
+        w, bias = cast_to(self.qkv.weight, x), cast_to(self.qkv.bias, x)
+        q, k, v = (F.linear(x, wi, bi).view(b, n, self.heads, -1)
+                   for wi, bi in zip(w.chunk(3), bias.chunk(3), strict=True))  # fmt: skip
         if self.ln_q is not None:
             q, k = self.ln_q(q), self.ln_k(k)
         return q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
