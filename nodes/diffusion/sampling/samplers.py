@@ -466,9 +466,10 @@ def uni_pc_bh2(
 # ---------------------------------------------------------------- samplers of the transformer families
 #
 # ``res_multistep`` (the official Z-Image workflow's sampler), ``ddpm``, ``dpmpp_2s_ancestral`` and
-# ``dpmpp_3m_sde``, with ComfyUI's formulas (k-diffusion's where ComfyUI kept them).  The stochastic
-# ones also have a flow-matching variant (``*_rf``) for models whose noisy latent is the mix
-# ``(1 - sigma) x0 + sigma noise``: see :data:`FLOW_VARIANTS`.
+# ``dpmpp_3m_sde``, with ComfyUI's formulas (k-diffusion's where ComfyUI kept them).  For models whose
+# noisy latent is the mix ``(1 - sigma) x0 + sigma noise``: ``res_multistep`` (eta 0) is used as is,
+# ``dpmpp_2s_ancestral`` and ``dpmpp_3m_sde`` have the variants ``dpmpp_2s_ancestral_rf`` and
+# ``dpmpp_3m_sde_rf``, and ``ddpm`` has none (its posterior is variance-preserving).
 
 
 def _phi1(t: torch.Tensor) -> torch.Tensor:
@@ -689,11 +690,6 @@ def dpmpp_3m_sde_rf(
                          extra_args, callback, noise_sampler, eta, s_noise)  # fmt: skip
 
 
-#: Flow-matching replacements for this section's samplers (to be used where the flow variants of
-#: the other samplers are chosen); ``ddpm`` has none (its posterior is variance-preserving).
-FLOW_VARIANTS: dict[str, Sampler] = {"dpmpp_2s_ancestral": dpmpp_2s_ancestral_rf, "dpmpp_3m_sde": dpmpp_3m_sde_rf}
-#: Samplers of this section that are wrong for flow models and have no flow variant.
-FLOW_UNSUPPORTED = frozenset({"ddpm"})
 
 
 # Dispatch table, noise kinds and schedule quirks all come from the catalogue (one row per sampler).
