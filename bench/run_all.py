@@ -26,6 +26,7 @@ BENCHES = {
     "subgraph_plan": ["bench/subgraph_plan.py"],
     "sampler": ["bench/sampler.py", "--repeat", "3"],
     "flux_step": ["bench/flux_step.py"],
+    "sd3_step": ["bench/sd3_step.py"],
     "demo": ["bench/demo.py"],
     "first_image": ["bench/first_image.py", "--reference"],
     "checkpoint_load": ["bench/checkpoint_load.py", "--repeat", "2"],

@@ -51,11 +51,16 @@ SAMPLERS: tuple[SamplerInfo, ...] = (
     SamplerInfo("uni_pc", discard_penultimate_sigma=True),
     SamplerInfo("uni_pc_bh2", discard_penultimate_sigma=True),
     SamplerInfo("lcm", noise="ancestral", flow="lcm_rf"),
+    SamplerInfo("res_multistep"),
+    # ddpm's update is wrong for flow models and ComfyUI has no flow version of it.
+    SamplerInfo("ddpm", noise="ancestral", flow=None),
+    SamplerInfo("dpmpp_2s_ancestral", noise="ancestral", flow="dpmpp_2s_ancestral_rf"),
+    SamplerInfo("dpmpp_3m_sde", noise="brownian", comfy_variants=("dpmpp_3m_sde_gpu",), flow="dpmpp_3m_sde_rf"),
 )
 
 #: Sigma schedulers (functions of the same name in :mod:`.sampling.schedulers`), ComfyUI's names.
 SCHEDULER_NAMES: tuple[str, ...] = ("normal", "karras", "exponential", "sgm_uniform", "simple", "ddim_uniform",
-                                    "beta")
+                                    "beta", "linear_quadratic", "kl_optimal")
 
 SAMPLER_NAMES: tuple[str, ...] = tuple(s.name for s in SAMPLERS)
 #: Samplers whose noise comes from a Brownian tree rather than independent draws.

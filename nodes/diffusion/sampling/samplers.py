@@ -465,6 +465,235 @@ def uni_pc_bh2(
     return uni_pc(denoiser, x, sigmas, extra_args=extra_args, callback=callback, variant="bh2")
 
 
+# ---------------------------------------------------------------- samplers of the transformer families
+#
+# ``res_multistep`` (the official Z-Image workflow's sampler), ``ddpm``, ``dpmpp_2s_ancestral`` and
+# ``dpmpp_3m_sde``, with ComfyUI's formulas (k-diffusion's where ComfyUI kept them).  For models whose
+# noisy latent is the mix ``(1 - sigma) x0 + sigma noise``: ``res_multistep`` (eta 0) is used as is,
+# ``dpmpp_2s_ancestral`` and ``dpmpp_3m_sde`` have the variants ``dpmpp_2s_ancestral_rf`` and
+# ``dpmpp_3m_sde_rf``, and ``ddpm`` has none (its posterior is variance-preserving).
+
+
+def _phi1(t: torch.Tensor) -> torch.Tensor:
+    return torch.expm1(t) / t
+
+
+def _phi2(t: torch.Tensor) -> torch.Tensor:
+    return (_phi1(t) - 1.0) / t
+
+
+@torch.no_grad()
+def res_multistep(
+    denoiser, x, sigmas, *, extra_args=None, callback=None, noise_sampler=None, eta=0.0, s_noise=1.0
+):
+    """RES second-order multistep (Zhang et al. 2023, arXiv 2308.02157) in ``t = -log(sigma)``.
+
+    Step ``h`` from ``sigma_i`` to ``sigma_down``: ``x <- e^{-h} x + h (b1 D_i + b2 D_{i-1})`` with
+    ``b1 = phi1(-h) - phi2(-h)/c2``, ``b2 = phi2(-h)/c2`` and ``c2`` the previous step's length
+    relative to ``h`` (negative: it lies behind).  The first step, and a step to sigma 0, are
+    Euler.  ``eta = 0`` (ComfyUI's ``res_multistep``) is deterministic, so the same function
+    serves flow models; ``eta > 0`` adds ancestral noise in the variance-exploding form.
+    """
+    extra_args = extra_args or {}
+    if eta:
+        noise_sampler = noise_sampler or _default_noise(x)
+    n = _steps(sigmas)
+    old_denoised, old_down = None, None
+    for i in range(n):
+        s = sigmas[i]
+        denoised = _model(denoiser, x, s, extra_args)
+        if callback is not None:
+            callback(i, n, x, denoised)
+        down, up = ancestral_step(s, sigmas[i + 1], eta)
+        if down == 0 or old_denoised is None:
+            x = x + to_d(x, s, denoised) * (down - s)
+        else:
+            t, t_old, t_next, t_prev = -s.log(), -old_down.log(), -down.log(), -sigmas[i - 1].log()
+            h = t_next - t
+            c2 = (t_prev - t_old) / h
+            p1, p2 = _phi1(-h), _phi2(-h)
+            b1 = torch.nan_to_num(p1 - p2 / c2, nan=0.0)
+            b2 = torch.nan_to_num(p2 / c2, nan=0.0)
+            x = torch.exp(-h) * x + h * (b1 * denoised + b2 * old_denoised)
+        if eta and sigmas[i + 1] > 0:
+            x = x + noise_sampler(s, sigmas[i + 1]) * s_noise * up
+        old_denoised, old_down = denoised, down
+    return x
+
+
+@torch.no_grad()
+def ddpm(denoiser, x, sigmas, *, extra_args=None, callback=None, noise_sampler=None, eta=1.0, s_noise=1.0):
+    """Ancestral DDPM (Ho et al. 2020): sample the posterior ``q(x_prev | x, x0)`` ("fixed small" variance).
+
+    Works on the variance-preserving latent ``x / sqrt(1 + sigma^2)`` with
+    ``alpha_bar = 1 / (1 + sigma^2)``, the ratio ``alpha = alpha_bar / alpha_bar_next`` playing the
+    step's ``1 - beta`` (ComfyUI's formula; diffusers' DDPMScheduler for any timestep spacing).
+    The ``1 - alpha_bar`` terms are written as ``sigma^2 / (1 + sigma^2)`` to avoid cancellation at
+    small sigma.  ``eta``/``s_noise`` are ignored (the posterior fixes the noise), as in ComfyUI.
+    Variance-exploding models only: the posterior is different for flow models.
+    """
+    extra_args = extra_args or {}
+    noise_sampler = noise_sampler or _default_noise(x)
+    n = _steps(sigmas)
+    for i in range(n):
+        s, s_next = sigmas[i].double(), sigmas[i + 1].double()
+        denoised = _model(denoiser, x, sigmas[i], extra_args)
+        if callback is not None:
+            callback(i, n, x, denoised)
+        eps = (x - denoised) / sigmas[i]
+        one_minus_abar = s**2 / (1 + s**2)
+        abar_next = 1 / (1 + s_next**2)
+        one_minus_alpha = (s**2 - s_next**2) / (1 + s**2)  # 1 - abar / abar_next
+        alpha = 1 - one_minus_alpha
+        x_vp = x / (1 + s**2).sqrt().float()
+        mu = (x_vp - float(one_minus_alpha / one_minus_abar.sqrt()) * eps) / float(alpha.sqrt())
+        if s_next > 0:
+            var = one_minus_alpha * (1 - abar_next) / one_minus_abar
+            mu = mu + noise_sampler(sigmas[i], sigmas[i + 1]) * float(var.sqrt())
+            x = mu / float(abar_next.sqrt())
+        else:
+            x = mu
+    return x
+
+
+@torch.no_grad()
+def dpmpp_2s_ancestral(
+    denoiser, x, sigmas, *, extra_args=None, callback=None, noise_sampler=None, eta=1.0, s_noise=1.0
+):
+    """DPM-Solver++(2S) (Lu et al. 2022) to ``sigma_down`` via the log-midpoint, then ancestral noise.
+
+    Two model calls per step; the step to sigma 0 is Euler.
+    """
+    extra_args = extra_args or {}
+    noise_sampler = noise_sampler or _default_noise(x)
+    n = _steps(sigmas)
+    for i in range(n):
+        s = sigmas[i]
+        denoised = _model(denoiser, x, s, extra_args)
+        if callback is not None:
+            callback(i, n, x, denoised)
+        down, up = ancestral_step(s, sigmas[i + 1], eta)
+        if down == 0:
+            x = x + to_d(x, s, denoised) * (down - s)
+        else:
+            h = s.log() - down.log()
+            s_mid = (s.log() - 0.5 * h).exp()
+            x_2 = (s_mid / s) * x - torch.expm1(-0.5 * h) * denoised
+            denoised_2 = _model(denoiser, x_2, s_mid, extra_args)
+            x = (down / s) * x - torch.expm1(-h) * denoised_2
+        if sigmas[i + 1] > 0:
+            x = x + noise_sampler(s, sigmas[i + 1]) * s_noise * up
+    return x
+
+
+@torch.no_grad()
+def dpmpp_2s_ancestral_rf(
+    denoiser, x, sigmas, *, extra_args=None, callback=None, noise_sampler=None, eta=1.0, s_noise=1.0
+):
+    """:func:`dpmpp_2s_ancestral` for flow models (ComfyUI's ``_RF`` variant).
+
+    The midpoint is taken in the flow half-log-SNR ``lambda = log((1 - sigma) / sigma)``; the
+    updates ``x <- (s'/s) x + (1 - s'/s) D`` are the exact first-order exponential-integrator steps
+    of a flow model.  Noise is re-mixed as in :func:`ancestral_step_rf`'s formulas (sigma_down =
+    ``sigma_next (1 + (sigma_next/sigma - 1) eta)``).  A step starting at sigma 1 (where lambda is
+    infinite) evaluates the midpoint at 0.9999, as ComfyUI.
+    """
+    extra_args = extra_args or {}
+    noise_sampler = noise_sampler or _default_noise(x)
+    n = _steps(sigmas)
+    for i in range(n):
+        s, s_next = sigmas[i], sigmas[i + 1]
+        denoised = _model(denoiser, x, s, extra_args)
+        if callback is not None:
+            callback(i, n, x, denoised)
+        down = s_next * (1 + (s_next / s - 1) * eta)
+        if s_next == 0:
+            x = x + to_d(x, s, denoised) * (down - s)
+            continue
+        if s >= 1.0:
+            s_mid = torch.full_like(s, 0.9999)
+        else:
+            lam, lam_down = ((1 - s) / s).log(), ((1 - down) / down).log()
+            s_mid = torch.sigmoid(-(lam + 0.5 * (lam_down - lam)))
+        ratio = s_mid / s
+        denoised_2 = _model(denoiser, ratio * x + (1 - ratio) * denoised, s_mid, extra_args)
+        ratio = down / s
+        x = ratio * x + (1 - ratio) * denoised_2
+        if eta:
+            keep = (1 - s_next) / (1 - down)
+            std = (s_next**2 - down**2 * keep**2).clamp(min=0) ** 0.5
+            x = keep * x + noise_sampler(s, s_next) * s_noise * std
+    return x
+
+
+def _dpmpp_3m_sde(denoiser, x, sigmas, lambda_fn, alpha_fn, extra_args, callback, noise_sampler, eta, s_noise):
+    """DPM-Solver++(3M) SDE in a half-log-SNR ``lambda`` with signal scale ``alpha`` (1 for VE, 1 - sigma for flow)."""
+    extra_args = extra_args or {}
+    noise_sampler = noise_sampler or _default_brownian(x, sigmas)
+    n = _steps(sigmas)
+    denoised_1 = denoised_2 = None
+    h_1 = h_2 = None
+    for i in range(n):
+        s, s_next = sigmas[i], sigmas[i + 1]
+        denoised = _model(denoiser, x, s, extra_args)
+        if callback is not None:
+            callback(i, n, x, denoised)
+        h = None
+        if s_next == 0:
+            x = denoised
+        else:
+            h = lambda_fn(s_next) - lambda_fn(s)
+            h_eta = h * (eta + 1)
+            alpha_t = alpha_fn(s_next)
+            x = (s_next / s) * (-h * eta).exp() * x - alpha_t * torch.expm1(-h_eta) * denoised
+            phi_2 = torch.expm1(-h_eta) / h_eta + 1
+            if h_2 is not None:
+                r0, r1 = h_1 / h, h_2 / h
+                d1_0 = (denoised - denoised_1) / r0
+                d1_1 = (denoised_1 - denoised_2) / r1
+                d1 = d1_0 + (d1_0 - d1_1) * r0 / (r0 + r1)
+                d2 = (d1_0 - d1_1) / (r0 + r1)
+                phi_3 = phi_2 / h_eta - 0.5
+                x = x + (alpha_t * phi_2) * d1 - (alpha_t * phi_3) * d2
+            elif h_1 is not None:
+                x = x + (alpha_t * phi_2) * (denoised - denoised_1) / (h_1 / h)
+            if eta and s_noise:
+                x = x + noise_sampler(s, s_next) * s_next * (-torch.expm1(-2 * h * eta)).sqrt() * s_noise
+        denoised_1, denoised_2 = denoised, denoised_1
+        h_1, h_2 = h, h_1
+    return x
+
+
+@torch.no_grad()
+def dpmpp_3m_sde(denoiser, x, sigmas, *, extra_args=None, callback=None, noise_sampler=None, eta=1.0, s_noise=1.0):
+    """DPM-Solver++(3M) SDE (k-diffusion): third-order multistep in ``-log(sigma)``, Brownian-tree noise.
+
+    Warms up through first and second order; ``eta = 0`` is the deterministic DPM-Solver++(3M).
+    """
+    return _dpmpp_3m_sde(denoiser, x, sigmas, lambda s: -s.log(), lambda s: torch.ones_like(s),
+                         extra_args, callback, noise_sampler, eta, s_noise)  # fmt: skip
+
+
+@torch.no_grad()
+def dpmpp_3m_sde_rf(
+    denoiser, x, sigmas, *, extra_args=None, callback=None, noise_sampler=None, eta=1.0, s_noise=1.0,
+    first_sigma: float = 1.0 - 1e-4,
+):  # fmt: skip
+    """:func:`dpmpp_3m_sde` for flow models: ``lambda = log((1 - sigma) / sigma)``, ``alpha = 1 - sigma``.
+
+    A schedule starting at sigma >= 1 (infinite lambda) starts at ``first_sigma`` instead; ComfyUI
+    uses its model sampling's ``percent_to_sigma(1e-4)``, which is ``1 - 1e-4`` without shift
+    (pass the shifted value for bit-level agreement; the difference is in the fourth decimal of sigma).
+    """
+    if len(sigmas) and sigmas[0] >= 1:
+        sigmas = sigmas.clone()
+        sigmas[0] = first_sigma
+    return _dpmpp_3m_sde(denoiser, x, sigmas, lambda s: ((1 - s) / s).log(), lambda s: 1 - s,
+                         extra_args, callback, noise_sampler, eta, s_noise)  # fmt: skip
+
+
+
+
 # Dispatch table, noise kinds and schedule quirks all come from the catalogue (one row per sampler).
 SAMPLERS: dict[str, Sampler] = functions_for(SAMPLER_NAMES, globals(), "sampler")
 # ---------------------------------------------------------------- flow-matching (rectified-flow) variants

@@ -102,6 +102,37 @@ def beta(schedule: ModelSampling, steps: int, alpha: float = 0.6, beta_: float =
     return _append_zero(torch.tensor(picked, dtype=torch.float32))
 
 
+def linear_quadratic(
+    schedule: ModelSampling, steps: int, threshold_noise: float = 0.025, linear_steps: int | None = None
+) -> torch.Tensor:
+    """Genmo's Mochi schedule (ComfyUI's ``linear_quadratic``): in ``1 - sigma/sigma_max``, the first
+    ``linear_steps`` (default half) rise linearly to ``threshold_noise``, the rest follow the quadratic
+    that continues that line smoothly and reaches 1 (sigma 0) after ``steps``.  Spends half the
+    steps in the top 2.5% of the noise range, where flow models settle the composition."""
+    if steps == 1:
+        return torch.tensor([schedule.sigma_max, 0.0], dtype=torch.float32)
+    lin = steps // 2 if linear_steps is None else linear_steps
+    quad = steps - lin
+    linear_part = [i * threshold_noise / lin for i in range(lin)]
+    step_diff = lin - threshold_noise * steps
+    quad_coef = step_diff / (lin * quad**2)
+    lin_coef = threshold_noise / lin - 2 * step_diff / quad**2
+    const = quad_coef * lin**2
+    quadratic_part = [quad_coef * i**2 + lin_coef * i + const for i in range(lin, steps)]
+    ramp = torch.tensor([*linear_part, *quadratic_part, 1.0], dtype=torch.float64)
+    return ((1.0 - ramp) * schedule.sigma_max).to(torch.float32)
+
+
+def kl_optimal(schedule: ModelSampling, steps: int) -> torch.Tensor:
+    """The KL-optimal schedule of arXiv 2404.14507: uniform in ``atan(sigma)`` from sigma_max to sigma_min,
+    then 0 — the steps a Gaussian-data KL bound says are evenly informative."""
+    if steps == 1:
+        return _append_zero(torch.tensor([schedule.sigma_max], dtype=torch.float64))
+    frac = torch.arange(steps, dtype=torch.float64) / (steps - 1)
+    angles = frac * math.atan(schedule.sigma_min) + (1 - frac) * math.atan(schedule.sigma_max)
+    return _append_zero(angles.tan())
+
+
 SCHEDULERS: dict[str, SigmaSchedule] = functions_for(SCHEDULER_NAMES, globals(), "scheduler")
 
 
