@@ -5,13 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from gguf import GGMLQuantizationType as Q
+from gguf.quants import dequantize as ref_dequantize
+from gguf.quants import quantize as ref_quantize
 
-gguf = pytest.importorskip("gguf")
-from gguf import GGMLQuantizationType as Q  # noqa: E402
-from gguf.quants import dequantize as ref_dequantize  # noqa: E402
-from gguf.quants import quantize as ref_quantize  # noqa: E402
-
-from nodes.diffusion.quant.kernels import QTYPES, dequantize  # noqa: E402
+from nodes.diffusion.quant.kernels import QTYPES, dequantize
 
 # Types gguf can quantize itself; the k-quants are built from random raw blocks instead.
 QUANTIZABLE = [Q.Q8_0, Q.Q4_0, Q.Q4_1, Q.Q5_0, Q.Q5_1]

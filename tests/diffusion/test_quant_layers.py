@@ -1,0 +1,172 @@
+"""Quantized weights kept in storage dtype: GGUF (Q8_0, Q4_K) and fp8 / scaled fp8 models, LoRA on the fly."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from nodes.diffusion.models.loading import CheckpointError, load_state_dict
+from nodes.diffusion.models.lora import LoraError, LoraLayer, lora_delta
+from nodes.diffusion.quant.gguf_file import GGUFTensor, dequantize_state_dict, read_gguf
+from nodes.diffusion.quant.gguf_write import write_gguf
+from nodes.diffusion.quant.layers import (
+    QuantizedConv2d,
+    QuantizedLinear,
+    load_quantized,
+    quantized_layers,
+    with_lora,
+)
+from tests.diffusion.quant_fixtures import build, meta_model, numpy_state, random_state, rel_err, sample_input
+
+Q8_0, Q4_K = 8, 12
+FP32_NOISE = 1e-5  # relative: same weights, differently ordered fp32 arithmetic at most
+# The quantizations' own error on these outputs (per-weight rel. error ~1/254 for Q8_0, ~1/30 for our
+# plain Q4_K encoder, accumulated through 7 layers); measured 0.009 and 0.12 (seeded data, so the
+# figures only move by fp32 rounding between CPUs).
+QUANT_ERROR = {Q8_0: 0.02, Q4_K: 0.2}
+
+
+def _resident_bytes(model: torch.nn.Module) -> int:
+    return sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()])
+
+
+@pytest.mark.parametrize("qtype", [Q8_0, Q4_K], ids=["Q8_0", "Q4_K"])
+def test_gguf_model_runs_quantized_and_matches_the_dequantized_model(tmp_path, qtype: int) -> None:
+    sd = random_state()
+    path = tmp_path / "tiny.gguf"
+    write_gguf(path, numpy_state(sd), qtype, prefix="model.diffusion_model.")
+    ckpt = read_gguf(path)
+    assert set(ckpt.state_dict) == set(sd) and ckpt.architecture == "sd1"
+
+    model = load_quantized(meta_model(), ckpt.state_dict, name=str(path))
+    quant = dict(quantized_layers(model))
+    assert isinstance(quant["blocks.0.fc1"], QuantizedLinear) and quant["blocks.0.fc1"].weight.dtype == torch.uint8
+    assert ("conv_in" in quant) == (qtype == Q8_0)  # 288-wide rows are whole Q8_0 blocks, not Q4_K ones
+    if qtype == Q8_0:
+        assert isinstance(quant["conv_in"], QuantizedConv2d)
+    assert set(model.state_dict()) == set(sd)  # key names unchanged
+
+    x = sample_input()
+    got = model(x)
+    reference = build(dequantize_state_dict(ckpt.state_dict, torch.float32))(x)
+    original = build(sd)(x)
+    assert rel_err(got, reference) <= FP32_NOISE
+    err = rel_err(got, original)
+    assert 0 < err <= QUANT_ERROR[qtype]
+
+    file_bytes = sum(t.nbytes if isinstance(t, GGUFTensor) else t.numel() * t.element_size()
+                     for t in ckpt.state_dict.values())
+    assert _resident_bytes(model) == file_bytes
+    assert file_bytes < sum(t.numel() * 4 for t in sd.values()) * (0.3 if qtype == Q8_0 else 0.25)
+
+
+def _fp8_file(tmp_path, sd: dict[str, torch.Tensor], dtype: torch.dtype, scaled: bool) -> str:
+    """Linear/conv weights in fp8 (per-tensor scale_weight when ``scaled``, as ComfyUI writes them)."""
+    from safetensors.torch import save_file
+
+    out: dict[str, torch.Tensor] = {}
+    for key, t in sd.items():
+        if t.ndim >= 2:
+            scale = t.abs().max() / torch.finfo(dtype).max if scaled else torch.tensor(1.0)
+            out[key] = (t / scale).to(dtype)
+            if scaled:
+                out[key[: -len("weight")] + "scale_weight"] = scale.reshape(())
+        else:
+            out[key] = t
+    if scaled:
+        out["scaled_fp8"] = torch.empty(0, dtype=dtype)
+    path = str(tmp_path / f"tiny_{dtype}_{scaled}.safetensors")
+    save_file(out, path)
+    return path
+
+
+@pytest.mark.parametrize(("dtype", "scaled"), [(torch.float8_e4m3fn, True), (torch.float8_e4m3fn, False),
+                                               (torch.float8_e5m2, False)], ids=["e4m3fn-scaled", "e4m3fn", "e5m2"])
+def test_fp8_file_stays_fp8_and_matches_upcast_at_load(tmp_path, dtype: torch.dtype, scaled: bool) -> None:
+    sd = random_state(seed=4)
+    path = _fp8_file(tmp_path, sd, dtype, scaled)
+    file_sd, _ = load_state_dict(path)
+    file_bytes = sum(file_sd[k].numel() * file_sd[k].element_size() for k in file_sd)
+
+    model = load_quantized(meta_model(), file_sd, name=path)
+    assert _resident_bytes(model) == file_bytes
+    assert model.blocks[1].fc2.weight.dtype == dtype
+
+    upcast = {k: (file_sd[k].float() * (file_sd[k[:-6] + "scale_weight"] if scaled and file_sd[k].ndim >= 2 else 1))
+              for k in sd}
+    x = sample_input()
+    got = model(x)
+    assert rel_err(got, build(upcast)(x)) <= FP32_NOISE
+    mantissa = {torch.float8_e4m3fn: 3, torch.float8_e5m2: 2}[dtype]
+    assert 0 < rel_err(got, build(sd)(x)) <= 2.0 ** -mantissa  # the format's own rounding, through the net
+
+
+def test_weight_dtype_option_casts_a_float_file_and_to_dtype_keeps_storage(tmp_path) -> None:
+    sd = random_state(seed=5)
+    model = load_quantized(meta_model(), sd, name="fp32", weight_dtype=torch.float8_e4m3fn)
+    assert model.blocks[0].fc1.weight.dtype == torch.float8_e4m3fn
+    assert model.blocks[0].fc1.bias.dtype == torch.float32
+    before = model(sample_input())
+    model.to(torch.float32)  # would upcast a plain fp8 buffer; the layer keeps its storage
+    assert model.blocks[0].fc1.weight.dtype == torch.float8_e4m3fn
+    assert torch.equal(model(sample_input()), before)
+    with pytest.raises(CheckpointError, match="weight_dtype"):
+        load_quantized(meta_model(), sd, name="fp32", weight_dtype=torch.float16)
+
+
+def test_lora_is_added_at_compute_without_touching_the_base(tmp_path) -> None:
+    sd = random_state(seed=6)
+    path = tmp_path / "q8.gguf"
+    write_gguf(path, numpy_state(sd), Q8_0)
+    ckpt = read_gguf(path)
+    base = load_quantized(meta_model(), ckpt.state_dict, name="q8")
+    g = torch.Generator().manual_seed(7)
+    rank = 4
+    lin = LoraLayer(down=torch.randn(rank, 256, generator=g) * 0.1, up=torch.randn(512, rank, generator=g) * 0.1,
+                    alpha=2.0)
+    conv = LoraLayer(down=torch.randn(rank, 32, 3, 3, generator=g) * 0.1,
+                     up=torch.randn(256, rank, 1, 1, generator=g) * 0.1)
+    x = sample_input()
+    base_out = base(x)
+    patched = with_lora(base, {"blocks.1.fc1": [(lin, 0.8)], "conv_in": [(conv, 0.5), (conv, 0.25)]})
+
+    merged = dequantize_state_dict(ckpt.state_dict, torch.float32)
+    merged["blocks.1.fc1.weight"] += lora_delta(lin, (512, 256)) * 0.8
+    merged["conv_in.weight"] += lora_delta(conv, (256, 32, 3, 3)) * 0.75
+    got = patched(x)
+    assert rel_err(got, build(merged)(x)) <= FP32_NOISE
+    assert rel_err(got, base_out) > 1e-3  # the LoRA did something
+    assert torch.equal(base(x), base_out) and base.blocks[1].fc1.lora == ()
+    assert patched.blocks[0] is base.blocks[0]  # untouched branches are shared, not copied
+    with pytest.raises(LoraError):
+        with_lora(base, {"blocks.0.fc2": [(lin, 1.0)]})  # (512x256) factors on a (256x512) weight
+
+
+def test_bad_files_and_mismatches_are_clear_errors(tmp_path) -> None:
+    not_gguf = tmp_path / "x.gguf"
+    not_gguf.write_bytes(b"not a gguf file at all" * 10)
+    with pytest.raises(CheckpointError, match="cannot read .* as GGUF"):
+        read_gguf(not_gguf)
+    with pytest.raises(CheckpointError, match="not found"):
+        read_gguf(tmp_path / "missing.gguf")
+
+    import numpy as np
+    from gguf import GGMLQuantizationType, GGUFWriter
+
+    q2 = tmp_path / "q2.gguf"
+    w = GGUFWriter(str(q2), "flux")
+    w.add_tensor("img_in.weight", np.zeros((4, 84), dtype=np.uint8), raw_dtype=GGMLQuantizationType.Q2_K)
+    w.write_header_to_file(), w.write_kv_data_to_file(), w.write_tensors_to_file(), w.close()
+    with pytest.raises(CheckpointError, match=r"Q2_K: img_in\.weight.*Q4_K"):
+        read_gguf(q2)
+
+    sd = random_state(depth=2, seed=8)
+    path = tmp_path / "d2.gguf"
+    write_gguf(path, numpy_state(sd), Q8_0)
+    with pytest.raises(CheckpointError, match="missing keys"):
+        load_quantized(meta_model(depth=3), read_gguf(path).state_dict, name="d2")
+    sd_bad = dict(sd, **{"blocks.0.fc1.weight": torch.zeros(512, 512)})
+    path2 = tmp_path / "bad.gguf"
+    write_gguf(path2, numpy_state(sd_bad), Q8_0)
+    with pytest.raises(CheckpointError, match=r"blocks\.0\.fc1\.weight: checkpoint \(512, 512\)"):
+        load_quantized(meta_model(depth=2), read_gguf(path2).state_dict, name="bad")
