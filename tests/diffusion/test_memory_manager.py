@@ -156,3 +156,49 @@ def test_budget_parsing() -> None:
             parse_budget(bad)
     assert resolve_budget("auto", "cpu") is None  # no device memory to protect on CPU
     assert resolve_budget("2GB", "cpu") == 2 * 1000**3
+
+
+def test_default_blocks_are_the_outermost_module_lists() -> None:
+    from torch import nn
+
+    from nodes.diffusion.memory.manager import default_blocks
+
+    class Inner(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.parts = nn.ModuleList([nn.Linear(2, 2), nn.Linear(2, 2)])
+
+    class Model(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.embed = nn.Linear(2, 2)
+            self.encoder = nn.Module()
+            self.encoder.layers = nn.ModuleList([Inner(), Inner(), Inner()])
+            self.head = nn.ModuleList([nn.Linear(2, 2)])
+
+    m = Model()
+    assert default_blocks(m) == [*m.encoder.layers, m.head[0]]
+
+
+def test_our_unet_streams_bitwise_equal() -> None:
+    from nodes.diffusion.models.unet import UNetModel
+    from tests.diffusion.ldm_fixtures import make_unet
+
+    cfg, sd = make_unet("sd1", seed=3)
+    unet = UNetModel(cfg)
+    unet.load_state_dict(sd)
+    unet.eval().requires_grad_(False)
+    g = torch.Generator().manual_seed(0)
+    x, t, ctx = torch.randn(2, 4, 8, 8, generator=g), torch.tensor([3.0, 871.0]), torch.randn(2, 7, 24, generator=g)
+    expected = unet(x, t, ctx)
+
+    blocks = [*unet.input_blocks, unet.middle_block, *unet.output_blocks]
+    sizes = [sum(p.numel() * 4 for p in b.parameters()) for b in blocks]
+    size = _nbytes(unet)
+    budget = max(size // 3, size - sum(sizes) + 2 * max(sizes))
+    assert budget < 0.6 * size
+    mm = MemoryManager(ComputeDevice.emulated_device(), budget)
+    handle = mm.register("unet", unet, blocks=blocks)
+    with mm.use(handle) as net:
+        assert torch.equal(net(x, t, ctx), expected)
+    assert handle.streamed and mm.peak <= budget

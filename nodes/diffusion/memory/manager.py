@@ -181,6 +181,7 @@ class MemoryManager:
                 self._add(g.load(self.device))
             else:
                 model.streamed.append(i)
+                g.pin_homes(self.device)  # uploads from page-locked memory can overlap compute (CUDA)
         for pos, i in enumerate(model.streamed):
             module = model.blocks[i].module
             assert module is not None
@@ -262,13 +263,17 @@ def _non_persistent(module: nn.Module) -> set[str]:
 
 
 def default_blocks(module: nn.Module) -> list[nn.Module]:
-    """The elements of every top-level ``nn.ModuleList`` (UNet input/output blocks, DiT blocks), in order.
+    """The elements of the outermost ``nn.ModuleList``s, in module order.
 
-    Top-level children that are not lists (embeddings, a UNet's middle block, output heads) stay
-    in the always-resident part; pass ``blocks=`` to stream them too.
+    That is a UNet's input/output blocks, a DiT's double/single blocks, a text encoder's
+    layers; lists nested inside those (a block's transformer blocks) are part of their block.
+    Everything else (embeddings, a UNet's middle block, output heads) stays in the
+    always-resident part; pass ``blocks=`` to stream differently.
     """
     out: list[nn.Module] = []
-    for child in module.children():
-        if isinstance(child, nn.ModuleList):
-            out.extend(child)
+    taken: list[str] = []
+    for name, sub in module.named_modules():
+        if isinstance(sub, nn.ModuleList) and not any(name.startswith(t + ".") for t in taken):
+            taken.append(name)
+            out.extend(sub)
     return out

@@ -98,6 +98,14 @@ class Group:
         self.loaded, self.pending = False, None
         return self.nbytes
 
+    def pin_homes(self, device: ComputeDevice) -> None:
+        for s in self.slots:
+            pinned = device.pin(s.home)
+            if pinned is not s.home:
+                s.home = pinned
+                if not self.loaded:
+                    s.put(pinned)
+
     def drop_homes(self, keep: set[str]) -> None:
         """Free the home tensors (replaced by meta placeholders) except those named in ``keep``."""
         for s in self.slots:
