@@ -10,6 +10,7 @@ from nodes.diffusion.models.lora import LoraError, LoraLayer, lora_delta
 from nodes.diffusion.quant.gguf_file import GGUFTensor, dequantize_state_dict, read_gguf
 from nodes.diffusion.quant.gguf_write import write_gguf
 from nodes.diffusion.quant.layers import (
+    LoraPatch,
     QuantizedConv2d,
     QuantizedLinear,
     load_quantized,
@@ -128,18 +129,23 @@ def test_lora_is_added_at_compute_without_touching_the_base(tmp_path) -> None:
                      up=torch.randn(256, rank, 1, 1, generator=g) * 0.1)
     x = sample_input()
     base_out = base(x)
-    patched = with_lora(base, {"blocks.1.fc1": [(lin, 0.8)], "conv_in": [(conv, 0.5), (conv, 0.25)]})
+    half = LoraLayer(down=torch.randn(rank, 256, generator=g) * 0.1, up=torch.randn(256, rank, generator=g) * 0.1)
+    patched = with_lora(base, {"blocks.1.fc1": [LoraPatch(lin, 0.8)],
+                               "conv_in": [LoraPatch(conv, 0.5), LoraPatch(conv, 0.25)],
+                               "blocks.2.fc1": [LoraPatch(half, 1.5, start=128, stop=384, swap_halves=True)]})
 
     merged = dequantize_state_dict(ckpt.state_dict, torch.float32)
     merged["blocks.1.fc1.weight"] += lora_delta(lin, (512, 256)) * 0.8
     merged["conv_in.weight"] += lora_delta(conv, (256, 32, 3, 3)) * 0.75
+    sliced = lora_delta(half, (256, 256)) * 1.5
+    merged["blocks.2.fc1.weight"][128:384] += torch.cat([sliced[128:], sliced[:128]])
     got = patched(x)
     assert rel_err(got, build(merged)(x)) <= FP32_NOISE
     assert rel_err(got, base_out) > 1e-3  # the LoRA did something
     assert torch.equal(base(x), base_out) and base.blocks[1].fc1.lora == ()
     assert patched.blocks[0] is base.blocks[0]  # untouched branches are shared, not copied
     with pytest.raises(LoraError):
-        with_lora(base, {"blocks.0.fc2": [(lin, 1.0)]})  # (512x256) factors on a (256x512) weight
+        with_lora(base, {"blocks.0.fc2": [LoraPatch(lin, 1.0)]})  # (512x256) factors on a (256x512) weight
 
 
 def test_bad_files_and_mismatches_are_clear_errors(tmp_path) -> None:

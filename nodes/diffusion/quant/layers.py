@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -41,6 +42,33 @@ SCALED_FP8_MARKER = "scaled_fp8"  # ComfyUI's scaled-fp8 files carry this (empty
 _SCALE_WEIGHT, _SCALE_INPUT = "scale_weight", "scale_input"
 
 
+@dataclass(frozen=True)
+class LoraPatch:
+    """One LoRA layer aimed at a quantized weight, added at compute.
+
+    ``start``/``stop`` select the weight rows it updates (a slice of a fused qkv weight, as
+    FLUX LoRAs address them; ``stop=None`` = to the end) and ``swap_halves`` exchanges the two
+    row halves of the delta (a fused weight stored in the other order), mirroring ``LoraTarget``
+    of the merge path.
+    """
+
+    layer: LoraLayer
+    strength: float
+    start: int = 0
+    stop: int | None = None
+    swap_halves: bool = False
+
+    def rows(self, shape: torch.Size) -> tuple[int, int]:
+        return self.start, shape[0] if self.stop is None else self.stop
+
+    def delta(self, shape: torch.Size, device: torch.device | str) -> torch.Tensor:
+        start, stop = self.rows(shape)
+        d = lora_delta(self.layer, (stop - start, *shape[1:]), device)
+        if self.swap_halves:
+            d = torch.cat(d.chunk(2, dim=0)[::-1], dim=0)
+        return d * self.strength
+
+
 class QuantizedWeightMixin:
     """Storage and expansion of one quantized weight; mixed into Linear/Conv2d subclasses."""
 
@@ -49,7 +77,7 @@ class QuantizedWeightMixin:
     qtype: int  # ggml type id (GGUF only)
     qshape: torch.Size  # the logical weight shape
     storage_dtype: torch.dtype
-    lora: tuple[tuple[LoraLayer, float], ...] = ()
+    lora: tuple[LoraPatch, ...] = ()
 
     def dequantized_weight(self, dtype: torch.dtype, device: torch.device | None = None) -> torch.Tensor:
         """The weight in ``dtype`` on ``device`` (default: where the storage is), LoRA deltas included."""
@@ -61,8 +89,12 @@ class QuantizedWeightMixin:
             scale = getattr(self, _SCALE_WEIGHT, None)
             if scale is not None:
                 w = w * scale.to(w.device, torch.float32)
-        for layer, strength in self.lora:
-            w = w + lora_delta(layer, self.qshape, w.device) * strength
+        for patch in self.lora:
+            start, stop = patch.rows(self.qshape)
+            if (start, stop) == (0, self.qshape[0]):
+                w = w + patch.delta(self.qshape, w.device)
+            else:
+                w = torch.cat([w[:start], w[start:stop] + patch.delta(self.qshape, w.device), w[stop:]])
         return w.to(dtype)
 
     def storage_nbytes(self) -> int:
@@ -221,10 +253,10 @@ def _shallow(module: nn.Module) -> nn.Module:
     return clone
 
 
-def with_lora(model: nn.Module, patches: Mapping[str, Sequence[tuple[LoraLayer, float]]]) -> nn.Module:
+def with_lora(model: nn.Module, patches: Mapping[str, Sequence[LoraPatch]]) -> nn.Module:
     """A copy of ``model`` whose quantized layers named in ``patches`` add LoRA deltas at compute.
 
-    ``patches``: module path -> [(LoRA layer factors, strength), ...].  Only the modules on the
+    ``patches``: module path -> [:class:`LoraPatch`, ...].  Only the modules on the
     paths are copied (shallowly); ``model`` and every tensor stay shared and untouched, so the
     cached base model is safe.  The factors are checked against the layer's shape here.
     """
@@ -242,7 +274,7 @@ def with_lora(model: nn.Module, patches: Mapping[str, Sequence[tuple[LoraLayer, 
             parent = clones[path]
         if not is_quantized_layer(parent):
             raise TypeError(f"{target} is not a quantized layer; merge its LoRA instead")
-        for layer, _ in entries:
-            lora_delta(layer, parent.qshape, "cpu")  # raises LoraError when the factors do not fit
-        parent.lora = tuple(parent.lora) + tuple((layer, float(s)) for layer, s in entries)
+        for patch in entries:
+            patch.delta(parent.qshape, "cpu")  # raises LoraError when the factors do not fit
+        parent.lora = tuple(parent.lora) + tuple(entries)
     return root
