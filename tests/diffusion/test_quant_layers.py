@@ -5,15 +5,16 @@ from __future__ import annotations
 import pytest
 import torch
 
-from nodes.diffusion.models.loading import CheckpointError, load_state_dict
+from nodes.diffusion.models.loading import CheckpointError
 from nodes.diffusion.models.lora import LoraError, LoraLayer, lora_delta
-from nodes.diffusion.quant.gguf_file import GGUFTensor, dequantize_state_dict, read_gguf
+from nodes.diffusion.quant.gguf_file import GGUFTensor, dequantize_state_dict, open_weights, read_gguf
 from nodes.diffusion.quant.gguf_write import write_gguf
 from nodes.diffusion.quant.layers import (
     LoraPatch,
     QuantizedConv2d,
     QuantizedLinear,
     load_quantized,
+    needs_quantized_load,
     quantized_layers,
     with_lora,
 )
@@ -38,6 +39,11 @@ def test_gguf_model_runs_quantized_and_matches_the_dequantized_model(tmp_path, q
     write_gguf(path, numpy_state(sd), qtype, prefix="model.diffusion_model.")
     ckpt = read_gguf(path)
     assert set(ckpt.state_dict) == set(sd) and ckpt.architecture == "sd1"
+    opened, meta = open_weights(path)
+    assert meta == {"general.architecture": "sd1"} and set(opened) == set(sd) and needs_quantized_load(opened)
+    fc1 = ckpt.state_dict["blocks.0.fc1.weight"]
+    assert isinstance(fc1, GGUFTensor) and fc1.shape == (512, 256) and fc1.ndim == 2 and fc1.numel() == 512 * 256
+    assert ckpt.state_dict["blocks.0.fc1.bias"].dtype == torch.float32  # small tensors stay F32, as converters do
 
     model = load_quantized(meta_model(), ckpt.state_dict, name=str(path))
     quant = dict(quantized_layers(model))
@@ -86,7 +92,8 @@ def _fp8_file(tmp_path, sd: dict[str, torch.Tensor], dtype: torch.dtype, scaled:
 def test_fp8_file_stays_fp8_and_matches_upcast_at_load(tmp_path, dtype: torch.dtype, scaled: bool) -> None:
     sd = random_state(seed=4)
     path = _fp8_file(tmp_path, sd, dtype, scaled)
-    file_sd, _ = load_state_dict(path)
+    file_sd, _ = open_weights(path)
+    assert needs_quantized_load(file_sd) and not needs_quantized_load(sd)
     file_bytes = sum(file_sd[k].numel() * file_sd[k].element_size() for k in file_sd)
 
     model = load_quantized(meta_model(), file_sd, name=path)

@@ -40,6 +40,20 @@ class GGUFTensor:
     qtype: int
     shape: torch.Size
 
+    # Enough of the tensor interface for shape-based config inference (``sd[k].shape``, ``.ndim``,
+    # ``.numel()``) to treat a GGUF state dict like any other; ``dtype`` is the raw storage's
+    # (uint8, not floating), so "most common float dtype" policies ignore quantized tensors.
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.raw.dtype
+
+    def numel(self) -> int:
+        return self.shape.numel()
+
     @property
     def nbytes(self) -> int:
         return self.raw.numel() * self.raw.element_size()
@@ -151,3 +165,20 @@ def is_quantized(t: object) -> bool:
 def dequantize_state_dict(sd: Mapping[str, torch.Tensor | GGUFTensor], dtype: torch.dtype) -> dict[str, torch.Tensor]:
     """Everything expanded to ``dtype`` (the reference path tests compare against)."""
     return {k: (v.dequantize(dtype) if isinstance(v, GGUFTensor) else v.to(dtype)) for k, v in sd.items()}
+
+
+def open_weights(path: str | os.PathLike[str], *, prefix: str | None = DIFFUSION_PREFIX
+                 ) -> tuple[Mapping[str, torch.Tensor | GGUFTensor], dict[str, str]]:
+    """``(state_dict, metadata)`` for a ``.gguf`` or any file ``load_state_dict`` reads.
+
+    One call for loaders: GGUF's architecture string comes back as metadata
+    ``{"general.architecture": ...}``; other formats are returned exactly as
+    ``models.loading.load_state_dict`` returns them (their prefixes untouched).
+    """
+    from ..models.loading import load_state_dict
+
+    if os.fspath(path).lower().endswith(".gguf"):
+        ckpt = read_gguf(path, prefix=prefix)
+        meta = {"general.architecture": ckpt.architecture} if ckpt.architecture else {}
+        return ckpt.state_dict, meta
+    return load_state_dict(path)

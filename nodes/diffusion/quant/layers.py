@@ -191,6 +191,13 @@ def _should_keep_quantized(t: Any, weight_dtype: torch.dtype | None) -> bool:
     return weight_dtype is not None and isinstance(t, torch.Tensor) and t.is_floating_point()
 
 
+def needs_quantized_load(state_dict: Mapping[str, Any], weight_dtype: torch.dtype | None = None) -> bool:
+    """Whether :func:`load_quantized` (rather than plain ``assign_weights``) should load ``state_dict``."""
+    if weight_dtype is not None:
+        return True
+    return any(_should_keep_quantized(state_dict[k], None) for k in state_dict)
+
+
 def load_quantized(
     module: nn.Module,
     state_dict: Mapping[str, Any],
