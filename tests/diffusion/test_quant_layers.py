@@ -183,3 +183,29 @@ def test_bad_files_and_mismatches_are_clear_errors(tmp_path) -> None:
     write_gguf(path2, numpy_state(sd_bad), Q8_0)
     with pytest.raises(CheckpointError, match=r"blocks\.0\.fc1\.weight: checkpoint \(512, 512\)"):
         load_quantized(meta_model(depth=2), read_gguf(path2).state_dict, name="bad")
+
+
+def test_t5_gguf_names_map_to_the_original_keys(tmp_path) -> None:
+    import numpy as np
+
+    from nodes.diffusion.quant.gguf_file import text_encoder_state_dict
+
+    names = {
+        "token_embd.weight": "shared.weight",
+        "enc.output_norm.weight": "encoder.final_layer_norm.weight",
+        "enc.blk.0.attn_q.weight": "encoder.block.0.layer.0.SelfAttention.q.weight",
+        "enc.blk.0.attn_rel_b.weight": "encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight",
+        "enc.blk.0.attn_norm.weight": "encoder.block.0.layer.0.layer_norm.weight",
+        "enc.blk.11.ffn_gate.weight": "encoder.block.11.layer.1.DenseReluDense.wi_0.weight",
+        "enc.blk.11.ffn_up.weight": "encoder.block.11.layer.1.DenseReluDense.wi_1.weight",
+        "enc.blk.11.ffn_down.weight": "encoder.block.11.layer.1.DenseReluDense.wo.weight",
+        "enc.blk.11.ffn_norm.weight": "encoder.block.11.layer.1.layer_norm.weight",
+        "enc.blk.11.attn_o.weight": "encoder.block.11.layer.0.SelfAttention.o.weight",
+    }
+    path = tmp_path / "t5.gguf"
+    values = {k: float(i + 1) for i, k in enumerate(names)}  # each tensor a distinct constant
+    write_gguf(path, {k: np.full((4, 32), v, np.float32) for k, v in values.items()}, Q8_0, arch="t5encoder")
+    sd = text_encoder_state_dict(read_gguf(path, prefix=None))
+    assert set(sd) == set(names.values())
+    for old, new in names.items():  # the right tensor under each name (Q8_0 scale in fp16: rel. 2^-11)
+        torch.testing.assert_close(sd[new].dequantize(), torch.full((4, 32), values[old]), rtol=2e-3, atol=0)

@@ -182,3 +182,36 @@ def open_weights(path: str | os.PathLike[str], *, prefix: str | None = DIFFUSION
         meta = {"general.architecture": ckpt.architecture} if ckpt.architecture else {}
         return ckpt.state_dict, meta
     return load_state_dict(path)
+
+
+# llama.cpp's T5 tensor names (what T5 text-encoder GGUFs use) -> the original (transformers) keys.
+_T5_BLOCK_PARTS = {
+    "attn_q": "layer.0.SelfAttention.q", "attn_k": "layer.0.SelfAttention.k",
+    "attn_v": "layer.0.SelfAttention.v", "attn_o": "layer.0.SelfAttention.o",
+    "attn_norm": "layer.0.layer_norm", "attn_rel_b": "layer.0.SelfAttention.relative_attention_bias",
+    "ffn_gate": "layer.1.DenseReluDense.wi_0", "ffn_up": "layer.1.DenseReluDense.wi_1",
+    "ffn_down": "layer.1.DenseReluDense.wo", "ffn_norm": "layer.1.layer_norm",
+}  # fmt: skip
+_T5_TOP = {"token_embd": "shared", "enc.output_norm": "encoder.final_layer_norm"}
+
+
+def t5_key(name: str) -> str:
+    """``enc.blk.3.attn_q.weight`` -> ``encoder.block.3.layer.0.SelfAttention.q.weight`` (others unchanged)."""
+    stem, dot, leaf = name.rpartition(".")
+    if stem in _T5_TOP:
+        return f"{_T5_TOP[stem]}{dot}{leaf}"
+    parts = stem.split(".")
+    if len(parts) == 4 and parts[:2] == ["enc", "blk"] and parts[2].isdigit() and parts[3] in _T5_BLOCK_PARTS:
+        return f"encoder.block.{parts[2]}.{_T5_BLOCK_PARTS[parts[3]]}{dot}{leaf}"
+    return name
+
+
+def text_encoder_state_dict(ckpt: GGUFCheckpoint) -> dict[str, torch.Tensor | GGUFTensor]:
+    """A text-encoder GGUF's tensors under the original checkpoint keys.
+
+    T5 files (``general.architecture`` ``t5``/``t5encoder``) use llama.cpp names and are
+    renamed; files written with the original keys (ComfyUI-GGUF's own converter) pass through.
+    """
+    if ckpt.architecture in ("t5", "t5encoder"):
+        return {t5_key(k): v for k, v in ckpt.state_dict.items()}
+    return dict(ckpt.state_dict)
