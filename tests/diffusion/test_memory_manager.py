@@ -202,3 +202,15 @@ def test_our_unet_streams_bitwise_equal() -> None:
     with mm.use(handle) as net:
         assert torch.equal(net(x, t, ctx), expected)
     assert handle.streamed and mm.peak <= budget
+
+
+def test_a_real_cpu_device_never_copies_weights() -> None:
+    model = build(random_state(depth=2, seed=40), 2)
+    home = _home_ptrs(model)
+    x = sample_input()
+    expected = model(x)
+    mm = MemoryManager(ComputeDevice.of("cpu"), resolve_budget("auto", "cpu"))
+    handle = mm.register("net", model)
+    with mm.use(handle) as net:
+        assert torch.equal(net(x), expected)
+    assert _home_ptrs(model) == home and handle.state == "device" and mm.resident == _nbytes(model)

@@ -33,9 +33,17 @@ class ComputeDevice:
         return self.device.type == "cuda" and not self.emulated
 
     def copy_in(self, t: torch.Tensor) -> torch.Tensor:
-        """A device copy of home tensor ``t`` (never ``t`` itself: the home copy must survive eviction)."""
-        if self.emulated or t.device == self.device:
+        """The device version of home tensor ``t``.
+
+        Emulated: a clone (separate memory, as a real upload would be).  A real device that
+        already holds ``t`` (CPU inference: home and device are the same memory) gets ``t``
+        itself, so managing a CPU model never doubles it.  Otherwise a copy, asynchronous
+        from pinned memory on CUDA.
+        """
+        if self.emulated:
             return t.clone()
+        if t.device == self.device:
+            return t
         return t.to(self.device, non_blocking=self.is_cuda and t.is_pinned())
 
     def side_stream(self) -> torch.cuda.Stream | None:
