@@ -1,6 +1,7 @@
 """Weights kept quantized + streamed under a device budget: time and peak RSS of one forward.
 
 Run: .venv/bin/python bench/quantized.py [--depth 12] [--width 1024] [--repeat 3]
+     .venv/bin/python bench/quantized.py --model sd15 --repeat 1   (full-size SD1.5 UNet, one step)
 
 Builds (on the meta device, then random weights) a transformer-style MLP stack
 (``--depth`` residual blocks of width ``--width``, 4x hidden; ~400 MB in fp32 by
@@ -71,31 +72,67 @@ def make_net(depth: int, width: int):
         return Net()
 
 
-def paths(depth: int, width: int) -> dict[str, Path]:
-    stem = f"net-d{depth}-w{width}"
+def sd15_unet():
+    """A full-size SD1.5-layout UNet on meta (859 M parameters, 3.2 GiB in fp32)."""
+    import torch
+
+    from nodes.diffusion.models.unet import UNetModel
+    from nodes.diffusion.models.unet_config import UNetConfig
+
+    cfg = UNetConfig(in_channels=4, out_channels=4, model_channels=320, channel_mult=(1, 2, 4, 4),
+                     num_res_blocks=(2, 2, 2, 2), transformer_depth=(1, 1, 1, 0), transformer_depth_middle=1,
+                     transformer_depth_output=(1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0), context_dim=768,
+                     use_linear_in_transformer=False, num_heads=8)
+    with torch.device("meta"):
+        return UNetModel(cfg)
+
+
+def make_model(args: argparse.Namespace):
+    return sd15_unet() if args.model == "sd15" else make_net(args.depth, args.width)
+
+
+def model_blocks(args: argparse.Namespace, model) -> list | None:
+    """What streams: the MLP's blocks (the default), or every UNet block incl. the middle one
+    (its 97 M parameters would otherwise sit in the always-resident part)."""
+    if args.model == "sd15":
+        return [*model.input_blocks, model.middle_block, *model.output_blocks]
+    return None
+
+
+def model_inputs(args: argparse.Namespace) -> tuple:
+    import torch
+
+    g = torch.Generator().manual_seed(1)
+    if args.model == "sd15":  # one denoising step's UNet call: latent 32x32 (256 px), batch 1
+        return torch.randn(1, 4, 32, 32, generator=g), torch.tensor([500.0]), torch.randn(1, 77, 768, generator=g)
+    return (torch.randn(1, TOKENS, IO, generator=g),)
+
+
+def paths(args: argparse.Namespace) -> dict[str, Path]:
+    stem = "sd15-unet" if args.model == "sd15" else f"net-d{args.depth}-w{args.width}"
     return {"fp32": CACHE / f"{stem}-fp32.safetensors", "fp8_scaled": CACHE / f"{stem}-fp8.safetensors",
             "q8_0": CACHE / f"{stem}-q8_0.gguf"}
 
 
-def generate(depth: int, width: int) -> None:
+def generate(args: argparse.Namespace) -> None:
     import torch
     from safetensors.torch import save_file
 
     from nodes.diffusion.quant.gguf_write import write_gguf
 
-    files = paths(depth, width)
+    files = paths(args)
     if all(p.exists() for p in files.values()):
         return
     CACHE.mkdir(parents=True, exist_ok=True)
     g = torch.Generator().manual_seed(0)
     sd = {}
-    for key, t in make_net(depth, width).state_dict().items():
-        scale = t[0].numel() ** -0.5 if t.ndim == 2 else 0.1
+    for key, t in make_model(args).state_dict().items():
+        scale = t[0].numel() ** -0.5 if t.ndim >= 2 else 0.1
         sd[key] = torch.randn(t.shape, generator=g) * scale + (1.0 if key.endswith("norm.weight") else 0.0)
     save_file(sd, str(files["fp32"]))
     fp8 = {}
     for key, t in sd.items():
-        if t.ndim == 2:
+        if t.ndim >= 2:
             s = t.abs().max() / torch.finfo(torch.float8_e4m3fn).max
             fp8[key] = (t / s).to(torch.float8_e4m3fn)
             fp8[key[: -len("weight")] + "scale_weight"] = s.reshape(())
@@ -125,10 +162,10 @@ def child(args: argparse.Namespace) -> None:
     from nodes.diffusion.quant.gguf_file import read_gguf
     from nodes.diffusion.quant.layers import load_quantized
 
-    path = paths(args.depth, args.width)[args.storage]
+    path = paths(args)[args.storage]
     baseline = _rss_peak()  # interpreter + torch, before any weight
     t0 = time.perf_counter()
-    meta = make_net(args.depth, args.width)
+    meta = make_model(args)
     if args.storage == "fp32":
         model = assign_weights(meta, load_state_dict(path)[0], name=str(path))
     elif args.storage == "q8_0":
@@ -138,14 +175,14 @@ def child(args: argparse.Namespace) -> None:
     load_s = time.perf_counter() - t0
     size = sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()])
     mm = MemoryManager(ComputeDevice.emulated_device(), int(size * args.budget))
-    handle = mm.register("net", model)
-    x = torch.randn(1, TOKENS, IO, generator=torch.Generator().manual_seed(1))
+    handle = mm.register("net", model, blocks=model_blocks(args, model))
+    inputs = model_inputs(args)
     times = []
     with torch.inference_mode():
         for i in range(args.repeat + 1):
             t0 = time.perf_counter()
             with mm.use(handle) as net:
-                y = net(x)
+                y = net(*inputs)
             if i:
                 times.append(time.perf_counter() - t0)
     torch.save(y, args.out)
@@ -158,6 +195,9 @@ def child(args: argparse.Namespace) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", choices=("mlp", "sd15"), default="mlp",
+                    help="mlp: the residual MLP stack; sd15: a full-size SD1.5-layout UNet (3.2 GiB fp32 file, "
+                         "~7 GiB peak RSS at 100 %% on the emulated device, minutes per row)")
     ap.add_argument("--depth", type=int, default=12)
     ap.add_argument("--width", type=int, default=1024)
     ap.add_argument("--repeat", type=int, default=3)
@@ -172,7 +212,7 @@ def main() -> None:
     import torch
 
     t0 = time.perf_counter()
-    generate(args.depth, args.width)
+    generate(args)
     print(f"{machine()}; load average {os.getloadavg()[0]:.1f} (shared machine); files ready in "
           f"{time.perf_counter() - t0:.0f} s in {CACHE}")
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
@@ -181,7 +221,8 @@ def main() -> None:
         for budget in sorted(BUDGETS, reverse=True):
             out = CACHE / f"out-{storage}-{budget}.pt"
             cmd = [sys.executable, __file__, "--child", "--storage", storage, "--budget", str(budget),
-                   "--depth", str(args.depth), "--width", str(args.width), "--repeat", str(args.repeat),
+                   "--model", args.model, "--depth", str(args.depth), "--width", str(args.width),
+                   "--repeat", str(args.repeat),
                    "--out", str(out)]
             proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
             if proc.returncode:
@@ -205,7 +246,7 @@ def main() -> None:
                      "ratio": r["median_s"] / base["median_s"],
                      "peak_rss_mib": r["peak_rss"] / 2**20,
                      "rss_over_imports_mib": (r["peak_rss"] - r["baseline_rss"]) / 2**20})
-    emit_summary("quantized", rows)
+    emit_summary(f"quantized-{args.model}", rows)
 
 
 if __name__ == "__main__":
