@@ -47,7 +47,7 @@ def test_gguf_model_runs_quantized_and_matches_the_dequantized_model(tmp_path, q
 
     model = load_quantized(meta_model(), ckpt.state_dict, name=str(path))
     quant = dict(quantized_layers(model))
-    assert isinstance(quant["blocks.0.fc1"], QuantizedLinear) and quant["blocks.0.fc1"].weight.dtype == torch.uint8
+    assert isinstance(quant["blocks.0.fc1"], QuantizedLinear) and quant["blocks.0.fc1"].storage.dtype == torch.uint8
     assert ("conv_in" in quant) == (qtype == Q8_0)  # 288-wide rows are whole Q8_0 blocks, not Q4_K ones
     if qtype == Q8_0:
         assert isinstance(quant["conv_in"], QuantizedConv2d)
@@ -98,7 +98,7 @@ def test_fp8_file_stays_fp8_and_matches_upcast_at_load(tmp_path, dtype: torch.dt
 
     model = load_quantized(meta_model(), file_sd, name=path)
     assert _resident_bytes(model) == file_bytes
-    assert model.blocks[1].fc2.weight.dtype == dtype
+    assert model.blocks[1].fc2.storage.dtype == dtype
 
     upcast = {k: (file_sd[k].float() * (file_sd[k[:-6] + "scale_weight"] if scaled and file_sd[k].ndim >= 2 else 1))
               for k in sd}
@@ -112,12 +112,16 @@ def test_fp8_file_stays_fp8_and_matches_upcast_at_load(tmp_path, dtype: torch.dt
 def test_weight_dtype_option_casts_a_float_file_and_to_dtype_keeps_storage(tmp_path) -> None:
     sd = random_state(seed=5)
     model = load_quantized(meta_model(), sd, name="fp32", weight_dtype=torch.float8_e4m3fn)
-    assert model.blocks[0].fc1.weight.dtype == torch.float8_e4m3fn
+    assert model.blocks[0].fc1.storage.dtype == torch.float8_e4m3fn
     assert model.blocks[0].fc1.bias.dtype == torch.float32
     before = model(sample_input())
     model.to(torch.float32)  # would upcast a plain fp8 buffer; the layer keeps its storage
-    assert model.blocks[0].fc1.weight.dtype == torch.float8_e4m3fn
+    assert model.blocks[0].fc1.storage.dtype == torch.float8_e4m3fn
     assert torch.equal(model(sample_input()), before)
+    model.to(torch.float64)  # a float dtype request becomes the layers' compute dtype
+    assert model.blocks[0].fc1.storage.dtype == torch.float8_e4m3fn
+    assert model.blocks[0].fc1.weight.dtype == torch.float64 and model.blocks[0].fc1.bias.dtype == torch.float64
+    assert torch.equal(model.blocks[0].fc1.weight, model.blocks[0].fc1.dequantized_weight(torch.float64))
     with pytest.raises(CheckpointError, match="weight_dtype"):
         load_quantized(meta_model(), sd, name="fp32", weight_dtype=torch.float16)
 
@@ -209,3 +213,24 @@ def test_t5_gguf_names_map_to_the_original_keys(tmp_path) -> None:
     assert set(sd) == set(names.values())
     for old, new in names.items():  # the right tensor under each name (Q8_0 scale in fp16: rel. 2^-11)
         torch.testing.assert_close(sd[new].dequantize(), torch.full((4, 32), values[old]), rtol=2e-3, atol=0)
+
+
+def test_our_unet_runs_with_fp8_weights(tmp_path) -> None:
+    """Model code that reads ``layer.weight.dtype`` (UNet.dtype) sees the compute dtype, not fp8."""
+    from nodes.diffusion.models.loading import build_on_meta
+    from nodes.diffusion.models.unet import UNetModel
+    from tests.diffusion.ldm_fixtures import make_unet
+
+    cfg, sd = make_unet("sd1", seed=3)
+    model = load_quantized(build_on_meta(UNetModel, cfg), sd, name="unet", weight_dtype=torch.float8_e4m3fn)
+    assert model.dtype == torch.float32 and model.out[2].storage.dtype == torch.float8_e4m3fn
+    fp8_keys = {f"{name}.weight" for name, _ in quantized_layers(model)}
+    assert "out.2.weight" in fp8_keys and len(fp8_keys) > 20
+    upcast = {k: (v.to(torch.float8_e4m3fn).float() if k in fp8_keys else v) for k, v in sd.items()}
+    reference = UNetModel(cfg)
+    reference.load_state_dict(upcast)
+    reference.eval().requires_grad_(False)
+    g = torch.Generator().manual_seed(0)
+    x, t, ctx = torch.randn(2, 4, 8, 8, generator=g), torch.tensor([3.0, 871.0]), torch.randn(2, 7, 24, generator=g)
+    got = model(x, t, ctx)
+    assert rel_err(got, reference(x, t, ctx)) <= FP32_NOISE

@@ -70,23 +70,39 @@ class LoraPatch:
 
 
 class QuantizedWeightMixin:
-    """Storage and expansion of one quantized weight; mixed into Linear/Conv2d subclasses."""
+    """Storage and expansion of one quantized weight; mixed into Linear/Conv2d subclasses.
 
-    weight: torch.Tensor
+    The stored bytes are the ``weight`` *buffer* (``_buffers["weight"]``, also :attr:`storage`),
+    so ``state_dict()`` and device moves see the file's tensor.  Attribute access
+    ``layer.weight`` returns the expanded weight in :attr:`compute_dtype` instead: model code
+    that reads ``some_layer.weight.dtype`` to pick its compute dtype (our UNet and ControlNet
+    do) or a weight's shape/device keeps working, and code that wants values gets correct
+    ones (at the cost of one expansion) rather than raw bytes.
+    """
+
     qformat: str  # "gguf" or "fp8"
     qtype: int  # ggml type id (GGUF only)
     qshape: torch.Size  # the logical weight shape
     storage_dtype: torch.dtype
+    compute_dtype: torch.dtype = torch.float32
     lora: tuple[LoraPatch, ...] = ()
+
+    @property
+    def storage(self) -> torch.Tensor:
+        return self._buffers["weight"]  # type: ignore[attr-defined]
+
+    @property
+    def weight(self) -> torch.Tensor:  # type: ignore[override]
+        return self.dequantized_weight(self.compute_dtype)
 
     def dequantized_weight(self, dtype: torch.dtype, device: torch.device | None = None) -> torch.Tensor:
         """The weight in ``dtype`` on ``device`` (default: where the storage is), LoRA deltas included."""
-        raw = self.weight if device is None else self.weight.to(device, non_blocking=True)
+        raw = self.storage if device is None else self.storage.to(device, non_blocking=True)
         if self.qformat == "gguf":
             w = dequantize(raw, self.qtype, self.qshape, torch.float32)
         else:
             w = raw.to(torch.float32)
-            scale = getattr(self, _SCALE_WEIGHT, None)
+            scale = self._buffers.get(_SCALE_WEIGHT)  # type: ignore[attr-defined]
             if scale is not None:
                 w = w * scale.to(w.device, torch.float32)
         for patch in self.lora:
@@ -100,14 +116,17 @@ class QuantizedWeightMixin:
     def storage_nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in self._buffers.values() if t is not None)  # type: ignore[attr-defined]
 
-    def _apply(self, fn: Callable[..., Any], recurse: bool = True) -> Any:  # noqa: D401
-        """``module.to(dtype)`` must move the storage but never re-type it (fp8 is floating point)."""
+    def _apply(self, fn: Callable[..., Any], recurse: bool = True) -> Any:
+        """``module.to(dtype)`` moves the storage but never re-types it (fp8 is floating point);
+        the requested float dtype becomes the compute dtype instead."""
         out = super()._apply(fn, recurse)  # type: ignore[misc]
-        if self.weight.dtype != self.storage_dtype:
-            self._buffers["weight"] = self.weight.to(self.storage_dtype)  # type: ignore[attr-defined]
-        scale = self._buffers.get(_SCALE_WEIGHT)  # type: ignore[attr-defined]
+        buffers = self._buffers  # type: ignore[attr-defined]
+        if buffers["weight"].dtype != self.storage_dtype:
+            buffers["weight"] = buffers["weight"].to(self.storage_dtype)
+        scale = buffers.get(_SCALE_WEIGHT)
         if scale is not None and scale.dtype != torch.float32:
-            self._buffers[_SCALE_WEIGHT] = scale.to(torch.float32)  # type: ignore[attr-defined]
+            buffers[_SCALE_WEIGHT] = scale.to(torch.float32)
+        self.compute_dtype = fn(torch.empty(0, dtype=self.compute_dtype)).dtype
         return out
 
     def extra_repr(self) -> str:
@@ -136,7 +155,9 @@ def is_quantized_layer(module: nn.Module) -> bool:
     return isinstance(module, QuantizedWeightMixin)
 
 
-def _quantize_layer(layer: nn.Module, stored: torch.Tensor | GGUFTensor, scale: torch.Tensor | None) -> None:
+def _quantize_layer(
+    layer: nn.Module, stored: torch.Tensor | GGUFTensor, scale: torch.Tensor | None, dtype: torch.dtype
+) -> None:
     """Swap ``layer`` (a Linear/Conv2d, usually on meta) to its quantized class holding ``stored``."""
     shape = torch.Size(layer.weight.shape)
     del layer.weight
@@ -147,7 +168,8 @@ def _quantize_layer(layer: nn.Module, stored: torch.Tensor | GGUFTensor, scale: 
     else:
         layer.qformat, layer.qtype, raw = "fp8", -1, stored
     layer.storage_dtype = raw.dtype
-    layer.register_buffer("weight", raw)
+    layer.compute_dtype = dtype
+    layer._buffers["weight"] = raw  # not register_buffer: the class's ``weight`` property shadows the name
     if scale is not None:
         layer.register_buffer(_SCALE_WEIGHT, scale.reshape(()).to(torch.float32))
 
@@ -236,8 +258,8 @@ def load_quantized(
         if isinstance(stored, torch.Tensor) and stored.dtype not in FP8_DTYPES:
             stored = stored.to(weight_dtype)
         stored = stored.to(device)
-        _quantize_layer(layer, stored, scales.get(key))
-        converted[key] = layer.weight
+        _quantize_layer(layer, stored, scales.get(key), dtype)
+        converted[key] = layer.storage
         if key in scales:
             converted[key[: -len("weight")] + _SCALE_WEIGHT] = layer.scale_weight
     if mismatched:
