@@ -234,3 +234,17 @@ def test_our_unet_runs_with_fp8_weights(tmp_path) -> None:
     x, t, ctx = torch.randn(2, 4, 8, 8, generator=g), torch.tensor([3.0, 871.0]), torch.randn(2, 7, 24, generator=g)
     got = model(x, t, ctx)
     assert rel_err(got, reference(x, t, ctx)) <= FP32_NOISE
+
+
+def test_loading_never_expands_a_quantized_weight(monkeypatch) -> None:
+    """Expanding at load (e.g. through a hasattr probe of ``layer.weight``) would cost a full-size pass."""
+    from nodes.diffusion.quant import layers
+
+    calls = []
+    original = layers.QuantizedWeightMixin.dequantized_weight
+    monkeypatch.setattr(layers.QuantizedWeightMixin, "dequantized_weight",
+                        lambda self, *a, **k: calls.append(1) or original(self, *a, **k))
+    model = load_quantized(meta_model(), random_state(seed=9), name="fp32", weight_dtype=torch.float8_e4m3fn)
+    assert calls == [] and len(dict(quantized_layers(model))) == 8
+    model(sample_input())
+    assert len(calls) == 8

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..models.loading import CheckpointError, assign_weights
+from ..models.loading import CheckpointError
 from ..models.lora import LoraLayer, lora_delta
 from .gguf_file import GGUFTensor, is_quantized
 from .kernels import dequantize, qtype_name
@@ -243,7 +243,7 @@ def load_quantized(
     unused_scales = set(scales) - set(plain)
     if unused_scales:
         raise CheckpointError(f"{name}: scale_weight without a weight for {sorted(unused_scales)[:5]}")
-    converted: dict[str, torch.Tensor] = {}
+    quant_keys: set[str] = set()
     mismatched: list[str] = []
     for prefix, layer in list(module.named_modules()):
         key = f"{prefix}.weight" if prefix else "weight"
@@ -259,15 +259,54 @@ def load_quantized(
             stored = stored.to(weight_dtype)
         stored = stored.to(device)
         _quantize_layer(layer, stored, scales.get(key), dtype)
-        converted[key] = layer.storage
+        quant_keys.add(key)
         if key in scales:
-            converted[key[: -len("weight")] + _SCALE_WEIGHT] = layer.scale_weight
+            quant_keys.add(key[: -len("weight")] + _SCALE_WEIGHT)
     if mismatched:
         raise CheckpointError(f"{name}: shape mismatch for {len(mismatched)} tensors: {'; '.join(mismatched[:5])}")
-    for key, t in plain.items():
-        if key not in converted:
-            converted[key] = _expand(t, scales.get(key), dtype)
-    return assign_weights(module, converted, name=name, device=device)
+    rest = {k: _expand(t, scales.get(k), dtype) for k, t in plain.items() if k not in quant_keys}
+    return _assign_rest(module, rest, quant_keys, name=name, device=device)
+
+
+def _preview(keys: Iterable[str]) -> str:
+    keys = sorted(keys)
+    return ", ".join(keys[:20]) + (f", ... ({len(keys) - 20} more)" if len(keys) > 20 else "")
+
+
+def _assign_rest(module: nn.Module, rest: dict[str, torch.Tensor], quant_keys: set[str], *, name: str,
+                 device: torch.device | str) -> nn.Module:
+    """``models.loading.assign_weights`` for a module whose quantized buffers are already in place.
+
+    Those buffers must not go through ``load_state_dict``: assigning a buffer calls
+    ``hasattr(layer, "weight")``, which on a quantized layer expands the whole weight.
+    """
+    expected = module.state_dict()
+    missing = set(expected) - set(rest) - quant_keys
+    unexpected = set(rest) - set(expected)
+    if missing or unexpected:
+        lines = [f"{name}: checkpoint does not match the model"]
+        if missing:
+            lines.append(f"  missing keys ({len(missing)}): {_preview(missing)}")
+        if unexpected:
+            lines.append(f"  unexpected keys ({len(unexpected)}): {_preview(unexpected)}")
+        raise CheckpointError("\n".join(lines))
+    bad = [f"{k}: checkpoint {tuple(t.shape)} vs model {tuple(expected[k].shape)}"
+           for k, t in rest.items() if tuple(t.shape) != tuple(expected[k].shape)]
+    if bad:
+        raise CheckpointError(f"{name}: shape mismatch for {len(bad)} tensors: {'; '.join(bad[:5])}")
+    module.load_state_dict({k: t.to(device) for k, t in rest.items()}, strict=False, assign=True)
+    device = torch.device(device)
+    for sub in module.modules():
+        reset = getattr(sub, "reset_nonpersistent_buffers", None)
+        if callable(reset):
+            reset(device)
+    tensors = [*module.named_parameters(), *module.named_buffers()]
+    leftover = [n for n, t in tensors if t.is_meta]
+    if leftover:
+        raise CheckpointError(f"{name}: tensors still on the meta device after loading: {_preview(leftover)}")
+    module.eval()
+    module.requires_grad_(False)
+    return module
 
 
 def quantized_layers(module: nn.Module) -> Iterable[tuple[str, nn.Module]]:
