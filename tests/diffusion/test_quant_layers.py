@@ -248,3 +248,32 @@ def test_loading_never_expands_a_quantized_weight(monkeypatch) -> None:
     assert calls == [] and len(dict(quantized_layers(model))) == 8
     model(sample_input())
     assert len(calls) == 8
+
+
+def test_linear_subclasses_are_quantized_and_keep_their_other_behaviour(tmp_path) -> None:
+    """Transformer models use their own nn.Linear subclass (no init at construction)."""
+    from torch import nn
+
+    class NoInitLinear(nn.Linear):
+        def reset_parameters(self) -> None:
+            pass
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a = NoInitLinear(256, 64)
+            self.b = nn.Linear(64, 32)
+
+    sd = {"a.weight": torch.randn(64, 256) / 16, "a.bias": torch.randn(64), "b.weight": torch.randn(32, 64) / 8,
+          "b.bias": torch.randn(32)}
+    path = tmp_path / "sub.gguf"
+    write_gguf(path, numpy_state(sd), Q8_0)
+    with torch.device("meta"):
+        net = Net()
+    net = load_quantized(net, read_gguf(path).state_dict, name="sub")
+    assert isinstance(net.a, NoInitLinear) and isinstance(net.a, QuantizedLinear) and net.a.storage.dtype == torch.uint8
+    net.a.reset_parameters()  # NoInitLinear's: does nothing, touches no storage
+    x = torch.randn(3, 256)
+    ref = torch.nn.functional.linear(x, read_gguf(path).state_dict["a.weight"].dequantize(), sd["a.bias"])
+    assert rel_err(net.a(x), ref) <= FP32_NOISE
+    assert type(net.a) is type(load_quantized(Net().to("meta"), read_gguf(path).state_dict, name="sub").a)

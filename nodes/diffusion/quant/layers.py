@@ -151,6 +151,24 @@ class QuantizedConv2d(QuantizedWeightMixin, nn.Conv2d):
 _QUANT_CLASSES: dict[type[nn.Module], type[nn.Module]] = {nn.Linear: QuantizedLinear, nn.Conv2d: QuantizedConv2d}
 
 
+def _quant_class(cls: type[nn.Module]) -> type[nn.Module] | None:
+    """The quantized counterpart of a Linear/Conv2d class (subclasses included), or None.
+
+    Models may use their own ``nn.Linear`` subclasses (e.g. one that skips init); the
+    counterpart keeps that class's other behaviour and takes ``forward`` and ``weight``
+    from the quantized base.  Created once per class.
+    """
+    if cls in _QUANT_CLASSES:
+        return _QUANT_CLASSES[cls]
+    if issubclass(cls, QuantizedWeightMixin):
+        return None
+    base = QuantizedLinear if issubclass(cls, nn.Linear) else QuantizedConv2d if issubclass(cls, nn.Conv2d) else None
+    if base is None:
+        return None
+    _QUANT_CLASSES[cls] = type(f"Quantized{cls.__name__}", (base, cls), {"__module__": __name__})
+    return _QUANT_CLASSES[cls]
+
+
 def is_quantized_layer(module: nn.Module) -> bool:
     return isinstance(module, QuantizedWeightMixin)
 
@@ -161,7 +179,9 @@ def _quantize_layer(
     """Swap ``layer`` (a Linear/Conv2d, usually on meta) to its quantized class holding ``stored``."""
     shape = torch.Size(layer.weight.shape)
     del layer.weight
-    layer.__class__ = _QUANT_CLASSES[type(layer)]
+    quant_cls = _quant_class(type(layer))
+    assert quant_cls is not None
+    layer.__class__ = quant_cls
     layer.qshape = shape
     if isinstance(stored, GGUFTensor):
         layer.qformat, layer.qtype, raw = "gguf", stored.qtype, stored.raw
@@ -247,7 +267,7 @@ def load_quantized(
     mismatched: list[str] = []
     for prefix, layer in list(module.named_modules()):
         key = f"{prefix}.weight" if prefix else "weight"
-        if type(layer) not in _QUANT_CLASSES or key not in plain:
+        if key not in plain or _quant_class(type(layer)) is None:
             continue
         stored = plain[key]
         if not _should_keep_quantized(stored, weight_dtype):
