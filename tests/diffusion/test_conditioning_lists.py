@@ -57,15 +57,19 @@ def _close(a: torch.Tensor, b: torch.Tensor) -> None:
     torch.testing.assert_close(a, b, rtol=RTOL, atol=RTOL * float(b.abs().max()))
 
 
+def _inputs(model: Any, pos: Any, neg: Any) -> tuple[Any, Any]:
+    return sampling_inputs(model, pos, neg, 1, H * F, W * F, None, F)
+
+
 def _run(model: Any, pos: Any, neg: Any, cfg: float = 5.0) -> torch.Tensor:
-    cond, uncond = sampling_inputs(model, pos, neg, 1, H * F, W * F, "euler", F)
+    cond, uncond = _inputs(model, pos, neg)
     with torch.inference_mode():
         return sample(model.denoiser(), model.schedule, torch.zeros(1, model.latent_channels, H, W), steps=3,
                       cfg=cfg, seed=3, cond_kwargs=cond, uncond_kwargs=uncond)
 
 
 def _kw(model: Any, c: Conditioning) -> dict[str, Any]:
-    out = sampling_inputs(model, c, None, 1, H * F, W * F, None, F)[0]
+    out = _inputs(model, c, None)[0]
     assert isinstance(out, dict)
     return out
 
@@ -112,7 +116,7 @@ def test_area_entry_changes_only_its_region(sd1: Any) -> None:
     # right half: x = 48 px -> cell 12, 48 px wide -> 12 cells; rr = min(8, 12 // 4) = 3, left edge only
     right = compose.conditioning_set_area.fn(CTX, b, width=48, height=64, x=48, y=0, strength=1.0)
     both = compose.conditioning_combine.fn(CTX, a, right)
-    regions = sampling_inputs(sd1.model, both, None, 1, H * F, W * F, None, F)[0]
+    regions = _inputs(sd1.model, both, None)[0]
     assert [r.area for r in regions] == [None, (16, 12, 0, 12)]
     x, sigma = _point(sd1.model)
     den = sd1.model.denoiser()
@@ -131,7 +135,7 @@ def test_area_percentage_and_strength(sd1: Any) -> None:
     a, b, _ = _prompts(sd1)
     top = compose.conditioning_set_area_percentage.fn(CTX, b, width=1.0, height=0.5, x=0.0, y=0.0, strength=1.0)
     top = compose.conditioning_set_area_strength.fn(CTX, top, strength=2.5)
-    regions = sampling_inputs(sd1.model, compose.conditioning_combine.fn(CTX, a, top), None, 1, H * F, W * F, None, F)[0]
+    regions = _inputs(sd1.model, compose.conditioning_combine.fn(CTX, a, top), None)[0]
     assert regions[1].area == (8, 24, 0, 0) and regions[1].strength == 2.5
     x, sigma = _point(sd1.model)
     den = sd1.model.denoiser()
@@ -149,7 +153,7 @@ def test_mask_weights_per_cell_and_mask_bounds_crop(sd1: Any) -> None:
     mask = torch.zeros(H * F, W * F)
     mask[:, : W * F // 2] = 1.0  # left half, in pixels (resized to the latent)
     masked = compose.conditioning_set_mask.fn(CTX, b, mask=mask, strength=0.5, set_cond_area="default")
-    regions = sampling_inputs(sd1.model, compose.conditioning_combine.fn(CTX, a, masked), None, 1, H * F, W * F, None, F)[0]
+    regions = _inputs(sd1.model, compose.conditioning_combine.fn(CTX, a, masked), None)[0]
     x, sigma = _point(sd1.model)
     den = sd1.model.denoiser()
     with torch.inference_mode():
@@ -160,14 +164,14 @@ def test_mask_weights_per_cell_and_mask_bounds_crop(sd1: Any) -> None:
     m[:, : W // 2] = 0.5
     _close(got, (pa + pb * m) / (1 + m))
     bounded = compose.conditioning_set_mask.fn(CTX, b, mask=mask, strength=1.0, set_cond_area="mask bounds")
-    r = sampling_inputs(sd1.model, compose.conditioning_combine.fn(CTX, a, bounded), None, 1, H * F, W * F, None, F)[0][1]
+    r = _inputs(sd1.model, compose.conditioning_combine.fn(CTX, a, bounded), None)[0][1]
     assert r.area == (H, W // 2, 0, 0)
 
 
 def test_timestep_range_switches_an_entry_on_and_off(sd1: Any) -> None:
     a, b, _ = _prompts(sd1)
     late = compose.conditioning_set_timestep_range.fn(CTX, b, start=0.5, end=1.0)
-    regions = sampling_inputs(sd1.model, compose.conditioning_combine.fn(CTX, a, late), None, 1, H * F, W * F, None, F)[0]
+    regions = _inputs(sd1.model, compose.conditioning_combine.fn(CTX, a, late), None)[0]
     den = sd1.model.denoiser()
     for percent, on in ((0.2, False), (0.8, True)):
         x, sigma = _point(sd1.model, percent)
@@ -188,7 +192,7 @@ def test_batched_equals_one_call_per_entry(sd1: Any) -> None:
     areas = [compose.conditioning_set_area.fn(CTX, c, width=48, height=64, x=x, y=0, strength=1.0)
              for c, x in ((a, 0), (b, 48))]
     pos = compose.conditioning_combine.fn(CTX, compose.conditioning_combine.fn(CTX, a, areas[0]), areas[1])
-    cond, uncond = sampling_inputs(sd1.model, pos, neg, 1, H * F, W * F, None, F)
+    cond, uncond = _inputs(sd1.model, pos, neg)
     calls: list[int] = []
     base = sd1.model.denoiser()
 
@@ -227,7 +231,7 @@ def test_area_outside_the_image_names_the_input(sd1: Any) -> None:
     a, _, neg = _prompts(sd1)
     far = compose.conditioning_set_area.fn(CTX, a, width=64, height=64, x=512, y=0, strength=1.0)
     with pytest.raises(NodeInputError) as err:
-        sampling_inputs(sd1.model, far, neg, 1, H * F, W * F, None, F)
+        _inputs(sd1.model, far, neg)
     assert err.value.input == "positive" and "outside" in str(err.value)
 
 
@@ -241,7 +245,7 @@ def test_flux_area_entry(tmp_path: Path) -> None:
     a, b = (Conditioning(torch.randn(1, 8, T5_WIDTH, generator=g), torch.randn(1, CLIP_WIDTH, generator=g))
             for _ in range(2))
     right = compose.conditioning_set_area.fn(CTX, b, width=48, height=64, x=48, y=0, strength=1.0)
-    regions = sampling_inputs(model, compose.conditioning_combine.fn(CTX, a, right), None, 1, H * F, W * F, None, F)[0]
+    regions = _inputs(model, compose.conditioning_combine.fn(CTX, a, right), None)[0]
     x, sigma = _point(model)
     den = model.denoiser()
     with torch.inference_mode():
@@ -269,9 +273,10 @@ def test_comfy_rows_import_and_export() -> None:
         "5": {"class_type": "ConditioningCombine", "inputs": {"conditioning_1": ["3", 0], "conditioning_2": ["4", 0]}},
         "6": {"class_type": "ConditioningSetTimestepRange", "inputs": {"conditioning": ["5", 0], "start": 0.2,
                                                                        "end": 0.9}},
-        "7": {"class_type": "ConditioningAverage", "inputs": {"conditioning_to": ["6", 0], "conditioning_from": ["2", 0],
-                                                              "conditioning_to_strength": 0.7}},
-        "8": {"class_type": "ConditioningConcat", "inputs": {"conditioning_to": ["7", 0], "conditioning_from": ["2", 0]}},
+        "7": {"class_type": "ConditioningAverage",
+              "inputs": {"conditioning_to": ["6", 0], "conditioning_from": ["2", 0], "conditioning_to_strength": 0.7}},
+        "8": {"class_type": "ConditioningConcat",
+              "inputs": {"conditioning_to": ["7", 0], "conditioning_from": ["2", 0]}},
         "9": {"class_type": "ConditioningSetAreaStrength", "inputs": {"conditioning": ["8", 0], "strength": 0.4}},
         "10": {"class_type": "SolidMask", "inputs": {"value": 1.0, "width": 64, "height": 64}},
         "11": {"class_type": "ConditioningSetMask", "inputs": {"conditioning": ["9", 0], "mask": ["10", 0],
