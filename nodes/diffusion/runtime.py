@@ -346,6 +346,9 @@ def sampling_regions(value: Any, batch: int, model: Any, height: int, width: int
         mask = None
         if c.mask is not None:
             mask = _latent_mask(c.mask, h, w)
+            if batch % mask.shape[0]:
+                raise ValueError(f"a conditioning mask holds {mask.shape[0]} masks, which does not divide the "
+                                 f"latent batch of {batch}; use one mask or one per latent")
             if c.set_area_to_bounds:
                 area = _mask_bounds(mask, h, w)
         out.append(Region(as_context(c, batch, model, height, width), area, mask, c.mask_strength, c.strength,

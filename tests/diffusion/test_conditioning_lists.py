@@ -296,3 +296,69 @@ def test_comfy_rows_import_and_export() -> None:
         assert out[nid]["class_type"] == prompt[nid]["class_type"]
         assert out[nid]["inputs"] == prompt[nid]["inputs"]
     assert out["11"]["inputs"]["set_cond_area"] == "mask bounds" and out["11"]["inputs"]["strength"] == 0.8
+
+
+def test_controlnet_stays_on_its_entry_and_sees_the_hint_scaled_to_the_area(sd1: Any) -> None:
+    from nodes.diffusion.models.controlnet import ControlNet
+    from nodes.diffusion.runtime import ControlHint
+    from tests.diffusion.ldm_fixtures import randomize_
+    from tests.diffusion.pipeline_fixtures import unet_config_for
+
+    cn = randomize_(ControlNet(unet_config_for("sd1"), 3, (8, 16, 16)), 11).eval()
+    hint = torch.zeros(1, 3, H * F, W * F)
+    hint[..., 8:40, 50:80] = 1.0
+    a, b, _ = _prompts(sd1)
+    right = compose.conditioning_set_area.fn(CTX, b, width=48, height=64, x=48, y=0, strength=1.0)
+    right = replace(right, controls=(ControlHint(cn, hint),))
+    regions = _inputs(sd1.model, compose.conditioning_combine.fn(CTX, a, right), None)[0]
+    x, sigma = _point(sd1.model)
+    den = sd1.model.denoiser()
+    scaled = torch.nn.functional.interpolate(hint, size=(H * F, W * F // 2), mode="nearest-exact")
+    with torch.inference_mode():
+        got = blend(den, [regions], x, sigma)[0]
+        pa = den(x, sigma, **_kw(sd1.model, a))
+        pb = den(x[..., 12:], sigma, **{**_kw(sd1.model, b), "controls": (ControlHint(cn, scaled),)})
+        plain = den(x[..., 12:], sigma, **_kw(sd1.model, b))
+    assert torch.equal(got[..., :12], pa[..., :12])
+    wb = _feather_cols(12, 3, left=True, right=False)
+    _close(got[..., 12:], (pa[..., 12:] + pb * wb) / (1 + wb))
+    assert (pb - plain).abs().max() > 1e-4  # the ControlNet did act on the area entry
+
+
+def test_mask_batch_that_does_not_fit_the_latent_batch_is_refused(sd1: Any) -> None:
+    a, _, neg = _prompts(sd1)
+    masked = compose.conditioning_set_mask.fn(CTX, a, mask=torch.ones(2, 8, 8), strength=1.0, set_cond_area="default")
+    with pytest.raises(NodeInputError) as err:
+        sampling_inputs(sd1.model, masked, neg, 3, H * F, W * F, None, F)
+    assert err.value.input == "positive" and "mask" in str(err.value)
+
+
+def test_regional_graph_runs_through_the_executor(tmp_path: Path) -> None:
+    from tests.diffusion.pipeline_fixtures import make_executor, txt2img_graph
+
+    write_tiny_checkpoint(tmp_path / "models", "sd1")
+    ex = make_executor(tmp_path / "models", tmp_path / "out")
+
+    def image(g: Any) -> torch.Tensor:
+        report = ex.run(g, outputs=["decode"])
+        assert report.status == "ok", report.error
+        return report.results["decode"]["IMAGE"]
+
+    base = image(txt2img_graph("tiny_sd1.safetensors", width=96, height=64))
+    g = txt2img_graph("tiny_sd1.safetensors", width=96, height=64)
+    g.add_node("diffusion.text_encode", {"text": "a blue square"}, id="other")
+    g.add_node("diffusion.conditioning_set_area", {"width": 48, "height": 64, "x": 48, "y": 0, "strength": 1.0},
+               id="area")
+    g.add_node("diffusion.conditioning_combine", {}, id="combine")
+    g.connect("ckpt", "CLIP", "other", "clip")
+    g.connect("other", "CONDITIONING", "area", "conditioning")
+    g.connect("positive", "CONDITIONING", "combine", "conditioning_1")
+    g.connect("area", "CONDITIONING", "combine", "conditioning_2")
+    g.connect("combine", "CONDITIONING", "sampler", "positive")
+    regional = image(g)
+    assert regional.shape == base.shape
+    # The area's pixels change; far from it (left of the area minus the feather and the VAE's reach) they do not
+    # change as much: the left quarter moves less than the right half.
+    right = (regional - base)[:, :, 48:].abs().mean()
+    left = (regional - base)[:, :, :24].abs().mean()
+    assert right > 1e-3 and left < right

@@ -109,14 +109,15 @@ _STRENGTH = Float("strength", 1.0, min=0.0, max=10.0, step=0.01, tooltip="weight
 
 
 @node("diffusion.conditioning_set_area", category="conditioning", display_name="Conditioning (Set Area)",
-      inputs=[In("conditioning", _COND), Int("width", 64, min=64, max=MAX_RESOLUTION, step=8),
-              Int("height", 64, min=64, max=MAX_RESOLUTION, step=8),
+      inputs=[In("conditioning", _COND), Int("width", 64, min=8, max=MAX_RESOLUTION, step=8),
+              Int("height", 64, min=8, max=MAX_RESOLUTION, step=8),
               Int("x", 0, min=0, max=MAX_RESOLUTION, step=8), Int("y", 0, min=0, max=MAX_RESOLUTION, step=8),
               _STRENGTH],
       outputs=_out())
 def conditioning_set_area(ctx: NodeContext, conditioning: Any, width: int, height: int, x: int, y: int,
                           strength: float) -> Any:
-    """Apply the prompt only inside a rectangle (image pixels; rounded down to latent cells)."""
+    """Apply the prompt only inside a rectangle (image pixels; rounded down to latent cells).
+    The minimum size is 8 px, not ComfyUI's 64, because small-VAE models have small images."""
     from ..runtime import Area
 
     return _set(conditioning, area=Area(height, width, y, x), strength=float(strength), set_area_to_bounds=False)
