@@ -26,6 +26,7 @@ BENCHES = {
     "subgraph_plan": ["bench/subgraph_plan.py"],
     "sampler": ["bench/sampler.py", "--repeat", "3"],
     "flux_step": ["bench/flux_step.py"],
+    "conditioning": ["bench/conditioning.py"],
     "demo": ["bench/demo.py"],
     "checkpoint_load": ["bench/checkpoint_load.py", "--repeat", "2"],
     "gui": ["bench/gui_open.py", "bench/gui_edit.py"],
