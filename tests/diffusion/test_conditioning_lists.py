@@ -362,3 +362,21 @@ def test_regional_graph_runs_through_the_executor(tmp_path: Path) -> None:
     right = (regional - base)[:, :, 48:].abs().mean()
     left = (regional - base)[:, :, :24].abs().mean()
     assert right > 1e-3 and left < right
+
+
+def test_cfg_with_an_area_gives_the_negative_a_same_area_entry(sd1: Any) -> None:
+    """ComfyUI adds the negative prompt over the positive's area, so CFG compares like with like there."""
+    a, b, neg = _prompts(sd1)
+    right = compose.conditioning_set_area.fn(CTX, b, width=48, height=64, x=48, y=0, strength=1.0)
+    cond, uncond = _inputs(sd1.model, compose.conditioning_combine.fn(CTX, a, right), neg)
+    x, sigma = _point(sd1.model)
+    den = sd1.model.denoiser()
+    with torch.inference_mode():
+        got = composite_denoiser(den, cond, [Region(uncond)], 4.0)(x, sigma)
+        pa, pn = den(x, sigma, **_kw(sd1.model, a)), den(x, sigma, **_kw(sd1.model, neg))
+        pb, pn_crop = den(x[..., 12:], sigma, **_kw(sd1.model, b)), den(x[..., 12:], sigma, **_kw(sd1.model, neg))
+    wb = _feather_cols(12, 3, left=True, right=False)
+    c, u = pa.clone(), pn.clone()
+    c[..., 12:] = (pa[..., 12:] + pb * wb) / (1 + wb)
+    u[..., 12:] = (pn[..., 12:] + pn_crop * wb) / (1 + wb)
+    _close(got, u + 4.0 * (c - u))
