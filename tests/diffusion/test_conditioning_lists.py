@@ -380,3 +380,35 @@ def test_cfg_with_an_area_gives_the_negative_a_same_area_entry(sd1: Any) -> None
     c[..., 12:] = (pa[..., 12:] + pb * wb) / (1 + wb)
     u[..., 12:] = (pn[..., 12:] + pn_crop * wb) / (1 + wb)
     _close(got, u + 4.0 * (c - u))
+
+
+def test_comfy_regional_workflow_imports_in_both_formats_and_runs(tmp_path: Path) -> None:
+    """tests/comfy/fixtures/conditioning_*.json: every Conditioning* class in one regional-prompt graph."""
+    import numpy as np
+    from PIL import Image
+
+    from nodegraph import Executor
+    from tests.comfy.helpers import FIXTURES
+
+    reg = full_registry()
+    ui, api = load_comfy(FIXTURES / "conditioning_ui.json", reg), load_comfy(FIXTURES / "conditioning_api.json", reg)
+    for result in (ui, api):
+        g = result.graph
+        assert g.node("7").type == "diffusion.conditioning_set_area_percentage"
+        assert g.node("7").values == {"width": 0.5, "height": 1.0, "x": 0.5, "y": 0.0, "strength": 1.0}
+        assert g.node("11").values == {"strength": 0.8, "set_cond_area": "mask bounds"}
+        assert g.link_into("11", "mask").src == "10" and g.link_into("11", "mask").src_output == "MASK"
+        assert g.node("13").values == {"start": 0.0, "end": 0.8}
+        assert g.node("14").values == {"conditioning_to_strength": 0.9}
+    write_tiny_checkpoint(tmp_path / "models", "sd1")
+    (tmp_path / "input").mkdir()
+    rgba = np.zeros((64, 96, 4), dtype=np.uint8)
+    rgba[:, 48:, 3] = 255  # LoadImage's MASK is 1 where the image is transparent: the left half
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "input" / "mask.png")
+    ex = Executor(reg, device="cpu", output_dir=tmp_path / "out",
+                  settings={"models_dir": str(tmp_path / "models"), "include_demo_models": False,
+                            "input_dir": str(tmp_path / "input")})
+    report = ex.run(ui.graph, outputs=["20"])
+    assert report.status == "ok", report.error
+    image = report.results["20"]["IMAGE"]
+    assert image.shape == (1, 64, 96, 3) and torch.isfinite(image).all()
