@@ -412,3 +412,20 @@ def test_comfy_regional_workflow_imports_in_both_formats_and_runs(tmp_path: Path
     assert report.status == "ok", report.error
     image = report.results["20"]["IMAGE"]
     assert image.shape == (1, 64, 96, 3) and torch.isfinite(image).all()
+
+
+def test_entry_nodes_act_on_every_entry(sd1: Any) -> None:
+    from nodes.diffusion.pack import conditioning as cond_nodes
+    from nodes.diffusion.pack import flux as flux_nodes
+
+    a, b, neg = _prompts(sd1)
+    area = compose.conditioning_set_area.fn(CTX, b, width=48, height=64, x=48, y=0, strength=1.0)
+    both = compose.conditioning_combine.fn(CTX, a, area)
+    guided = conditioning_entries(flux_nodes.flux_guidance.fn(CTX, both, guidance=2.0))
+    assert [e.guidance for e in guided] == [2.0, 2.0] and guided[1].area == area.area
+    zero = conditioning_entries(flux_nodes.conditioning_zero_out.fn(CTX, both))
+    assert all(not e.context.any() and not e.pooled.any() for e in zero) and zero[1].area == area.area
+    hint = torch.zeros(1, 64, 96, 3)
+    pos, negs = cond_nodes.controlnet_apply_advanced.fn(CTX, both, neg, object(), hint, 0.7, 0.1, 0.9)
+    hints = [c.controls for c in conditioning_entries(pos)] + [negs.controls]
+    assert all(len(h) == 1 and h[0] is hints[0][0] for h in hints) and hints[0][0].strength == 0.7
