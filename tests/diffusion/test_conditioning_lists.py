@@ -429,3 +429,23 @@ def test_entry_nodes_act_on_every_entry(sd1: Any) -> None:
     pos, negs = cond_nodes.controlnet_apply_advanced.fn(CTX, both, neg, object(), hint, 0.7, 0.1, 0.9)
     hints = [c.controls for c in conditioning_entries(pos)] + [negs.controls]
     assert all(len(h) == 1 and h[0] is hints[0][0] for h in hints) and hints[0][0].strength == 0.7
+
+
+def test_latent_batch_with_areas_and_per_item_masks(sd1: Any) -> None:
+    """Each latent of a batch gets its own mask (a [B, H, W] MASK), areas apply to all of them."""
+    a, b, _ = _prompts(sd1)
+    masks = torch.zeros(2, H * F, W * F)
+    masks[0, :, :48] = 1.0
+    masks[1, :, 48:] = 1.0
+    masked = compose.conditioning_set_mask.fn(CTX, b, mask=masks, strength=1.0, set_cond_area="default")
+    value = compose.conditioning_combine.fn(CTX, a, masked)
+    regions = sampling_inputs(sd1.model, value, None, 2, H * F, W * F, None, F)[0]
+    x1, sigma = _point(sd1.model)
+    x = torch.cat([x1, x1.flip(-1)])
+    den = sd1.model.denoiser()
+    with torch.inference_mode():
+        got = blend(den, [regions], x, sigma)[0]
+        for i in range(2):
+            single = [replace(r, kwargs=_kw(sd1.model, e), mask=None if r.mask is None else r.mask[i:i + 1])
+                      for r, e in zip(regions, (a, b), strict=True)]
+            _close(got[i:i + 1], blend(den, [single], x[i:i + 1], sigma)[0])
