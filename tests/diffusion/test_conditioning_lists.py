@@ -255,6 +255,15 @@ def test_flux_area_entry(tmp_path: Path) -> None:
     assert torch.equal(got[..., :12], pa[..., :12])
     wb = _feather_cols(12, 3, left=True, right=False)
     _close(got[..., 12:], (pa[..., 12:] + pb * wb) / (1 + wb))
+    # one entry through the general path = the plain call, bit for bit; a late entry is off early on
+    late = compose.conditioning_set_timestep_range.fn(CTX, b, start=0.5, end=1.0)
+    regions = _inputs(model, compose.conditioning_combine.fn(CTX, a, late), None)[0]
+    with torch.inference_mode():
+        assert torch.equal(composite_denoiser(den, [Region(_kw_flux(model, a))], None, 1.0)(x, sigma), pa)
+        assert torch.equal(blend(den, [regions], x, sigma)[0], pa)  # percent 0.3 < 0.5
+        x2, sigma2 = _point(model, 0.8)
+        _close(blend(den, [regions], x2, sigma2)[0],
+               (den(x2, sigma2, **_kw_flux(model, a)) + den(x2, sigma2, **_kw_flux(model, b))) / 2)
 
 
 def _kw_flux(model: Any, c: Conditioning) -> dict[str, Any]:
