@@ -72,9 +72,9 @@ def main() -> None:
     fns = {
         "one": cfg_denoiser(den, cond1, uncond1, 5.0),
         "3_batched": composite_denoiser(den, cond3, [Region(uncond3)], 5.0),
-        "3_single": composite_denoiser(den, cond3, [Region(uncond3)], 5.0, batched=False),
+        "3_single": composite_denoiser(den, cond3, [Region(uncond3)], 5.0, max_batch=1),
         "3_areas_batched": composite_denoiser(den, conda, [Region(uncanda)], 5.0),
-        "3_areas_single": composite_denoiser(den, conda, [Region(uncanda)], 5.0, batched=False),
+        "3_areas_single": composite_denoiser(den, conda, [Region(uncanda)], 5.0, max_batch=1),
     }
     x = torch.randn(1, model.latent_channels, h, w, generator=torch.Generator().manual_seed(0)) * 3
     sigma = torch.tensor([model.schedule.percent_to_sigma(0.5)])

@@ -204,11 +204,16 @@ def test_batched_equals_one_call_per_entry(sd1: Any) -> None:
     with torch.inference_mode():
         batched = composite_denoiser(counting, cond, [Region(uncond)], 5.0)(x, sigma)
         n_batched = len(calls)
-        single = composite_denoiser(counting, cond, [Region(uncond)], 5.0, batched=False)(x, sigma)
+        single = composite_denoiser(counting, cond, [Region(uncond)], 5.0, max_batch=1)(x, sigma)
     # whole-image: cond + uncond in one call; the two half areas (+ their negatives) in another
     assert n_batched == 2 and calls[:2] == [2, 4]
     assert len(calls) - n_batched == 6
     _close(batched, single)
+    calls.clear()
+    with torch.inference_mode():
+        capped = composite_denoiser(counting, cond, [Region(uncond)], 5.0, max_batch=3)(x, sigma)
+    assert calls == [2, 3, 1]  # the four half-area entries split 3 + 1
+    _close(capped, single)
 
 
 def test_average_and_concat_against_hand_computation(sd1: Any) -> None:

@@ -13,7 +13,7 @@ semantics of ComfyUI's ``calc_cond_batch`` (comfy/samplers.py).
 Cost: entries whose crops and model inputs have the same shapes (and the same
 ControlNets) run as one batched model call, positive and negative together,
 so N same-shaped regional prompts cost one call of batch 2N per step instead
-of 2N calls (see bench/conditioning.py).
+of 2N calls (at most ``MAX_BATCH`` entries per call; see bench/conditioning.py).
 """
 
 from __future__ import annotations
@@ -28,6 +28,9 @@ from .model_sampling import Denoiser
 
 #: ComfyUI's area feather width, in latent cells (capped at a quarter of the area's side).
 FEATHER = 8
+#: Most entries one model call takes: 4x the batch of a plain CFG step, so many regional entries
+#: cannot multiply peak activation memory without bound (ComfyUI sizes this from free memory).
+MAX_BATCH = 8
 
 
 @dataclass(frozen=True)
@@ -147,8 +150,9 @@ class _Job:
 
 
 def blend(denoiser: Denoiser, sides: Sequence[Sequence[Region]], x: torch.Tensor, sigma: torch.Tensor,
-          batched: bool = True, **extra: Any) -> list[torch.Tensor]:
-    """The blended x0 prediction of each side (a list of regions) at ``sigma``."""
+          max_batch: int = MAX_BATCH, **extra: Any) -> list[torch.Tensor]:
+    """The blended x0 prediction of each side (a list of regions) at ``sigma``; at most
+    ``max_batch`` entries share a model call (1 = one call per entry)."""
     s0 = float(torch.as_tensor(sigma).reshape(-1)[0])
     jobs: list[_Job] = []
     for side, regions in enumerate(sides):
@@ -161,7 +165,7 @@ def blend(denoiser: Denoiser, sides: Sequence[Sequence[Region]], x: torch.Tensor
     sigma_b = torch.as_tensor(sigma, device=x.device).reshape(-1).expand(x.shape[0])
     while jobs:
         first = jobs[0]
-        group = [j for j in jobs if j is first or (batched and _can_share_call(first, j))]
+        group = [j for j in jobs if j is first or _can_share_call(first, j)][:max(1, max_batch)]
         jobs = [j for j in jobs if all(j is not g for g in group)]
         pred = _run(denoiser, group, sigma_b, extra)
         for j, p in zip(group, pred.chunk(len(group)), strict=True):
@@ -179,11 +183,11 @@ def _run(denoiser: Denoiser, group: list[_Job], sigma_b: torch.Tensor, extra: di
 
 
 def composite_denoiser(denoiser: Denoiser, cond: Sequence[Region], uncond: Sequence[Region] | None,
-                       scale: float, *, batched: bool = True) -> Denoiser:
+                       scale: float, *, max_batch: int = MAX_BATCH) -> Denoiser:
     """Guided denoiser ``uncond + scale * (cond - uncond)`` over lists of entries.
 
     ``scale == 1`` (or no negative) skips the negative side entirely, like ComfyUI.
-    ``batched=False`` makes one model call per entry (the bench's reference)."""
+    ``max_batch=1`` makes one model call per entry (the bench's reference)."""
     use_uncond = uncond is not None and scale != 1.0
     cond_r = list(cond)
     uncond_r = list(uncond or ())
@@ -193,8 +197,8 @@ def composite_denoiser(denoiser: Denoiser, cond: Sequence[Region], uncond: Seque
 
     def guided(x: torch.Tensor, sigma: torch.Tensor, **kwargs: Any) -> torch.Tensor:
         if not use_uncond:
-            return blend(denoiser, [cond_r], x, sigma, batched, **kwargs)[0]
-        c, u = blend(denoiser, [cond_r, uncond_r], x, sigma, batched, **kwargs)
+            return blend(denoiser, [cond_r], x, sigma, max_batch, **kwargs)[0]
+        c, u = blend(denoiser, [cond_r, uncond_r], x, sigma, max_batch, **kwargs)
         return u + scale * (c - u)
 
     return guided
