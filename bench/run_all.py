@@ -27,6 +27,7 @@ BENCHES = {
     "sampler": ["bench/sampler.py", "--repeat", "3"],
     "flux_step": ["bench/flux_step.py"],
     "sd3_step": ["bench/sd3_step.py"],
+    "conditioning": ["bench/conditioning.py"],
     "demo": ["bench/demo.py"],
     "first_image": ["bench/first_image.py", "--reference"],
     "checkpoint_load": ["bench/checkpoint_load.py", "--repeat", "2"],

@@ -32,7 +32,8 @@ BUILTIN_TYPES: tuple[PortType, ...] = (
     PortType("MODEL", "#b39ddb", "Denoising network (UNet) with its sampling configuration"),
     PortType("CLIP", "#ffd54f", "Text encoder(s) with their tokenizer"),
     PortType("VAE", "#ef5350", "Image autoencoder: pixels <-> latents"),
-    PortType("CONDITIONING", "#ffa726", "Encoded prompt (plus ControlNet hints) for the sampler"),
+    PortType("CONDITIONING", "#ffa726", "Encoded prompt(s) for the sampler: one or more entries, each with its "
+             "ControlNets and optional area, mask, strength and step range"),
     PortType("LATENT", "#f48fb1", "Latent images (and optional noise mask)"),
     PortType("IMAGE", "#64b5f6", "Batch of RGB images, float 0..1, shape [B,H,W,C]"),
     PortType("MASK", "#81c784", "Batch of masks, float 0..1, shape [B,H,W]"),

@@ -36,20 +36,111 @@ class ControlHint:
 
 
 @dataclass(frozen=True)
+class Area:
+    """Where a conditioning entry applies: a rectangle in image pixels (ConditioningSetArea) or in
+    fractions of the image (ConditioningSetAreaPercentage).  Kept in the user's units and turned
+    into latent cells only when sampling, with the VAE's downscale (ComfyUI hard-codes 8)."""
+
+    height: float
+    width: float
+    y: float
+    x: float
+    fractions: bool = False
+
+    def in_latent(self, h: int, w: int, downscale: int) -> tuple[int, int, int, int]:
+        """``(height, width, y, x)`` in latent cells of an ``h`` x ``w`` latent, clamped to it."""
+        if self.fractions:  # ComfyUI: rounded, at least one cell
+            hh, ww = max(1, round(self.height * h)), max(1, round(self.width * w))
+            yy, xx = round(self.y * h), round(self.x * w)
+        else:
+            f = downscale
+            hh, ww, yy, xx = (int(v) // f for v in (self.height, self.width, self.y, self.x))
+        if yy >= h or xx >= w or hh <= 0 or ww <= 0:
+            raise ValueError(f"the conditioning area (x={self.x}, y={self.y}, {self.width}x{self.height}"
+                             f"{' of the image' if self.fractions else ' px'}) lies outside the "
+                             f"{w * downscale}x{h * downscale} image")
+        return min(hh, h - yy), min(ww, w - xx), yy, xx
+
+
+@dataclass(frozen=True)
 class Conditioning:
-    """An encoded prompt: cross-attention context [1, L, D], pooled vector, SDXL's
-    ``y`` vector, the ControlNets applied to it, and (FLUX-dev) the distilled
-    guidance strength set by a FluxGuidance node (None = the model's default)."""
+    """One conditioning entry: an encoded prompt (cross-attention context [1, L, D], pooled
+    vector, SDXL's ``y`` vector, FLUX-dev's distilled ``guidance``; None = the model's default),
+    the ControlNets applied to it, and where and when it acts (ComfyUI's meaning):
+
+    * ``area``: only this rectangle of the latent is denoised with it (edges feathered);
+    * ``mask`` ([H, W] or [B, H, W], 0..1, any resolution) times ``mask_strength`` weights it per
+      pixel; ``set_area_to_bounds`` crops the model call to the mask's bounding box;
+    * ``strength`` weights it against the other entries it is combined with;
+    * it is skipped outside ``start_percent``..``end_percent`` of the schedule.
+
+    A CONDITIONING wire carries one entry (as text encoders make) or a :class:`ConditioningList`.
+    """
 
     context: torch.Tensor
     pooled: torch.Tensor | None = None
     y: torch.Tensor | None = None
     controls: tuple[ControlHint, ...] = ()
     guidance: float | None = None
+    area: Area | None = None
+    mask: torch.Tensor | None = None
+    mask_strength: float = 1.0
+    set_area_to_bounds: bool = False
+    strength: float = 1.0
+    start_percent: float = 0.0
+    end_percent: float = 1.0
+
+    @property
+    def entries(self) -> tuple[Conditioning, ...]:
+        return (self,)
+
+    @property
+    def is_plain(self) -> bool:
+        """True for a whole-image, full-strength, whole-schedule entry (what a text encoder makes)."""
+        return (self.area is None and self.mask is None and self.strength == 1.0
+                and self.start_percent <= 0.0 and self.end_percent >= 1.0)
 
     def __nodegraph_nbytes__(self) -> int:
-        tensors = [self.context, self.pooled, self.y] + [c.hint for c in self.controls]
+        tensors = [self.context, self.pooled, self.y, self.mask] + [c.hint for c in self.controls]
         return sum(t.element_size() * t.nelement() for t in tensors if t is not None)
+
+
+@dataclass(frozen=True)
+class ConditioningList:
+    """CONDITIONING with several entries (ConditioningCombine): the sampler evaluates every
+    entry and blends their predictions by area, mask and strength."""
+
+    items: tuple[Conditioning, ...]
+
+    @property
+    def entries(self) -> tuple[Conditioning, ...]:
+        return self.items
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __nodegraph_nbytes__(self) -> int:
+        return sum(c.__nodegraph_nbytes__() for c in self.items)
+
+
+def conditioning_entries(value: Any) -> tuple[Conditioning, ...]:
+    """The entries of a CONDITIONING value (one entry, a list, or a plain sequence of entries)."""
+    if isinstance(value, (Conditioning, ConditioningList)):
+        return value.entries
+    return tuple(value)
+
+
+def conditioning_value(entries: Sequence[Conditioning]) -> Conditioning | ConditioningList:
+    """The wire value for ``entries``: a single entry stays a plain :class:`Conditioning`."""
+    items = tuple(entries)
+    if not items:
+        raise ValueError("a conditioning needs at least one entry")
+    return items[0] if len(items) == 1 else ConditioningList(items)
+
+
+def map_entries(value: Any, fn: Callable[[Conditioning], Conditioning]) -> Conditioning | ConditioningList:
+    """Apply ``fn`` to every entry of a CONDITIONING value (what ControlNet/Guidance/SetArea nodes do)."""
+    return conditioning_value([fn(c) for c in conditioning_entries(value)])
 
 
 @dataclass(frozen=True)
@@ -109,7 +200,7 @@ class DiffusionModel:
                 lo, hi = control_window(c)
                 if not (lo - 1e-3 <= t0 <= hi + 1e-3) or c.strength == 0:
                     continue
-                hint = c.hint.to(x.device, dtype)
+                hint = _fit_hint(c.hint.to(x.device, dtype), x, c.model)
                 r = c.model(x, hint, t, ctx, yy, strength=c.strength)
                 residuals = r if residuals is None else residuals + r
             return unet(x, t, ctx, y=yy, control=residuals).to(x_in.dtype)
@@ -193,6 +284,16 @@ class VAEModel:
         return z.float().cpu()
 
 
+def _fit_hint(hint: torch.Tensor, x: torch.Tensor, model: ControlNet) -> torch.Tensor:
+    """A ControlNet hint scaled to the latent it is applied to: an area entry denoises a crop, and
+    (like ComfyUI) its ControlNet sees the whole hint resized to the crop."""
+    f = model.hint_downscale
+    size = (x.shape[-2] * f, x.shape[-1] * f)
+    if tuple(hint.shape[-2:]) == size:
+        return hint
+    return torch.nn.functional.interpolate(hint, size=size, mode="nearest-exact")
+
+
 def as_context(cond: Conditioning, batch: int, model: Any, height: int, width: int) -> dict[str, Any]:
     """Keyword arguments of the model call for one conditioning, broadcast to the batch.
 
@@ -221,3 +322,60 @@ def _unet_context(cond: Conditioning, batch: int, model: DiffusionModel, height:
         kw["y"] = sdxl_vector_condition(pooled, sizes, embed_dim)
     kw["controls"] = cond.controls
     return kw
+
+
+def sampling_regions(value: Any, batch: int, model: Any, height: int, width: int,
+                     downscale: int) -> dict[str, Any] | list[Any]:
+    """What the sampler needs for one CONDITIONING value.
+
+    A single plain entry gives the model-call kwargs (the one-call-per-side fast path, unchanged
+    since before lists existed); anything else gives a list of
+    :class:`~.sampling.composite.Region` with areas and masks in latent cells of the
+    ``height`` x ``width`` image (``downscale`` = the VAE's) and timestep windows in sigmas of
+    the model's schedule.  Raises ``ValueError`` for entries that do not fit the model or image.
+    """
+    entries = conditioning_entries(value)
+    if len(entries) == 1 and entries[0].is_plain:
+        return as_context(entries[0], batch, model, height, width)
+    from .sampling.composite import Region
+
+    h, w = height // downscale, width // downscale
+    out = []
+    for c in entries:
+        area = c.area.in_latent(h, w, downscale) if c.area is not None else None
+        mask = None
+        if c.mask is not None:
+            mask = _latent_mask(c.mask, h, w)
+            if batch % mask.shape[0]:
+                raise ValueError(f"a conditioning mask holds {mask.shape[0]} masks, which does not divide the "
+                                 f"latent batch of {batch}; use one mask or one per latent")
+            if c.set_area_to_bounds:
+                area = _mask_bounds(mask, h, w)
+        out.append(Region(as_context(c, batch, model, height, width), area, mask, c.mask_strength, c.strength,
+                          model.schedule.percent_to_sigma(c.start_percent),
+                          model.schedule.percent_to_sigma(c.end_percent)))
+    return out
+
+
+def _latent_mask(mask: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """A MASK ([H, W] or [B, H, W]) resized to the latent ([B, h, w], bilinear as ComfyUI)."""
+    m = mask.float()
+    if m.ndim == 2:
+        m = m[None]
+    if m.ndim != 3:
+        raise ValueError(f"a conditioning mask must be [H, W] or [B, H, W], got shape {tuple(mask.shape)}")
+    if m.shape[-2:] != (h, w):
+        m = torch.nn.functional.interpolate(m[:, None], size=(h, w), mode="bilinear", align_corners=False)[:, 0]
+    return m
+
+
+def _mask_bounds(mask: torch.Tensor, h: int, w: int) -> tuple[int, int, int, int]:
+    """ComfyUI's "mask bounds": the box of non-zero cells over the batch, at least 8 cells a side
+    (an all-zero mask gives the 8x8 corner, which its zero weight makes a no-op)."""
+    nz = torch.nonzero(mask.abs().amax(dim=0))
+    if nz.numel() == 0:
+        return min(8, h), min(8, w), 0, 0
+    y0, x0 = (int(v) for v in nz.min(dim=0).values)
+    y1, x1 = (int(v) for v in nz.max(dim=0).values)
+    hh, ww = max(8, y1 - y0 + 1), max(8, x1 - x0 + 1)
+    return min(hh, h - y0), min(ww, w - x0), y0, x0

@@ -26,7 +26,9 @@ def registry():  # noqa: ANN201
 def test_every_mapped_class_becomes_its_node_type(imported) -> None:  # noqa: ANN001
     doc = fixture("all_nodes_ui.json")
     classes = {n["type"] for n in doc["nodes"]} | {n["type"] for n in fixture("flux_ui.json")["nodes"]}
-    assert set(BY_COMFY) <= classes, "the fixtures must cover every mapped class (FLUX ones: flux_ui.json)"
+    classes |= {n["type"] for n in fixture("conditioning_ui.json")["nodes"]}
+    assert set(BY_COMFY) <= classes, ("the fixtures must cover every mapped class (FLUX ones: flux_ui.json, "
+                                      "Conditioning* ones: conditioning_ui.json)")
     for n in doc["nodes"]:
         if n["type"] in BY_COMFY:
             assert imported.graph.node(str(n["id"])).type == BY_COMFY[n["type"]].ours

@@ -48,10 +48,12 @@ def load_error(input_name: str, exc: Exception) -> NodeInputError:
 
 
 def sampling_inputs(model: Any, positive: Any, negative: Any, batch: int, height: int, width: int,
-                    sampler_name: str | None = None) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    """The model-call kwargs of both prompts, and the sampler checked against the model -- or an
-    error on the input to blame (a prompt from the wrong text encoder, an SDE sampler on a flow model)."""
-    from ..runtime import as_context
+                    sampler_name: str | None = None, downscale: int = 8) -> tuple[Any, Any]:
+    """What the sampler needs for both prompts (model-call kwargs for a single plain entry,
+    else a list of regions; see ``runtime.sampling_regions``), and the sampler checked against
+    the model -- or an error on the input to blame (a prompt from the wrong text encoder, an
+    area outside the image, an SDE sampler on a flow model)."""
+    from ..runtime import sampling_regions
     from ..sampling.samplers import sampler_for
 
     if sampler_name is not None:
@@ -65,7 +67,7 @@ def sampling_inputs(model: Any, positive: Any, negative: Any, batch: int, height
             out.append(None)
             continue
         try:
-            out.append(as_context(cond, batch, model, height, width))
+            out.append(sampling_regions(cond, batch, model, height, width, downscale))
         except ValueError as exc:
             if getattr(exc, "blame", None) == "model":
                 raise NodeInputError("model", str(exc), "use a FLUX dev or schnell model") from None

@@ -45,12 +45,19 @@ def _hint(image, name: str):  # noqa: ANN001, ANN202
     return image[..., :3].permute(0, 3, 1, 2).contiguous().float()
 
 
-def _apply(cond, control_net, hint, strength: float, start: float, end: float):  # noqa: ANN001, ANN202
+def _attach(cond, hint):  # noqa: ANN001, ANN202
+    """Attach one ControlHint to every entry of a CONDITIONING value (ControlNets stay per entry)."""
     from dataclasses import replace
 
+    from ..runtime import map_entries
+
+    return map_entries(cond, lambda c: replace(c, controls=c.controls + (hint,)))
+
+
+def _apply(cond, control_net, hint, strength: float, start: float, end: float):  # noqa: ANN001, ANN202
     from ..runtime import ControlHint
 
-    return replace(cond, controls=cond.controls + (ControlHint(control_net, hint, strength, start, end),))
+    return _attach(cond, ControlHint(control_net, hint, strength, start, end))
 
 
 @node("diffusion.controlnet_apply", category="conditioning/controlnet", display_name="Apply ControlNet",
@@ -78,11 +85,8 @@ def controlnet_apply_advanced(ctx: NodeContext, positive, negative, control_net,
     from ..runtime import ControlHint
 
     c = ControlHint(control_net, hint, strength, start_percent, end_percent)
-    from dataclasses import replace
-
     # The same ControlHint object on both lets the sampler batch cond and uncond together.
-    return (replace(positive, controls=positive.controls + (c,)),
-            replace(negative, controls=negative.controls + (c,)))
+    return _attach(positive, c), _attach(negative, c)
 
 
 NODES = [text_encode, clip_set_last_layer, controlnet_apply, controlnet_apply_advanced]

@@ -226,7 +226,9 @@ def flux_guidance(ctx: NodeContext, conditioning, guidance: float):  # noqa: ANN
     """Set the guidance strength a FLUX-dev model is conditioned on (schnell ignores it)."""
     from dataclasses import replace
 
-    return replace(conditioning, guidance=float(guidance))
+    from ..runtime import map_entries
+
+    return map_entries(conditioning, lambda c: replace(c, guidance=float(guidance)))
 
 
 def _need_flux(model: Any, node_name: str) -> None:
@@ -264,15 +266,20 @@ def basic_guider(ctx: NodeContext, model, conditioning) -> CFGGuide:  # noqa: AN
 @node("diffusion.conditioning_zero_out", category="advanced/conditioning", display_name="Conditioning Zero Out",
       inputs=[In("conditioning", "CONDITIONING")], outputs=[Out("CONDITIONING", "CONDITIONING")])
 def conditioning_zero_out(ctx: NodeContext, conditioning):  # noqa: ANN001, ANN201
-    """All-zero text features and pooled vector of the same shapes: an "empty" negative for models
-    trained without one (FLUX); guidance and ControlNets are kept."""
+    """All-zero text features and pooled vector of the same shapes, for every entry: an "empty"
+    negative for models trained without one (FLUX); guidance, ControlNets, areas and masks are kept."""
     from dataclasses import replace
 
     import torch
 
-    pooled = torch.zeros_like(conditioning.pooled) if conditioning.pooled is not None else None
-    y = torch.zeros_like(conditioning.y) if conditioning.y is not None else None
-    return replace(conditioning, context=torch.zeros_like(conditioning.context), pooled=pooled, y=y)
+    from ..runtime import map_entries
+
+    def zero(c):  # noqa: ANN001, ANN202
+        pooled = torch.zeros_like(c.pooled) if c.pooled is not None else None
+        y = torch.zeros_like(c.y) if c.y is not None else None
+        return replace(c, context=torch.zeros_like(c.context), pooled=pooled, y=y)
+
+    return map_entries(conditioning, zero)
 
 
 @node("diffusion.clip_text_encode_flux", category="conditioning/flux", display_name="CLIP Text Encode (FLUX)",

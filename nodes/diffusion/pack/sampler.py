@@ -49,7 +49,8 @@ def run_sampler(ctx: NodeContext, model, positive, negative, latent, *, seed: in
     batch = samples.shape[0]
     x = samples.to(model.device, torch.float32)
     height, width = samples.shape[-2] * latent.downscale, samples.shape[-1] * latent.downscale
-    cond, uncond = sampling_inputs(model, positive, negative, batch, height, width, sampler_name)
+    cond, uncond = sampling_inputs(model, positive, negative, batch, height, width, sampler_name,
+                                   latent.downscale)
     total = steps
 
     def callback(step: int, n: int, x_cur, denoised) -> None:  # noqa: ANN001

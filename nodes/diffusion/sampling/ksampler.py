@@ -30,6 +30,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from .composite import Region, composite_denoiser
 from .guidance import cfg_denoiser
 from .model_sampling import Denoiser, DiscreteSchedule, ModelSampling
 from .noise import BrownianTreeNoiseSampler, NoiseSampler, derive_seed, initial_noise, item_seeds
@@ -100,8 +101,8 @@ def sample(
     steps: int = 20,
     seed: int = 0,
     cfg: float = 1.0,
-    cond_kwargs: dict[str, Any] | None = None,
-    uncond_kwargs: dict[str, Any] | None = None,
+    cond_kwargs: dict[str, Any] | list[Region] | None = None,
+    uncond_kwargs: dict[str, Any] | list[Region] | None = None,
     denoise: float = 1.0,
     start_step: int | None = None,
     end_step: int | None = None,
@@ -140,8 +141,8 @@ def sample_sigmas(
     seed: int = 0,
     add_noise: bool = True,
     cfg: float = 1.0,
-    cond_kwargs: dict[str, Any] | None = None,
-    uncond_kwargs: dict[str, Any] | None = None,
+    cond_kwargs: dict[str, Any] | list[Region] | None = None,
+    uncond_kwargs: dict[str, Any] | list[Region] | None = None,
     noise_mask: torch.Tensor | None = None,
     callback: Callback | None = None,
     sampler_options: dict[str, Any] | None = None,
@@ -151,7 +152,9 @@ def sample_sigmas(
 
     :func:`sample` computes the sigmas and calls this, so a KSampler and an
     equivalent custom-sampling graph share one code path and give the same image.
-    ``model_sampling`` says how noise and latent combine (default: variance exploding)
+    ``cond_kwargs``/``uncond_kwargs`` may be lists of :class:`.composite.Region` (several
+    conditioning entries, blended as ComfyUI does).  ``model_sampling`` says how noise and latent
+    combine (default: variance exploding)
     and, for flow models, picks the flow variants of the stochastic samplers.
     """
     ms: ModelSampling = model_sampling if model_sampling is not None else _VE
@@ -167,7 +170,10 @@ def sample_sigmas(
         noise = torch.zeros_like(latent)
 
     model: Denoiser = denoiser
-    if uncond_kwargs is not None:
+    if isinstance(cond_kwargs, list) or isinstance(uncond_kwargs, list):
+        model = composite_denoiser(denoiser, _regions(cond_kwargs), None if uncond_kwargs is None
+                                   else _regions(uncond_kwargs), cfg)
+    elif uncond_kwargs is not None:
         model = cfg_denoiser(denoiser, cond_kwargs or {}, uncond_kwargs, cfg)
     elif cond_kwargs:
         model = cfg_denoiser(denoiser, cond_kwargs, {}, 1.0)
@@ -193,6 +199,13 @@ def sample_sigmas(
     if mask is not None:
         out = out * mask + ms.noise_scaling(sigmas[-1], noise, latent) * (1 - mask)
     return ms.inverse_noise_scaling(sigmas[-1], out)
+
+
+def _regions(value: dict[str, Any] | list[Region] | None) -> list[Region]:
+    """Conditioning as regions: a kwargs dict is one whole-image entry."""
+    if isinstance(value, list):
+        return value
+    return [Region(value or {})]
 
 
 class _VarianceExploding:
