@@ -30,6 +30,7 @@ from typing import Any
 
 from .errors import NodeInputError, ValidationIssue, WorkflowInvalid
 from .graph import Graph, Node
+from .preflight import run_preflight
 from .registry import Registry
 from .spec import NodeSpec, Widget, call_with_settings, coerce_value, expected_value, explain_value_error
 from .types import compatible
@@ -377,6 +378,10 @@ def build_plan(
                 except Exception as exc:
                     issues.append(_issue("bad_value", graph.nodes[nid], f"cannot inspect inputs: {exc}",
                                          "check the node's inputs"))
+
+    # 4b. Preflight hooks: values refused before running, results too large for the machine.
+    if not issues:
+        issues += run_preflight(graph, order, specs, sources, constants, settings)
 
     if issues:
         raise WorkflowInvalid(issues)

@@ -14,7 +14,7 @@ from typing import Any
 from nodegraph.context import NodeContext
 from nodegraph.errors import NodeInputError
 from nodegraph.fileio import atomic_write_bytes
-from nodegraph.outputs import confined_path
+from nodegraph.outputs import confined_path, prefix_preflight
 from nodegraph.spec import Bool, Combo, Float, In, Int, NodeResult, Out, String, node
 
 from .constants import CROP_MODES, MASK_CHANNELS, MAX_RESOLUTION, SCALE_METHODS
@@ -85,7 +85,7 @@ def _write_pngs(images: Any, path_for: Any, text: Mapping[str, str] | None, comp
       inputs=[In("images", "IMAGE"),
               String("filename_prefix", "nodegraph", tooltip="name inside the output folder; sub-folders allowed"),
               Bool("embed_workflow", True, tooltip="store the workflow in the PNG so it can be loaded back")],
-      output_node=True, cache_valid=_files_exist)
+      output_node=True, cache_valid=_files_exist, preflight=prefix_preflight())
 def save_image(ctx: NodeContext, images: Any, filename_prefix: str, embed_workflow: bool = True) -> NodeResult:
     """Write each image as ``<output>/<prefix>_NNNNN.png`` (atomically), with the workflow embedded
     as JSON in a ``workflow`` text chunk.  Re-running unchanged writes nothing new unless a file

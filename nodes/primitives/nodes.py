@@ -11,7 +11,7 @@ from typing import Any
 from nodegraph.context import NodeContext
 from nodegraph.errors import NodeInputError
 from nodegraph.fileio import atomic_write_text
-from nodegraph.outputs import confined_path
+from nodegraph.outputs import confined_path, prefix_preflight
 from nodegraph.spec import Bool, Combo, Float, In, Int, NodeResult, Out, Seed, String, node
 from nodegraph.types import ANY
 
@@ -195,7 +195,7 @@ def _files_exist(entry: Any) -> bool:
 
 @node("primitives.save_text", category="primitives/output", display_name="Save Text",
       inputs=[In("text", "STRING"), String("filename_prefix", "text")], output_node=True,
-      cache_valid=_files_exist)
+      cache_valid=_files_exist, preflight=prefix_preflight())
 def save_text(ctx: NodeContext, text: str, filename_prefix: str) -> NodeResult:
     """Write text to ``<output>/<prefix>_NNNNN.txt`` (atomically, inside the output folder).
 
