@@ -379,9 +379,11 @@ def build_plan(
                     issues.append(_issue("bad_value", graph.nodes[nid], f"cannot inspect inputs: {exc}",
                                          "check the node's inputs"))
 
-    # 4b. Preflight hooks: values refused before running, results too large for the machine.
-    if not issues:
-        issues += run_preflight(graph, order, specs, sources, constants, settings)
+    # 4b. Preflight hooks: values refused before running, results too large for the machine.  Run even
+    # when other problems were found (a missing model file should not hide a 1 TiB latent), skipping the
+    # nodes already blamed.
+    blamed = {i.node_id for i in issues}
+    issues += run_preflight(graph, [n for n in order if n not in blamed], specs, sources, constants, settings)
 
     if issues:
         raise WorkflowInvalid(issues)

@@ -69,7 +69,8 @@ def run_preflight(graph: Graph, order: list[str], specs: Mapping[str, NodeSpec],
             continue
         if not result:
             continue
-        estimates[nid] = result
+        # Downstream nodes of a refused one get no estimate: the problem is reported once, where it starts.
+        estimates[nid] = {k: v for k, v in result.items() if max(v.bytes, v.work) <= limit}
         for out, est in result.items():
             need = max(est.bytes, est.work)
             if need > limit:
