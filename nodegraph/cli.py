@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import signal
 import sys
 from collections.abc import Sequence
@@ -118,8 +119,24 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+class _StderrLog(logging.Handler):
+    """Shows what packs log on the ``nodegraph`` logger at INFO (e.g. which extra model-paths file is
+    used) as ``nodegraph: ...`` lines, on whatever ``sys.stderr`` is at the time."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        print(f"nodegraph: {self.format(record)}", file=sys.stderr)
+
+
+def _log_to_stderr() -> None:
+    logger = logging.getLogger("nodegraph")
+    if not any(isinstance(h, _StderrLog) for h in logger.handlers):
+        logger.addHandler(_StderrLog())
+    logger.setLevel(logging.INFO)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    _log_to_stderr()
     if args.command is None:
         args = _parser().parse_args(["gui"])
     try:
