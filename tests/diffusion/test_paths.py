@@ -105,10 +105,11 @@ def test_extra_model_paths_from_models_folder_and_user_config_and_the_cli_says_s
     in_models = _yaml(root, tmp_path / "a")
     in_config = _yaml(tmp_path / "config" / "nodegraph", tmp_path / "b")
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
-    paths = ModelPaths.from_settings({"models_dir": str(root), "include_demo_models": False})
-    assert sorted(paths.list("loras")) == ["from_config.safetensors", "from_models.safetensors"]
-    main(["nodes", "--models-dir", str(tmp_path / "other_models")])
+    main(["nodes", "--json", "--models-dir", str(tmp_path / "other_models")])
     err = capsys.readouterr().err
     assert f"nodegraph: model folders also from {in_config.resolve()}" in err
-    main(["nodes", "--models-dir", str(root)])
+    assert str(in_models) not in err
+    main(["nodes", "--json", "--models-dir", str(root)])
     assert f"model folders also from {in_models.resolve()}" in capsys.readouterr().err
+    paths = ModelPaths.from_settings({"models_dir": str(root), "include_demo_models": False})
+    assert sorted(paths.list("loras")) == ["from_config.safetensors", "from_models.safetensors"]
