@@ -35,6 +35,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--models-dir", help="root of the models/ folders (default: ./models and shipped demos)")
     p.add_argument("-o", "--output-dir", default="output", help="folder for images the runs write")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps")
+    p.add_argument("--cache-budget", help="memory for cached results, e.g. 4G or 25%% (default: half the "
+                   "RAM available at start)")
     return p
 
 
@@ -54,7 +56,8 @@ def make_app(argv: Sequence[str] | None = None) -> Any:
 
 
 def create_window(workflow: str | None = None, *, models_dir: str | None = None, output_dir: str = "output",
-                  device: str = "auto", recover: bool = True, **window_kwargs: Any) -> Any:
+                  device: str = "auto", recover: bool = True, cache_budget: str | None = None,
+                  **window_kwargs: Any) -> Any:
     """Build the main window (the app must exist).  Opens ``workflow``, or the
     recovered session, or the default txt2img workflow."""
     from nodegraph import Executor
@@ -65,6 +68,8 @@ def create_window(workflow: str | None = None, *, models_dir: str | None = None,
     settings: dict[str, Any] = {}
     if models_dir:
         settings["models_dir"] = str(Path(models_dir).resolve())
+    if cache_budget:
+        settings["cache_budget"] = cache_budget
     registry = build_registry()
     executor = Executor(registry, device=device, output_dir=output_dir, settings=settings)
     win = MainWindow(registry, settings=settings, executor=executor, output_dir=output_dir, **window_kwargs)
@@ -83,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv if argv is not None else sys.argv[1:])
     app = make_app([sys.argv[0]])
     win = create_window(args.workflow, models_dir=args.models_dir, output_dir=args.output_dir,
-                        device=args.device)
+                        device=args.device, cache_budget=args.cache_budget)
     win.show()
     return int(app.exec())
 

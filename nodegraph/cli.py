@@ -32,6 +32,22 @@ def _port(text: str) -> int:
     return port
 
 
+def _size(text: str) -> str:
+    """``--cache-budget`` as argparse type: checked now (exit 2 with the accepted forms), kept as text so a
+    percentage is taken of the RAM available when the executor starts."""
+    from .memory import parse_size
+
+    try:
+        parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+_CACHE_HELP = ("memory the result cache may use between runs, e.g. 4G, 512M or 25%% of available RAM "
+               "(default: half the RAM available at start)")
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="nodegraph",
@@ -50,6 +66,7 @@ def _parser() -> argparse.ArgumentParser:
                      help="run only these output nodes (repeatable; default: all output nodes)")
     run.add_argument("--models-dir", help="root of the models/ folders (default: ./models and shipped demos)")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
+    run.add_argument("--cache-budget", type=_size, help=_CACHE_HELP)
 
     val = sub.add_parser("validate", help="check a workflow without running it")
     val.add_argument("workflow")
@@ -61,6 +78,7 @@ def _parser() -> argparse.ArgumentParser:
     gui = sub.add_parser("gui", help="open the desktop editor (also: bare `nodegraph`)")
     gui.add_argument("workflow", nargs="?", help="workflow or PNG to open (default: workflows/txt2img.json)")
     gui.add_argument("--models-dir", help="root of the models/ folders")
+    gui.add_argument("--cache-budget", type=_size, help=_CACHE_HELP)
 
     batch = sub.add_parser(
         "batch", help="run a workflow over a sweep of values (grid or zip), resumable",
@@ -97,6 +115,7 @@ def _parser() -> argparse.ArgumentParser:
                        help="run only these output nodes (repeatable)")
     batch.add_argument("--models-dir", help="root of the models/ folders")
     batch.add_argument("--quiet", action="store_true", help="no progress bar")
+    batch.add_argument("--cache-budget", type=_size, help=_CACHE_HELP)
 
     serve = sub.add_parser("serve", help="serve the HTTP API (queue, status, cancel, outputs, events)")
     serve.add_argument("--host", default="127.0.0.1",
@@ -106,6 +125,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("-o", "--output-dir", default="output", help="folder for written files")
     serve.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps")
     serve.add_argument("--models-dir", help="root of the models/ folders")
+    serve.add_argument("--cache-budget", type=_size, help=_CACHE_HELP)
 
     exp = sub.add_parser("export-comfy", help="export a workflow to ComfyUI's API format (JSON)")
     exp.add_argument("workflow", help="workflow file (.json or .png; ComfyUI files too)")
@@ -205,6 +225,8 @@ def _settings(args: argparse.Namespace) -> dict[str, object]:
     settings: dict[str, object] = {}
     if getattr(args, "models_dir", None):
         settings["models_dir"] = str(Path(args.models_dir).resolve())
+    if getattr(args, "cache_budget", None):
+        settings["cache_budget"] = args.cache_budget  # read by every Executor the command makes
     if getattr(args, "workflow", None):
         # Relative input paths inside a shipped workflow resolve next to the file.
         settings["workflow_dir"] = str(Path(args.workflow).resolve().parent)
@@ -309,6 +331,8 @@ def _cmd_gui(args: argparse.Namespace) -> int:
     argv = [args.workflow] if args.workflow else []
     if args.models_dir:
         argv += ["--models-dir", args.models_dir]
+    if args.cache_budget:
+        argv += ["--cache-budget", args.cache_budget]
     return int(gui_main(argv))
 
 
