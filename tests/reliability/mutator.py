@@ -159,7 +159,7 @@ def registry() -> Any:
 
 
 def open_checked(path: Path) -> Exception | None:
-    """Open ``path`` as the CLI and the editor do, then validate and save what loaded (as
+    """Open ``path`` as the CLI and the editor do, then snapshot, validate and save what loaded (as
     ``nodegraph validate`` and the editor's Save do); anything but ``WorkflowFileError`` propagates,
     and a save must be standard JSON that loads back.  Returns the ``WorkflowFileError``, if any."""
     from nodegraph.comfy import missing_models
@@ -172,6 +172,7 @@ def open_checked(path: Path) -> Exception | None:
         graph, _notes = open_any(path)
     except WorkflowFileError as exc:
         return exc
+    graph.copy()  # what every run (executor, editor worker, batch) starts with
     missing_models(graph, registry(), {"include_demo_models": False})
     assert isinstance(validate(graph, registry(), scope="all", settings={"include_demo_models": False}), list)
     text = dumps(graph)
