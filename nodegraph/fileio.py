@@ -10,7 +10,6 @@ kill leaves behind is deleted by the next write of the same file.
 from __future__ import annotations
 
 import contextlib
-import glob
 import os
 import stat
 import tempfile
@@ -50,8 +49,11 @@ def remove_stale_temps(target: str | os.PathLike[str]) -> list[Path]:
     writer — another process saving the same file right now — is kept.  Returns what was removed."""
     target = Path(target)
     removed = []
-    try:
-        candidates = list(target.parent.glob(f".{glob.escape(target.name)}.*.tmp"))
+    head = f".{target.name}."
+    try:  # plain name tests, not glob(): a glob compiles a regex per file name, and caches it
+        with os.scandir(target.parent) as entries:
+            candidates = [target.parent / e.name for e in entries
+                          if e.name.startswith(head) and e.name.endswith(".tmp")]
     except OSError:
         return removed
     for tmp in candidates:

@@ -12,7 +12,7 @@ import pytest
 from engine_nodes import calls, chain, diamond, make_executor, make_registry, reset_calls
 
 from nodegraph import Graph, WorkflowInvalid, apply_overrides, build_plan
-from nodegraph.cache import CacheEntry, ResultCache, sizeof
+from nodegraph.cache import ENTRY_OVERHEAD, CacheEntry, ResultCache, sizeof
 
 
 def test_unchanged_rerun_executes_nothing(tmp_path):
@@ -365,7 +365,8 @@ def test_display_data_counts_towards_the_budget():
     preview = np.zeros(100_000, np.uint8)
     assert not cache.put("k", CacheEntry((), ui={"preview": preview}))
     assert len(cache) == 0 and cache.nbytes == 0
-    assert cache.put("small", CacheEntry((1,), ui={"text": "hi"})) and 0 < cache.nbytes < 1_000
+    assert cache.put("small", CacheEntry((1,), ui={"text": "hi"}))
+    assert ENTRY_OVERHEAD < cache.nbytes < ENTRY_OVERHEAD + 1_000  # the data, plus what keeping an entry costs
 
 
 def test_cache_keys_cost_constant_work_per_node(monkeypatch):
