@@ -1,6 +1,10 @@
 """Long-run stability: many consecutive runs of the demo workflow in one process.
 
-Run: .venv/bin/python bench/long_run.py [--runs 1000] [--cache-mb 64] [--no-trim]
+Run: .venv/bin/python bench/long_run.py [--runs 1000] [--cache-mb N] [--no-trim]
+
+Without ``--cache-mb`` the executor runs with its default settings (cache budget: half the RAM
+available at start), which on most machines 1,000 demo runs never fill; the bound is then on the
+growth not explained by cached data (a leak or allocator waste), 2 %.
 
 Varies the seed every run (so the sampler, decode and save re-run and the
 cache keeps filling), samples resident memory, and checks that RSS growth
@@ -40,7 +44,7 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=1000)
     ap.add_argument("--warmup", type=int, default=50)
-    ap.add_argument("--cache-mb", type=int, default=64)
+    ap.add_argument("--cache-mb", type=int, default=None, help="cache budget (default: the executor's default)")
     ap.add_argument("--no-trim", action="store_true", help="do not return freed heap pages to the OS after runs")
     args = ap.parse_args()
     if args.runs <= args.warmup:
@@ -51,11 +55,12 @@ def main() -> int:
     import nodegraph
 
     graph = nodegraph.load_workflow(ROOT / "workflows" / "txt2img.json")
-    budget = args.cache_mb * 2**20
     with tempfile.TemporaryDirectory() as out:
-        ex = nodegraph.Executor(device="cpu", output_dir=out, cache_bytes=budget,
+        ex = nodegraph.Executor(device="cpu", output_dir=out,
+                                cache_bytes=None if args.cache_mb is None else args.cache_mb * 2**20,
                                 settings={"workflow_dir": str(ROOT / "workflows")},
                                 trim_after_run=False if args.no_trim else None)  # None: trims (main thread)
+        budget = ex.cache.budget_bytes
         t0 = time.perf_counter()
         base = None
         base_cache = 0
@@ -96,6 +101,7 @@ def main() -> int:
     early_unexplained = (final - early) - (ex.cache.nbytes - early_cache) if early else 0
     # What the cache filling up explains is expected; the rest is a leak or allocator waste.
     unexplained = (final - base) - (ex.cache.nbytes - base_cache) if base else 0
+    bound = "cache never full: mostly cached data" if args.cache_mb is None else "bound 5%"
     print(f"machine: {machine()}")
     print(f"heap trim after runs: {'off' if args.no_trim else 'on'}; checkpoint loaded {loads}x in {args.runs} runs; "
           f"cache {len(ex.cache)} entries, {ex.cache.evictions} evictions")
@@ -104,19 +110,23 @@ def main() -> int:
           f"({early_unexplained / early * 100:.2f}%)")
     print(f"RSS after warm-up (run {warm_run}) {base / 2**20:.1f} MiB -> final {final / 2**20:.1f} MiB: "
           f"growth {growth * 100:.2f}% "
-          f"(bound 5%), {per_run:.3f} MiB/run overall, {late:.3f} MiB/run over runs {half + 1}-{args.runs}; "
-          f"peak cache {peak_cache / 2**20:.1f} MiB of {args.cache_mb} MiB budget")
+          f"({bound}), {per_run:.3f} MiB/run overall, {late:.3f} MiB/run over runs {half + 1}-{args.runs}; "
+          f"peak cache {peak_cache / 2**20:.1f} MiB of {budget / 2**20:.0f} MiB budget"
+          f"{' (default)' if args.cache_mb is None else ''}")
     print(f"growth not explained by cached data (cache {base_cache / 2**20:.1f} -> {ex.cache.nbytes / 2**20:.1f} MiB): "
-          f"{unexplained / 2**20:.1f} MiB ({unexplained / base * 100 if base else 0:.2f}%)")
+          f"{unexplained / 2**20:.1f} MiB ({unexplained / base * 100 if base else 0:.2f}%)"
+          f"{' (bound 2%)' if args.cache_mb is None else ''}")
     warm_kind = "cache full" if filled else "fixed"
     emit_summary("long_run", [{"metric": f"RSS growth, runs {warm_run}-{args.runs} (warm-up: {warm_kind})",
                                "median": growth * 100,
-                               "unit": "%", "target": "< 5 %"},
+                               "unit": "%", "target": "< 5 %" if args.cache_mb is not None else ""},
                               {"metric": "RSS growth per run, second half", "median": late, "unit": "MiB"},
                               {"metric": "RSS growth not explained by cached data", "median": unexplained / base * 100
-                               if base else 0.0, "unit": "%"},
+                               if base else 0.0, "unit": "%", "target": "<= 2 %" if args.cache_mb is None else ""},
                               {"metric": "peak cache bytes / budget", "median": peak_cache / budget, "unit": "x",
                                "target": "<= 1"}])
+    if args.cache_mb is None:  # default settings: the bound of issue 13, on what the cache does not explain
+        return 0 if unexplained / base <= 0.02 and peak_cache <= budget else 1
     return 0 if growth < 0.05 and peak_cache <= budget else 1
 
 

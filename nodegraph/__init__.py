@@ -32,7 +32,23 @@ from .graph import Graph, GraphChange, Group, Link, Node
 from .overrides import apply_overrides
 from .plan import Plan, build_plan, validate
 from .registry import Registry
-from .spec import Bool, Combo, Float, In, Input, Int, NodeResult, NodeSpec, Out, Output, Seed, String, Widget, node
+from .spec import (
+    Bool,
+    Combo,
+    Estimate,
+    Float,
+    In,
+    Input,
+    Int,
+    NodeResult,
+    NodeSpec,
+    Out,
+    Output,
+    Seed,
+    String,
+    Widget,
+    node,
+)
 from .types import ANY, compatible
 from .workflow import dumps as dump_workflow_text
 from .workflow import load as load_workflow
@@ -42,7 +58,8 @@ from .workflow import save as save_workflow
 __version__ = "0.1.0"
 
 __all__ = [
-    "ANY", "Bool", "CancelToken", "Cancelled", "Combo", "DevicePolicy", "Event", "Executor", "Float", "Graph",
+    "ANY", "Bool", "CancelToken", "Cancelled", "Combo", "DevicePolicy", "Estimate", "Event", "Executor", "Float",
+    "Graph",
     "GraphChange", "Group", "In", "Input", "Int", "Link", "Node", "NodeContext", "NodeError", "NodeFinished",
     "NodeInputError", "NodeProgress", "NodeReport", "NodeResult", "NodeSpec", "NodeStarted", "NodegraphError",
     "Out", "Output", "OverrideError", "Plan", "Registry", "RunFinished", "RunReport", "RunStarted", "Seed",

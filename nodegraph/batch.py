@@ -44,6 +44,7 @@ from .events import Event, EventListener, NodeProgress, NodeStarted
 from .executor import Executor, RunReport
 from .fileio import atomic_write_text
 from .graph import Graph
+from .outputs import glob_escape
 from .overrides import apply_overrides, override_input, value_key
 from .plan import build_plan
 from .registry import Registry
@@ -59,6 +60,7 @@ __all__ = [
 ]
 
 MANIFEST_NAME = "manifest.json"
+_ORPHAN_NAME = re.compile(r"_\d{5}\.[A-Za-z0-9]+")  # what confined_path appends to a prefix
 MANIFEST_FORMAT = "nodegraph.batch"
 MANIFEST_VERSION = 1
 # Fields of a manifest that legitimately differ between two runs of the same batch.
@@ -406,7 +408,33 @@ class Manifest:
                 entry.update(status="ok", outputs=outputs, seconds=e.get("seconds"),
                              node_seconds=e.get("node_seconds"), error=None)
                 done.append(pos)
-        return done
+        done += self._adopt_orphans(previous, set(done))
+        return sorted(done)
+
+    def _adopt_orphans(self, previous: Mapping[tuple[str, str], Mapping[str, Any]], done: set[int]) -> list[int]:
+        """Items killed between writing their files and recording them: the manifest still says
+        "pending", but every save node of the item left ``<prefix>_NNNNN.<ext>`` files no other entry
+        claims.  Adopt those files instead of running the item again (which would write duplicates)."""
+        root = self.path.parent
+        claimed = {o for e in self.entries for o in e["outputs"]}
+        adopted = []
+        for pos, entry in enumerate(self.entries):
+            old = previous.get((entry["name"], _canon(entry["overrides"])))
+            if pos in done or old is None or old.get("status") != "pending" or not entry["prefixes"]:
+                continue
+            found: list[str] = []
+            for prefix in entry["prefixes"].values():
+                files = sorted(p.relative_to(root).as_posix() for p in root.glob(f"{glob_escape(prefix)}_*.*")
+                               if _ORPHAN_NAME.fullmatch(p.name[len(Path(prefix).name):]) and p.is_file())
+                files = [f for f in files if f not in claimed]
+                if not files:
+                    break
+                found += files
+            else:
+                entry.update(status="ok", outputs=found, seconds=None, node_seconds=None, error=None)
+                claimed.update(found)
+                adopted.append(pos)
+        return adopted
 
 
 def _canon(value: Any) -> str:

@@ -87,10 +87,17 @@ def sizeof(obj: Any, _seen: set[int] | None = None) -> int:
     return total
 
 
+# What holding one entry costs beyond the data sizeof() counts: the CacheEntry and its containers, the
+# hex key, the LRU slot and the C++ headers of its tensors.  Measured with tracemalloc and RSS over 1,000
+# demo runs (bench/long_run.py): ~2.3 KB per entry, which a budget that ignored it never saw.
+ENTRY_OVERHEAD = 2048
+
+
 def entry_nbytes(entry: CacheEntry) -> int:
     """Bytes an entry keeps alive: its outputs *and* its display data (a preview
-    image in ``ui`` is as real as an output tensor for the RAM budget)."""
-    return sizeof((entry.outputs, entry.ui))
+    image in ``ui`` is as real as an output tensor for the RAM budget), plus the
+    fixed cost of keeping an entry at all."""
+    return sizeof((entry.outputs, entry.ui)) + ENTRY_OVERHEAD
 
 
 class ResultCache:

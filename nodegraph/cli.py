@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import signal
 import sys
 from collections.abc import Sequence
@@ -44,6 +45,20 @@ def _threads(text: str) -> int | str:
 
 _THREADS_HELP = ("CPU threads for model work: a number, or auto (default: 1 for small models and images, every "
                  "core for big ones; env NODEGRAPH_THREADS)")
+def _size(text: str) -> str:
+    """``--cache-budget`` as argparse type: checked now (exit 2 with the accepted forms), kept as text so a
+    percentage is taken of the RAM available when the executor starts."""
+    from .memory import parse_size
+
+    try:
+        parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+_CACHE_HELP = ("memory the result cache may use between runs, e.g. 4G, 512M or 25%% of available RAM "
+               "(default: half the RAM available at start)")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -65,6 +80,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--models-dir", help="root of the models/ folders (default: ./models and shipped demos)")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     run.add_argument("--threads", type=_threads, help=_THREADS_HELP)
+    run.add_argument("--cache-budget", type=_size, help=_CACHE_HELP)
 
     val = sub.add_parser("validate", help="check a workflow without running it")
     val.add_argument("workflow")
@@ -77,6 +93,7 @@ def _parser() -> argparse.ArgumentParser:
     gui.add_argument("workflow", nargs="?", help="workflow or PNG to open (default: workflows/txt2img.json)")
     gui.add_argument("--models-dir", help="root of the models/ folders")
     gui.add_argument("--threads", type=_threads, help=_THREADS_HELP)
+    gui.add_argument("--cache-budget", type=_size, help=_CACHE_HELP)
 
     batch = sub.add_parser(
         "batch", help="run a workflow over a sweep of values (grid or zip), resumable",
@@ -114,6 +131,7 @@ def _parser() -> argparse.ArgumentParser:
     batch.add_argument("--models-dir", help="root of the models/ folders")
     batch.add_argument("--quiet", action="store_true", help="no progress bar")
     batch.add_argument("--threads", type=_threads, help=_THREADS_HELP)
+    batch.add_argument("--cache-budget", type=_size, help=_CACHE_HELP)
 
     serve = sub.add_parser("serve", help="serve the HTTP API (queue, status, cancel, outputs, events)")
     serve.add_argument("--host", default="127.0.0.1",
@@ -134,6 +152,7 @@ def _parser() -> argparse.ArgumentParser:
                        help="also accept this Host name (e.g. the machine's LAN name; repeatable). "
                             "Loopback names and the --host address are always accepted")
     serve.add_argument("--threads", type=_threads, help=_THREADS_HELP)
+    serve.add_argument("--cache-budget", type=_size, help=_CACHE_HELP)
 
     exp = sub.add_parser("export-comfy", help="export a workflow to ComfyUI's API format (JSON)")
     exp.add_argument("workflow", help="workflow file (.json or .png; ComfyUI files too)")
@@ -147,8 +166,24 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+class _StderrLog(logging.Handler):
+    """Shows what packs log on the ``nodegraph`` logger at INFO (e.g. which extra model-paths file is
+    used) as ``nodegraph: ...`` lines, on whatever ``sys.stderr`` is at the time."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        print(f"nodegraph: {self.format(record)}", file=sys.stderr)
+
+
+def _log_to_stderr() -> None:
+    logger = logging.getLogger("nodegraph")
+    if not any(isinstance(h, _StderrLog) for h in logger.handlers):
+        logger.addHandler(_StderrLog())
+    logger.setLevel(logging.INFO)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    _log_to_stderr()
     if args.command is None:
         args = _parser().parse_args(["gui"])
     from .threads import ThreadsError, prefer_passive_wait, requested_threads
@@ -226,6 +261,8 @@ def _settings(args: argparse.Namespace) -> dict[str, object]:
     settings: dict[str, object] = {}
     if getattr(args, "models_dir", None):
         settings["models_dir"] = str(Path(args.models_dir).resolve())
+    if getattr(args, "cache_budget", None):
+        settings["cache_budget"] = args.cache_budget  # read by every Executor the command makes
     if getattr(args, "workflow", None):
         # Relative input paths inside a shipped workflow resolve next to the file.
         settings["workflow_dir"] = str(Path(args.workflow).resolve().parent)
@@ -337,6 +374,8 @@ def _cmd_gui(args: argparse.Namespace) -> int:
         argv += ["--models-dir", args.models_dir]
     if args.threads is not None:
         argv += ["--threads", str(args.threads)]
+    if args.cache_budget:
+        argv += ["--cache-budget", args.cache_budget]
     return int(gui_main(argv))
 
 

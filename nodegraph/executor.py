@@ -111,6 +111,19 @@ class RunReport:
         return d
 
 
+
+def cache_budget(cache_bytes: int | None, settings: Mapping[str, Any]) -> int:
+    """The result cache's budget: ``cache_bytes`` if given, else ``settings["cache_budget"]`` (bytes or a
+    size text such as "4G" or "25%", how the CLI, server and editor pass ``--cache-budget``), else
+    :func:`nodegraph.memory.default_cache_budget` (half the RAM available at start)."""
+    from .memory import default_cache_budget, parse_size
+
+    if cache_bytes is not None:
+        return cache_bytes
+    if settings.get("cache_budget") is not None:
+        return parse_size(settings["cache_budget"])
+    return default_cache_budget()
+
 class Executor:
     """Evaluates graphs; holds the result cache between runs.
 
@@ -131,16 +144,16 @@ class Executor:
         registry: Registry | None = None,
         *,
         device: str = "auto",
-        cache_bytes: int = 8 * 1024**3,
+        cache_bytes: int | None = None,
         output_dir: str | Path = "output",
         settings: Mapping[str, Any] | None = None,
         trim_after_run: bool | None = None,
     ) -> None:
         self.registry = registry if registry is not None else Registry.with_installed_packs()
         self.device_policy = DevicePolicy(device)
-        self.cache = ResultCache(cache_bytes)
-        self.output_dir = Path(output_dir)
         self.settings: dict[str, Any] = dict(settings or {})
+        self.cache = ResultCache(cache_budget(cache_bytes, self.settings))
+        self.output_dir = Path(output_dir)
         self._listeners: list[EventListener] = []
         self._lock = threading.Lock()
         self.trim_after_run = trim_after_run

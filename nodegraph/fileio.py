@@ -3,7 +3,8 @@
 Everything the app writes (workflows, autosaves, reports, images) goes through
 here: data goes to a temporary file in the same directory, is flushed and
 fsynced, then renamed over the target.  A crash or kill at any moment leaves
-either the old file or the new one, never a truncated mix.
+either the old file or the new one, never a truncated mix; the temp file such a
+kill leaves behind is deleted by the next write of the same file.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import contextlib
 import os
 import stat
 import tempfile
+import time
 from pathlib import Path
 
 
@@ -19,7 +21,8 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically; returns the final path."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    remove_stale_temps(target)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.{os.getpid()}.", suffix=".tmp", dir=target.parent)
     try:
         # mkstemp creates 0600; without this every save would make the file private.
         os.chmod(tmp, _mode_for(target))
@@ -34,6 +37,51 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
         raise
     _fsync_dir(target.parent)
     return target
+
+
+# A temp file of the old naming (no pid) is only removed once surely abandoned.
+_LEGACY_TEMP_AGE = 3600.0
+
+
+def remove_stale_temps(target: str | os.PathLike[str]) -> list[Path]:
+    """Delete the temp files earlier writes of ``target`` left behind (the writer was killed between
+    creating the temp file and renaming it).  Temp names carry the writer's pid, so a file of a live
+    writer — another process saving the same file right now — is kept.  Returns what was removed."""
+    target = Path(target)
+    removed = []
+    head = f".{target.name}."
+    try:  # plain name tests, not glob(): a glob compiles a regex per file name, and caches it
+        with os.scandir(target.parent) as entries:
+            candidates = [target.parent / e.name for e in entries
+                          if e.name.startswith(head) and e.name.endswith(".tmp")]
+    except OSError:
+        return removed
+    for tmp in candidates:
+        middle = tmp.name[len(target.name) + 2:-len(".tmp")]
+        pid_text, _, rest = middle.partition(".")
+        if rest and pid_text.isdigit():
+            if int(pid_text) == os.getpid() or _pid_alive(int(pid_text)):
+                continue
+        else:
+            try:
+                if time.time() - tmp.stat().st_mtime < _LEGACY_TEMP_AGE:
+                    continue
+            except OSError:
+                continue
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+            removed.append(tmp)
+    return removed
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # exists (owned by someone else), or we cannot tell: keep its file
+    return True
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str, encoding: str = "utf-8") -> Path:

@@ -349,11 +349,46 @@ class Graph:
         }
         g._in = {dst: dict(ins) for dst, ins in self._in.items()}
         g._out = {src: set(outs) for src, outs in self._out.items()}
-        g.groups = copy.deepcopy(self.groups)
-        g.meta = copy.deepcopy(self.meta)
-        g.extra = copy.deepcopy(self.extra)
+        g.groups = {gid: Group(gr.id, gr.title, gr.bounds, gr.color, copy_data(gr.extra))
+                    for gid, gr in self.groups.items()}
+        g.meta = copy_data(self.meta)
+        g.extra = copy_data(self.extra)
         g.dangling_links = list(self.dangling_links)
         # Definitions hold graphs an editor may edit in place: the snapshot gets its own.
         g.subgraphs = {sid: d.copy() for sid, d in self.subgraphs.items()}
         g._next_id = self._next_id
         return g
+
+
+def copy_data(value: Any) -> Any:
+    """Deep copy of JSON-like data (dicts, lists, tuples of scalars) without recursion: ``meta`` and
+    unknown fields come from files, which may nest them a thousand levels deep, and
+    ``copy.deepcopy`` overflows the stack at a third of that.  Other objects are deep-copied whole."""
+    if not isinstance(value, (dict, list, tuple)):
+        return copy.deepcopy(value)
+    root: list[Any] = [None]
+    # (source container, destination parent, key in parent)
+    stack: list[tuple[Any, Any, Any]] = [(value, root, 0)]
+    tuples: list[tuple[Any, Any, list[Any]]] = []  # tuples are rebuilt once their items are copied
+    while stack:
+        src, parent, key = stack.pop()
+        if isinstance(src, dict):
+            dst: Any = {}
+            items = src.items()
+        elif isinstance(src, (list, tuple)):
+            dst = [None] * len(src)
+            items = enumerate(src)
+            if isinstance(src, tuple):
+                tuples.append((parent, key, dst))
+        else:
+            parent[key] = copy.deepcopy(src)
+            continue
+        parent[key] = dst
+        for k, v in items:
+            if isinstance(v, (dict, list, tuple)):
+                stack.append((v, dst, k))
+            else:
+                dst[k] = v if isinstance(v, (str, int, float, bool, type(None))) else copy.deepcopy(v)
+    for parent, key, items in reversed(tuples):  # innermost last-pushed first: children before parents
+        parent[key] = tuple(items)
+    return root[0]

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import os
 import sys
 import threading
 from collections.abc import Callable
@@ -66,3 +67,61 @@ def release_free_memory() -> bool:
     assert _trim is not None
     _trim(0)
     return True
+
+
+def physical_memory() -> int | None:
+    """Total RAM of this machine in bytes, or None where the OS does not say."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def available_memory() -> int | None:
+    """RAM available to new allocations now (Linux ``MemAvailable``), else the total, else None."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return physical_memory()
+
+
+# The result cache may use half the RAM available when the executor starts: enough to keep models and
+# many results between runs, while the other half stays for the run itself (activations, decoding) and
+# the rest of the machine.  A fixed 8 GiB was too much for an 8 GiB laptop and too little for a workstation.
+DEFAULT_CACHE_FRACTION = 0.5
+_MIN_CACHE = 256 * 1024**2
+_UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1024, "kib": 1024, "m": 1024**2, "mb": 1024**2, "mib": 1024**2,
+          "g": 1024**3, "gb": 1024**3, "gib": 1024**3, "t": 1024**4, "tb": 1024**4, "tib": 1024**4}
+
+
+def default_cache_budget() -> int:
+    """Bytes the result cache may hold by default: a fraction of the RAM available now."""
+    available = available_memory() or 8 * 1024**3
+    return max(_MIN_CACHE, int(available * DEFAULT_CACHE_FRACTION))
+
+
+def parse_size(text: str | int) -> int:
+    """``"4G"``, ``"512MiB"``, ``"1.5gb"``, ``"25%"`` (of the RAM available now) or plain bytes -> bytes.
+    Raises ValueError with the accepted forms."""
+    if isinstance(text, int) and not isinstance(text, bool):
+        value = text
+    else:
+        s = str(text).strip().lower().replace(" ", "")
+        try:
+            if s.endswith("%"):
+                pct = float(s[:-1])
+                if not 0 <= pct <= 100:
+                    raise ValueError
+                value = int((available_memory() or 0) * pct / 100)
+            else:
+                number = s.rstrip("kmgtib")
+                value = int(float(number) * _UNITS[s[len(number):]])
+        except (ValueError, KeyError, OverflowError):
+            raise ValueError(f"{text!r} is not a size; use e.g. 4G, 512M, 25% (of available RAM) or bytes") from None
+    if value < 0:
+        raise ValueError(f"{text!r}: a size cannot be negative; use e.g. 4G, 512M, 25% (of available RAM) or bytes")
+    return value

@@ -31,6 +31,7 @@ from typing import Any
 from .errors import NodeInputError, ValidationIssue, WorkflowInvalid
 from .graph import Graph, Node
 from .paths import PATH_POLICY
+from .preflight import run_preflight
 from .registry import Registry
 from .spec import Input, NodeSpec, Widget, call_with_settings, coerce_value, expected_value, explain_value_error
 from .subgraph import PREFIX as SUBGRAPH_PREFIX
@@ -479,6 +480,12 @@ def build_plan(
                 except Exception as exc:
                     issues.append(_issue("bad_value", graph.nodes[nid], f"cannot inspect inputs: {exc}",
                                          "check the node's inputs"))
+
+    # 4b. Preflight hooks: values refused before running, results too large for the machine.  Run even
+    # when other problems were found (a missing model file should not hide a 1 TiB latent), skipping the
+    # nodes already blamed.
+    blamed = {i.node_id for i in issues}
+    issues += run_preflight(graph, [n for n in order if n not in blamed], specs, sources, constants, settings)
 
     if issues:
         raise WorkflowInvalid(issues)

@@ -206,6 +206,30 @@ CacheValidFn = Callable[[Any], bool]
 
 
 @dataclass(frozen=True)
+class Estimate:
+    """What a node's output will be, known before running (see ``NodeSpec.preflight``).
+
+    ``bytes`` is the memory the value will take and ``work`` the peak memory the node needs
+    while making it (0 = about ``bytes``); planning refuses a node whose output or work cannot
+    fit the machine.  ``shape`` and ``value`` let the next node's hook estimate its own output
+    (an image's ``(batch, height, width)``, a constant's exact value).  ``input`` and ``fix``
+    say which input to blame and what to do when the estimate is too large.
+    """
+
+    bytes: int
+    work: int = 0
+    shape: tuple[int, ...] | None = None
+    value: Any = None
+    input: str | None = None
+    fix: str = ""
+
+
+# preflight(values, upstream) -> {output name: Estimate}; ``values`` are the node's checked constants,
+# ``upstream`` the estimates of its linked inputs by input name (None where unknown).
+PreflightFn = Callable[[Mapping[str, Any], Mapping[str, "Estimate | None"]], "Mapping[str, Estimate] | None"]
+
+
+@dataclass(frozen=True)
 class NodeSpec:
     """Everything the engine knows about a node type.
 
@@ -219,6 +243,11 @@ class NodeSpec:
       becomes a validation error on that input.
     * ``cache_valid(result)`` can reject a cached result (a saved file was
       deleted), forcing a re-run.
+    * ``preflight(values, upstream)`` checks, during planning, what can be known
+      before running: it may raise ``NodeInputError`` (a save prefix that leaves
+      the output folder) and returns an :class:`Estimate` per output from the
+      estimates of its inputs, so a graph whose results cannot fit in memory is
+      refused by validation instead of exhausting the machine half-way.
     * ``fn(ctx, **inputs)`` returns the single output, a tuple of outputs in
       declaration order, a ``{name: value}`` dict, or a :class:`NodeResult`.
     """
@@ -235,6 +264,7 @@ class NodeSpec:
     deterministic: bool = True
     fingerprint: FingerprintFn | None = None
     cache_valid: CacheValidFn | None = None
+    preflight: PreflightFn | None = None
     pack: str = ""
     _input_index: dict[str, Input] = field(default_factory=dict, repr=False, compare=False)
 
@@ -422,6 +452,7 @@ def node(
     deterministic: bool = True,
     fingerprint: FingerprintFn | None = None,
     cache_valid: CacheValidFn | None = None,
+    preflight: PreflightFn | None = None,
 ) -> Callable[[NodeFn], NodeSpec]:
     """Decorator turning ``fn(ctx, **inputs)`` into a checked :class:`NodeSpec`.
 
@@ -443,6 +474,7 @@ def node(
             deterministic=deterministic,
             fingerprint=fingerprint,
             cache_valid=cache_valid,
+            preflight=preflight,
         )
         check_spec(spec)
         return spec

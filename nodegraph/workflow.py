@@ -264,7 +264,7 @@ def _finite_layout(ui: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in ui.items() if k not in bad} if bad else ui
 
 
-def _standard_json(value: Any) -> Any:
+def standard_json(value: Any) -> Any:
     """``value`` with every NaN/Infinity replaced by ``None`` (what JavaScript's JSON.stringify writes, so
     ComfyUI's files do the same), walked iteratively: saved files must be standard JSON that any
     reader, including browsers, can parse."""
@@ -541,7 +541,7 @@ def loads(text: str, *, source: str | None = None) -> Graph:
 def dumps(graph: Graph) -> str:
     """The workflow as standard JSON text (non-finite numbers are written as ``null``)."""
     doc = json.loads(json.dumps(to_dict(graph)))  # a private copy to clean (the graph keeps its values)
-    return json.dumps(_standard_json(doc), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+    return json.dumps(standard_json(doc), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
 
 
 def load(path: str | os.PathLike[str]) -> Graph:

@@ -34,6 +34,9 @@ def import_api(doc: dict[str, Any], table: ComfyTable) -> ImportResult:
     links: list[tuple[str, int, str, str]] = []
     for key, node in prompt.items():
         nid, cls = str(key), node["class_type"]
+        if not nid.strip():
+            raise ComfyFormatError(f"a node ({cls}) has an empty id -> a node id must be a number or a non-empty "
+                                   "text; the file is damaged")
         inputs = node.get("inputs", {})
         if not isinstance(inputs, dict):
             raise ComfyFormatError(f"node {nid!r} ({cls}): 'inputs' must be an object")

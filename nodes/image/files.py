@@ -21,6 +21,52 @@ class ImageFileError(ValueError):
     """A file that cannot be decoded as an image (message meant for the user)."""
 
 
+# Frames x pixels one image file may decode to: 2**27 (e.g. 16384 x 8192, or 64 frames of 1448 x 1448)
+# is ~2 GiB as the float32 IMAGE + MASK a load makes (16 bytes per pixel).  Compressed formats make
+# tiny files that expand enormously (a 6.9 KB GIF of many large frames -> ~54 GiB of frames; a 172 KB
+# PNG just under Pillow's own limit -> 5 GiB), so the total is checked from the header, before decoding.
+MAX_INPUT_PIXELS = 2**27
+DECODED_BYTES_PER_PIXEL = 16
+
+
+def _frame_count(im: Any) -> int:
+    """Frames in an open image, from the container (no pixels decoded); 1 for stills and MPO."""
+    if im.format == "MPO":
+        return 1
+    try:
+        return max(1, int(getattr(im, "n_frames", 1)))
+    except (OSError, ValueError, EOFError, SyntaxError):
+        return 1
+
+
+def image_header(path: str | os.PathLike[str]) -> tuple[int, int, int]:
+    """``(frames, height, width)`` of an image file from its header, without decoding pixels."""
+    from PIL import Image, UnidentifiedImageError
+
+    spath = os.fspath(path)
+    try:
+        with Image.open(spath) as im:
+            width, height = im.size
+            return _frame_count(im), height, width
+    except FileNotFoundError:
+        raise ImageFileError(f"{spath}: file not found") from None
+    except UnidentifiedImageError:
+        raise ImageFileError(f"{spath}: not an image file Pillow can read") from None
+    except Image.DecompressionBombError as exc:
+        raise ImageFileError(f"{spath}: image is too large to load safely ({exc})") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageFileError(f"{spath}: cannot read the image header ({exc})") from None
+
+
+def check_decoded_size(frames: int, height: int, width: int, spath: str, limit: int = MAX_INPUT_PIXELS) -> None:
+    """Refuse a file whose frames x pixels exceed ``limit`` (before any decoding)."""
+    total = frames * height * width
+    if total > limit:
+        what = f"{frames} frames of {width}x{height}" if frames > 1 else f"{width}x{height} pixels"
+        raise ImageFileError(f"{spath}: {what} would decode to about {total * DECODED_BYTES_PER_PIXEL / 2**30:.1f} "
+                             f"GiB, over the limit of {limit:,} pixels (frames x width x height) per file")
+
+
 def _frame_to_arrays(frame: Any) -> tuple[np.ndarray, np.ndarray | None]:
     """RGB float32 [H,W,3] in 0..1 and, if the frame has transparency, alpha [H,W]."""
     mode = frame.mode
@@ -57,6 +103,7 @@ def load_image_file(path: str | os.PathLike[str]) -> tuple[torch.Tensor, torch.T
     masks: list[np.ndarray] = []
     try:
         with Image.open(spath) as im:
+            check_decoded_size(_frame_count(im), im.size[1], im.size[0], spath)
             frames = [im] if im.format == "MPO" else ImageSequence.Iterator(im)
             size = None
             for raw in frames:

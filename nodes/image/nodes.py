@@ -14,8 +14,21 @@ from typing import Any
 from nodegraph.context import NodeContext
 from nodegraph.errors import NodeInputError
 from nodegraph.fileio import atomic_write_bytes
-from nodegraph.outputs import confined_path
-from nodegraph.spec import PATH_READ, PATH_WRITE, Bool, Combo, Float, In, Int, NodeResult, Out, String, node
+from nodegraph.outputs import confined_path, prefix_preflight
+from nodegraph.spec import (
+    PATH_READ,
+    PATH_WRITE,
+    Bool,
+    Combo,
+    Estimate,
+    Float,
+    In,
+    Int,
+    NodeResult,
+    Out,
+    String,
+    node,
+)
 
 from .constants import CROP_MODES, MASK_CHANNELS, MAX_RESOLUTION, SCALE_METHODS
 from .inputs import file_fingerprint, list_input_images, resolve_image_path, resolve_input_name
@@ -34,6 +47,37 @@ def _load(path: Path, input_name: str) -> tuple[Any, Any]:
         raise NodeInputError(input_name, str(exc), "use a PNG, JPEG, WebP, BMP, GIF or TIFF file") from None
 
 
+def _header_estimate(path: Path, input_name: str) -> dict[str, Estimate] | None:
+    """Preflight for the loaders: the decoded size from the file's header (no pixels decoded), refused
+    at validation when the frames x pixels are over the cap."""
+    from .files import ImageFileError, check_decoded_size, image_header
+
+    try:
+        frames, h, w = image_header(path)
+    except ImageFileError:
+        return None  # damaged or not an image: the load reports it, with its own fix
+    try:
+        check_decoded_size(frames, h, w, str(path))
+    except ImageFileError as exc:
+        raise NodeInputError(input_name, str(exc), "use a smaller image, or fewer frames") from None
+    return {"IMAGE": Estimate(frames * h * w * 12, shape=(frames, h, w), input=input_name),
+            "MASK": Estimate(frames * h * w * 4, shape=(frames, h, w), input=input_name)}
+
+
+def _load_preflight(values: Mapping[str, Any], upstream: Mapping[str, Any],
+                    settings: Mapping[str, Any]) -> dict[str, Estimate] | None:
+    if "image" not in values:
+        return None
+    return _header_estimate(resolve_input_name(str(values["image"]), settings, "image"), "image")
+
+
+def _path_preflight(values: Mapping[str, Any], upstream: Mapping[str, Any],
+                    settings: Mapping[str, Any]) -> dict[str, Estimate] | None:
+    if "path" not in values:
+        return None
+    return _header_estimate(resolve_image_path(str(values["path"]), settings, "path"), "path")
+
+
 def _input_fingerprint(values: Mapping[str, Any], settings: Mapping[str, Any]) -> tuple[str, int, int]:
     return file_fingerprint(resolve_input_name(str(values["image"]), settings, "image"), "image")
 
@@ -41,7 +85,7 @@ def _input_fingerprint(values: Mapping[str, Any], settings: Mapping[str, Any]) -
 @node("image.load", category="image", display_name="Load Image",
       inputs=[Combo("image", list_input_images, tooltip="a file in the input folder (settings: input_dir)")],
       outputs=[Out("IMAGE", "IMAGE"), Out("MASK", "MASK", "1 where the image is transparent")],
-      fingerprint=_input_fingerprint)
+      fingerprint=_input_fingerprint, preflight=_load_preflight)
 def load_image(ctx: NodeContext, image: str) -> tuple[Any, Any]:
     """Load a picture from the input folder as IMAGE plus MASK (1 - alpha), EXIF-rotated upright.
     Animated files load as a batch of frames."""
@@ -56,7 +100,7 @@ def _path_fingerprint(values: Mapping[str, Any], settings: Mapping[str, Any]) ->
       inputs=[String("path", "", tooltip="absolute, or relative to the input folder, else to the current directory",
                      path=PATH_READ)],
       outputs=[Out("IMAGE", "IMAGE"), Out("MASK", "MASK", "1 where the image is transparent")],
-      fingerprint=_path_fingerprint)
+      fingerprint=_path_fingerprint, preflight=_path_preflight)
 def load_image_path(ctx: NodeContext, path: str) -> tuple[Any, Any]:
     """Load a picture from any path (for scripts and ``--set``); otherwise like Load Image."""
     return _load(resolve_image_path(path, ctx.settings, "path"), "path")
@@ -87,7 +131,7 @@ def _write_pngs(images: Any, path_for: Any, text: Mapping[str, str] | None, comp
               String("filename_prefix", "nodegraph", tooltip="name inside the output folder; sub-folders allowed",
                      path=PATH_WRITE),
               Bool("embed_workflow", True, tooltip="store the workflow in the PNG so it can be loaded back")],
-      output_node=True, cache_valid=_files_exist)
+      output_node=True, cache_valid=_files_exist, preflight=prefix_preflight())
 def save_image(ctx: NodeContext, images: Any, filename_prefix: str, embed_workflow: bool = True) -> NodeResult:
     """Write each image as ``<output>/<prefix>_NNNNN.png`` (atomically), with the workflow embedded
     as JSON in a ``workflow`` text chunk.  Re-running unchanged writes nothing new unless a file

@@ -11,15 +11,17 @@ from typing import Any
 from nodegraph.context import NodeContext
 from nodegraph.errors import NodeInputError
 from nodegraph.fileio import atomic_write_text
-from nodegraph.outputs import confined_path
+from nodegraph.outputs import confined_path, prefix_preflight
 from nodegraph.spec import PATH_WRITE, Bool, Combo, Float, In, Int, NodeResult, Out, Seed, String, node
 from nodegraph.types import ANY
+
+from . import estimates as est
 
 # -- constants ---------------------------------------------------------------------------------
 
 
 @node("primitives.int", category="primitives", display_name="Integer",
-      inputs=[Int("value", 0)], outputs=[Out("INT", "INT")])
+      inputs=[Int("value", 0)], outputs=[Out("INT", "INT")], preflight=est.int_constant)
 def int_const(ctx: NodeContext, value: int) -> int:
     """An integer constant, to feed the same number into several nodes."""
     return value
@@ -33,7 +35,7 @@ def float_const(ctx: NodeContext, value: float) -> float:
 
 
 @node("primitives.string", category="primitives", display_name="Text",
-      inputs=[String("value", "", multiline=True)], outputs=[Out("STRING", "STRING")])
+      inputs=[String("value", "", multiline=True)], outputs=[Out("STRING", "STRING")], preflight=est.text_constant)
 def string_const(ctx: NodeContext, value: str) -> str:
     """A text constant (e.g. one prompt shared by several encoders)."""
     return value
@@ -47,7 +49,7 @@ def bool_const(ctx: NodeContext, value: bool) -> bool:
 
 
 @node("primitives.seed", category="primitives", display_name="Seed",
-      inputs=[Seed("seed", 0)], outputs=[Out("seed", "INT")])
+      inputs=[Seed("seed", 0)], outputs=[Out("seed", "INT")], preflight=est.int_constant)
 def seed_const(ctx: NodeContext, seed: int) -> int:
     """A seed shared by several samplers; the editor can increment/randomize it after each run."""
     return seed
@@ -85,7 +87,7 @@ def _apply(op: str, a: Any, b: Any) -> Any:
 
 @node("primitives.int_math", category="primitives/math", display_name="Integer Math",
       inputs=[Int("a", 0), Int("b", 0), Combo("op", [k for k in _BINARY if k != "divide"], "add")],
-      outputs=[Out("INT", "INT")])
+      outputs=[Out("INT", "INT")], preflight=est.int_math)
 def int_math(ctx: NodeContext, a: int, b: int, op: str) -> int:
     """a (op) b on integers; division rounds down so the result stays an integer."""
     if op == "power" and b < 0:
@@ -140,14 +142,16 @@ def compare(ctx: NodeContext, a: float, b: float, op: str) -> bool:
 
 
 @node("primitives.concat", category="primitives/text", display_name="Join Text",
-      inputs=[String("a", ""), String("b", ""), String("separator", " ")], outputs=[Out("STRING", "STRING")])
+      inputs=[String("a", ""), String("b", ""), String("separator", " ")],
+      outputs=[Out("STRING", "STRING")], preflight=est.concat)
 def concat(ctx: NodeContext, a: str, b: str, separator: str) -> str:
     """Join two texts (e.g. a subject and a style) with a separator; empty parts are skipped."""
     return separator.join(p for p in (a, b) if p)
 
 
 @node("primitives.replace", category="primitives/text", display_name="Replace Text",
-      inputs=[String("text", ""), String("find", ""), String("replace", "")], outputs=[Out("STRING", "STRING")])
+      inputs=[String("text", ""), String("find", ""), String("replace", "")],
+      outputs=[Out("STRING", "STRING")], preflight=est.replace)
 def replace_text(ctx: NodeContext, text: str, find: str, replace: str) -> str:
     """Replace every occurrence of ``find``."""
     if not find:
@@ -164,14 +168,14 @@ def text_case(ctx: NodeContext, text: str, case: str) -> str:
 
 
 @node("primitives.to_string", category="primitives/text", display_name="To Text",
-      inputs=[In("value", ANY)], outputs=[Out("STRING", "STRING")])
+      inputs=[In("value", ANY)], outputs=[Out("STRING", "STRING")], preflight=est.to_string)
 def to_string(ctx: NodeContext, value: Any) -> str:
     """Any value as text (for file names, captions, debugging)."""
     return str(value)
 
 
 @node("primitives.reroute", category="utils", display_name="Reroute",
-      inputs=[In("input", ANY)], outputs=[Out("output", ANY)])
+      inputs=[In("input", ANY)], outputs=[Out("output", ANY)], preflight=est.passthrough)
 def reroute(ctx: NodeContext, input: Any) -> Any:
     """Pass a value through unchanged: a dot to tidy up long wires."""
     return input
@@ -195,7 +199,7 @@ def _files_exist(entry: Any) -> bool:
 
 @node("primitives.save_text", category="primitives/output", display_name="Save Text",
       inputs=[In("text", "STRING"), String("filename_prefix", "text", path=PATH_WRITE)], output_node=True,
-      cache_valid=_files_exist)
+      cache_valid=_files_exist, preflight=prefix_preflight())
 def save_text(ctx: NodeContext, text: str, filename_prefix: str) -> NodeResult:
     """Write text to ``<output>/<prefix>_NNNNN.txt`` (atomically, inside the output folder).
 

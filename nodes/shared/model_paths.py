@@ -17,8 +17,9 @@ model, text encoders and VAE in ``diffusion_models/``, ``text_encoders/`` and
 models shipped inside the package are always searched last, so a fresh
 install has something to load.  An ``extra_model_paths.yaml`` in ComfyUI's
 format adds more folders (e.g. an A1111 install); it is looked for in the
-settings (``extra_model_paths``), beside ``models_dir``, and in the current
-directory.
+settings (``extra_model_paths``), in ``models_dir``, beside a ``models_dir`` the
+user chose, and in the user's config folder — never in the current directory
+(see :func:`extra_paths_files`).  Each file used is logged once.
 
 Names offered to the user are paths relative to their folder with ``/``
 separators; the first folder that has a name wins, in search order.
@@ -29,6 +30,7 @@ another name ComfyUI uses for the same folder) is one row.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -180,6 +182,42 @@ def _parse_extra_paths(path: Path) -> dict[str, list[Path]]:
     return out
 
 
+def user_config_dir() -> Path:
+    """nodegraph's folder in the user's configuration (XDG on Linux, APPDATA on Windows)."""
+    base = os.environ.get("APPDATA") if os.name == "nt" else os.environ.get("XDG_CONFIG_HOME")
+    return Path(base or Path.home() / ".config") / "nodegraph"
+
+
+def extra_paths_files(settings: Mapping[str, Any], root: Path, *, explicit_root: bool) -> list[Path]:
+    """The ``extra_model_paths.yaml`` files to read, in order: the one named in the settings, the one
+    in the models folder, beside a models folder the user chose (ComfyUI keeps it in its root), and
+    the user's config folder.  Never the current directory: a downloaded bundle that ships a YAML
+    could otherwise point the loaders anywhere without the user knowing."""
+    candidates = []
+    if settings.get("extra_model_paths"):
+        candidates.append(Path(str(settings["extra_model_paths"])))
+    candidates.append(root / "extra_model_paths.yaml")
+    if explicit_root:
+        candidates.append(root.parent / "extra_model_paths.yaml")
+    candidates.append(user_config_dir() / "extra_model_paths.yaml")
+    found: list[Path] = []
+    for c in candidates:
+        if c.is_file() and c.resolve() not in {f.resolve() for f in found}:
+            found.append(c)
+    return found
+
+
+_announced: set[Path] = set()
+
+
+def _announce(path: Path) -> None:
+    """Say once per process which YAML adds model folders (the CLI shows the ``nodegraph`` logger)."""
+    resolved = path.resolve()
+    if resolved not in _announced:
+        _announced.add(resolved)
+        logging.getLogger("nodegraph.models").info("model folders also from %s", resolved)
+
+
 @dataclass
 class ModelPaths:
     """Resolved search folders for each kind of model."""
@@ -191,18 +229,11 @@ class ModelPaths:
     @classmethod
     def from_settings(cls, settings: Mapping[str, Any] | None = None) -> ModelPaths:
         settings = settings or {}
-        root = Path(str(settings.get("models_dir") or os.environ.get("NODEGRAPH_MODELS_DIR") or "models"))
-        candidates = []
-        if settings.get("extra_model_paths"):
-            candidates.append(Path(str(settings["extra_model_paths"])))
-        candidates += [root.parent / "extra_model_paths.yaml", Path("extra_model_paths.yaml")]
+        configured = settings.get("models_dir") or os.environ.get("NODEGRAPH_MODELS_DIR")
+        root = Path(str(configured or "models"))
         extra: dict[str, list[Path]] = {}
-        seen: set[Path] = set()
-        for c in candidates:
-            rc = c.resolve()
-            if rc in seen or not c.is_file():
-                continue
-            seen.add(rc)
+        for c in extra_paths_files(settings, root, explicit_root=bool(configured)):
+            _announce(c)
             for kind, dirs in _parse_extra_paths(c).items():
                 extra.setdefault(kind, []).extend(dirs)
         return cls(root, extra, bool(settings.get("include_demo_models", True)))
@@ -256,4 +287,4 @@ def choices_for(kind: str, *, folders: bool = False):  # noqa: ANN201 - returns 
 
 
 __all__ = ["DEMO_DIR", "FOLDERS", "KINDS", "MODEL_EXTENSIONS", "Folder", "ModelNotFound", "ModelPaths",
-           "choices_for"]
+           "choices_for", "extra_paths_files", "user_config_dir"]

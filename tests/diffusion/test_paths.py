@@ -75,3 +75,41 @@ def test_demo_models_are_searched_last(tmp_path: Path) -> None:
 def test_unknown_kind_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="unknown model kind"):
         ModelPaths.from_settings({"models_dir": str(tmp_path)}).dirs("weights")
+
+
+def _yaml(folder: Path, target: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "extra_model_paths.yaml"
+    path.write_text(f"other:\n    base_path: {target}\n    loras: Lora\n")
+    return path
+
+
+def test_extra_model_paths_in_the_current_directory_is_ignored(tmp_path: Path, monkeypatch) -> None:
+    """A downloaded bundle's YAML must not redirect the loaders just because the user cd'ed into it."""
+    bundle = tmp_path / "bundle"
+    _touch(tmp_path / "elsewhere" / "Lora" / "planted.safetensors")
+    _yaml(bundle, tmp_path / "elsewhere")
+    monkeypatch.chdir(bundle)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.delenv("NODEGRAPH_MODELS_DIR", raising=False)
+    assert ModelPaths.from_settings({"include_demo_models": False}).list("loras") == []
+
+
+def test_extra_model_paths_from_models_folder_and_user_config_and_the_cli_says_so(
+        tmp_path: Path, monkeypatch, capsys) -> None:
+    from nodegraph.cli import main
+
+    root = tmp_path / "models"
+    _touch(tmp_path / "a" / "Lora" / "from_models.safetensors")
+    _touch(tmp_path / "b" / "Lora" / "from_config.safetensors")
+    in_models = _yaml(root, tmp_path / "a")
+    in_config = _yaml(tmp_path / "config" / "nodegraph", tmp_path / "b")
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    main(["nodes", "--json", "--models-dir", str(tmp_path / "other_models")])
+    err = capsys.readouterr().err
+    assert f"nodegraph: model folders also from {in_config.resolve()}" in err
+    assert str(in_models) not in err
+    main(["nodes", "--json", "--models-dir", str(root)])
+    assert f"model folders also from {in_models.resolve()}" in capsys.readouterr().err
+    paths = ModelPaths.from_settings({"models_dir": str(root), "include_demo_models": False})
+    assert sorted(paths.list("loras")) == ["from_config.safetensors", "from_models.safetensors"]

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from engine_nodes import calls, chain, diamond, make_executor, make_registry, reset_calls
 
-from nodegraph import Graph, apply_overrides, build_plan
-from nodegraph.cache import CacheEntry, ResultCache, sizeof
+from nodegraph import Graph, WorkflowInvalid, apply_overrides, build_plan
+from nodegraph.cache import ENTRY_OVERHEAD, CacheEntry, ResultCache, sizeof
 
 
 def test_unchanged_rerun_executes_nothing(tmp_path):
@@ -308,10 +308,11 @@ def _save_graph(prefix: str) -> Graph:
 @pytest.mark.parametrize("prefix", ["../x", "/abs/path", "a/../../b", "C:/windows/x", "..\\x", "sub/../../../etc/x"])
 def test_save_text_refuses_paths_outside_the_output_dir(tmp_path, prefix):
     ex = make_executor(tmp_path)
-    report = ex.run(_save_graph(prefix))
-    assert report.status == "error"
-    assert (report.error.node_id, report.error.input) == ("save", "filename_prefix")
-    assert "outside the output folder" in report.error.message and repr(prefix) in report.error.message
+    with pytest.raises(WorkflowInvalid) as info:  # refused by validation, before anything runs
+        ex.run(_save_graph(prefix))
+    [issue] = info.value.issues
+    assert (issue.node_id, issue.input) == ("save", "filename_prefix")
+    assert "outside the output folder" in issue.message and repr(prefix) in issue.message
     written = [p for p in tmp_path.rglob("*.txt")]
     assert written == []
 
@@ -320,9 +321,10 @@ def test_save_text_refuses_paths_outside_the_output_dir(tmp_path, prefix):
 def test_save_text_refuses_a_prefix_naming_the_output_dir_itself(tmp_path, prefix):
     """``"."`` resolves to the output folder, whose own name would become the stem of a file written
     next to it -- outside the folder."""
-    report = make_executor(tmp_path).run(_save_graph(prefix))
-    assert report.status == "error" and report.error.input == "filename_prefix"
-    assert "names the output folder itself" in report.error.message
+    with pytest.raises(WorkflowInvalid) as info:
+        make_executor(tmp_path).run(_save_graph(prefix))
+    [issue] = info.value.issues
+    assert issue.input == "filename_prefix" and "names the output folder itself" in issue.message
     assert list(tmp_path.rglob("*.txt")) == []
 
 
@@ -363,7 +365,8 @@ def test_display_data_counts_towards_the_budget():
     preview = np.zeros(100_000, np.uint8)
     assert not cache.put("k", CacheEntry((), ui={"preview": preview}))
     assert len(cache) == 0 and cache.nbytes == 0
-    assert cache.put("small", CacheEntry((1,), ui={"text": "hi"})) and 0 < cache.nbytes < 1_000
+    assert cache.put("small", CacheEntry((1,), ui={"text": "hi"}))
+    assert ENTRY_OVERHEAD < cache.nbytes < ENTRY_OVERHEAD + 1_000  # the data, plus what keeping an entry costs
 
 
 def test_cache_keys_cost_constant_work_per_node(monkeypatch):

@@ -67,8 +67,9 @@ def test_autosave_then_crash_offers_and_restores(window, qtbot, registry, tmp_pa
     window.scene.set_value("a", "size", 33)
     assert window.autosaver.save_now() == window.autosaver.path
     expected = to_dict(window.graph)
-    # "kill": the first window never closes cleanly; a new one starts with the file present
-    fresh = MainWindow(registry, output_dir=tmp_path / "o2", recovery_path=window.autosaver.path,
+    # "kill": the first window never closes cleanly; its process is gone, so is its lock
+    window.autosaver.lock.release()
+    fresh = MainWindow(registry, output_dir=tmp_path / "o2", recovery_path=window.autosaver.base,
                        qsettings=QSettings(str(tmp_path / "s2.ini"), QSettings.Format.IniFormat))
     qtbot.addWidget(fresh)
     offered = []

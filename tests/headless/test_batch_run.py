@@ -240,3 +240,33 @@ def test_sweeping_inputs_inside_a_subgraph_names_files_and_keeps_the_definition(
         run_batch(g, ["b/div.b=1,abc"], executor=Executor(reg, output_dir=out),
                   output_dir=out, progress=False)
     assert "b/div" in str(err.value)
+def test_resume_adopts_files_written_before_a_kill_instead_of_duplicating_them(tmp_path):
+    """A kill between an item's file write and its manifest update leaves the file and a "pending"
+    entry; the resume adopts the file (no second copy, the item does not run again)."""
+    out = tmp_path / "out"
+    first = run_batch(text_graph(), SWEEPS, registry=primitives_registry(), output_dir=out, progress=False)
+    m = read_manifest(out)
+    killed = m["items"][5]
+    orphan = out / killed["outputs"][0]
+    killed.update(status="pending", outputs=[], seconds=None, node_seconds=None)
+    for later in m["items"][6:]:  # the batch never got to these: pending, no files
+        (out / later["outputs"][0]).unlink()
+        later.update(status="pending", outputs=[], seconds=None, node_seconds=None)
+    (out / "manifest.json").write_text(json.dumps(m))
+    again = run_batch(text_graph(), SWEEPS, registry=primitives_registry(), output_dir=out, progress=False)
+    assert 5 in again.skipped and 5 not in again.outcomes
+    assert sorted(again.outcomes) == [0, 1, 6, 7]
+    assert again.manifest["items"][5]["outputs"] == [orphan.name] and orphan.exists()
+    assert len(list(out.glob("*.txt"))) == 6  # no duplicate of the orphan
+    assert manifest_core(again.manifest)["items"][5]["status"] == "ok"
+    assert [e["outputs"] for e in again.manifest["items"]] == [e["outputs"] for e in first.manifest["items"]]
+
+
+def test_a_failed_item_never_adopts_a_file(tmp_path):
+    out = tmp_path / "out"
+    run_batch(text_graph(), SWEEPS, registry=primitives_registry(), output_dir=out, progress=False)
+    m = read_manifest(out)
+    stray = out / f"result_{m['items'][0]['name']}_00001.txt"  # item 0 failed (division by zero)
+    stray.write_text("not from this batch")
+    again = run_batch(text_graph(), SWEEPS, registry=primitives_registry(), output_dir=out, progress=False)
+    assert again.manifest["items"][0]["status"] == "error"

@@ -134,9 +134,9 @@ def test_save_rejects_prefix_outside_output(env, prefix: str, tmp_path: Path) ->
     loaded(g, src)
     g.add_node("image.save", {"filename_prefix": prefix}, id="save")
     g.connect("load", "IMAGE", "save", "images")
-    report = ex.run(g)
-    assert report.status == "error"
-    assert report.error.node_id == "save" and report.error.input == "filename_prefix"
+    with pytest.raises(WorkflowInvalid) as info:  # refused by validation, before anything runs
+        ex.run(g)
+    assert [(i.node_id, i.input) for i in info.value.issues] == [("save", "filename_prefix")]
     assert not list(tmp_path.rglob("*evil*"))
 
 

@@ -116,10 +116,29 @@ def mutate_bytes(data: bytes, rng: random.Random) -> bytes:
     return bytes(buf)
 
 
+def _png_with(text: str, key: str) -> bytes:
+    """A 2x2 PNG carrying ``text`` in a ``key`` text chunk, as ComfyUI and nodegraph embed workflows."""
+    import io
+
+    from PIL import Image
+    from PIL.PngImagePlugin import PngInfo
+
+    info = PngInfo()
+    info.add_text(key, text, zip=len(text) > 2000)
+    buf = io.BytesIO()
+    Image.new("RGB", (2, 2)).save(buf, "PNG", pnginfo=info)
+    return buf.getvalue()
+
+
 def mutated_file(rng: random.Random, seeds: list[Path] = SEEDS) -> bytes:
-    """One mutated file (bytes) from a random seed file."""
+    """One mutated file (bytes) from a random seed file: JSON, or (1 in 8) a PNG embedding it."""
     seed = rng.choice(seeds)
     doc = json.loads(seed.read_text(encoding="utf-8"))
+    if rng.random() < 0.125:
+        text = json.dumps(mutate_doc(doc, rng), allow_nan=True)
+        text = re.sub(r'"__DEEP_(\d+)__"', lambda m: _deep_text(int(m.group(1))), text)
+        key = "prompt" if "class_type" in text[:200] and rng.random() < 0.7 else "workflow"
+        return _png_with(text, key)
     if rng.random() < 0.8:
         text = json.dumps(mutate_doc(doc, rng), allow_nan=True)
         text = re.sub(r'"__DEEP_(\d+)__"', lambda m: _deep_text(int(m.group(1))), text)
@@ -140,7 +159,7 @@ def registry() -> Any:
 
 
 def open_checked(path: Path) -> Exception | None:
-    """Open ``path`` as the CLI and the editor do, then validate and save what loaded (as
+    """Open ``path`` as the CLI and the editor do, then snapshot, validate and save what loaded (as
     ``nodegraph validate`` and the editor's Save do); anything but ``WorkflowFileError`` propagates,
     and a save must be standard JSON that loads back.  Returns the ``WorkflowFileError``, if any."""
     from nodegraph.comfy import missing_models
@@ -153,6 +172,7 @@ def open_checked(path: Path) -> Exception | None:
         graph, _notes = open_any(path)
     except WorkflowFileError as exc:
         return exc
+    graph.copy()  # what every run (executor, editor worker, batch) starts with
     missing_models(graph, registry(), {"include_demo_models": False})
     assert isinstance(validate(graph, registry(), scope="all", settings={"include_demo_models": False}), list)
     text = dumps(graph)

@@ -63,7 +63,8 @@ link_strategy = st.fixed_dictionaries({
 })
 
 
-@settings(max_examples=examples(400), deadline=2000, suppress_health_check=[HealthCheck.too_slow])
+# 1,000: at 400 the "links": null crash of version-0 files was found only in the long profile.
+@settings(max_examples=examples(1000), deadline=2000, suppress_health_check=[HealthCheck.too_slow])
 @given(st.fixed_dictionaries(
     {"format": st.just("nodegraph.workflow") | json_values, "version": st.sampled_from([0, 1, 2, -1]) | json_values},
     optional={"nodes": st.dictionaries(st.sampled_from(["1", "2", "3", "4"]), node_strategy, max_size=4) | json_values,

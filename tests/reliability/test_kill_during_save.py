@@ -43,6 +43,7 @@ from PySide6.QtCore import QCoreApplication
 from gui.autosave import Autosaver
 app = QCoreApplication([])
 saver = Autosaver(TARGET, interval_ms=10_000_000)
+saver.path = __import__("pathlib").Path(TARGET)  # write the file the test reads (not the per-instance name)
 gen = 0
 while True:
     saver.track(big_graph(gen), "wf.json")
@@ -71,6 +72,31 @@ def test_sigkill_mid_save_leaves_a_complete_file(writer: str, tmp_path: Path) ->
         proc.wait(timeout=60)
     doc = json.loads(target.read_text())  # complete JSON: the old or the new file
     assert len(doc["nodes"]) == 20000 and doc["meta"]["gen"] >= 1
-    from nodegraph.workflow import from_dict
+    from nodegraph.workflow import from_dict, save
 
     assert len(from_dict(doc)) == 20000
+    save(from_dict(doc), target)  # the next save cleans up the temp file the kill may have left
+    assert [p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock")] == ["saved.json"]
+
+
+def test_next_save_removes_temps_of_dead_writers_only(tmp_path: Path) -> None:
+    from nodegraph.fileio import atomic_write_text
+
+    target = tmp_path / "wf.json"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        killed = tmp_path / f".wf.json.{int(dead.stdout)}.abc123.tmp"
+        running = tmp_path / f".wf.json.{live.pid}.def456.tmp"
+        old_style = tmp_path / ".wf.json.x1y2z3.tmp"
+        recent_old_style = tmp_path / ".wf.json.q9w8e7.tmp"
+        other_file = tmp_path / ".other.json.1.abc.tmp"
+        for p in (killed, running, old_style, recent_old_style, other_file):
+            p.write_text("partial")
+        os.utime(old_style, (time.time() - 7200, time.time() - 7200))
+        atomic_write_text(target, "{}")
+        left = sorted(p.name for p in tmp_path.iterdir())
+        assert left == sorted([target.name, running.name, recent_old_style.name, other_file.name])
+    finally:
+        live.kill()
+        live.wait(10)

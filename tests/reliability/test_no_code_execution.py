@@ -42,11 +42,13 @@ def test_hostile_workflow_runs_nothing_it_names(tmp_path: Path, monkeypatch: pyt
     kinds = {(i.node_id, i.kind) for i in err.value.issues}
     assert {("a", "unknown_type"), ("b", "unknown_type"), ("c", "unknown_type")} <= kinds
     assert not list(tmp_path.rglob("PWNED*"))
-    # The known nodes alone: text is data, and the prefix cannot leave the output folder.
+    # The known nodes alone: text is data, and the prefix cannot leave the output folder (refused by
+    # validation, before anything runs).
     for nid in ("a", "b", "c"):
         graph.remove_node(nid)
-    report = Executor(reg, device="cpu", output_dir=tmp_path / "out").run(graph)
-    assert report.status == "error" and report.error.input == "filename_prefix"
+    with pytest.raises(WorkflowInvalid) as err:
+        Executor(reg, device="cpu", output_dir=tmp_path / "out").run(graph)
+    assert [(i.node_id, i.input) for i in err.value.issues] == [("e", "filename_prefix")]
     assert not list(tmp_path.rglob("PWNED*"))
 
 

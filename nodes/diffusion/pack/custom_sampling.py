@@ -29,6 +29,7 @@ from nodegraph.context import NodeContext
 from nodegraph.errors import NodeInputError
 from nodegraph.spec import Combo, Float, In, Int, Out, Seed, node
 
+from . import estimates as est
 from .common import SAMPLER_NAMES, SCHEDULER_NAMES, cpu_threads, sampling_inputs
 
 
@@ -127,7 +128,8 @@ def cfg_guider(ctx: NodeContext, model: Any, positive: Any, negative: Any, cfg: 
       inputs=[In("noise", "NOISE"), In("guider", "GUIDER"), In("sampler", "SAMPLER"), In("sigmas", "SIGMAS"),
               In("latent_image", "LATENT")],
       outputs=[Out("output", "LATENT"), Out("denoised_output", "LATENT",
-                                           "the model's clean-image estimate at the last step")])
+                                           "the model's clean-image estimate at the last step")],
+      preflight=est.same_latent("latent_image", "output", "denoised_output"))
 def sampler_custom_advanced(ctx: NodeContext, noise: SeededNoise, guider: CFGGuide, sampler: SamplerChoice,
                             sigmas: Any, latent_image: Any) -> tuple[Any, Any]:
     """Sample with separately chosen noise, guidance, algorithm and sigma schedule."""

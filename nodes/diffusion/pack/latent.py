@@ -6,6 +6,7 @@ from nodegraph.context import NodeContext
 from nodegraph.errors import NodeInputError
 from nodegraph.spec import Combo, Float, In, Int, Out, node
 
+from . import estimates as est
 from .common import MAX_RESOLUTION
 
 UPSCALE_METHODS = ["nearest-exact", "bilinear", "area", "bicubic"]
@@ -17,7 +18,7 @@ UPSCALE_METHODS = ["nearest-exact", "bilinear", "area", "bicubic"]
               Int("batch_size", 1, min=1, max=4096),
               In("vae", "VAE", optional=True,
                  tooltip="size the latent for this VAE (channels, downscale); without it: SD's 4 channels, 1/8")],
-      outputs=[Out("LATENT", "LATENT")])
+      outputs=[Out("LATENT", "LATENT")], preflight=est.empty_latent)
 def empty_latent(ctx: NodeContext, width: int, height: int, batch_size: int, vae=None):  # noqa: ANN001, ANN201
     """Blank latents for text-to-image; the sampler adds the seeded noise."""
     import torch
@@ -56,7 +57,7 @@ def _resize(samples, width: int, height: int, method: str, crop: str):  # noqa: 
                   tooltip="target size in pixels; 0 keeps the aspect ratio from the other side"),
               Int("height", 1024, min=0, max=MAX_RESOLUTION, step=8),
               Combo("crop", ["disabled", "center"], "disabled")],
-      outputs=[Out("LATENT", "LATENT")])
+      outputs=[Out("LATENT", "LATENT")], preflight=est.latent_upscale)
 def latent_upscale(ctx: NodeContext, samples, upscale_method: str, width: int, height: int,  # noqa: ANN001, ANN201
                    crop: str):
     """Resize latents to a pixel size (the first half of a hires-fix)."""
@@ -76,7 +77,7 @@ def latent_upscale(ctx: NodeContext, samples, upscale_method: str, width: int, h
 @node("diffusion.latent_upscale_by", category="latent", display_name="Upscale Latent By",
       inputs=[In("samples", "LATENT"), Combo("upscale_method", UPSCALE_METHODS, "nearest-exact"),
               Float("scale_by", 1.5, min=0.01, max=8.0, step=0.01)],
-      outputs=[Out("LATENT", "LATENT")])
+      outputs=[Out("LATENT", "LATENT")], preflight=est.latent_upscale_by)
 def latent_upscale_by(ctx: NodeContext, samples, upscale_method: str, scale_by: float):  # noqa: ANN001, ANN201
     """Resize latents by a factor."""
     from dataclasses import replace
@@ -87,7 +88,8 @@ def latent_upscale_by(ctx: NodeContext, samples, upscale_method: str, scale_by: 
 
 
 @node("diffusion.set_latent_noise_mask", category="latent/inpaint", display_name="Set Latent Noise Mask",
-      inputs=[In("samples", "LATENT"), In("mask", "MASK")], outputs=[Out("LATENT", "LATENT")])
+      inputs=[In("samples", "LATENT"), In("mask", "MASK")], outputs=[Out("LATENT", "LATENT")],
+      preflight=est.same_latent("samples", "LATENT"))
 def set_latent_noise_mask(ctx: NodeContext, samples, mask):  # noqa: ANN001, ANN201
     """Only repaint where the mask is 1; elsewhere the sampler keeps the input latent."""
     from dataclasses import replace

@@ -14,6 +14,7 @@ from nodegraph.context import NodeContext
 from nodegraph.errors import NodeInputError
 from nodegraph.spec import Combo, Float, In, Int, Out, Seed, node
 
+from . import estimates as est
 from .common import SAMPLER_NAMES, SCHEDULER_NAMES, cpu_threads, sampling_inputs
 
 PREVIEW_EVERY = 1
@@ -72,7 +73,7 @@ def run_sampler(ctx: NodeContext, model, positive, negative, latent, *, seed: in
               Combo("sampler_name", SAMPLER_NAMES, "euler"), Combo("scheduler", SCHEDULER_NAMES, "normal"),
               In("positive", "CONDITIONING"), In("negative", "CONDITIONING"), In("latent_image", "LATENT"),
               Float("denoise", 1.0, min=0.0, max=1.0, step=0.01, tooltip="< 1 keeps part of the input (img2img)")],
-      outputs=[Out("LATENT", "LATENT")])
+      outputs=[Out("LATENT", "LATENT")], preflight=est.same_latent("latent_image", "LATENT"))
 def ksampler(ctx: NodeContext, model, seed: int, steps: int, cfg: float, sampler_name: str,  # noqa: ANN001, ANN201
              scheduler: str, positive, negative, latent_image, denoise: float):
     """Denoise latents guided by the prompts.  Same seed and settings give the same image on
@@ -90,7 +91,7 @@ def ksampler(ctx: NodeContext, model, seed: int, steps: int, cfg: float, sampler
               In("positive", "CONDITIONING"), In("negative", "CONDITIONING"), In("latent_image", "LATENT"),
               Int("start_at_step", 0, min=0, max=10000), Int("end_at_step", 10000, min=0, max=10000),
               Combo("return_with_leftover_noise", ["disable", "enable"], "disable")],
-      outputs=[Out("LATENT", "LATENT")])
+      outputs=[Out("LATENT", "LATENT")], preflight=est.same_latent("latent_image", "LATENT"))
 def ksampler_advanced(ctx: NodeContext, model, add_noise: str, noise_seed: int, steps: int,  # noqa: ANN001, ANN201
                       cfg: float, sampler_name: str, scheduler: str, positive, negative, latent_image,
                       start_at_step: int, end_at_step: int, return_with_leftover_noise: str):

@@ -6,6 +6,8 @@ from nodegraph.context import NodeContext
 from nodegraph.errors import NodeInputError
 from nodegraph.spec import In, Int, Out, node
 
+from . import estimates as est
+
 
 def _threads(ctx: NodeContext, vae, images, scale: int = 1):  # noqa: ANN001, ANN202
     """Threads for a VAE pass over ``images`` (N, C, H, W) whose pixels are ``scale`` x larger."""
@@ -29,7 +31,7 @@ def _fits(samples, vae) -> None:  # noqa: ANN001
 
 
 @node("diffusion.vae_decode", category="latent", display_name="VAE Decode",
-      inputs=[In("samples", "LATENT"), In("vae", "VAE")], outputs=[Out("IMAGE", "IMAGE")])
+      inputs=[In("samples", "LATENT"), In("vae", "VAE")], outputs=[Out("IMAGE", "IMAGE")], preflight=est.vae_decode)
 def vae_decode(ctx: NodeContext, samples, vae):  # noqa: ANN001, ANN201
     """Latents to pixels."""
     _need(vae)
@@ -42,7 +44,7 @@ def vae_decode(ctx: NodeContext, samples, vae):  # noqa: ANN001, ANN201
       inputs=[In("samples", "LATENT"), In("vae", "VAE"),
               Int("tile_size", 512, min=64, max=4096, step=32, tooltip="tile size in pixels"),
               Int("overlap", 64, min=0, max=4096, step=32, tooltip="overlap in pixels")],
-      outputs=[Out("IMAGE", "IMAGE")])
+      outputs=[Out("IMAGE", "IMAGE")], preflight=est.vae_decode)
 def vae_decode_tiled(ctx: NodeContext, samples, vae, tile_size: int, overlap: int):  # noqa: ANN001, ANN201
     """Decode in overlapping tiles to bound memory on large images."""
     _need(vae)
@@ -55,7 +57,7 @@ def vae_decode_tiled(ctx: NodeContext, samples, vae, tile_size: int, overlap: in
 
 
 @node("diffusion.vae_encode", category="latent", display_name="VAE Encode",
-      inputs=[In("pixels", "IMAGE"), In("vae", "VAE")], outputs=[Out("LATENT", "LATENT")])
+      inputs=[In("pixels", "IMAGE"), In("vae", "VAE")], outputs=[Out("LATENT", "LATENT")], preflight=est.vae_encode)
 def vae_encode(ctx: NodeContext, pixels, vae):  # noqa: ANN001, ANN201
     """Pixels to latents (for img2img)."""
     from ..runtime import Latent
@@ -68,7 +70,7 @@ def vae_encode(ctx: NodeContext, pixels, vae):  # noqa: ANN001, ANN201
 @node("diffusion.vae_encode_tiled", category="latent", display_name="VAE Encode (Tiled)",
       inputs=[In("pixels", "IMAGE"), In("vae", "VAE"), Int("tile_size", 512, min=64, max=4096, step=64),
               Int("overlap", 64, min=0, max=4096, step=32)],
-      outputs=[Out("LATENT", "LATENT")])
+      outputs=[Out("LATENT", "LATENT")], preflight=est.vae_encode)
 def vae_encode_tiled(ctx: NodeContext, pixels, vae, tile_size: int, overlap: int):  # noqa: ANN001, ANN201
     """Encode in overlapping tiles to bound memory on large images."""
     from ..runtime import Latent
@@ -83,7 +85,7 @@ def vae_encode_tiled(ctx: NodeContext, pixels, vae, tile_size: int, overlap: int
 @node("diffusion.vae_encode_for_inpaint", category="latent/inpaint", display_name="VAE Encode (for Inpainting)",
       inputs=[In("pixels", "IMAGE"), In("vae", "VAE"), In("mask", "MASK"),
               Int("grow_mask_by", 6, min=0, max=64, tooltip="pixels to grow the mask by, for seamless edges")],
-      outputs=[Out("LATENT", "LATENT")])
+      outputs=[Out("LATENT", "LATENT")], preflight=est.vae_encode)
 def vae_encode_for_inpaint(ctx: NodeContext, pixels, vae, mask, grow_mask_by: int):  # noqa: ANN001, ANN201
     """Encode with the masked area neutral grey and attach the (grown) mask as the noise mask,
     so the sampler repaints only there."""
