@@ -6,8 +6,9 @@ Generates (once, outside the repo; never committed) a ~2 GB fp16 single-file
 checkpoint with random weights in the exact SD1.5 key layout, then loads it in
 fresh subprocesses, both keeping fp16 (memory-mapped, the mode the ≤ 1.2× file
 size target is about) and converting to fp32 (what CPU inference uses), and
-reports wall time and peak RSS.  Reference peer measured on this machine class
-for the same file: 6.6 s warm, peak RSS 6.3 GB.
+reports wall time and peak RSS (also relative to the fp32 size of the weights, the issue's
+<= 1.1x target for the fp32 load).  Reference peer measured on this machine class for the same
+file: 6.6 s warm, peak RSS 6.3 GB (ComfyUI is not installed here, so no same-run ratio).
 """
 
 from __future__ import annotations
@@ -69,11 +70,17 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--file", default="/tmp/nodegraph-bench/sd15-random-fp16.safetensors")
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--generate-only", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     path = Path(args.file)
+    if args.generate_only:
+        generate(path)
+        return
     if not path.exists():
         print(f"generating {path} (random weights, SD1.5 layout, fp16) …", flush=True)
-        generate(path)
+        # In a child: a child process inherits its parent's peak-RSS mark, so the 2 GB this takes here
+        # would show up as every load's peak.
+        subprocess.run([sys.executable, __file__, "--file", str(path), "--generate-only"], check=True)
     size = path.stat().st_size
     print(f"file: {size / 2**30:.2f} GiB")
     subprocess.run(["cat", str(path)], stdout=subprocess.DEVNULL, check=True)  # warm the page cache
@@ -87,8 +94,10 @@ def main() -> None:
         secs = sorted(r["seconds"] for r in runs)
         rss = max(r["peak_rss"] for r in runs)
         label = "kept fp16 (mmap)" if mode == "fp16" else f"device policy ({runs[0]['dtype']})"
+        fp32 = runs[0]["params"] * 4
         print(f"{label:28s} load: min {secs[0]:.2f}s median {statistics.median(secs):.2f}s max {secs[-1]:.2f}s | "
-              f"peak RSS {rss / 2**30:.2f} GiB = {rss / size:.2f}x file  ({runs[0]['params'] / 1e6:.0f}M params)")
+              f"peak RSS {rss / 2**30:.2f} GiB = {rss / size:.2f}x file = {rss / fp32:.2f}x the fp32 weights "
+              f"({runs[0]['params'] / 1e6:.0f}M params)")
         rows.append({"metric": f"SD1.5-layout load, {label}", "median": statistics.median(secs), "min": secs[0],
                      "max": secs[-1], "unit": "s", "reference": "peer 6.6 s / 6.3 GB",
                      "ratio": rss / size, "target": "peak RSS <= 1.2x file (fp16)" if mode == "fp16" else ""})

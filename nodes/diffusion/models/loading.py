@@ -20,6 +20,9 @@ matmuls are many times slower there), the stored precision on accelerators.
 
 from __future__ import annotations
 
+import ctypes
+import functools
+import mmap
 import os
 import pickle
 import zipfile
@@ -31,9 +34,16 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
+_MADV_DONTNEED = getattr(mmap, "MADV_DONTNEED", None)  # Linux, BSD; elsewhere pages are not released early
+_PAGE = mmap.PAGESIZE
 _PREVIEW = 20  # how many key names an error message lists per category
 
 M = TypeVar("M", bound=nn.Module)
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL(None, use_errno=True)
 
 
 class CheckpointError(RuntimeError):
@@ -131,6 +141,23 @@ class LazySafetensors(MutableMapping[str, torch.Tensor]):
         raw = torch.empty(0, dtype=torch.uint8).set_(self._storage, offset, (end - begin,))
         return raw.clone().view(dtype).reshape(shape)  # unaligned writer: one copy into aligned memory
 
+    def release(self, key: str) -> None:
+        """Drop the resident pages of ``key``'s bytes from this process (after converting it to a copy).
+
+        The mapping is private and never written, so the kernel can simply forget the pages
+        (``madvise(MADV_DONTNEED)``); touching the tensor again re-reads them from the file, so this is
+        safe even if a view of it survives. Only whole pages inside the tensor's bytes are dropped
+        (neighbours may be in use as parameters). Converting fp16 -> fp32 tensor by tensor and releasing
+        each keeps the peak near the fp32 size instead of fp32 + the whole fp16 file."""
+        if key in self._overlay or key not in self._entries or self._storage is None or _MADV_DONTNEED is None:
+            return
+        _, _, begin, end = self._entries[key]
+        start = self._storage.data_ptr() + self._data_start + begin
+        first = -(-start // _PAGE) * _PAGE
+        last = (start + end - begin) // _PAGE * _PAGE
+        if last > first:
+            _libc().madvise(ctypes.c_void_p(first), ctypes.c_size_t(last - first), _MADV_DONTNEED)
+
     def __getitem__(self, key: str) -> torch.Tensor:
         if key in self._overlay:
             return self._overlay[key]
@@ -179,6 +206,12 @@ class PrefixView(Mapping[str, Any]):
         if key not in self._key_set:
             raise KeyError(key)
         return self._base[self._prefix + key]
+
+    def release(self, key: str) -> None:
+        """Forward :meth:`LazySafetensors.release` (a no-op for other mappings)."""
+        release = getattr(self._base, "release", None)
+        if release is not None and key in self._key_set:
+            release(self._prefix + key)
 
     @property
     def _key_set(self) -> set[str]:
@@ -357,6 +390,7 @@ def assign_weights(
             lines.append(f"  unexpected keys ({len(unexpected)}): {_preview(unexpected)}")
         raise CheckpointError("\n".join(lines))
     converted: dict[str, torch.Tensor] = {}
+    release = getattr(state_dict, "release", None)  # memory-mapped files: drop pages once copied
     mismatched = []
     for key, ref in expected.items():
         t = state_dict[key]
@@ -365,6 +399,8 @@ def assign_weights(
             continue
         target = dtype if (dtype is not None and t.dtype.is_floating_point) else t.dtype
         converted[key] = t.to(device=device, dtype=target)
+        if release is not None and converted[key].data_ptr() != t.data_ptr():
+            release(key)  # converted to a copy: the mapped original need not stay resident
     if mismatched:
         raise CheckpointError(f"{name}: shape mismatch for {len(mismatched)} tensors: {_preview(mismatched)}")
     module.load_state_dict(converted, strict=True, assign=True)
