@@ -54,14 +54,17 @@ def _param_bytes(module: torch.nn.Module) -> int:
 
 
 @dataclass(frozen=True)
-class FluxModel:
-    """MODEL: a FLUX transformer, its flow-matching model sampling, and where/how it computes.
+class FlowTransformerModel:
+    """MODEL: a flow-matching transformer (FLUX, SD3 ...), its model sampling, and where/how it computes.
 
+    The family-independent part: LoRA (``unet``/``with_unet``), model-sampling nodes
+    (``with_schedule``) and the cache's size accounting work the same for every family;
+    subclasses say what the network takes (``denoiser``, ``condition_kwargs``).
     ``dtype`` is the compute dtype; the weights keep the dtype they were loaded in
     (fp8, bf16 ...) and are cast one layer at a time (see ``models/layers.py``).
     """
 
-    transformer: FluxTransformer
+    transformer: Any
     schedule: FlowSchedule
     rules: FamilyRules
     device: torch.device
@@ -69,9 +72,25 @@ class FluxModel:
     patches: tuple[str, ...] = ()
 
     @property
-    def unet(self) -> FluxTransformer:
+    def unet(self) -> Any:
         """The denoising network, under the name the generic model code (LoRA merge) uses."""
         return self.transformer
+
+    def __nodegraph_nbytes__(self) -> int:
+        return _param_bytes(self.transformer)
+
+    def with_unet(self, transformer: Any, patch: str) -> Any:
+        return replace(self, transformer=transformer, patches=self.patches + (patch,))
+
+    def with_schedule(self, schedule: FlowSchedule) -> Any:
+        return replace(self, schedule=schedule)
+
+
+@dataclass(frozen=True)
+class FluxModel(FlowTransformerModel):
+    """MODEL: a FLUX.1 transformer (see :class:`FlowTransformerModel`)."""
+
+    transformer: FluxTransformer
 
     @property
     def latent_channels(self) -> int:
@@ -80,15 +99,6 @@ class FluxModel:
     @property
     def has_guidance(self) -> bool:
         return self.transformer.config.guidance_embed
-
-    def __nodegraph_nbytes__(self) -> int:
-        return _param_bytes(self.transformer)
-
-    def with_unet(self, transformer: FluxTransformer, patch: str) -> FluxModel:
-        return replace(self, transformer=transformer, patches=self.patches + (patch,))
-
-    def with_schedule(self, schedule: FlowSchedule) -> FluxModel:
-        return replace(self, schedule=schedule)
 
     def denoiser(self) -> Callable[..., torch.Tensor]:
         """``(x, sigma, context=, pooled=, guidance=) -> x0`` (x0 = x - sigma * velocity)."""

@@ -27,7 +27,7 @@ from ..paths import choices_for
 from .common import MAX_RESOLUTION, model_file_fingerprint, resolve_model
 from .custom_sampling import CFGGuide
 
-CLIP_TYPES = ["stable_diffusion", "flux"]
+CLIP_TYPES = ["stable_diffusion", "flux", "sd3"]
 DUAL_CLIP_TYPES = ["flux"]
 WEIGHT_DTYPES = ["default", "fp8_e4m3fn", "fp8_e5m2"]
 
@@ -50,13 +50,14 @@ def _checked_fingerprint(kind: str, inputs: Sequence[str],
     prints = [model_file_fingerprint(kind, name) for name in inputs]
 
     def fingerprint(values: Mapping[str, Any], settings: Mapping[str, Any]) -> dict[str, Any]:
-        found = [_identity(settings, kind, str(values[i]), i) for i in inputs]
+        present = [i for i in inputs if values.get(i) not in (None, "")]  # optional inputs may be left empty
+        found = [_identity(settings, kind, str(values[i]), i) if i in present else (None, None) for i in inputs]
         identities = [identity for _, identity in found]
         check(values, identities, [str(values[i]) for i in inputs])
         for input_name, (path, identity) in zip(inputs, found, strict=True):
             if identity is not None and identity.kind == "t5":
                 _need_t5_tokenizer(path, input_name)
-        return {i: fp(values, settings) for i, fp in zip(inputs, prints, strict=True)}
+        return {i: fp(values, settings) for i, fp in zip(inputs, prints, strict=True) if i in present}
 
     return fingerprint
 
@@ -95,7 +96,7 @@ def _check_unet(values: Mapping[str, Any], identities: list[Any], names: list[st
 @node("diffusion.unet_loader", category="loaders", display_name="Load Diffusion Model",
       inputs=[Combo("unet_name", choices_for("diffusion_models"),
                     tooltip="a diffusion model file from models/diffusion_models (FLUX.1 dev/schnell, BFL or "
-                            "diffusers layout)"),
+                            "diffusers layout; SD3/SD3.5 MMDiT, Stability or diffusers layout)"),
               Combo("weight_dtype", WEIGHT_DTYPES, "default",
                     tooltip="fp8: keep the weights in 8 bits in memory (half of bf16), upcast per layer")],
       outputs=[Out("MODEL", "MODEL")],
@@ -118,6 +119,17 @@ def _check_clip(values: Mapping[str, Any], identities: list[Any], names: list[st
 
     clip_type = str(values.get("type", "stable_diffusion"))
     wanted = PARTS.get(clip_type, ("clip",))
+    if clip_type == "sd3":
+        from ..split_files import sd3_slot_problem
+
+        ident = identities[0]
+        slot = "t5" if ident is not None and ident.kind == "t5" else "clip_l"
+        try:
+            if ident is not None and ident.kind not in ("t5", "clip", "openclip"):
+                sd3_slot_problem(ident, slot, names[0])
+        except ValueError as exc:
+            raise _blame("clip_name", exc) from None
+        return
     try:
         check_text_encoder(identities[0], names[0], wanted[0] if len(wanted) == 1 else "any", clip_type)
     except ValueError as exc:
@@ -135,8 +147,9 @@ def _sd_text_encoder(part: Any, device: Any) -> Any:
 @node("diffusion.clip_loader", category="loaders", display_name="Load CLIP",
       inputs=[Combo("clip_name", choices_for("text_encoders"), tooltip="a text encoder from models/text_encoders"),
               Combo("type", CLIP_TYPES, "stable_diffusion",
-                    tooltip="what the encoder is used for: stable_diffusion (a CLIP file for SD1/SD2) or flux "
-                            "(one half of FLUX's pair; DualCLIPLoader loads both)")],
+                    tooltip="what the encoder is used for: stable_diffusion (a CLIP file for SD1/SD2), flux "
+                            "(one half of FLUX's pair; DualCLIPLoader loads both) or sd3 (one of SD3's three; the "
+                            "others are zeros; TripleCLIPLoader loads all three)")],
       outputs=[Out("CLIP", "CLIP")],
       fingerprint=_checked_fingerprint("text_encoders", ["clip_name"], _check_clip))
 def clip_loader(ctx: NodeContext, clip_name: str, type: str = "stable_diffusion"):  # noqa: A002, ANN201
@@ -150,6 +163,12 @@ def clip_loader(ctx: NodeContext, clip_name: str, type: str = "stable_diffusion"
         raise _blame("clip_name", exc) from exc
     if type == "flux":
         return flux_text_encoder([part], ctx.device)
+    if type == "sd3":
+        from ..split_files import sd3_slot_of, sd3_text_encoder
+
+        slots = {"clip_l": None, "clip_g": None, "t5": None}
+        slots[sd3_slot_of(part)] = part
+        return sd3_text_encoder(list(slots.values()), ctx.device)
     if part.kind != "clip":
         raise NodeInputError("clip_name", f"{clip_name!r} is a T5 text encoder, not CLIP",
                              "load T5 with DualCLIPLoader (type flux)")
