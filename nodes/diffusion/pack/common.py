@@ -85,3 +85,9 @@ def cpu_threads(ctx: Any, modules: Iterable[Any], positions: int) -> AbstractCon
     if first is None or first.device.type != "cpu":
         return nullcontext()
     return workload_threads(sum(module_work(m, positions) for m in modules), ctx.settings)
+
+
+def model_scaling(model: Any) -> tuple[float, float] | None:
+    """(VAE scaling, shift) of the latent space ``model`` samples in, from its family rules (None if unknown)."""
+    rules = getattr(model, "rules", None)
+    return None if rules is None else (rules.vae_scaling_factor, rules.vae_shift_factor)

@@ -29,7 +29,7 @@ from nodegraph.context import NodeContext
 from nodegraph.errors import NodeInputError
 from nodegraph.spec import Combo, Float, In, Int, Out, Seed, node
 
-from .common import SAMPLER_NAMES, SCHEDULER_NAMES, cpu_threads, sampling_inputs
+from .common import SAMPLER_NAMES, SCHEDULER_NAMES, cpu_threads, model_scaling, sampling_inputs
 
 
 @dataclass(frozen=True)
@@ -157,8 +157,8 @@ def sampler_custom_advanced(ctx: NodeContext, noise: SeededNoise, guider: CFGGui
                                      cfg=guider.cfg, cond_kwargs=cond, uncond_kwargs=uncond,
                                      noise_mask=latent_image.noise_mask, callback=callback,
                                      model_sampling=model.schedule)
-    mask, f = latent_image.noise_mask, latent_image.downscale
-    return Latent(out.float().cpu(), mask, f), Latent(x0.float().cpu(), mask, f)
+    mask, f, scaling = latent_image.noise_mask, latent_image.downscale, model_scaling(model)
+    return Latent(out.float().cpu(), mask, f, scaling), Latent(x0.float().cpu(), mask, f, scaling)
 
 
 NODES = [random_noise, disable_noise, sampler_select, basic_scheduler, cfg_guider, sampler_custom_advanced]

@@ -14,7 +14,7 @@ from nodegraph.context import NodeContext
 from nodegraph.errors import NodeInputError
 from nodegraph.spec import Combo, Float, In, Int, Out, Seed, node
 
-from .common import SAMPLER_NAMES, SCHEDULER_NAMES, cpu_threads, sampling_inputs
+from .common import SAMPLER_NAMES, SCHEDULER_NAMES, cpu_threads, model_scaling, sampling_inputs
 
 PREVIEW_EVERY = 1
 
@@ -62,7 +62,7 @@ def run_sampler(ctx: NodeContext, model, positive, negative, latent, *, seed: in
                      seed=seed, cfg=cfg, cond_kwargs=cond, uncond_kwargs=uncond, denoise=denoise,
                      start_step=start_step, end_step=end_step, add_noise=add_noise,
                      return_with_leftover_noise=leftover_noise, noise_mask=latent.noise_mask, callback=callback)
-    return Latent(out.float().cpu(), latent.noise_mask, latent.downscale)
+    return Latent(out.float().cpu(), latent.noise_mask, latent.downscale, model_scaling(model))
 
 
 @node("diffusion.ksampler", category="sampling", display_name="KSampler", version=1,

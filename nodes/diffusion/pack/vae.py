@@ -35,7 +35,7 @@ def vae_decode(ctx: NodeContext, samples, vae):  # noqa: ANN001, ANN201
     _need(vae)
     _fits(samples, vae)
     with _threads(ctx, vae, samples.samples, vae.downscale):
-        return vae.decode(samples.samples)
+        return vae.decode(vae.in_own_scaling(samples))
 
 
 @node("diffusion.vae_decode_tiled", category="latent", display_name="VAE Decode (Tiled)",
@@ -51,7 +51,7 @@ def vae_decode_tiled(ctx: NodeContext, samples, vae, tile_size: int, overlap: in
     if overlap >= tile_size:
         raise NodeInputError("overlap", "overlap must be smaller than the tile", "lower overlap")
     with _threads(ctx, vae, samples.samples, f):
-        return vae.decode(samples.samples, tile=max(1, tile_size // f), overlap=overlap // f)
+        return vae.decode(vae.in_own_scaling(samples), tile=max(1, tile_size // f), overlap=overlap // f)
 
 
 @node("diffusion.vae_encode", category="latent", display_name="VAE Encode",
