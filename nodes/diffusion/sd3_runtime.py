@@ -119,6 +119,8 @@ class SD3TextEncoder:
                 t5 = t5_encode(self.t5, self.t5_tokenizer, text, self.t5_min_tokens).float().cpu()
             else:
                 t5 = torch.zeros(1, clip_ctx.shape[1], clip_ctx.shape[-1])
+            if self.clip_l is None and self.clip_g is None:  # no CLIP at all: 77 zero tokens of T5's width
+                clip_ctx = torch.zeros(1, clip_ctx.shape[1], t5.shape[-1])
             width = max(t5.shape[-1], clip_ctx.shape[-1])
             clip_ctx = torch.nn.functional.pad(clip_ctx, (0, width - clip_ctx.shape[-1]))
             context = torch.cat([clip_ctx, t5], dim=1)

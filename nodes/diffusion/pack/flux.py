@@ -53,7 +53,7 @@ def _checked_fingerprint(kind: str, inputs: Sequence[str],
         present = [i for i in inputs if values.get(i) not in (None, "")]  # optional inputs may be left empty
         found = [_identity(settings, kind, str(values[i]), i) if i in present else (None, None) for i in inputs]
         identities = [identity for _, identity in found]
-        check(values, identities, [str(values[i]) for i in inputs])
+        check(values, identities, [str(values.get(i) or "") for i in inputs])
         for input_name, (path, identity) in zip(inputs, found, strict=True):
             if identity is not None and identity.kind == "t5":
                 _need_t5_tokenizer(path, input_name)
