@@ -33,14 +33,20 @@ from .text.weighting import parse_prompt
 
 #: Guidance a dev model gets when no FluxGuidance node set one (ComfyUI's default).
 DEFAULT_GUIDANCE = 3.5
+_FLUX_FIX = "encode the prompt with FLUX's text encoders: DualCLIPLoader (type flux) with CLIP-L and T5-XXL"
 #: T5 prompts are padded to at least this many tokens (ComfyUI's FLUX tokenizer; diffusers' schnell default).
 T5_MIN_TOKENS = 256
 
 
 class ConditioningMismatch(ValueError):
-    """A conditioning that does not fit the model it is given to (wrong text encoder or family)."""
+    """A conditioning that does not fit the model it is given to (wrong text encoder or family);
+    ``fix`` (optional) names the loader that makes the right conditioning."""
 
     blame = "conditioning"
+
+    def __init__(self, message: str, fix: str | None = None) -> None:
+        super().__init__(message)
+        self.fix = fix
 
 
 class UnsupportedModel(ConditioningMismatch):
@@ -123,11 +129,12 @@ class FluxModel(FlowTransformerModel):
             raise ConditioningMismatch(
                 f"the prompt was encoded with a text encoder that gives {cond.context.shape[-1]}-wide features "
                 f"and {'no' if cond.pooled is None else cond.pooled.shape[-1]} pooled features, but this FLUX "
-                f"model takes T5 features of {cfg.context_in_dim} and a CLIP-L vector of {cfg.vec_in_dim}")
+                f"model takes T5 features of {cfg.context_in_dim} and a CLIP-L vector of {cfg.vec_in_dim}",
+                _FLUX_FIX)
         if cond.pooled.shape[-1] != cfg.vec_in_dim:
             raise ConditioningMismatch(
                 f"the CLIP text encoder gives a {cond.pooled.shape[-1]}-wide pooled vector but this FLUX model "
-                f"takes {cfg.vec_in_dim}")
+                f"takes {cfg.vec_in_dim}", _FLUX_FIX)
         if cond.controls:
             raise ConditioningMismatch("ControlNets for FLUX are not supported yet")
         kw: dict[str, Any] = {"context": cond.context.expand(batch, -1, -1),

@@ -69,7 +69,8 @@ class SD3Model(FlowTransformerModel):
                 f"the prompt was encoded with text encoders that give {width_in}-wide features and "
                 f"{'no' if cond.pooled is None else cond.pooled.shape[-1]} pooled features, but this SD3 model "
                 f"takes features up to {cfg.context_in_dim} wide (T5-XXL) and a {cfg.pooled_dim}-wide CLIP-L + "
-                "CLIP-G vector: encode the prompt with TripleCLIPLoader's CLIP (clip_l, clip_g, t5xxl)")
+                "CLIP-G vector", "encode the prompt with SD3's text encoders: TripleCLIPLoader (clip_l, clip_g, "
+                "t5xxl)")
         if cond.controls:
             raise ConditioningMismatch("ControlNets for SD3 are not supported yet")
         context = cond.context

@@ -225,7 +225,8 @@ def test_flux_model_with_sd3_encoders_and_sd3_model_with_flux_encoders(sd3: SD3F
     graph.nodes["unet"].values["unet_name"] = "flux_" + flux.unet
     report = executor.run(graph, outputs=["sampler"])
     assert report.status == "error" and (report.error.node_id, report.error.input) == ("sampler", "positive")
-    assert "FLUX" in report.error.message
+    assert "FLUX" in report.error.message and "TripleCLIPLoader" not in report.error.message
+    assert "DualCLIPLoader" in report.error.message
     # SD3 transformer with FLUX's DualCLIPLoader pair
     mixed = replace(flux, models_dir=models, unet=sd3.unet, clip_l="flux_" + flux.clip_l, t5="flux_" + flux.t5,
                     vae=sd3.vae)

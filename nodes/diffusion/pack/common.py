@@ -69,8 +69,8 @@ def sampling_inputs(model: Any, positive: Any, negative: Any, batch: int, height
         except ValueError as exc:
             if getattr(exc, "blame", None) == "model":
                 raise NodeInputError("model", str(exc), "use a FLUX dev or schnell model") from None
-            raise NodeInputError(name, str(exc), "encode the prompt with the text encoder(s) made for this "
-                                 "model") from None
+            fix = getattr(exc, "fix", None) or "encode the prompt with the text encoder(s) made for this model"
+            raise NodeInputError(name, str(exc), fix) from None
     return out[0], out[1]
 
 
