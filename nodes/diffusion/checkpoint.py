@@ -87,15 +87,17 @@ def load_checkpoint(path: str | os.PathLike[str], *, device: torch.device | str 
     memory-mapped instead of converting them."""
     device = torch.device(device) if not isinstance(device, torch.device) else device
     sd, metadata = load_state_dict(path)
-    if _is_flux(sd):
-        from .split_files import load_flux_checkpoint
+    family = _transformer_family(sd)
+    if family is not None:
+        from .split_files import load_flux_checkpoint, load_sd3_checkpoint
 
+        load = load_sd3_checkpoint if family == "sd3" else load_flux_checkpoint
         try:
-            return Checkpoint(*load_flux_checkpoint(path, sd, metadata, device))
+            return Checkpoint(*load(path, sd, metadata, device))
         except CheckpointError:
             raise
         except Exception as exc:
-            raise _ctx(path, "FLUX model", exc) from exc
+            raise _ctx(path, f"{family.upper()} model", exc) from exc
     if not has_prefix(sd, UNET):
         from .split_files import fix_for, identify_keys
 
@@ -146,11 +148,18 @@ def load_checkpoint(path: str | os.PathLike[str], *, device: torch.device | str 
     return Checkpoint(model, clip, vae, rules)
 
 
-def _is_flux(sd: Mapping[str, torch.Tensor]) -> bool:
-    """True for an all-in-one FLUX file (``model.diffusion_model.double_blocks...``): key names only."""
+def _transformer_family(sd: Mapping[str, torch.Tensor]) -> str | None:
+    """"flux" / "sd3" for an all-in-one transformer file (``model.diffusion_model.double_blocks...`` /
+    ``...joint_blocks...``), from key names only; None for UNet checkpoints."""
     from .models.flux import detect_flux_layout
+    from .models.mmdit import detect_mmdit_layout
 
-    return has_prefix(sd, UNET) and detect_flux_layout(k[len(UNET):] for k in sd if k.startswith(UNET)) is not None
+    if not has_prefix(sd, UNET):
+        return None
+    inner = [k[len(UNET):] for k in sd if k.startswith(UNET)]
+    if detect_flux_layout(inner) is not None:
+        return "flux"
+    return "sd3" if detect_mmdit_layout(inner) is not None else None
 
 
 def vae_family(sd: Mapping[str, torch.Tensor], file_name: str) -> str:

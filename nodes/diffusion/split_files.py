@@ -154,7 +154,7 @@ def identify_keys(keys: Mapping[str, Any]) -> FileIdentity:
             return flux
         mmdit = _identify_mmdit(inner)
         if mmdit is not None:
-            if _has(keys, "text_encoders."):
+            if any(_has(keys, q) for q in ("text_encoders.", *FLUX_VAE_PREFIXES)):
                 return FileIdentity("sd3_checkpoint", "an all-in-one SD3 checkpoint (" + mmdit.description[3:] + ")",
                                     mmdit.info)
             return mmdit
@@ -201,8 +201,8 @@ _FIX_BY_KIND = {
     "openclip": "put it in models/text_encoders/ and load it with Load CLIP",
     "t5": "put it in models/text_encoders/ and load it with DualCLIPLoader (type flux) or TripleCLIPLoader (SD3)",
     "sd3": "put it in models/diffusion_models/ and load it with Load Diffusion Model",
-    "sd3_checkpoint": "load it with Load Diffusion Model (its text encoders with TripleCLIPLoader), or pick the "
-                      "diffusion-model-only file",
+    "sd3_checkpoint": "load it with Load Checkpoint (it holds the VAE and maybe the text encoders too), or pick "
+                      "the diffusion-model-only file",
     "vae": "put it in models/vae/ and load it with Load VAE",
     "lora": "put it in models/loras/ and load it with Load LoRA",
     "controlnet": "put it in models/controlnet/ and load it with Load ControlNet",
@@ -457,6 +457,33 @@ def load_flux_checkpoint(path: str | os.PathLike[str], sd: Mapping[str, Any], me
         if prefix is not None:
             parts.append(load_text_encoder_part(p, device=device, sd=strip_prefix(sd, prefix), metadata=metadata))
     clip = flux_text_encoder(parts, device) if parts else None
+    vae_prefix = next((q for q in FLUX_VAE_PREFIXES if any(k.startswith(q) for k in sd)), None)
+    vae = load_vae_state_dict(strip_prefix(sd, vae_prefix), model.rules, model.device) if vae_prefix else None
+    return model, clip, vae, model.rules
+
+
+#: Prefixes of the text encoders of an all-in-one SD3 checkpoint (ComfyUI's saving layout), in slot order.
+SD3_TEXT_PREFIXES = (("text_encoders.clip_l.transformer.", "text_encoders.clip_l."),
+                     ("text_encoders.clip_g.transformer.", "text_encoders.clip_g."),
+                     ("text_encoders.t5xxl.transformer.", "text_encoders.t5xxl."))
+
+
+def load_sd3_checkpoint(path: str | os.PathLike[str], sd: Mapping[str, Any], metadata: Mapping[str, str],
+                        device: Any) -> tuple[Any, Any, Any, Any]:
+    """(model, clip, vae, rules) of an all-in-one SD3/SD3.5 file (``model.diffusion_model.``,
+    ``text_encoders.clip_l./clip_g./t5xxl.``, ``first_stage_model.``); a file without text encoders gives
+    clip None, one without some of them a CLIP whose missing parts are zeros (as TripleCLIPLoader)."""
+    from .checkpoint import load_vae_state_dict
+    from .models.loading import strip_prefix
+
+    p = Path(path)
+    model = build_sd3_model(strip_prefix(sd, FLUX_UNET_PREFIX), device=device, metadata=metadata, name=p.name)
+    parts: list[TextEncoderPart | None] = []
+    for prefixes in SD3_TEXT_PREFIXES:
+        prefix = next((q for q in prefixes if any(k.startswith(q) for k in sd)), None)
+        parts.append(None if prefix is None else
+                     load_text_encoder_part(p, device=device, sd=strip_prefix(sd, prefix), metadata=metadata))
+    clip = sd3_text_encoder(parts, device) if any(parts) else None
     vae_prefix = next((q for q in FLUX_VAE_PREFIXES if any(k.startswith(q) for k in sd)), None)
     vae = load_vae_state_dict(strip_prefix(sd, vae_prefix), model.rules, model.device) if vae_prefix else None
     return model, clip, vae, model.rules

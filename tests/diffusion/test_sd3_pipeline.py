@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from nodegraph.errors import WorkflowInvalid
 from nodes.diffusion.sampling import initial_noise
@@ -245,3 +245,65 @@ def test_sd3_model_with_model_sampling_flux_is_refused(sd3: SD3Files, tmp_path: 
     report = make_executor(sd3.models_dir, tmp_path / "out").run(graph, outputs=["sampler"])
     assert report.status == "error" and (report.error.node_id, report.error.input) == ("msf", "model")
     assert "FLUX" in report.error.message
+
+
+@pytest.mark.parametrize("with_text", [True, False], ids=["with_text_encoders", "model_and_vae_only"])
+def test_all_in_one_sd3_file_loads_through_the_checkpoint_loader(with_text: bool, sd3: SD3Files,
+                                                                 tmp_path: Path) -> None:
+    """ComfyUI's SD3 all-in-one layout (with text encoders, or Stability's model + VAE file): same latents
+    and image as the split files."""
+    models = tmp_path / "models"
+    (models / "checkpoints").mkdir(parents=True)
+    parts = {"": sd3.models_dir / "diffusion_models" / sd3.unet,  # already under model.diffusion_model.
+             "first_stage_model.": sd3.models_dir / "vae" / sd3.vae}
+    if with_text:
+        parts.update({"text_encoders.clip_l.transformer.": sd3.models_dir / "text_encoders" / sd3.clip_l,
+                      "text_encoders.clip_g.transformer.": sd3.models_dir / "text_encoders" / sd3.clip_g,
+                      "text_encoders.t5xxl.transformer.": sd3.models_dir / "text_encoders" / sd3.t5})
+    flat = {prefix + k: v for prefix, path in parts.items() for k, v in load_file(path).items()}
+    save_file(flat, models / "checkpoints" / "tiny_sd3_aio.safetensors")
+    tok = (sd3.models_dir / "text_encoders" / "tiny_t5xxl.tokenizer.json").read_text()
+    (models / "checkpoints" / "tiny_sd3_aio.tokenizer.json").write_text(tok)
+    for sub in ("text_encoders", "vae"):
+        shutil.copytree(sd3.models_dir / sub, models / sub)
+
+    split = make_executor(sd3.models_dir, tmp_path / "out2").run(sd3_graph(sd3, steps=2),
+                                                                 outputs=["sampler", "decode"])
+    split.raise_for_status()
+    graph = sd3_graph(sd3, steps=2)
+    graph.remove_node("unet")
+    graph.remove_node("vae")
+    graph.add_node("diffusion.checkpoint_loader", {"ckpt_name": "tiny_sd3_aio.safetensors"}, id="ckpt")
+    graph.connect("ckpt", "MODEL", "msd3", "model")
+    graph.connect("ckpt", "VAE", "decode", "vae")
+    if with_text:
+        graph.remove_node("clip")
+        for n in ("positive", "negative"):
+            graph.connect("ckpt", "CLIP", n, "clip")
+    report = make_executor(models, tmp_path / "out").run(graph, outputs=["ckpt", "sampler", "decode"])
+    report.raise_for_status()
+    assert (report.results["ckpt"]["CLIP"] is None) is not with_text
+    # same numbers, other memory layout (one flat file): kernels may round differently in the last bits
+    rel_close(report.results["sampler"]["LATENT"].samples, split.results["sampler"]["LATENT"].samples)
+    rel_close(report.results["decode"]["IMAGE"], split.results["decode"]["IMAGE"])
+
+
+def test_mmdit_file_in_checkpoints_and_t5_in_diffusion_models(sd3: SD3Files, tmp_path: Path) -> None:
+    models = tmp_path / "models"
+    shutil.copytree(sd3.models_dir, models)
+    (models / "checkpoints").mkdir()
+    shutil.copy(models / "diffusion_models" / sd3.unet, models / "checkpoints" / "sd3_medium_only.safetensors")
+    shutil.copy(models / "text_encoders" / sd3.t5, models / "diffusion_models" / "t5_by_mistake.safetensors")
+    executor = make_executor(models, tmp_path / "out")
+    graph = sd3_graph(sd3)
+    graph.add_node("diffusion.checkpoint_loader", {"ckpt_name": "sd3_medium_only.safetensors"}, id="ckpt")
+    graph.connect("ckpt", "MODEL", "msd3", "model")
+    issues = _issues(executor, graph)
+    assert [(i.node_id, i.input) for i in issues] == [("ckpt", "ckpt_name")]
+    assert "SD3.5-medium (MMDiT-X) MMDiT" in issues[0].message and "Load Diffusion Model" in issues[0].fix
+    graph = sd3_graph(sd3)
+    graph.nodes["unet"].values["unet_name"] = "t5_by_mistake.safetensors"
+    issues = _issues(executor, graph)
+    assert [(i.node_id, i.input) for i in issues] == [("unet", "unet_name")]
+    assert "T5" in issues[0].message and "TripleCLIPLoader" in issues[0].fix
+    assert len(executor.cache) == 0
