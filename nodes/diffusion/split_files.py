@@ -407,6 +407,18 @@ def sd3_slot_of(part: TextEncoderPart) -> str:
     return "clip_g" if part.module.config.width == 1280 else "clip_l"
 
 
+def sd3_pair_slots(kinds_widths: list[tuple[str, int | None]]) -> list[str] | None:
+    """SD3 slots of two text encoders given as (kind, width) (DualCLIPLoader type sd3, either order):
+    two CLIPs are CLIP-L (narrower) and CLIP-G (wider); a CLIP beside T5 is CLIP-G at width 1280, else
+    CLIP-L.  None when both are the same kind (two T5s, two CLIPs of one width)."""
+    (k1, w1), (k2, w2) = kinds_widths
+    if k1 == k2 == "t5" or (k1 != "t5" and k2 != "t5" and w1 == w2):
+        return None
+    if k1 != "t5" and k2 != "t5":
+        return ["clip_l", "clip_g"] if (w1 or 0) < (w2 or 0) else ["clip_g", "clip_l"]
+    return ["t5" if k == "t5" else "clip_g" if w == 1280 else "clip_l" for k, w in kinds_widths]
+
+
 def sd3_slot_problem(identity: FileIdentity | None, slot: str, name: str) -> None:
     """Raise :class:`WrongModelFile` unless ``identity`` fits the TripleCLIPLoader ``slot`` (clip_l/clip_g/t5)."""
     if identity is None:

@@ -307,3 +307,21 @@ def test_mmdit_file_in_checkpoints_and_t5_in_diffusion_models(sd3: SD3Files, tmp
     assert [(i.node_id, i.input) for i in issues] == [("unet", "unet_name")]
     assert "T5" in issues[0].message and "TripleCLIPLoader" in issues[0].fix
     assert len(executor.cache) == 0
+
+
+def test_dual_clip_loader_type_sd3_equals_triple_with_the_third_empty(sd3: SD3Files, tmp_path: Path) -> None:
+    executor = make_executor(sd3.models_dir, tmp_path / "out")
+    graph = sd3_graph(sd3, clip_names=(sd3.clip_l, sd3.clip_g, None))
+    graph.add_node("diffusion.dual_clip_loader", {"clip_name1": sd3.clip_g, "clip_name2": sd3.clip_l,
+                                                  "type": "sd3"}, id="dual")
+    graph.add_node("diffusion.text_encode", {"text": graph.nodes["positive"].values["text"]}, id="dual_text")
+    graph.connect("dual", "CLIP", "dual_text", "clip")
+    report = executor.run(graph, outputs=["positive", "dual_text"])
+    report.raise_for_status()
+    a, b = report.results["positive"]["CONDITIONING"], report.results["dual_text"]["CONDITIONING"]
+    assert torch.equal(a.context, b.context) and torch.equal(a.pooled, b.pooled)
+    assert not a.context[:, 77:].any()  # no T5: zeros
+    graph.nodes["dual"].values["clip_name1"] = sd3.clip_l
+    issues = _issues(executor, graph, ("dual_text",))
+    assert [(i.node_id, i.input) for i in issues] == [("dual", "clip_name2")]
+    assert "same kind" in issues[0].message and "TripleCLIPLoader" in issues[0].fix

@@ -28,7 +28,7 @@ from .common import MAX_RESOLUTION, model_file_fingerprint, resolve_model
 from .custom_sampling import CFGGuide
 
 CLIP_TYPES = ["stable_diffusion", "flux", "sd3"]
-DUAL_CLIP_TYPES = ["flux"]
+DUAL_CLIP_TYPES = ["flux", "sd3"]
 WEIGHT_DTYPES = ["default", "fp8_e4m3fn", "fp8_e5m2"]
 
 
@@ -179,6 +179,9 @@ def _check_dual(values: Mapping[str, Any], identities: list[Any], names: list[st
     from ..split_files import check_text_encoder, pair_problem
 
     clip_type = str(values.get("type", "flux"))
+    if clip_type == "sd3":
+        _check_dual_sd3(identities, names)
+        return
     for i, (ident, name) in enumerate(zip(identities, names, strict=True)):
         try:
             check_text_encoder(ident, name, "any", clip_type)
@@ -193,10 +196,29 @@ def _check_dual(values: Mapping[str, Any], identities: list[Any], names: list[st
             raise _blame(f"clip_name{index + 1}", exc) from None
 
 
+def _check_dual_sd3(identities: list[Any], names: list[str]) -> None:
+    """Two of SD3's three encoders (either order): text encoders, and not twice the same slot."""
+    from ..split_files import WrongModelFile, check_text_encoder, sd3_pair_slots
+
+    for i, (ident, name) in enumerate(zip(identities, names, strict=True)):
+        try:
+            check_text_encoder(ident, name, "any", "sd3")
+        except ValueError as exc:
+            raise _blame(f"clip_name{i + 1}", exc) from None
+    if None in identities:
+        return
+    if sd3_pair_slots([(i.kind, i.info.get("width")) for i in identities]) is None:
+        raise _blame("clip_name2", WrongModelFile(
+            f"{names[1]!r} is {identities[1].description}, the same kind as clip_name1",
+            "type sd3 takes two different encoders of SD3's three (CLIP-L, CLIP-G, T5-XXL); the missing one "
+            "is zeros, or use TripleCLIPLoader for all three"))
+
+
 @node("diffusion.dual_clip_loader", category="loaders", display_name="DualCLIPLoader",
       inputs=[Combo("clip_name1", choices_for("text_encoders"), tooltip="FLUX: the CLIP-L file (either order)"),
               Combo("clip_name2", choices_for("text_encoders"), tooltip="FLUX: the T5-XXL file (either order)"),
-              Combo("type", DUAL_CLIP_TYPES, "flux")],
+              Combo("type", DUAL_CLIP_TYPES, "flux",
+                    tooltip="flux: CLIP-L + T5-XXL; sd3: two of SD3's CLIP-L, CLIP-G, T5-XXL (the third is zeros)")],
       outputs=[Out("CLIP", "CLIP")],
       fingerprint=_checked_fingerprint("text_encoders", ["clip_name1", "clip_name2"], _check_dual))
 def dual_clip_loader(ctx: NodeContext, clip_name1: str, clip_name2: str, type: str = "flux"):  # noqa: A002, ANN201
@@ -210,6 +232,16 @@ def dual_clip_loader(ctx: NodeContext, clip_name1: str, clip_name2: str, type: s
             parts.append(load_text_encoder_part(path, device=ctx.device))
         except Exception as exc:
             raise _blame(f"clip_name{i}", exc) from exc
+    if type == "sd3":
+        from ..split_files import sd3_pair_slots, sd3_text_encoder
+
+        names = sd3_pair_slots([(p.kind, None if p.kind == "t5" else p.module.config.width) for p in parts])
+        if names is None:
+            raise NodeInputError("clip_name2", "type sd3 needs two different encoders of SD3's three",
+                                 "pick CLIP-L, CLIP-G or T5-XXL files of different kinds")
+        slots: dict[str, Any] = {"clip_l": None, "clip_g": None, "t5": None}
+        slots.update(zip(names, parts, strict=True))
+        return sd3_text_encoder(list(slots.values()), ctx.device)
     if sorted(p.kind for p in parts) != ["clip", "t5"]:
         raise NodeInputError("clip_name2", "type flux needs one CLIP-L and one T5-XXL file",
                              "pick one file of each kind")
