@@ -1,4 +1,4 @@
-"""A ComfyUI SD3.5 workflow in ComfyUI's API format (built here, as ComfyUI's example workflow wires it:
+"""A ComfyUI SD3.5 workflow in ComfyUI's API and UI formats (built here, as ComfyUI's example workflow wires it:
 UNETLoader + TripleCLIPLoader + VAELoader, ModelSamplingSD3, CLIPTextEncode x2, EmptySD3LatentImage,
 KSampler, VAEDecode, SaveImage) opens without warnings, validates, runs on tiny SD3 split files with
 the same latents and image as the native graph, and exports back to the same prompt."""
@@ -22,24 +22,46 @@ pytest.importorskip("diffusers")
 PROMPT = "a small blue square on a white background"
 
 
+C, L, M = "CONDITIONING", "LATENT", "MODEL"
+
+
+def sd3_nodes(files: SD3Files) -> dict[int, tuple[str, list[tuple[str, Any]], dict[str, tuple[int, int, str]],
+                                                   list[tuple[str, str]]]]:
+    """id -> (class, widgets in ComfyUI's declaration order, link inputs {name: (src, slot, type)}, outputs)."""
+    return {
+        1: ("UNETLoader", [("unet_name", files.unet), ("weight_dtype", "default")], {}, [(M, M)]),
+        2: ("TripleCLIPLoader", [("clip_name1", files.clip_l), ("clip_name2", files.clip_g),
+                                 ("clip_name3", files.t5)], {}, [("CLIP", "CLIP")]),
+        3: ("VAELoader", [("vae_name", files.vae)], {}, [("VAE", "VAE")]),
+        4: ("ModelSamplingSD3", [("shift", 3.0)], {"model": (1, 0, M)}, [(M, M)]),
+        5: ("CLIPTextEncode", [("text", PROMPT)], {"clip": (2, 0, "CLIP")}, [(C, C)]),
+        6: ("CLIPTextEncode", [("text", "")], {"clip": (2, 0, "CLIP")}, [(C, C)]),
+        7: ("EmptySD3LatentImage", [("width", 64), ("height", 48), ("batch_size", 1)], {}, [(L, L)]),
+        8: ("KSampler", [("seed", 42), ("steps", 4), ("cfg", 4.5), ("sampler_name", "euler"),
+                         ("scheduler", "simple"), ("denoise", 1.0)],
+            {"model": (4, 0, M), "positive": (5, 0, C), "negative": (6, 0, C), "latent_image": (7, 0, L)},
+            [(L, L)]),
+        9: ("VAEDecode", [], {"samples": (8, 0, L), "vae": (3, 0, "VAE")}, [("IMAGE", "IMAGE")]),
+        10: ("SaveImage", [("filename_prefix", "sd3")], {"images": (9, 0, "IMAGE")}, []),
+    }
+
+
 def sd3_api_prompt(files: SD3Files) -> dict[str, Any]:
     """The workflow in ComfyUI's API format: ``{id: {"inputs", "class_type", "_meta"}}``, links ``[src, slot]``."""
-    nodes = {
-        "1": ("UNETLoader", {"unet_name": files.unet, "weight_dtype": "default"}),
-        "2": ("TripleCLIPLoader", {"clip_name1": files.clip_l, "clip_name2": files.clip_g,
-                                   "clip_name3": files.t5}),
-        "3": ("VAELoader", {"vae_name": files.vae}),
-        "4": ("ModelSamplingSD3", {"shift": 3.0, "model": ["1", 0]}),
-        "5": ("CLIPTextEncode", {"text": PROMPT, "clip": ["2", 0]}),
-        "6": ("CLIPTextEncode", {"text": "", "clip": ["2", 0]}),
-        "7": ("EmptySD3LatentImage", {"width": 64, "height": 48, "batch_size": 1}),
-        "8": ("KSampler", {"seed": 42, "steps": 4, "cfg": 4.5, "sampler_name": "euler", "scheduler": "simple",
-                           "denoise": 1.0, "model": ["4", 0], "positive": ["5", 0], "negative": ["6", 0],
-                           "latent_image": ["7", 0]}),
-        "9": ("VAEDecode", {"samples": ["8", 0], "vae": ["3", 0]}),
-        "10": ("SaveImage", {"filename_prefix": "sd3", "images": ["9", 0]}),
-    }
-    return {k: {"inputs": v, "class_type": c, "_meta": {"title": c}} for k, (c, v) in nodes.items()}
+    doc = {}
+    for nid, (cls, widgets, links, _) in sd3_nodes(files).items():
+        inputs: dict[str, Any] = dict(widgets)
+        inputs.update({name: [str(src), slot] for name, (src, slot, _) in links.items()})
+        doc[str(nid)] = {"inputs": inputs, "class_type": cls, "_meta": {"title": cls}}
+    return doc
+
+
+def sd3_ui_doc(files: SD3Files, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """The same workflow in ComfyUI's UI (LiteGraph) layout, by the FLUX fixture's writer."""
+    from tests.comfy.fixtures import make_flux_fixtures
+
+    monkeypatch.setattr(make_flux_fixtures, "NODES", sd3_nodes(files))
+    return make_flux_fixtures.ui_doc()
 
 
 @pytest.fixture(scope="module")
@@ -48,9 +70,12 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> SD3Files:
     return write_sd3_files(tmp_path_factory.mktemp("comfy_sd3") / "models")
 
 
-def test_comfy_sd3_workflow_validates_and_matches_native(files: SD3Files, tmp_path: Path) -> None:
-    path = tmp_path / "sd3_api.json"
-    path.write_text(json.dumps(sd3_api_prompt(files)))
+@pytest.mark.parametrize("layout", ["api", "ui"])
+def test_comfy_sd3_workflow_validates_and_matches_native(layout: str, files: SD3Files, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / f"sd3_{layout}.json"
+    doc = sd3_api_prompt(files) if layout == "api" else sd3_ui_doc(files, monkeypatch)
+    path.write_text(json.dumps(doc))
     imported = load_comfy(path)
     assert imported.unmapped == [] and imported.warnings == []
     settings = {"models_dir": str(files.models_dir), "include_demo_models": False}
