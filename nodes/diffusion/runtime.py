@@ -170,6 +170,12 @@ class VAEModel:
     #: have identical layouts); VAE Decode then follows the sampling model's family (``Latent.scaling``).
     scaling_guessed: bool = False
 
+    @property
+    def guessed_scaling(self) -> tuple[float, float] | None:
+        """(scaling, shift) this VAE encodes with when it was only guessed (the sampler converts), else None."""
+        cfg = self.vae.config
+        return (cfg.scaling_factor, cfg.shift_factor) if self.scaling_guessed else None
+
     def in_own_scaling(self, latent: Latent) -> torch.Tensor:
         """``latent.samples`` re-expressed in this VAE's scaling when it was guessed and the sampling
         model's family says otherwise: ``z' = ((z / s + b) - b') * s'``."""

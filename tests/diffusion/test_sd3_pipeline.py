@@ -325,3 +325,31 @@ def test_dual_clip_loader_type_sd3_equals_triple_with_the_third_empty(sd3: SD3Fi
     issues = _issues(executor, graph, ("dual_text",))
     assert [(i.node_id, i.input) for i in issues] == [("dual", "clip_name2")]
     assert "same kind" in issues[0].message and "TripleCLIPLoader" in issues[0].fix
+
+
+def test_img2img_with_a_neutrally_named_vae_equals_the_sd3_named_one(sd3: SD3Files, tmp_path: Path) -> None:
+    """VAE Encode with a guessed (FLUX) scaling marks the latent; the SD3 sampler re-expresses it in SD3's
+    scaling, so the whole img2img matches the run with the VAE whose name says sd3."""
+    models = tmp_path / "models"
+    shutil.copytree(sd3.models_dir, models)
+    shutil.copy(models / "vae" / sd3.vae, models / "vae" / "sd3_vae.safetensors")
+    executor = make_executor(models, tmp_path / "out")
+    images = []
+    for vae in (sd3.vae, "sd3_vae.safetensors"):
+        graph = sd3_graph(sd3, steps=2)  # txt2img -> decode: the source image (same for both VAE names)
+        graph.nodes["vae"].values["vae_name"] = vae
+        graph.add_node("diffusion.vae_encode", {}, id="enc")
+        graph.add_node("diffusion.ksampler", {"seed": 7, "steps": 3, "cfg": 4.5, "sampler_name": "euler",
+                                              "scheduler": "simple", "denoise": 0.6}, id="s2")
+        graph.add_node("diffusion.vae_decode", {}, id="d2")
+        graph.connect("decode", "IMAGE", "enc", "pixels")
+        graph.connect("vae", "VAE", "enc", "vae")
+        for src, out, dst, inp in (("msd3", "MODEL", "s2", "model"), ("positive", "CONDITIONING", "s2", "positive"),
+                                   ("negative", "CONDITIONING", "s2", "negative"),
+                                   ("enc", "LATENT", "s2", "latent_image"),
+                                   ("s2", "LATENT", "d2", "samples"), ("vae", "VAE", "d2", "vae")):
+            graph.connect(src, out, dst, inp)
+        report = executor.run(graph, outputs=["d2"])
+        report.raise_for_status()
+        images.append(report.results["d2"]["IMAGE"])
+    rel_close(images[0], images[1])

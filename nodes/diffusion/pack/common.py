@@ -91,3 +91,13 @@ def model_scaling(model: Any) -> tuple[float, float] | None:
     """(VAE scaling, shift) of the latent space ``model`` samples in, from its family rules (None if unknown)."""
     rules = getattr(model, "rules", None)
     return None if rules is None else (rules.vae_scaling_factor, rules.vae_shift_factor)
+
+
+def latent_for_model(latent: Any, model: Any) -> Any:
+    """``latent.samples`` in the scaling ``model`` samples in: latents that carry another scaling (VAE Encode
+    with a VAE whose SD3/FLUX scaling was only guessed) are re-expressed, ``z' = ((z / s + b) - b') * s'``."""
+    target = model_scaling(model)
+    if latent.scaling is None or target is None or latent.scaling == target:
+        return latent.samples
+    (s, b), (s2, b2) = latent.scaling, target
+    return (latent.samples / s + b - b2) * s2

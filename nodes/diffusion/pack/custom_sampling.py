@@ -29,7 +29,7 @@ from nodegraph.context import NodeContext
 from nodegraph.errors import NodeInputError
 from nodegraph.spec import Combo, Float, In, Int, Out, Seed, node
 
-from .common import SAMPLER_NAMES, SCHEDULER_NAMES, cpu_threads, model_scaling, sampling_inputs
+from .common import SAMPLER_NAMES, SCHEDULER_NAMES, cpu_threads, latent_for_model, model_scaling, sampling_inputs
 
 
 @dataclass(frozen=True)
@@ -137,7 +137,7 @@ def sampler_custom_advanced(ctx: NodeContext, noise: SeededNoise, guider: CFGGui
     from .sampler import latent_preview
 
     model = guider.model
-    samples = latent_image.samples
+    samples = latent_for_model(latent_image, model)
     if samples.shape[1] != model.latent_channels:
         raise NodeInputError("latent_image", f"latent has {samples.shape[1]} channels but the model expects "
                              f"{model.latent_channels}", "make the latent with this model's VAE")

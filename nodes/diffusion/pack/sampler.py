@@ -14,7 +14,7 @@ from nodegraph.context import NodeContext
 from nodegraph.errors import NodeInputError
 from nodegraph.spec import Combo, Float, In, Int, Out, Seed, node
 
-from .common import SAMPLER_NAMES, SCHEDULER_NAMES, cpu_threads, model_scaling, sampling_inputs
+from .common import SAMPLER_NAMES, SCHEDULER_NAMES, cpu_threads, latent_for_model, model_scaling, sampling_inputs
 
 PREVIEW_EVERY = 1
 
@@ -42,7 +42,7 @@ def run_sampler(ctx: NodeContext, model, positive, negative, latent, *, seed: in
     from ..runtime import Latent
     from ..sampling.ksampler import sample
 
-    samples = latent.samples
+    samples = latent_for_model(latent, model)
     if samples.shape[1] != model.latent_channels:
         raise NodeInputError("latent_image", f"latent has {samples.shape[1]} channels but the model expects "
                              f"{model.latent_channels}", "make the latent with this model's VAE")
