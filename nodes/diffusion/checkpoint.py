@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -87,15 +87,17 @@ def load_checkpoint(path: str | os.PathLike[str], *, device: torch.device | str 
     memory-mapped instead of converting them."""
     device = torch.device(device) if not isinstance(device, torch.device) else device
     sd, metadata = load_state_dict(path)
-    if _is_flux(sd):
-        from .split_files import load_flux_checkpoint
+    family = _transformer_family(sd)
+    if family is not None:
+        from .split_files import load_flux_checkpoint, load_sd3_checkpoint
 
+        load = load_sd3_checkpoint if family == "sd3" else load_flux_checkpoint
         try:
-            return Checkpoint(*load_flux_checkpoint(path, sd, metadata, device))
+            return Checkpoint(*load(path, sd, metadata, device))
         except CheckpointError:
             raise
         except Exception as exc:
-            raise _ctx(path, "FLUX model", exc) from exc
+            raise _ctx(path, f"{family.upper()} model", exc) from exc
     if not has_prefix(sd, UNET):
         from .split_files import fix_for, identify_keys
 
@@ -146,20 +148,40 @@ def load_checkpoint(path: str | os.PathLike[str], *, device: torch.device | str 
     return Checkpoint(model, clip, vae, rules)
 
 
-def _is_flux(sd: Mapping[str, torch.Tensor]) -> bool:
-    """True for an all-in-one FLUX file (``model.diffusion_model.double_blocks...``): key names only."""
+def _transformer_family(sd: Mapping[str, torch.Tensor]) -> str | None:
+    """"flux" / "sd3" for an all-in-one transformer file (``model.diffusion_model.double_blocks...`` /
+    ``...joint_blocks...``), from key names only; None for UNet checkpoints."""
     from .models.flux import detect_flux_layout
+    from .models.mmdit import detect_mmdit_layout
 
-    return has_prefix(sd, UNET) and detect_flux_layout(k[len(UNET):] for k in sd if k.startswith(UNET)) is not None
+    if not has_prefix(sd, UNET):
+        return None
+    inner = [k[len(UNET):] for k in sd if k.startswith(UNET)]
+    if detect_flux_layout(inner) is not None:
+        return "flux"
+    return "sd3" if detect_mmdit_layout(inner) is not None else None
 
 
 def vae_family(sd: Mapping[str, torch.Tensor], file_name: str) -> str:
-    """Family whose latent scaling a standalone VAE gets: FLUX's for 16-channel VAEs without quant
-    convs (the FLUX ``ae``), SDXL's if the file name says so, else SD's (metadata still wins)."""
-    if "post_quant_conv.weight" not in sd and "encoder.conv_out.weight" in sd \
-            and sd["encoder.conv_out.weight"].shape[0] == 32:
-        return "flux-dev"
+    """Family whose latent scaling a standalone VAE gets.  16-channel VAEs without quant convs are
+    SD3's or FLUX's, which have the same layout: SD3's if the file name says so (``sd3``), else FLUX's
+    (and :func:`vae_scaling_guessed` says VAE Decode should follow the sampling model's family).
+    SDXL's if the file name says so, else SD's (metadata still wins over all of this)."""
+    if _is_16_channel_ae(sd):
+        return "sd3" if "sd3" in file_name.lower() else "flux-dev"
     return "sdxl" if "xl" in file_name.lower() else "sd1"
+
+
+def _is_16_channel_ae(sd: Mapping[str, torch.Tensor]) -> bool:
+    return "post_quant_conv.weight" not in sd and "encoder.conv_out.weight" in sd \
+        and sd["encoder.conv_out.weight"].shape[0] == 32
+
+
+def vae_scaling_guessed(sd: Mapping[str, torch.Tensor], file_name: str, metadata: Mapping[str, str]) -> bool:
+    """True when neither metadata nor the file name tells SD3's from FLUX's VAE scaling."""
+    lower = file_name.lower()
+    named = "sd3" in lower or "flux" in lower
+    return _is_16_channel_ae(sd) and not named and "nodegraph.vae.scaling_factor" not in metadata
 
 
 def load_vae_state_dict(sd: Mapping[str, torch.Tensor], rules: FamilyRules, device: torch.device,
@@ -180,7 +202,8 @@ def load_vae_file(path: str | os.PathLike[str], *, device: torch.device | str = 
         sd = strip_prefix(sd, VAE)
     family = vae_family(sd, Path(path).name)
     try:
-        return load_vae_state_dict(sd, rules_for(family, metadata), device)
+        vae = load_vae_state_dict(sd, rules_for(family, metadata), device)
+        return replace(vae, scaling_guessed=vae_scaling_guessed(sd, Path(path).name, metadata))
     except Exception as exc:
         raise _ctx(path, "VAE", exc) from exc
 

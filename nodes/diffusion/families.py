@@ -60,6 +60,11 @@ FAMILIES: dict[str, FamilyRules] = {
                                 schedule={"kind": "flow", "shift": 1.0, "multiplier": 1.0}, default_size=1024,
                                 default_steps=4, default_cfg=1.0, default_sampler="euler",
                                 default_scheduler="simple", description="FLUX.1 schnell (timestep-distilled)"),
+    # SD3 / SD3.5: fixed shift 3.0 (ModelSamplingSD3), SD3's own 16-channel VAE scaling, CFG with a negative.
+    "sd3": FamilyRules("sd3", prediction_type="flow", vae_scaling_factor=1.5305, vae_shift_factor=0.0609,
+                       clip_activation="quick_gelu", schedule={"kind": "flow", "shift": 3.0, "multiplier": 1.0},
+                       default_size=1024, default_steps=28, default_cfg=4.5, default_sampler="euler",
+                       default_scheduler="sgm_uniform", description="Stable Diffusion 3 / 3.5 (MMDiT)"),
 }
 
 SDXL_G_SETTINGS = SDXL_G

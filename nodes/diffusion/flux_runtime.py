@@ -33,14 +33,20 @@ from .text.weighting import parse_prompt
 
 #: Guidance a dev model gets when no FluxGuidance node set one (ComfyUI's default).
 DEFAULT_GUIDANCE = 3.5
+_FLUX_FIX = "encode the prompt with FLUX's text encoders: DualCLIPLoader (type flux) with CLIP-L and T5-XXL"
 #: T5 prompts are padded to at least this many tokens (ComfyUI's FLUX tokenizer; diffusers' schnell default).
 T5_MIN_TOKENS = 256
 
 
 class ConditioningMismatch(ValueError):
-    """A conditioning that does not fit the model it is given to (wrong text encoder or family)."""
+    """A conditioning that does not fit the model it is given to (wrong text encoder or family);
+    ``fix`` (optional) names the loader that makes the right conditioning."""
 
     blame = "conditioning"
+
+    def __init__(self, message: str, fix: str | None = None) -> None:
+        super().__init__(message)
+        self.fix = fix
 
 
 class UnsupportedModel(ConditioningMismatch):
@@ -54,14 +60,17 @@ def _param_bytes(module: torch.nn.Module) -> int:
 
 
 @dataclass(frozen=True)
-class FluxModel:
-    """MODEL: a FLUX transformer, its flow-matching model sampling, and where/how it computes.
+class FlowTransformerModel:
+    """MODEL: a flow-matching transformer (FLUX, SD3 ...), its model sampling, and where/how it computes.
 
+    The family-independent part: LoRA (``unet``/``with_unet``), model-sampling nodes
+    (``with_schedule``) and the cache's size accounting work the same for every family;
+    subclasses say what the network takes (``denoiser``, ``condition_kwargs``).
     ``dtype`` is the compute dtype; the weights keep the dtype they were loaded in
     (fp8, bf16 ...) and are cast one layer at a time (see ``models/layers.py``).
     """
 
-    transformer: FluxTransformer
+    transformer: Any
     schedule: FlowSchedule
     rules: FamilyRules
     device: torch.device
@@ -69,9 +78,25 @@ class FluxModel:
     patches: tuple[str, ...] = ()
 
     @property
-    def unet(self) -> FluxTransformer:
+    def unet(self) -> Any:
         """The denoising network, under the name the generic model code (LoRA merge) uses."""
         return self.transformer
+
+    def __nodegraph_nbytes__(self) -> int:
+        return _param_bytes(self.transformer)
+
+    def with_unet(self, transformer: Any, patch: str) -> Any:
+        return replace(self, transformer=transformer, patches=self.patches + (patch,))
+
+    def with_schedule(self, schedule: FlowSchedule) -> Any:
+        return replace(self, schedule=schedule)
+
+
+@dataclass(frozen=True)
+class FluxModel(FlowTransformerModel):
+    """MODEL: a FLUX.1 transformer (see :class:`FlowTransformerModel`)."""
+
+    transformer: FluxTransformer
 
     @property
     def latent_channels(self) -> int:
@@ -80,15 +105,6 @@ class FluxModel:
     @property
     def has_guidance(self) -> bool:
         return self.transformer.config.guidance_embed
-
-    def __nodegraph_nbytes__(self) -> int:
-        return _param_bytes(self.transformer)
-
-    def with_unet(self, transformer: FluxTransformer, patch: str) -> FluxModel:
-        return replace(self, transformer=transformer, patches=self.patches + (patch,))
-
-    def with_schedule(self, schedule: FlowSchedule) -> FluxModel:
-        return replace(self, schedule=schedule)
 
     def denoiser(self) -> Callable[..., torch.Tensor]:
         """``(x, sigma, context=, pooled=, guidance=) -> x0`` (x0 = x - sigma * velocity)."""
@@ -113,11 +129,12 @@ class FluxModel:
             raise ConditioningMismatch(
                 f"the prompt was encoded with a text encoder that gives {cond.context.shape[-1]}-wide features "
                 f"and {'no' if cond.pooled is None else cond.pooled.shape[-1]} pooled features, but this FLUX "
-                f"model takes T5 features of {cfg.context_in_dim} and a CLIP-L vector of {cfg.vec_in_dim}")
+                f"model takes T5 features of {cfg.context_in_dim} and a CLIP-L vector of {cfg.vec_in_dim}",
+                _FLUX_FIX)
         if cond.pooled.shape[-1] != cfg.vec_in_dim:
             raise ConditioningMismatch(
                 f"the CLIP text encoder gives a {cond.pooled.shape[-1]}-wide pooled vector but this FLUX model "
-                f"takes {cfg.vec_in_dim}")
+                f"takes {cfg.vec_in_dim}", _FLUX_FIX)
         if cond.controls:
             raise ConditioningMismatch("ControlNets for FLUX are not supported yet")
         kw: dict[str, Any] = {"context": cond.context.expand(batch, -1, -1),

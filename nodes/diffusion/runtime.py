@@ -152,6 +152,9 @@ class Latent:
     samples: torch.Tensor
     noise_mask: torch.Tensor | None = None
     downscale: int = 8
+    #: (scaling, shift) of the VAE space the model that sampled these latents was trained in (its family
+    #: rules); lets a VAE whose scaling could only be guessed from the file decode them right (SD3 vs FLUX).
+    scaling: tuple[float, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -254,6 +257,25 @@ class VAEModel:
     vae: AutoencoderKL
     device: torch.device
     dtype: torch.dtype
+    #: True when the latent scaling was guessed from the file's shapes (SD3's and FLUX's 16-channel VAEs
+    #: have identical layouts); VAE Decode then follows the sampling model's family (``Latent.scaling``).
+    scaling_guessed: bool = False
+
+    @property
+    def guessed_scaling(self) -> tuple[float, float] | None:
+        """(scaling, shift) this VAE encodes with when it was only guessed (the sampler converts), else None."""
+        cfg = self.vae.config
+        return (cfg.scaling_factor, cfg.shift_factor) if self.scaling_guessed else None
+
+    def in_own_scaling(self, latent: Latent) -> torch.Tensor:
+        """``latent.samples`` re-expressed in this VAE's scaling when it was guessed and the sampling
+        model's family says otherwise: ``z' = ((z / s + b) - b') * s'``."""
+        cfg = self.vae.config
+        if not self.scaling_guessed or latent.scaling is None or latent.scaling == (cfg.scaling_factor,
+                                                                                  cfg.shift_factor):
+            return latent.samples
+        scale, shift = latent.scaling
+        return (latent.samples / scale + shift - cfg.shift_factor) * cfg.scaling_factor
 
     @property
     def downscale(self) -> int:

@@ -93,6 +93,21 @@ def _identify_flux(keys: Mapping[str, Any]) -> FileIdentity | None:
                         {"layout": layout, "guidance": guidance, "in_channels": width})
 
 
+def _identify_mmdit(keys: Mapping[str, Any]) -> FileIdentity | None:
+    from .models.mmdit import detect_mmdit_layout
+
+    layout = detect_mmdit_layout(keys)
+    if layout is None:
+        return None
+    qkv = "joint_blocks.0.x_block.attn.qkv.weight" if layout == "original" else "transformer_blocks.0.attn.to_q.weight"
+    width = keys[qkv][1][1]
+    qk_norm = any(k.endswith(("attn.ln_q.weight", "attn.norm_q.weight")) for k in keys)
+    mmdit_x = any(".attn2." in k for k in keys)
+    variant = "SD3.5-medium (MMDiT-X)" if mmdit_x else "SD3.5" if qk_norm else "SD3"
+    return FileIdentity("sd3", f"an {variant} MMDiT diffusion model (width {width}, {layout} layout)",
+                        {"layout": layout, "width": width})
+
+
 def _identify_text_encoder(keys: Mapping[str, Any]) -> FileIdentity | None:
     if "encoder.block.0.layer.0.SelfAttention.q.weight" in keys:
         width = keys["shared.weight"][1][1] if "shared.weight" in keys else keys[
@@ -137,10 +152,16 @@ def identify_keys(keys: Mapping[str, Any]) -> FileIdentity:
                 return FileIdentity("flux_checkpoint", "an all-in-one FLUX checkpoint (" + flux.description[2:] + ")",
                                     flux.info)
             return flux
+        mmdit = _identify_mmdit(inner)
+        if mmdit is not None:
+            if any(_has(keys, q) for q in ("text_encoders.", *FLUX_VAE_PREFIXES)):
+                return FileIdentity("sd3_checkpoint", "an all-in-one SD3 checkpoint (" + mmdit.description[3:] + ")",
+                                    mmdit.info)
+            return mmdit
         if "input_blocks.0.0.weight" in inner:
             return FileIdentity("sd_checkpoint", "a Stable Diffusion checkpoint (UNet, text encoder and VAE in "
                                 "one file)", {})
-    for find in (_identify_flux, _identify_text_encoder):
+    for find in (_identify_flux, _identify_mmdit, _identify_text_encoder):
         found = find(keys)
         if found is not None:
             return found
@@ -178,7 +199,10 @@ _FIX_BY_KIND = {
     "sd_unet": "nodegraph loads Stable Diffusion UNets from full checkpoints: use Load Checkpoint",
     "clip": "put it in models/text_encoders/ and load it with Load CLIP / DualCLIPLoader",
     "openclip": "put it in models/text_encoders/ and load it with Load CLIP",
-    "t5": "put it in models/text_encoders/ and load it with DualCLIPLoader (type flux)",
+    "t5": "put it in models/text_encoders/ and load it with DualCLIPLoader (type flux) or TripleCLIPLoader (SD3)",
+    "sd3": "put it in models/diffusion_models/ and load it with Load Diffusion Model",
+    "sd3_checkpoint": "load it with Load Checkpoint (it holds the VAE and maybe the text encoders too), or pick "
+                      "the diffusion-model-only file",
     "vae": "put it in models/vae/ and load it with Load VAE",
     "lora": "put it in models/loras/ and load it with Load LoRA",
     "controlnet": "put it in models/controlnet/ and load it with Load ControlNet",
@@ -192,9 +216,13 @@ def fix_for(identity: FileIdentity) -> str:
 
 def check_diffusion_model(identity: FileIdentity | None, name: str) -> None:
     """Raise :class:`WrongModelFile` unless ``identity`` is a diffusion model the loader can build."""
-    if identity is None or identity.kind in ("flux", "flux_checkpoint"):
+    if identity is None or identity.kind in DIFFUSION_KINDS:
         return
-    raise WrongModelFile(f"{name!r} is {identity.description}, not a diffusion model (FLUX)", fix_for(identity))
+    raise WrongModelFile(f"{name!r} is {identity.description}, not a diffusion model (FLUX, SD3)", fix_for(identity))
+
+
+#: File kinds Load Diffusion Model builds, and the family each belongs to.
+DIFFUSION_KINDS = {"flux": "flux", "flux_checkpoint": "flux", "sd3": "sd3", "sd3_checkpoint": "sd3"}
 
 
 def check_text_encoder(identity: FileIdentity | None, name: str, wanted: str, clip_type: str) -> None:
@@ -259,6 +287,36 @@ def build_flux_model(sd: Mapping[str, Any], *, device: Any, weight_dtype: str = 
     return FluxModel(model, model_sampling_for(rules), rules, torch.device(device), compute_dtype(device, stored))
 
 
+def build_sd3_model(sd: Mapping[str, Any], *, device: Any, weight_dtype: str = "default",
+                    metadata: Mapping[str, str] | None = None, name: str = "diffusion model") -> Any:
+    """A :class:`~.sd3_runtime.SD3Model` from a prefix-stripped MMDiT state dict (original or diffusers
+    layout); architecture from shapes, storage as in :func:`build_flux_model`."""
+    import torch
+
+    from .families import model_sampling_for, rules_for
+    from .models.loading import assign_weights, build_on_meta, compute_dtype, stored_dtype
+    from .models.mmdit import (
+        MMDiT,
+        convert_diffusers_mmdit_to_original,
+        detect_mmdit_layout,
+        mmdit_config_from_state_dict,
+    )
+    from .sd3_runtime import SD3Model
+
+    if weight_dtype not in WEIGHT_DTYPES:
+        raise ValueError(f"unknown weight_dtype {weight_dtype!r}; choose from {WEIGHT_DTYPES}")
+    if detect_mmdit_layout(sd.keys()) == "diffusers":
+        sd = convert_diffusers_mmdit_to_original(sd)
+    config = mmdit_config_from_state_dict(sd)
+    stored = stored_dtype(sd)
+    if weight_dtype != "default":
+        sd = _fp8_weights(sd, {"fp8_e4m3fn": torch.float8_e4m3fn, "fp8_e5m2": torch.float8_e5m2}[weight_dtype])
+    model = build_on_meta(MMDiT, config)
+    assign_weights(model, sd, name=name, device=device, dtype=None)
+    rules = rules_for("sd3", metadata)
+    return SD3Model(model, model_sampling_for(rules), rules, torch.device(device), compute_dtype(device, stored))
+
+
 def load_diffusion_model_file(path: str | os.PathLike[str], *, device: Any = "cpu",
                               weight_dtype: str = "default") -> Any:
     """Load a diffusion-model-only file (``diffusion_models/``); all-in-one FLUX files work too."""
@@ -269,8 +327,10 @@ def load_diffusion_model_file(path: str | os.PathLike[str], *, device: Any = "cp
     sd, metadata = load_state_dict(p)
     if any(k.startswith(FLUX_UNET_PREFIX) for k in sd):
         sd = strip_prefix(sd, FLUX_UNET_PREFIX)
-    check_diffusion_model(identify_keys(sd), p.name)
-    return build_flux_model(sd, device=device, weight_dtype=weight_dtype, metadata=metadata, name=p.name)
+    identity = identify_keys(sd)
+    check_diffusion_model(identity, p.name)
+    build = build_sd3_model if DIFFUSION_KINDS.get(identity.kind) == "sd3" else build_flux_model
+    return build(sd, device=device, weight_dtype=weight_dtype, metadata=metadata, name=p.name)
 
 
 @dataclass(frozen=True)
@@ -305,7 +365,8 @@ def load_text_encoder_part(path: str | os.PathLike[str], *, device: Any = "cpu",
         return TextEncoderPart("t5", model, T5Tokenizer.beside(p))
     if identity.kind in ("clip", "openclip"):
         hf = openclip_to_hf(sd) if identity.kind == "openclip" else sd
-        activation = "quick_gelu" if identity.kind == "clip" else "gelu"
+        # HF-layout files are OpenAI CLIP-L (quick GELU) except bigG (width 1280: SDXL/SD3's clip_g, GELU)
+        activation = "quick_gelu" if identity.kind == "clip" and identity.info.get("width") != 1280 else "gelu"
         model = build_clip(hf, activation=activation, device=torch.device(device), dtype=dtype, name=p.name)
         return TextEncoderPart("clip", model, tokenizer_for(metadata or {}, model.config.vocab_size))
     raise WrongModelFile(f"{p.name!r} is {identity.description}, not a text encoder", fix_for(identity))
@@ -325,8 +386,60 @@ def flux_text_encoder(parts: list[TextEncoderPart], device: Any) -> Any:
                            FAMILIES["flux-dev"], torch.device(device))
 
 
+def sd3_text_encoder(parts: list[TextEncoderPart | None], device: Any) -> Any:
+    """A :class:`~.sd3_runtime.SD3TextEncoder` from (CLIP-L, CLIP-G, T5) parts; None = absent (zeros)."""
+    import torch
+
+    from .families import FAMILIES
+    from .sd3_runtime import SD3TextEncoder
+
+    clip_l, clip_g, t5 = parts
+    tok = next((q.tokenizer for q in (clip_l, clip_g) if q is not None), None)
+    return SD3TextEncoder(clip_l.module if clip_l else None, clip_g.module if clip_g else None,
+                          t5.module if t5 else None, tok, t5.tokenizer if t5 else None, FAMILIES["sd3"],
+                          torch.device(device))
+
+
+def sd3_slot_of(part: TextEncoderPart) -> str:
+    """Which of SD3's slots a loaded encoder fills: T5, bigG (width 1280) or CLIP-L (any other CLIP)."""
+    if part.kind == "t5":
+        return "t5"
+    return "clip_g" if part.module.config.width == 1280 else "clip_l"
+
+
+def sd3_pair_slots(kinds_widths: list[tuple[str, int | None]]) -> list[str] | None:
+    """SD3 slots of two text encoders given as (kind, width) (DualCLIPLoader type sd3, either order):
+    two CLIPs are CLIP-L (narrower) and CLIP-G (wider); a CLIP beside T5 is CLIP-G at width 1280, else
+    CLIP-L.  None when both are the same kind (two T5s, two CLIPs of one width)."""
+    (k1, w1), (k2, w2) = kinds_widths
+    if k1 == k2 == "t5" or (k1 != "t5" and k2 != "t5" and w1 == w2):
+        return None
+    if k1 != "t5" and k2 != "t5":
+        return ["clip_l", "clip_g"] if (w1 or 0) < (w2 or 0) else ["clip_g", "clip_l"]
+    return ["t5" if k == "t5" else "clip_g" if w == 1280 else "clip_l" for k, w in kinds_widths]
+
+
+def sd3_slot_problem(identity: FileIdentity | None, slot: str, name: str) -> None:
+    """Raise :class:`WrongModelFile` unless ``identity`` fits the TripleCLIPLoader ``slot`` (clip_l/clip_g/t5)."""
+    if identity is None:
+        return
+    if identity.kind not in ("clip", "openclip", "t5"):
+        raise WrongModelFile(f"{name!r} is {identity.description}, not a text encoder", fix_for(identity))
+    width = identity.info.get("width")
+    kind = "t5" if identity.kind == "t5" else "clip_g" if width == 1280 else "clip_l" if width == 768 else None
+    if kind is None and identity.kind != "t5":
+        kind = slot if slot != "t5" else "clip_l"  # a CLIP of unusual width (tests, custom): trust the slot
+    if kind == slot:
+        return
+    label = {"clip_l": "CLIP-L (clip_l.safetensors)", "clip_g": "CLIP-G (clip_g.safetensors)",
+             "t5": "T5-XXL (t5xxl_fp16.safetensors)"}
+    raise WrongModelFile(f"{name!r} is {identity.description}, but SD3's {slot} slot needs {label[slot]}",
+                         f"pick the {label[slot]} file here; TripleCLIPLoader takes clip_l, clip_g, t5 in that order")
+
+
 #: Text-encoder ``type`` choices and the parts each expects (one entry per file input).
-CLIP_TYPES: dict[str, tuple[str, ...]] = {"stable_diffusion": ("clip",), "flux": ("clip", "t5")}
+CLIP_TYPES: dict[str, tuple[str, ...]] = {"stable_diffusion": ("clip",), "flux": ("clip", "t5"),
+                                          "sd3": ("clip", "t5")}
 DUAL_CLIP_TYPES: dict[str, tuple[str, ...]] = {"flux": ("clip", "t5")}
 
 
@@ -356,6 +469,33 @@ def load_flux_checkpoint(path: str | os.PathLike[str], sd: Mapping[str, Any], me
         if prefix is not None:
             parts.append(load_text_encoder_part(p, device=device, sd=strip_prefix(sd, prefix), metadata=metadata))
     clip = flux_text_encoder(parts, device) if parts else None
+    vae_prefix = next((q for q in FLUX_VAE_PREFIXES if any(k.startswith(q) for k in sd)), None)
+    vae = load_vae_state_dict(strip_prefix(sd, vae_prefix), model.rules, model.device) if vae_prefix else None
+    return model, clip, vae, model.rules
+
+
+#: Prefixes of the text encoders of an all-in-one SD3 checkpoint (ComfyUI's saving layout), in slot order.
+SD3_TEXT_PREFIXES = (("text_encoders.clip_l.transformer.", "text_encoders.clip_l."),
+                     ("text_encoders.clip_g.transformer.", "text_encoders.clip_g."),
+                     ("text_encoders.t5xxl.transformer.", "text_encoders.t5xxl."))
+
+
+def load_sd3_checkpoint(path: str | os.PathLike[str], sd: Mapping[str, Any], metadata: Mapping[str, str],
+                        device: Any) -> tuple[Any, Any, Any, Any]:
+    """(model, clip, vae, rules) of an all-in-one SD3/SD3.5 file (``model.diffusion_model.``,
+    ``text_encoders.clip_l./clip_g./t5xxl.``, ``first_stage_model.``); a file without text encoders gives
+    clip None, one without some of them a CLIP whose missing parts are zeros (as TripleCLIPLoader)."""
+    from .checkpoint import load_vae_state_dict
+    from .models.loading import strip_prefix
+
+    p = Path(path)
+    model = build_sd3_model(strip_prefix(sd, FLUX_UNET_PREFIX), device=device, metadata=metadata, name=p.name)
+    parts: list[TextEncoderPart | None] = []
+    for prefixes in SD3_TEXT_PREFIXES:
+        prefix = next((q for q in prefixes if any(k.startswith(q) for k in sd)), None)
+        parts.append(None if prefix is None else
+                     load_text_encoder_part(p, device=device, sd=strip_prefix(sd, prefix), metadata=metadata))
+    clip = sd3_text_encoder(parts, device) if any(parts) else None
     vae_prefix = next((q for q in FLUX_VAE_PREFIXES if any(k.startswith(q) for k in sd)), None)
     vae = load_vae_state_dict(strip_prefix(sd, vae_prefix), model.rules, model.device) if vae_prefix else None
     return model, clip, vae, model.rules

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from nodegraph.registry import Registry
 
-from . import compose, conditioning, custom_sampling, flux, latent, latent_files, loaders, lora, sampler, vae
+from . import compose, conditioning, custom_sampling, flux, latent, latent_files, loaders, lora, sampler, sd3, vae
 from .comfy import COMFY
 
 NODES = [*loaders.NODES, *lora.NODES, *conditioning.NODES, *compose.NODES, *latent.NODES, *latent_files.NODES,
-         *sampler.NODES, *vae.NODES, *custom_sampling.NODES, *flux.NODES]
+         *sampler.NODES, *vae.NODES, *custom_sampling.NODES, *flux.NODES, *sd3.NODES]
 
 
 def register(registry: Registry) -> None:

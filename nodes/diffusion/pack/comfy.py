@@ -122,6 +122,11 @@ MAPS: tuple[NodeMap, ...] = (
     NodeMap("BasicGuider", "diffusion.basic_guider", (L("model"), L("conditioning")), ("GUIDER",)),
     NodeMap("ModelSamplingFlux", "diffusion.model_sampling_flux",
             (L("model"), W("max_shift"), W("base_shift"), W("width"), W("height")), ("MODEL",)),
+    # -- SD3 / SD3.5 (UNETLoader, CLIPLoader type "sd3", EmptySD3LatentImage and ConditioningZeroOut above)
+    NodeMap("TripleCLIPLoader", "diffusion.triple_clip_loader",
+            (W("clip_name1", kind="model:text_encoders"), W("clip_name2", kind="model:text_encoders"),
+             W("clip_name3", kind="model:text_encoders")), ("CLIP",)),
+    NodeMap("ModelSamplingSD3", "diffusion.model_sampling_sd3", (L("model"), W("shift")), ("MODEL",)),
     # -- latent files (ComfyUI's .latent format and scale)
     NodeMap("SaveLatent", "diffusion.save_latent", (L("samples"), W("filename_prefix"))),
     NodeMap("LoadLatent", "diffusion.load_latent", (W("latent", kind="image"),), ("LATENT",)),

@@ -71,8 +71,8 @@ def sampling_inputs(model: Any, positive: Any, negative: Any, batch: int, height
         except ValueError as exc:
             if getattr(exc, "blame", None) == "model":
                 raise NodeInputError("model", str(exc), "use a FLUX dev or schnell model") from None
-            raise NodeInputError(name, str(exc), "encode the prompt with the text encoder(s) made for this "
-                                 "model") from None
+            fix = getattr(exc, "fix", None) or "encode the prompt with the text encoder(s) made for this model"
+            raise NodeInputError(name, str(exc), fix) from None
     return out[0], out[1]
 
 
@@ -87,3 +87,19 @@ def cpu_threads(ctx: Any, modules: Iterable[Any], positions: int) -> AbstractCon
     if first is None or first.device.type != "cpu":
         return nullcontext()
     return workload_threads(sum(module_work(m, positions) for m in modules), ctx.settings)
+
+
+def model_scaling(model: Any) -> tuple[float, float] | None:
+    """(VAE scaling, shift) of the latent space ``model`` samples in, from its family rules (None if unknown)."""
+    rules = getattr(model, "rules", None)
+    return None if rules is None else (rules.vae_scaling_factor, rules.vae_shift_factor)
+
+
+def latent_for_model(latent: Any, model: Any) -> Any:
+    """``latent.samples`` in the scaling ``model`` samples in: latents that carry another scaling (VAE Encode
+    with a VAE whose SD3/FLUX scaling was only guessed) are re-expressed, ``z' = ((z / s + b) - b') * s'``."""
+    target = model_scaling(model)
+    if latent.scaling is None or target is None or latent.scaling == target:
+        return latent.samples
+    (s, b), (s2, b2) = latent.scaling, target
+    return (latent.samples / s + b - b2) * s2

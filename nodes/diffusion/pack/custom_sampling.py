@@ -30,7 +30,7 @@ from nodegraph.errors import NodeInputError
 from nodegraph.spec import Combo, Float, In, Int, Out, Seed, node
 
 from . import estimates as est
-from .common import SAMPLER_NAMES, SCHEDULER_NAMES, cpu_threads, sampling_inputs
+from .common import SAMPLER_NAMES, SCHEDULER_NAMES, cpu_threads, latent_for_model, model_scaling, sampling_inputs
 
 
 @dataclass(frozen=True)
@@ -139,7 +139,7 @@ def sampler_custom_advanced(ctx: NodeContext, noise: SeededNoise, guider: CFGGui
     from .sampler import latent_preview
 
     model = guider.model
-    samples = latent_image.samples
+    samples = latent_for_model(latent_image, model)
     if samples.shape[1] != model.latent_channels:
         raise NodeInputError("latent_image", f"latent has {samples.shape[1]} channels but the model expects "
                              f"{model.latent_channels}", "make the latent with this model's VAE")
@@ -160,8 +160,8 @@ def sampler_custom_advanced(ctx: NodeContext, noise: SeededNoise, guider: CFGGui
                                      cfg=guider.cfg, cond_kwargs=cond, uncond_kwargs=uncond,
                                      noise_mask=latent_image.noise_mask, callback=callback,
                                      model_sampling=model.schedule)
-    mask, f = latent_image.noise_mask, latent_image.downscale
-    return Latent(out.float().cpu(), mask, f), Latent(x0.float().cpu(), mask, f)
+    mask, f, scaling = latent_image.noise_mask, latent_image.downscale, model_scaling(model)
+    return Latent(out.float().cpu(), mask, f, scaling), Latent(x0.float().cpu(), mask, f, scaling)
 
 
 NODES = [random_noise, disable_noise, sampler_select, basic_scheduler, cfg_guider, sampler_custom_advanced]

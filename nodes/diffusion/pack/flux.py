@@ -27,8 +27,8 @@ from ..paths import choices_for
 from .common import MAX_RESOLUTION, model_file_fingerprint, resolve_model
 from .custom_sampling import CFGGuide
 
-CLIP_TYPES = ["stable_diffusion", "flux"]
-DUAL_CLIP_TYPES = ["flux"]
+CLIP_TYPES = ["stable_diffusion", "flux", "sd3"]
+DUAL_CLIP_TYPES = ["flux", "sd3"]
 WEIGHT_DTYPES = ["default", "fp8_e4m3fn", "fp8_e5m2"]
 
 
@@ -50,13 +50,14 @@ def _checked_fingerprint(kind: str, inputs: Sequence[str],
     prints = [model_file_fingerprint(kind, name) for name in inputs]
 
     def fingerprint(values: Mapping[str, Any], settings: Mapping[str, Any]) -> dict[str, Any]:
-        found = [_identity(settings, kind, str(values[i]), i) for i in inputs]
+        present = [i for i in inputs if values.get(i) not in (None, "")]  # optional inputs may be left empty
+        found = [_identity(settings, kind, str(values[i]), i) if i in present else (None, None) for i in inputs]
         identities = [identity for _, identity in found]
-        check(values, identities, [str(values[i]) for i in inputs])
+        check(values, identities, [str(values.get(i) or "") for i in inputs])
         for input_name, (path, identity) in zip(inputs, found, strict=True):
             if identity is not None and identity.kind == "t5":
                 _need_t5_tokenizer(path, input_name)
-        return {i: fp(values, settings) for i, fp in zip(inputs, prints, strict=True)}
+        return {i: fp(values, settings) for i, fp in zip(inputs, prints, strict=True) if i in present}
 
     return fingerprint
 
@@ -95,7 +96,7 @@ def _check_unet(values: Mapping[str, Any], identities: list[Any], names: list[st
 @node("diffusion.unet_loader", category="loaders", display_name="Load Diffusion Model",
       inputs=[Combo("unet_name", choices_for("diffusion_models"),
                     tooltip="a diffusion model file from models/diffusion_models (FLUX.1 dev/schnell, BFL or "
-                            "diffusers layout)"),
+                            "diffusers layout; SD3/SD3.5 MMDiT, Stability or diffusers layout)"),
               Combo("weight_dtype", WEIGHT_DTYPES, "default",
                     tooltip="fp8: keep the weights in 8 bits in memory (half of bf16), upcast per layer")],
       outputs=[Out("MODEL", "MODEL")],
@@ -118,6 +119,17 @@ def _check_clip(values: Mapping[str, Any], identities: list[Any], names: list[st
 
     clip_type = str(values.get("type", "stable_diffusion"))
     wanted = PARTS.get(clip_type, ("clip",))
+    if clip_type == "sd3":
+        from ..split_files import sd3_slot_problem
+
+        ident = identities[0]
+        slot = "t5" if ident is not None and ident.kind == "t5" else "clip_l"
+        try:
+            if ident is not None and ident.kind not in ("t5", "clip", "openclip"):
+                sd3_slot_problem(ident, slot, names[0])
+        except ValueError as exc:
+            raise _blame("clip_name", exc) from None
+        return
     try:
         check_text_encoder(identities[0], names[0], wanted[0] if len(wanted) == 1 else "any", clip_type)
     except ValueError as exc:
@@ -135,8 +147,9 @@ def _sd_text_encoder(part: Any, device: Any) -> Any:
 @node("diffusion.clip_loader", category="loaders", display_name="Load CLIP",
       inputs=[Combo("clip_name", choices_for("text_encoders"), tooltip="a text encoder from models/text_encoders"),
               Combo("type", CLIP_TYPES, "stable_diffusion",
-                    tooltip="what the encoder is used for: stable_diffusion (a CLIP file for SD1/SD2) or flux "
-                            "(one half of FLUX's pair; DualCLIPLoader loads both)")],
+                    tooltip="what the encoder is used for: stable_diffusion (a CLIP file for SD1/SD2), flux "
+                            "(one half of FLUX's pair; DualCLIPLoader loads both) or sd3 (one of SD3's three; the "
+                            "others are zeros; TripleCLIPLoader loads all three)")],
       outputs=[Out("CLIP", "CLIP")],
       fingerprint=_checked_fingerprint("text_encoders", ["clip_name"], _check_clip))
 def clip_loader(ctx: NodeContext, clip_name: str, type: str = "stable_diffusion"):  # noqa: A002, ANN201
@@ -150,6 +163,12 @@ def clip_loader(ctx: NodeContext, clip_name: str, type: str = "stable_diffusion"
         raise _blame("clip_name", exc) from exc
     if type == "flux":
         return flux_text_encoder([part], ctx.device)
+    if type == "sd3":
+        from ..split_files import sd3_slot_of, sd3_text_encoder
+
+        slots = {"clip_l": None, "clip_g": None, "t5": None}
+        slots[sd3_slot_of(part)] = part
+        return sd3_text_encoder(list(slots.values()), ctx.device)
     if part.kind != "clip":
         raise NodeInputError("clip_name", f"{clip_name!r} is a T5 text encoder, not CLIP",
                              "load T5 with DualCLIPLoader (type flux)")
@@ -160,6 +179,9 @@ def _check_dual(values: Mapping[str, Any], identities: list[Any], names: list[st
     from ..split_files import check_text_encoder, pair_problem
 
     clip_type = str(values.get("type", "flux"))
+    if clip_type == "sd3":
+        _check_dual_sd3(identities, names)
+        return
     for i, (ident, name) in enumerate(zip(identities, names, strict=True)):
         try:
             check_text_encoder(ident, name, "any", clip_type)
@@ -174,10 +196,29 @@ def _check_dual(values: Mapping[str, Any], identities: list[Any], names: list[st
             raise _blame(f"clip_name{index + 1}", exc) from None
 
 
+def _check_dual_sd3(identities: list[Any], names: list[str]) -> None:
+    """Two of SD3's three encoders (either order): text encoders, and not twice the same slot."""
+    from ..split_files import WrongModelFile, check_text_encoder, sd3_pair_slots
+
+    for i, (ident, name) in enumerate(zip(identities, names, strict=True)):
+        try:
+            check_text_encoder(ident, name, "any", "sd3")
+        except ValueError as exc:
+            raise _blame(f"clip_name{i + 1}", exc) from None
+    if None in identities:
+        return
+    if sd3_pair_slots([(i.kind, i.info.get("width")) for i in identities]) is None:
+        raise _blame("clip_name2", WrongModelFile(
+            f"{names[1]!r} is {identities[1].description}, the same kind as clip_name1",
+            "type sd3 takes two different encoders of SD3's three (CLIP-L, CLIP-G, T5-XXL); the missing one "
+            "is zeros, or use TripleCLIPLoader for all three"))
+
+
 @node("diffusion.dual_clip_loader", category="loaders", display_name="DualCLIPLoader",
       inputs=[Combo("clip_name1", choices_for("text_encoders"), tooltip="FLUX: the CLIP-L file (either order)"),
               Combo("clip_name2", choices_for("text_encoders"), tooltip="FLUX: the T5-XXL file (either order)"),
-              Combo("type", DUAL_CLIP_TYPES, "flux")],
+              Combo("type", DUAL_CLIP_TYPES, "flux",
+                    tooltip="flux: CLIP-L + T5-XXL; sd3: two of SD3's CLIP-L, CLIP-G, T5-XXL (the third is zeros)")],
       outputs=[Out("CLIP", "CLIP")],
       fingerprint=_checked_fingerprint("text_encoders", ["clip_name1", "clip_name2"], _check_dual))
 def dual_clip_loader(ctx: NodeContext, clip_name1: str, clip_name2: str, type: str = "flux"):  # noqa: A002, ANN201
@@ -191,6 +232,16 @@ def dual_clip_loader(ctx: NodeContext, clip_name1: str, clip_name2: str, type: s
             parts.append(load_text_encoder_part(path, device=ctx.device))
         except Exception as exc:
             raise _blame(f"clip_name{i}", exc) from exc
+    if type == "sd3":
+        from ..split_files import sd3_pair_slots, sd3_text_encoder
+
+        names = sd3_pair_slots([(p.kind, None if p.kind == "t5" else p.module.config.width) for p in parts])
+        if names is None:
+            raise NodeInputError("clip_name2", "type sd3 needs two different encoders of SD3's three",
+                                 "pick CLIP-L, CLIP-G or T5-XXL files of different kinds")
+        slots: dict[str, Any] = {"clip_l": None, "clip_g": None, "t5": None}
+        slots.update(zip(names, parts, strict=True))
+        return sd3_text_encoder(list(slots.values()), ctx.device)
     if sorted(p.kind for p in parts) != ["clip", "t5"]:
         raise NodeInputError("clip_name2", "type flux needs one CLIP-L and one T5-XXL file",
                              "pick one file of each kind")

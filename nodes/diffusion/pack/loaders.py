@@ -14,7 +14,7 @@ from nodes.shared.model_paths import choices_for
 from .common import load_error, model_file_fingerprint, resolve_model
 
 _ckpt_file_fingerprint = model_file_fingerprint("checkpoints", "ckpt_name")
-_NOT_A_CHECKPOINT = ("t5", "clip", "openclip", "flux", "vae", "lora", "controlnet", "sd_unet")
+_NOT_A_CHECKPOINT = ("t5", "clip", "openclip", "flux", "sd3", "vae", "lora", "controlnet", "sd_unet")
 
 
 def _ckpt_fingerprint(values, settings):  # noqa: ANN001, ANN202
@@ -37,7 +37,7 @@ def _ckpt_fingerprint(values, settings):  # noqa: ANN001, ANN202
 @node("diffusion.checkpoint_loader", category="loaders", display_name="Load Checkpoint",
       inputs=[Combo("ckpt_name", choices_for("checkpoints"),
                     tooltip="single-file checkpoint in the original SD layout (SD1.x, SD2.x, SDXL, our demos) "
-                            "or an all-in-one FLUX file"),
+                            "or an all-in-one FLUX or SD3 file"),
               Combo("prediction", ["auto", "eps", "v"], "auto",
                     tooltip="override the model's prediction type if its file is mislabelled")],
       outputs=[Out("MODEL", "MODEL"), Out("CLIP", "CLIP"), Out("VAE", "VAE")],
@@ -59,7 +59,8 @@ def checkpoint_loader(ctx: NodeContext, ckpt_name: str, prediction: str = "auto"
 
 
 _vae_file_fingerprint = model_file_fingerprint("vae", "vae_name")
-_NOT_A_VAE = ("t5", "clip", "openclip", "flux", "flux_checkpoint", "lora", "controlnet", "sd_unet")
+_NOT_A_VAE = ("t5", "clip", "openclip", "flux", "flux_checkpoint", "sd3", "sd3_checkpoint", "lora",
+              "controlnet", "sd_unet")
 
 
 def _vae_fingerprint(values, settings):  # noqa: ANN001, ANN202

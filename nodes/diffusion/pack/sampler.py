@@ -15,7 +15,7 @@ from nodegraph.errors import NodeInputError
 from nodegraph.spec import Combo, Float, In, Int, Out, Seed, node
 
 from . import estimates as est
-from .common import SAMPLER_NAMES, SCHEDULER_NAMES, cpu_threads, sampling_inputs
+from .common import SAMPLER_NAMES, SCHEDULER_NAMES, cpu_threads, latent_for_model, model_scaling, sampling_inputs
 
 PREVIEW_EVERY = 1
 
@@ -43,7 +43,7 @@ def run_sampler(ctx: NodeContext, model, positive, negative, latent, *, seed: in
     from ..runtime import Latent
     from ..sampling.ksampler import sample
 
-    samples = latent.samples
+    samples = latent_for_model(latent, model)
     if samples.shape[1] != model.latent_channels:
         raise NodeInputError("latent_image", f"latent has {samples.shape[1]} channels but the model expects "
                              f"{model.latent_channels}", "make the latent with this model's VAE")
@@ -64,7 +64,7 @@ def run_sampler(ctx: NodeContext, model, positive, negative, latent, *, seed: in
                      seed=seed, cfg=cfg, cond_kwargs=cond, uncond_kwargs=uncond, denoise=denoise,
                      start_step=start_step, end_step=end_step, add_noise=add_noise,
                      return_with_leftover_noise=leftover_noise, noise_mask=latent.noise_mask, callback=callback)
-    return Latent(out.float().cpu(), latent.noise_mask, latent.downscale)
+    return Latent(out.float().cpu(), latent.noise_mask, latent.downscale, model_scaling(model))
 
 
 @node("diffusion.ksampler", category="sampling", display_name="KSampler", version=1,

@@ -37,7 +37,7 @@ def vae_decode(ctx: NodeContext, samples, vae):  # noqa: ANN001, ANN201
     _need(vae)
     _fits(samples, vae)
     with _threads(ctx, vae, samples.samples, vae.downscale):
-        return vae.decode(samples.samples)
+        return vae.decode(vae.in_own_scaling(samples))
 
 
 @node("diffusion.vae_decode_tiled", category="latent", display_name="VAE Decode (Tiled)",
@@ -53,7 +53,7 @@ def vae_decode_tiled(ctx: NodeContext, samples, vae, tile_size: int, overlap: in
     if overlap >= tile_size:
         raise NodeInputError("overlap", "overlap must be smaller than the tile", "lower overlap")
     with _threads(ctx, vae, samples.samples, f):
-        return vae.decode(samples.samples, tile=max(1, tile_size // f), overlap=overlap // f)
+        return vae.decode(vae.in_own_scaling(samples), tile=max(1, tile_size // f), overlap=overlap // f)
 
 
 @node("diffusion.vae_encode", category="latent", display_name="VAE Encode",
@@ -64,7 +64,7 @@ def vae_encode(ctx: NodeContext, pixels, vae):  # noqa: ANN001, ANN201
 
     _need(vae)
     with _threads(ctx, vae, pixels.movedim(-1, 1)):
-        return Latent(vae.encode(pixels), downscale=vae.downscale)
+        return Latent(vae.encode(pixels), downscale=vae.downscale, scaling=vae.guessed_scaling)
 
 
 @node("diffusion.vae_encode_tiled", category="latent", display_name="VAE Encode (Tiled)",
@@ -79,7 +79,8 @@ def vae_encode_tiled(ctx: NodeContext, pixels, vae, tile_size: int, overlap: int
     if overlap >= tile_size:
         raise NodeInputError("overlap", "overlap must be smaller than the tile", "lower overlap")
     with _threads(ctx, vae, pixels.movedim(-1, 1)):
-        return Latent(vae.encode(pixels, tile=tile_size, overlap=overlap), downscale=vae.downscale)
+        return Latent(vae.encode(pixels, tile=tile_size, overlap=overlap), downscale=vae.downscale,
+                      scaling=vae.guessed_scaling)
 
 
 @node("diffusion.vae_encode_for_inpaint", category="latent/inpaint", display_name="VAE Encode (for Inpainting)",
@@ -106,7 +107,7 @@ def vae_encode_for_inpaint(ctx: NodeContext, pixels, vae, mask, grow_mask_by: in
     keep = (1 - m.round())[..., None]
     grey = pixels[..., :3] * keep + 0.5 * (1 - keep)
     with _threads(ctx, vae, pixels.movedim(-1, 1)):
-        return Latent(vae.encode(grey), noise_mask=m, downscale=vae.downscale)
+        return Latent(vae.encode(grey), noise_mask=m, downscale=vae.downscale, scaling=vae.guessed_scaling)
 
 
 NODES = [vae_decode, vae_decode_tiled, vae_encode, vae_encode_tiled, vae_encode_for_inpaint]
