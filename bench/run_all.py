@@ -32,6 +32,7 @@ BENCHES = {
     "checkpoint_load": ["bench/checkpoint_load.py", "--repeat", "2"],
     "gui": ["bench/gui_open.py"],
     "gui_edit": ["bench/gui_edit.py"],  # one script per entry: the rest of a list is its command line
+    "gui_arrange": ["bench/gui_arrange.py"],
     "flux_load": ["bench/flux_load.py", "--repeat", "2"],
     "batch": ["bench/batch.py"],
     "server_overrides": ["bench/server_overrides.py"],
