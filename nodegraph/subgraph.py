@@ -68,6 +68,8 @@ class SubgraphInput:
     multiline: bool = False
     optional: bool = False
     tooltip: str = ""
+    # Fields of the file's port object this version does not know (kept for the next save).
+    extra: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
     def as_input(self) -> Input:
         """The equivalent node input (for validation, the catalogue and the editor)."""
@@ -82,6 +84,7 @@ class SubgraphOutput:
     name: str
     type: str
     source: tuple[str, str] | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict, compare=False)  # unknown file fields, kept
 
 
 def _never_called(ctx: Any, **inputs: Any) -> Any:

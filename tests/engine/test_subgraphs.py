@@ -343,6 +343,21 @@ def test_file_round_trip_and_version(tmp_path):
     assert keys_by_flat_id(again) == keys_by_flat_id(g)
 
 
+def test_unknown_fields_of_interface_ports_survive_a_round_trip(tmp_path):
+    """Unknown fields are preserved everywhere in a workflow file, the interface's ports included
+    (a later version's port colour or label must not vanish when this one saves the file)."""
+    g = add_chain(4)
+    extract(g, REG, ["n1", "n2"], "pair", promote=[("n2", "b")], instance_id="pair1", name="Pair")
+    doc = json.loads(dumps(g))
+    sub = doc["subgraphs"]["pair"]
+    sub["inputs"][0]["x_color"] = "#f80"
+    sub["outputs"][0]["x_label"] = {"text": "sum"}
+    again = json.loads(dumps(loads(json.dumps(doc))))
+    assert again["subgraphs"]["pair"]["inputs"][0]["x_color"] == "#f80"
+    assert again["subgraphs"]["pair"]["outputs"][0]["x_label"] == {"text": "sum"}
+    assert again == doc
+
+
 def test_version_1_files_load_unchanged(tmp_path):
     v1 = {"format": "nodegraph.workflow", "version": 1, "nodes": {"a": {"type": "t.const", "values": {"value": 2}},
                                                                    "s": {"type": "t.sink", "values": {}}},
