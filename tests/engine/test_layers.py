@@ -23,7 +23,8 @@ ROOT = Path(__file__).resolve().parents[2]
 PACKS = tuple(sorted(p.name for p in (ROOT / "nodes").iterdir()
                      if (p / "__init__.py").is_file() and p.name != "shared"))
 # Third-party libraries the packs use from their node functions (never while registering).
-HEAVY = ("torch", "numpy", "PIL", "cv2", "spandrel", "safetensors", "scipy", "torchsde", "einops", "yaml")
+HEAVY = ("torch", "numpy", "PIL", "cv2", "spandrel", "safetensors", "scipy", "torchsde", "einops", "yaml",
+         "tokenizers")
 
 # Runs in the child: install the blocker, import the modules, print what was refused.
 _CHILD = r"""
