@@ -23,13 +23,15 @@ from nodegraph.context import NodeContext
 from nodegraph.errors import NodeInputError
 from nodegraph.spec import Combo, Float, In, Int, Out, String, node
 
+from .. import split_files  # torch-free at import: its tables are the choice lists
 from ..paths import choices_for
 from .common import MAX_RESOLUTION, model_file_fingerprint, resolve_model
 from .custom_sampling import CFGGuide
 
-CLIP_TYPES = ["stable_diffusion", "flux"]
-DUAL_CLIP_TYPES = ["flux"]
-WEIGHT_DTYPES = ["default", "fp8_e4m3fn", "fp8_e5m2"]
+# The choices are the loaders' own tables (a clip type the loader knows is one row there).
+CLIP_TYPES = list(split_files.CLIP_TYPES)
+DUAL_CLIP_TYPES = list(split_files.DUAL_CLIP_TYPES)
+WEIGHT_DTYPES = list(split_files.WEIGHT_DTYPES)
 
 
 def _identity(settings: Mapping[str, Any], kind: str, name: str, input_name: str) -> tuple[Path, Any]:
