@@ -426,10 +426,13 @@ def load_subgraph_file(path: str | os.PathLike[str]) -> list[SubgraphDef]:
     """A standalone component file (``subgraphs/<id>.json``): the definition plus the
     definitions it nests (its own ``subgraphs`` table), all to be registered together."""
     p = Path(path)
+    check_size(p)  # component files are shared like workflows: read them as strictly
     try:
-        doc = json.loads(p.read_text(encoding="utf-8"))
+        doc = parse_json(p.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise WorkflowFileError("file not found", str(p)) from None
+    except DuplicateKeyError as exc:
+        raise WorkflowFileError(duplicate_key_message(exc), str(p)) from None
     except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise WorkflowFileError(f"cannot read a subgraph component: {exc}", str(p)) from None
     if not isinstance(doc, dict) or doc.get("format") != SUBGRAPH_FORMAT or not isinstance(doc.get("id"), str):

@@ -522,3 +522,24 @@ def test_an_outer_instance_value_wins_over_values_set_inside_the_definition(tmp_
         g.connect(nid, "y", f"out_{nid}", "value")
     ui = make_executor(tmp_path).run(g).ui
     assert ui["out_one"] == {"value": 5 + 1} and ui["out_two"] == {"value": 50 + 1}
+
+
+def test_component_files_are_read_as_strictly_as_workflows(tmp_path, monkeypatch):
+    """Component files are downloaded and shared like workflows: a repeated key (which shows one
+    value to a reviewer and runs another) and an oversized file are refused the same way."""
+    import nodegraph.jsontext
+
+    src = Graph()
+    define(src, adder_def("plus"))
+    path = save_subgraph_file(src, "plus", tmp_path / "plus.json") or tmp_path / "plus.json"
+    text = path.read_text()
+    doctored = text.replace('"name": "', '"name": "shown", "name": "', 1)
+    assert doctored != text
+    path.write_text(doctored)
+    with pytest.raises(WorkflowFileError, match="appears twice"):
+        load_subgraph_file(path)
+    path.write_text(text)
+    assert [d.id for d in load_subgraph_file(path)] == ["plus"]
+    monkeypatch.setattr(nodegraph.jsontext.check_size, "__defaults__", (len(text) - 1,))
+    with pytest.raises(WorkflowFileError, match="MiB a workflow file may have"):
+        load_subgraph_file(path)
