@@ -36,7 +36,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import Linear, RMSScale, block_indices, cast_to, init_weights, rename_by_prefix, sdpa_merge_heads
+from .layers import (
+    Linear,
+    RMSScale,
+    block_indices,
+    cast_to,
+    concat_pieces,
+    init_weights,
+    rename_by_prefix,
+    sdpa_merge_heads,
+)
 
 __all__ = [
     "PATCH",
@@ -553,10 +562,7 @@ def convert_diffusers_flux_to_bfl(sd: Mapping[str, torch.Tensor]) -> dict[str, t
             raise KeyError(f"diffusers FLUX key {key!r} has no BFL counterpart")
         out[renamed] = sd[key]
     for bfl_key, (order, pieces) in fused.items():
-        missing = [p for p in order if p not in pieces]
-        if missing:
-            raise KeyError(f"diffusers FLUX state dict lacks {missing} for {bfl_key!r}")
-        out[bfl_key] = torch.cat([pieces[p] for p in order], dim=0)
+        out[bfl_key] = concat_pieces(bfl_key, order, pieces, "FLUX")
     return out
 
 

@@ -24,8 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["Embedding", "Linear", "RMSScale", "block_indices", "cast_to", "init_weights", "rename_by_prefix",
-           "sdpa_merge_heads"]
+__all__ = ["Embedding", "Linear", "RMSScale", "block_indices", "cast_to", "concat_pieces", "init_weights",
+           "rename_by_prefix", "sdpa_merge_heads"]
 
 
 def cast_to(t: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor | None:
@@ -110,3 +110,12 @@ def rename_by_prefix(name: str, table: Mapping[str, str]) -> str | None:
         if name.startswith(src + "."):
             return dst + name[len(src) :]
     return None
+
+
+def concat_pieces(target: str, order: tuple[str, ...], pieces: Mapping[str, torch.Tensor], family: str) -> torch.Tensor:
+    """The fused tensor ``target`` from diffusers' separate pieces (q, k, v...), concatenated in ``order``
+    along dim 0; a ``KeyError`` naming what is missing when a piece is absent."""
+    missing = [p for p in order if p not in pieces]
+    if missing:
+        raise KeyError(f"diffusers {family} state dict lacks {missing} for {target!r}")
+    return torch.cat([pieces[p] for p in order], dim=0)

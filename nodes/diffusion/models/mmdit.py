@@ -39,7 +39,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from .flux import LastLayer, swap_halves, timestep_embedding
-from .layers import Linear, RMSScale, block_indices, cast_to, init_weights, rename_by_prefix, sdpa_merge_heads
+from .layers import (
+    Linear,
+    RMSScale,
+    block_indices,
+    cast_to,
+    concat_pieces,
+    init_weights,
+    rename_by_prefix,
+    sdpa_merge_heads,
+)
 
 __all__ = [
     "MMDiT",
@@ -465,11 +474,7 @@ def convert_diffusers_mmdit_to_original(sd: Mapping[str, torch.Tensor]) -> dict[
             raise KeyError(f"diffusers SD3 key {key!r} has no original counterpart")
     for target, pieces in fused.items():
         stem = target.rsplit(".", 1)[0].split(".", 2)[2]
-        order = _FUSED[stem]
-        missing = [p for p in order if p not in pieces]
-        if missing:
-            raise KeyError(f"diffusers SD3 state dict lacks {missing} for {target!r}")
-        out[target] = torch.cat([pieces[p] for p in order], dim=0)
+        out[target] = concat_pieces(target, _FUSED[stem], pieces, "SD3")
     return out
 
 
