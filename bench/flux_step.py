@@ -18,8 +18,6 @@ import argparse
 import os
 import statistics
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -27,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
-from bench._util import emit_summary, machine  # noqa: E402
+from bench._util import emit_summary, interleaved_times, machine  # noqa: E402
 from nodes.diffusion.models.flux import build_flux_from_state_dict, convert_diffusers_flux_to_bfl  # noqa: E402
 from tests.diffusion.flux_fixtures import diffusers_flux_velocity, image_ids, pack_latents, randomize_  # noqa: E402
 
@@ -45,18 +43,6 @@ def _models(args: argparse.Namespace):
     randomize_(ref, 0).eval().requires_grad_(False)
     ours = build_flux_from_state_dict(convert_diffusers_flux_to_bfl(ref.state_dict()))
     return ref, ours
-
-
-def _time(fns: dict[str, Callable[[], object]], rounds: int) -> dict[str, dict[str, list[float]]]:
-    out = {name: {"wall": [], "cpu": []} for name in fns}
-    items = list(fns.items())
-    for r in range(rounds):
-        for name, fn in items if r % 2 == 0 else reversed(items):
-            w0, c0 = time.perf_counter(), time.thread_time()
-            fn()
-            out[name]["cpu"].append(time.thread_time() - c0)
-            out[name]["wall"].append(time.perf_counter() - w0)
-    return out
 
 
 def main() -> None:
@@ -97,7 +83,7 @@ def main() -> None:
             ref(hidden_states=packed, encoder_hidden_states=context, pooled_projections=pooled, timestep=sigma,
                 img_ids=ids, txt_ids=txt_ids, guidance=guidance, return_dict=False)  # fmt: skip
 
-        times = _time({"ours": run_ours, "diffusers": run_diffusers}, args.rounds)
+        times = interleaved_times({"ours": run_ours, "diffusers": run_diffusers}, args.rounds)
 
     print(f"machine: {machine()}, torch {torch.__version__}, threads {args.threads}")
     print(f"config: hidden {args.hidden}, {args.double} double + {args.single} single blocks, latent "

@@ -1,6 +1,6 @@
 """Run every benchmark and print one table of medians and ratios.
 
-Run: .venv/bin/python bench/run_all.py [--quick] [--only engine,sampler]
+Run: .venv/bin/python bench/run_all.py [--only engine,sampler] [--skip long_run]
 
 Each bench script runs in its own process (so imports and caches do not leak
 between them) and ends with a ``BENCH_JSON`` line; this collects those lines.
@@ -31,7 +31,9 @@ BENCHES = {
     "demo": ["bench/demo.py"],
     "first_image": ["bench/first_image.py", "--reference"],
     "checkpoint_load": ["bench/checkpoint_load.py", "--repeat", "2"],
-    "gui": ["bench/gui_open.py", "bench/gui_edit.py"],
+    "gui": ["bench/gui_open.py"],
+    "gui_edit": ["bench/gui_edit.py"],  # one script per entry: the rest of a list is its command line
+    "gui_arrange": ["bench/gui_arrange.py"],
     "flux_load": ["bench/flux_load.py", "--repeat", "2"],
     "batch": ["bench/batch.py"],
     "server_overrides": ["bench/server_overrides.py"],

@@ -24,8 +24,6 @@ import argparse
 import os
 import statistics
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -33,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
-from bench._util import emit_summary, machine  # noqa: E402
+from bench._util import emit_summary, interleaved_times, machine  # noqa: E402
 from nodes.diffusion.models.mmdit import build_mmdit_from_state_dict, convert_diffusers_mmdit_to_original  # noqa: E402
 from nodes.diffusion.models.zimage import build_zimage_from_state_dict, convert_diffusers_zimage_to_comfy  # noqa: E402
 from tests.diffusion.flux_fixtures import randomize_  # noqa: E402
@@ -116,18 +114,6 @@ def _qwen3(latent: int):
     return run_ours, run_ref, lambda out: out
 
 
-def _time(fns: dict[str, Callable[[], object]], rounds: int) -> dict[str, dict[str, list[float]]]:
-    out = {name: {"wall": [], "cpu": []} for name in fns}
-    items = list(fns.items())
-    for r in range(rounds):
-        for name, fn in items if r % 2 == 0 else reversed(items):
-            w0, c0 = time.perf_counter(), time.thread_time()
-            fn()
-            out[name]["cpu"].append(time.thread_time() - c0)
-            out[name]["wall"].append(time.perf_counter() - w0)
-    return out
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--family", default="mmdit,zimage,qwen3")
@@ -146,7 +132,7 @@ def main() -> None:
             rel = float((a - b).abs().max() / b.abs().max())
             if rel > 1e-4:
                 raise SystemExit(f"{family}: outputs differ (max relative {rel:.2e}): not timing different work")
-            times = _time({"ours": run_ours, "diffusers": run_ref}, args.rounds)
+            times = interleaved_times({"ours": run_ours, "diffusers": run_ref}, args.rounds)
         print(f"{family}: latent {args.latent}x{args.latent} ({(args.latent // 2) ** 2} image tokens); outputs agree "
               f"to {rel:.1e} relative; load average now {os.getloadavg()[0]:.1f}")  # fmt: skip
         for kind in ("wall", "cpu"):

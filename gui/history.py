@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -26,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from nodegraph import Graph
+from nodegraph.fileio import atomic_write_text
 from nodegraph.workflow import from_dict, to_dict
 
 MAX_ENTRIES = 100
@@ -83,20 +83,6 @@ def bounded(entries: list[HistoryEntry]) -> tuple[list[HistoryEntry], str]:
         if len(text.encode()) <= MAX_BYTES or len(kept) <= 1:
             return kept, text
         kept = kept[: max(1, len(kept) * 3 // 4)]
-
-
-def write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".history-", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def read_history(path: Path) -> list[HistoryEntry]:
@@ -168,7 +154,7 @@ class HistoryStore:
 
         def work() -> None:
             try:
-                write_atomic(self.path, text)
+                atomic_write_text(self.path, text)
             except OSError as exc:  # a full disk must not take the editor down
                 self.write_errors.append(f"cannot write {self.path}: {exc.strerror or exc}")
 

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
-import tempfile
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -26,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from PySide6.QtCore import QBuffer, QByteArray, QIODevice, QObject, QPointF, Signal
 from PySide6.QtGui import QImage
 
+from nodegraph.fileio import atomic_write_bytes
 from nodegraph.pngtext import PngMetadataError, read_png_text
 
 from . import commands as cmd
@@ -77,27 +76,12 @@ def _free_name(folder: Path, name: str, same: Any) -> Path:
     raise OSError(f"too many files named like {name!r} in {folder}")
 
 
-def _atomic_write(target: Path, write: Any) -> None:
-    """Write through a temporary file in the same folder, then rename over ``target``."""
-    fd, tmp = tempfile.mkstemp(prefix=".incoming-", suffix=target.suffix, dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def copy_into(src: Path, folder: Path) -> str:
     """Copy a picture into the input folder; returns its name there."""
     folder.mkdir(parents=True, exist_ok=True)
     target = _free_name(folder, src.name, lambda p: _same_bytes(p, src))
     if not target.exists():
-        with open(src, "rb") as fin:
-            _atomic_write(target, lambda fh: shutil.copyfileobj(fin, fh, 1 << 20))
+        atomic_write_bytes(target, src.read_bytes())  # as every file the app writes: fsync, rename, umask mode
     return target.name
 
 
@@ -106,7 +90,7 @@ def store_png(data: bytes, folder: Path) -> str:
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / f"pasted_{hashlib.sha1(data).hexdigest()[:12]}.png"
     if not target.exists():
-        _atomic_write(target, lambda fh: fh.write(data))
+        atomic_write_bytes(target, data)
     return target.name
 
 

@@ -36,10 +36,6 @@ def set_color(scene: GraphScene, undo: Any, color: str | None) -> int:
     return len(ids) + len(groups)
 
 
-def snapped(p: QPointF, grid: float = GRID) -> QPointF:
-    return QPointF(round(p.x() / grid) * grid, round(p.y() / grid) * grid)
-
-
 def add_input_links(doc: dict[str, Any], graph: Any, ids: list[str]) -> dict[str, Any]:
     """Record, beside a copied fragment, the wires that fed it from outside the copy:
     Ctrl+Shift+V re-creates them (a plain paste ignores the key)."""

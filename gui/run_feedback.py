@@ -32,18 +32,35 @@ def eta_seconds(elapsed: float, step: int, total: int) -> float | None:
     return elapsed / step * (total - step)
 
 
+# How a subgraph node's inner results combine: one inner node that ran makes it "executed".
+_RANK = {"executed": 3, "cached": 2, "skipped": 1}
+
+
 class NodeTimer:
-    """Start times of running nodes, to turn progress into an ETA."""
+    """Start times of running nodes, to turn progress into an ETA; and what a node shown on the
+    canvas has finished so far (a subgraph node finishes once per inner node)."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self.clock = clock
         self._started: dict[str, float] = {}
+        self._finished: dict[str, tuple[str, float]] = {}
 
     def start(self, nid: str) -> None:
         self._started[nid] = self.clock()
 
     def clear(self) -> None:
         self._started.clear()
+        self._finished.clear()
+
+    def finish(self, nid: str, status: str, seconds: float) -> tuple[str, float]:
+        """Add one finished engine node to the shown node ``nid``: (status, seconds) so far.
+
+        A subgraph node's badge is the time of all its inner nodes, and it is "executed" if any of
+        them ran -- not whatever its last inner node happened to be (often a cached decode)."""
+        prev_status, prev_seconds = self._finished.get(nid, ("", 0.0))
+        best = max(prev_status, status, key=lambda s: _RANK.get(s, 0)) if prev_status else status
+        self._finished[nid] = (best, prev_seconds + seconds)
+        return self._finished[nid]
 
     def progress_text(self, nid: str, step: int, total: int) -> str:
         """"step/total", plus the time left once it can be estimated."""

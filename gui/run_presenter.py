@@ -231,9 +231,10 @@ class RunPresenter(QObject):
         elif isinstance(ev, NodeFinished):
             last = self.win.subgraph_actions.editor.run_node_finished(ev.node_id)
             if local and sc.states.get(local) != "error":  # a subgraph node is done when its last inner node is
-                sc.set_state(local, ev.status if last else "running")
+                status, seconds = self.timer.finish(local, ev.status, ev.seconds)
+                sc.set_state(local, status if last else "running")
                 if last:
-                    sc.set_badge(local, self.timer.finished_text(ev.status, ev.seconds))
+                    sc.set_badge(local, self.timer.finished_text(status, seconds))
             if ev.status != "skipped":
                 self._done += 1
                 win.progress.setValue(self._done)

@@ -17,7 +17,16 @@ from typing import Any
 from PySide6.QtGui import QUndoCommand
 
 from nodegraph import Graph, Link, Node
-from nodegraph.subgraph import SEP, SubgraphDef, SubgraphInput, SubgraphOutput, extract, lookup, parse_type
+from nodegraph.subgraph import (
+    SEP,
+    SubgraphDef,
+    SubgraphInput,
+    SubgraphOutput,
+    extract,
+    lookup,
+    parse_type,
+    unique_name,
+)
 
 from .subgraph_editor import SpecSource, SubgraphEditor
 
@@ -30,14 +39,6 @@ def _relink(graph: Graph, links: list[Link]) -> None:
     for lk in links:
         if lk.src in graph.nodes and lk.dst in graph.nodes:
             graph.connect(lk.src, lk.src_output, lk.dst, lk.dst_input, extra=lk.extra)
-
-
-def _unique(name: str, taken: set[str]) -> str:
-    out, k = name, 2
-    while out in taken:
-        out, k = f"{name}_{k}", k + 1
-    taken.add(out)
-    return out
 
 
 def _center(nodes: list[Node]) -> list[float]:
@@ -109,7 +110,7 @@ class ConvertToSubgraphCommand(QUndoCommand):
         for i in parent.base.inputs:
             inside = tuple(t for t in i.targets if t[0] in chosen)
             if inside:
-                name = _unique(i.name, names_in)
+                name = unique_name(i.name, names_in)
                 ins.append(replace(i, name=name, targets=inside))
                 i = replace(i, targets=(*(t for t in i.targets if t[0] not in chosen), (inst_id, name)))
             p_inputs.append(i)
@@ -118,7 +119,7 @@ class ConvertToSubgraphCommand(QUndoCommand):
             if o.source is not None and o.source[0] in chosen:
                 same = next((x for x in outs if x.source == o.source), None)
                 if same is None:
-                    same = SubgraphOutput(_unique(o.name, names_out), o.type, o.source)
+                    same = SubgraphOutput(unique_name(o.name, names_out), o.type, o.source)
                     outs.append(same)
                 o = replace(o, source=(inst_id, same.name))
             p_outputs.append(o)

@@ -21,11 +21,12 @@ Stdlib only (no torch, no Pillow), so the GUI and the CLI can call it cheaply.
 
 from __future__ import annotations
 
-import json
 import os
 import struct
 import zlib
 from typing import Any, BinaryIO
+
+from .jsontext import parse_json
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 WORKFLOW_KEY = "workflow"
@@ -140,7 +141,7 @@ def read_png_workflow(path: str | os.PathLike[str], *, key: str = WORKFLOW_KEY,
     if text is None:
         return None
     try:
-        doc = json.loads(text)
+        doc = parse_json(text)  # repeated keys refused, as for every workflow read (a ValueError)
     except (ValueError, RecursionError) as exc:
         raise PngMetadataError(f"{os.fspath(path)}: embedded {key!r} is not valid JSON ({exc})") from None
     if not isinstance(doc, dict):

@@ -68,6 +68,8 @@ class SubgraphInput:
     multiline: bool = False
     optional: bool = False
     tooltip: str = ""
+    # Fields of the file's port object this version does not know (kept for the next save).
+    extra: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
     def as_input(self) -> Input:
         """The equivalent node input (for validation, the catalogue and the editor)."""
@@ -82,6 +84,7 @@ class SubgraphOutput:
     name: str
     type: str
     source: tuple[str, str] | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict, compare=False)  # unknown file fields, kept
 
 
 def _never_called(ctx: Any, **inputs: Any) -> Any:
@@ -454,7 +457,7 @@ def extract(graph: Graph, registry: Registry, node_ids: Iterable[str], def_id: s
     inputs: list[SubgraphInput] = []
     for links in incoming.values():
         first = links[0]
-        inputs.append(SubgraphInput(_unique(first.dst_input, names),
+        inputs.append(SubgraphInput(unique_name(first.dst_input, names),
                                     _port_type(graph, registry, first.dst, first.dst_input, True),
                                     tuple((lk.dst, lk.dst_input) for lk in links)))
     values: dict[str, Any] = {}
@@ -463,7 +466,7 @@ def extract(graph: Graph, registry: Registry, node_ids: Iterable[str], def_id: s
         inp = spec.input(inp_name) if spec is not None else None
         if inp is None or not inp.has_widget:
             raise SubgraphError(f"node {nid!r} has no widget input {inp_name!r} to promote")
-        pname = _unique(inp_name, names)
+        pname = unique_name(inp_name, names)
         default = graph.node(nid).values.get(inp_name, inp.default)
         inputs.append(SubgraphInput(pname, inp.type, ((nid, inp_name),), inp.widget, default, inp.min, inp.max,
                                     inp.step, tuple(inp.choice_list()) if inp.choices is not None else None,
@@ -471,7 +474,7 @@ def extract(graph: Graph, registry: Registry, node_ids: Iterable[str], def_id: s
         values[pname] = default
         inner.unset_value(nid, inp_name)
     out_names: set[str] = set()
-    outputs = [SubgraphOutput(_unique(src[1], out_names), _port_type(graph, registry, src[0], src[1], False), src)
+    outputs = [SubgraphOutput(unique_name(src[1], out_names), _port_type(graph, registry, src[0], src[1], False), src)
                for src in outgoing]
     defn = define(graph, SubgraphDef(def_id, inner, tuple(inputs), tuple(outputs), name=name))
     for nid in sel:
@@ -485,7 +488,9 @@ def extract(graph: Graph, registry: Registry, node_ids: Iterable[str], def_id: s
     return defn, inst
 
 
-def _unique(name: str, taken: set[str]) -> str:
+def unique_name(name: str, taken: set[str]) -> str:
+    """``name``, or ``name_2``, ``name_3``... whichever is not in ``taken`` (which it is added to):
+    how interface ports get distinct names, here and in the editor's commands."""
     out, k = name, 2
     while out in taken:
         out, k = f"{name}_{k}", k + 1
@@ -519,4 +524,5 @@ def inner_node(graph: Graph, path: str, registry: Registry | None = None
 
 
 __all__ = ["PREFIX", "SEP", "Flat", "SubgraphDef", "SubgraphError", "SubgraphInput", "SubgraphOutput", "define",
-           "extract", "flatten", "has_instances", "inner_node", "is_instance", "lookup", "parse_type"]
+           "extract", "flatten", "has_instances", "inner_node", "is_instance", "lookup", "parse_type",
+           "unique_name"]

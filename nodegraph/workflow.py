@@ -369,7 +369,8 @@ def _port_in(p: Any, where: str, i: int) -> SubgraphInput:
     return SubgraphInput(p["name"], p["type"], tuple(targets), Widget(widget) if widget else None,  # type: ignore[arg-type]
                          default, bounds["min"], bounds["max"], bounds["step"],
                          tuple(choices) if choices is not None else None, bool(p.get("multiline", False)),
-                         bool(p.get("optional", False)), str(p.get("tooltip", "")))
+                         bool(p.get("optional", False)), str(p.get("tooltip", "")),
+                         {k: v for k, v in p.items() if k not in _PORT_KEYS})
 
 
 def _port_out(p: Any, where: str, i: int) -> SubgraphOutput:
@@ -378,7 +379,7 @@ def _port_out(p: Any, where: str, i: int) -> SubgraphOutput:
     source = _endpoint(p["from"]) if p.get("from") is not None else None
     if p.get("from") is not None and source is None:
         raise WorkflowFileError(f"{where}: output {p['name']!r}: 'from' must be [node_id, output]")
-    return SubgraphOutput(p["name"], p["type"], source)
+    return SubgraphOutput(p["name"], p["type"], source, {k: v for k, v in p.items() if k not in _PORT_KEYS})
 
 
 def subgraph_to_dict(defn: SubgraphDef, *, with_history: bool = True) -> dict[str, Any]:
@@ -390,8 +391,8 @@ def subgraph_to_dict(defn: SubgraphDef, *, with_history: bool = True) -> dict[st
     if defn.category != "subgraphs":
         d["category"] = defn.category
     d["inputs"] = [_port_in_dict(i) for i in defn.inputs]
-    d["outputs"] = [{"name": o.name, "type": o.type, **({"from": list(o.source)} if o.source else {})}
-                    for o in defn.outputs]
+    d["outputs"] = [{"name": o.name, "type": o.type, **({"from": list(o.source)} if o.source else {}),
+                     **{k: v for k, v in o.extra.items() if k not in _PORT_KEYS}} for o in defn.outputs]
     d.update(body)
     if with_history and defn.history:
         d["history"] = {str(v): subgraph_to_dict(old, with_history=False) for v, old in sorted(defn.history.items())}
@@ -416,6 +417,8 @@ def _port_in_dict(i: SubgraphInput) -> dict[str, Any]:
     if i.tooltip:
         d["tooltip"] = i.tooltip
     d["to"] = [list(t) for t in i.targets]
+    for k, v in i.extra.items():
+        d.setdefault(k, v)
     return d
 
 
@@ -423,10 +426,13 @@ def load_subgraph_file(path: str | os.PathLike[str]) -> list[SubgraphDef]:
     """A standalone component file (``subgraphs/<id>.json``): the definition plus the
     definitions it nests (its own ``subgraphs`` table), all to be registered together."""
     p = Path(path)
+    check_size(p)  # component files are shared like workflows: read them as strictly
     try:
-        doc = json.loads(p.read_text(encoding="utf-8"))
+        doc = parse_json(p.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise WorkflowFileError("file not found", str(p)) from None
+    except DuplicateKeyError as exc:
+        raise WorkflowFileError(duplicate_key_message(exc), str(p)) from None
     except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise WorkflowFileError(f"cannot read a subgraph component: {exc}", str(p)) from None
     if not isinstance(doc, dict) or doc.get("format") != SUBGRAPH_FORMAT or not isinstance(doc.get("id"), str):

@@ -19,6 +19,7 @@ from urllib.parse import quote
 
 from ..errors import OverrideError, WorkflowFileError, WorkflowInvalid
 from ..overrides import apply_overrides
+from ..subgraph import SEP as SUBGRAPH_SEP
 from ..workflow import from_dict
 from .limits import BadRequest, bound_problems, clip, load_json
 from .runs import QueueFull
@@ -124,7 +125,9 @@ def _override_problems(api: Api, graph: Any, overrides: dict[str, Any]) -> list[
     problems = []
     for key, value in overrides.items():
         node_id, _, name = str(key).rpartition(".")
-        node = graph.nodes.get(node_id)
+        # "outer/inner.input" reaches a node inside a subgraph instance: apply_overrides follows the
+        # path (and names a wrong inner id); only the top-level node must exist here.
+        node = graph.nodes.get(node_id.split(SUBGRAPH_SEP, 1)[0])
         if node is None:
             problems.append(_problem("bad_override", f"no node {node_id!r} in this workflow",
                                      "use one of the workflow's node ids before the dot", node_id or None, None,

@@ -16,7 +16,7 @@ FLUX.2 each add a row and a model file.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -500,15 +500,3 @@ def load_sd3_checkpoint(path: str | os.PathLike[str], sd: Mapping[str, Any], met
     vae = load_vae_state_dict(strip_prefix(sd, vae_prefix), model.rules, model.device) if vae_prefix else None
     return model, clip, vae, model.rules
 
-
-def loader_input_check(kind: str) -> Callable[[Path, str], None]:
-    """Validation-time check of a file for the loader of ``kind`` (used by the nodes' fingerprints)."""
-
-    def check(path: Path, name: str) -> None:
-        identity = identify_file(path)
-        if kind == "diffusion_models":
-            check_diffusion_model(identity, name)
-        elif kind == "text_encoders":
-            check_text_encoder(identity, name, "any", "")
-
-    return check

@@ -238,8 +238,12 @@ def test_lcm_on_flow_models_mixes_the_prediction_with_noise():
 
 
 def test_sde_samplers_without_flow_variant_are_refused_clearly():
-    with pytest.raises(ValueError, match="not available for flow-matching models"):
+    with pytest.raises(ValueError, match="not available for flow-matching models") as info:
         sampler_for("dpmpp_2m_sde", flow=True)
+    # The fix offered is the catalogue's flow-capable list, not a hand-kept one.
+    offered = str(info.value).partition("choose from")[2]
+    assert "'dpmpp_3m_sde'" in offered and "'res_multistep'" in offered
+    assert "'dpmpp_2m_sde'" not in offered and "'ddpm'" not in offered
     with pytest.raises(ValueError, match="not available for flow-matching models"):
         sample_sigmas(flow_denoiser(), torch.zeros(1, 3, 4, 4), torch.tensor([1.0, 0.0]), sampler="dpmpp_sde",
                       model_sampling=flux_schedule(1.0))

@@ -248,3 +248,13 @@ def test_loads_from_a_memory_mapped_file_through_assign_weights(reference, tmp_p
     with torch.no_grad():
         expected = build_flux_from_state_dict({k: v.float() for k, v in bfl.items()})(x, sigma, context, pooled, g)
         assert_rel_close(model(x, sigma, context, pooled, g), expected, 1e-5)
+
+
+def test_diffusers_file_missing_a_fused_piece_names_it(reference) -> None:
+    """A diffusers file without one of the pieces a fused BFL tensor is made of fails naming both."""
+    _, ref = reference
+    sd = dict(ref.state_dict())
+    del sd["transformer_blocks.0.attn.to_k.weight"]
+    missing = r"FLUX state dict lacks \['attn.to_k'\] for 'double_blocks.0.img_attn.qkv.weight'"
+    with pytest.raises(KeyError, match=missing):
+        convert_diffusers_flux_to_bfl(sd)

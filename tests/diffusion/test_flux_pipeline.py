@@ -418,7 +418,7 @@ def test_text_encoder_in_the_vae_folder(dev: FluxFiles, tmp_path: Path) -> None:
     files = FluxFiles(models, dev.unet, dev.clip_l, dev.t5, "t5_by_mistake.safetensors", True, None)
     issues = _issues(make_executor(models, tmp_path / "out"), flux_graph(files))
     assert [(i.node_id, i.input) for i in issues] == [("vae", "vae_name")]
-    assert "T5" in issues[0].message and "text_encoders" in issues[0].fix
+    assert "T5" in issues[0].message and "not a VAE" in issues[0].message and "text_encoders" in issues[0].fix
 
 
 def test_flux_vae_file_gets_flux_latent_scaling(dev: FluxFiles) -> None:
@@ -546,7 +546,8 @@ def test_flux_diffusion_model_in_checkpoints(dev: FluxFiles, tmp_path: Path) -> 
     executor = make_executor(models, tmp_path / "out")
     issues = _issues(executor, graph)
     assert [(i.node_id, i.input) for i in issues] == [("ckpt", "ckpt_name")]
-    assert "FLUX.1-dev diffusion model" in issues[0].message and "Load Diffusion Model" in issues[0].fix
+    assert "FLUX.1-dev diffusion model" in issues[0].message and "not a full checkpoint" in issues[0].message
+    assert "Load Diffusion Model" in issues[0].fix
     from nodes.diffusion.checkpoint import load_checkpoint
     from nodes.diffusion.models.loading import CheckpointError
 

@@ -49,3 +49,34 @@ def test_demo_model_samples_on_one_thread_and_user_choice_wins(tmp_path: Path, m
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_flux_text_encode_runs_with_the_thread_policy(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    """CLIP Text Encode (FLUX) sizes its threads like the other model nodes (the policy arrived in a
+    branch that did not have the FLUX nodes yet)."""
+    from nodegraph.context import CancelToken, NodeContext
+    from nodegraph.device import DevicePolicy
+    from nodes.diffusion.families import FAMILIES
+    from nodes.diffusion.flux_runtime import FluxTextEncoder
+    from nodes.diffusion.pack.flux import clip_text_encode_flux
+
+    seen: list[int] = []
+
+    class Probe(FluxTextEncoder):
+        def encode_pair(self, clip_l: str, t5xxl: str, guidance: float) -> str:
+            seen.append(torch.get_num_threads())
+            return "cond"
+
+    clip = Probe(torch.nn.Linear(8, 8), None, None, None, FAMILIES["flux-dev"], torch.device("cpu"))
+    monkeypatch.delenv(ENV_VAR, raising=False)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        for threads, want in ((3, 3), (None, 1)):  # the user's choice; else one thread for a tiny encoder
+            settings = {} if threads is None else {"threads": threads}
+            ctx = NodeContext("enc", "diffusion.clip_text_encode_flux", DevicePolicy("cpu"), tmp_path, CancelToken(),
+                              settings)
+            assert clip_text_encode_flux.fn(ctx, clip, "a", "b", 3.5) == "cond"
+            assert seen[-1] == want and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

@@ -9,6 +9,7 @@ torch except ImportError``) is recorded too, so it fails the check as well.
 
 from __future__ import annotations
 
+import ast
 import json
 import subprocess
 import sys
@@ -17,9 +18,13 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKS = ("primitives", "diffusion", "image", "upscale")
+# Every pack folder under nodes/ (shared/ is the services packs use, not a pack): a pack added
+# later is checked without editing this list.
+PACKS = tuple(sorted(p.name for p in (ROOT / "nodes").iterdir()
+                     if (p / "__init__.py").is_file() and p.name != "shared"))
 # Third-party libraries the packs use from their node functions (never while registering).
-HEAVY = ("torch", "numpy", "PIL", "cv2", "spandrel", "safetensors", "scipy", "torchsde", "einops", "yaml")
+HEAVY = ("torch", "numpy", "PIL", "cv2", "spandrel", "safetensors", "scipy", "torchsde", "einops", "yaml",
+         "tokenizers")
 
 # Runs in the child: install the blocker, import the modules, print what was refused.
 _CHILD = r"""
@@ -143,4 +148,33 @@ def test_engine_source_names_no_pack_node_type() -> None:
     for path in sorted((ROOT / "nodegraph").rglob("*.py")):
         text = path.read_text(encoding="utf-8")
         found += [(path.relative_to(ROOT).as_posix(), t) for t in types if f'"{t}"' in text or f"'{t}'" in text]
+    assert found == []
+
+
+def _imported_modules(path: Path) -> list[tuple[int, str]]:
+    """Every module an import statement in ``path`` names, at any depth (function bodies too),
+    relative imports resolved against the file's package."""
+    package = list(path.relative_to(ROOT).with_suffix("").parts)[:-1]  # a module's (or __init__'s) package
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, a.name) for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = package[: len(package) - node.level + 1] if node.level else []
+            name = ".".join([*base, node.module] if node.module else base)
+            found.append((node.lineno, name))
+            found += [(node.lineno, f"{name}.{a.name}") for a in node.names if not node.module]
+    return found
+
+
+def test_packs_import_no_other_pack_even_lazily() -> None:
+    """The import checks above see what loads at import time; node functions import their heavy
+    code lazily, so a pack reaching into another from inside a function would slip past them."""
+    assert {"primitives", "diffusion", "image", "upscale"} <= set(PACKS)
+    found = []
+    for pack in PACKS:
+        others = tuple(f"nodes.{p}" for p in PACKS if p != pack)
+        for path in sorted((ROOT / "nodes" / pack).rglob("*.py")):
+            found += [(path.relative_to(ROOT).as_posix(), line, name) for line, name in _imported_modules(path)
+                      if name in others or name.startswith(tuple(o + "." for o in others))]
     assert found == []

@@ -343,6 +343,21 @@ def test_file_round_trip_and_version(tmp_path):
     assert keys_by_flat_id(again) == keys_by_flat_id(g)
 
 
+def test_unknown_fields_of_interface_ports_survive_a_round_trip(tmp_path):
+    """Unknown fields are preserved everywhere in a workflow file, the interface's ports included
+    (a later version's port colour or label must not vanish when this one saves the file)."""
+    g = add_chain(4)
+    extract(g, REG, ["n1", "n2"], "pair", promote=[("n2", "b")], instance_id="pair1", name="Pair")
+    doc = json.loads(dumps(g))
+    sub = doc["subgraphs"]["pair"]
+    sub["inputs"][0]["x_color"] = "#f80"
+    sub["outputs"][0]["x_label"] = {"text": "sum"}
+    again = json.loads(dumps(loads(json.dumps(doc))))
+    assert again["subgraphs"]["pair"]["inputs"][0]["x_color"] == "#f80"
+    assert again["subgraphs"]["pair"]["outputs"][0]["x_label"] == {"text": "sum"}
+    assert again == doc
+
+
 def test_version_1_files_load_unchanged(tmp_path):
     v1 = {"format": "nodegraph.workflow", "version": 1, "nodes": {"a": {"type": "t.const", "values": {"value": 2}},
                                                                    "s": {"type": "t.sink", "values": {}}},
@@ -507,3 +522,24 @@ def test_an_outer_instance_value_wins_over_values_set_inside_the_definition(tmp_
         g.connect(nid, "y", f"out_{nid}", "value")
     ui = make_executor(tmp_path).run(g).ui
     assert ui["out_one"] == {"value": 5 + 1} and ui["out_two"] == {"value": 50 + 1}
+
+
+def test_component_files_are_read_as_strictly_as_workflows(tmp_path, monkeypatch):
+    """Component files are downloaded and shared like workflows: a repeated key (which shows one
+    value to a reviewer and runs another) and an oversized file are refused the same way."""
+    import nodegraph.jsontext
+
+    src = Graph()
+    define(src, adder_def("plus"))
+    path = save_subgraph_file(src, "plus", tmp_path / "plus.json") or tmp_path / "plus.json"
+    text = path.read_text()
+    doctored = text.replace('"name": "', '"name": "shown", "name": "', 1)
+    assert doctored != text
+    path.write_text(doctored)
+    with pytest.raises(WorkflowFileError, match="appears twice"):
+        load_subgraph_file(path)
+    path.write_text(text)
+    assert [d.id for d in load_subgraph_file(path)] == ["plus"]
+    monkeypatch.setattr(nodegraph.jsontext.check_size, "__defaults__", (len(text) - 1,))
+    with pytest.raises(WorkflowFileError, match="MiB a workflow file may have"):
+        load_subgraph_file(path)

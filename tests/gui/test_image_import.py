@@ -137,3 +137,23 @@ def test_an_unreadable_drop_says_why(window, inputs, tmp_path, qtbot):
         drop_file(window, missing)
     assert sig.args[0] == ""
     assert "gone.png" in window.last_error
+
+
+def test_imported_pictures_get_the_mode_open_would_give_not_mkstemps_private_0600(tmp_path):
+    """The input folder is shared with the server and other tools: a dropped or pasted picture must be
+    readable like any file the user creates (0666 minus the umask), not left owner-only."""
+    import os
+    import stat
+
+    from gui.image_import import copy_into, store_png
+
+    (tmp_path / "plain.txt").write_text("x")
+    expected = stat.S_IMODE(os.stat(tmp_path / "plain.txt").st_mode)
+    folder = tmp_path / "input"
+    folder.mkdir()
+    copied = copy_into(picture(tmp_path / "red.png", (200, 0, 0)), folder)
+    pasted = store_png((tmp_path / "red.png").read_bytes(), folder)
+    for name in (copied, pasted):
+        assert stat.S_IMODE(os.stat(folder / name).st_mode) == expected, name
+        assert (folder / name).read_bytes() == (tmp_path / "red.png").read_bytes()
+    assert not list(folder.glob(".*"))  # no temporary left behind

@@ -68,7 +68,7 @@ def test_queue_n_reorder_remove_then_history_with_images_and_exact_workflows(win
     on_disk = read_history(tmp_path / "history.json")
     assert [e.job_id for e in on_disk] == [e.job_id for e in entries]
     assert on_disk[0].workflow == entries[0].workflow
-    assert not list(tmp_path.glob(".history-*"))  # written atomically: no temporary left
+    assert not list(tmp_path.glob(".history*.tmp"))  # written atomically: no temporary left
 
     click(panel.btn_clear)
     window.history_store.flush()

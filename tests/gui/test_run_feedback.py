@@ -57,3 +57,13 @@ def test_legend_names_every_state_in_the_canvas_colours(window):
     assert {state for state, _ in LEGEND} == set(theme.STATE_COLORS)
     for state in theme.STATE_COLORS:
         assert legend.color_of(state) == theme.STATE_COLORS[state]
+
+
+def test_a_shown_node_sums_its_inner_nodes_and_ran_if_any_ran():
+    t = NodeTimer()
+    assert t.finish("sub", "executed", 2.0) == ("executed", 2.0)
+    assert t.finish("sub", "cached", 0.0) == ("executed", 2.0)  # the last inner node was cached
+    assert t.finish("other", "skipped", 0.0) == ("skipped", 0.0)
+    assert t.finish("other", "cached", 0.5) == ("cached", 0.5)
+    t.clear()  # a new run starts from nothing
+    assert t.finish("sub", "cached", 0.0) == ("cached", 0.0)

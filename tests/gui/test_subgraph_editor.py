@@ -136,6 +136,19 @@ def test_run_inner_events_show_on_the_instance(window, qtbot):
     assert window.scene.node_items["s"].preview is not None
 
 
+def test_instance_badge_is_the_time_of_all_its_inner_nodes(window, qtbot):
+    from gui.run_feedback import format_seconds
+
+    window.set_graph(chain(steps=12), None)
+    inst = convert(window, ["b", "s"])  # the slow filter, then a fast save: the save finishes last
+    window.run()
+    qtbot.waitUntil(lambda: window.last_report is not None, timeout=15_000)
+    nodes = window.last_report.nodes
+    assert nodes[f"{inst}/b"].seconds > 3 * nodes[f"{inst}/s"].seconds  # else the old badge would match too
+    spent = nodes[f"{inst}/b"].seconds + nodes[f"{inst}/s"].seconds
+    assert window.scene.badges[inst] == format_seconds(spent)
+
+
 def test_nested_conversion_runs_and_validates(window, qtbot):
     window.set_graph(chain(), None)
     outer = convert(window, ["a", "b"], "Outer")

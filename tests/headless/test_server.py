@@ -202,3 +202,21 @@ def test_cli_serve_binds_loopback_by_default(tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+
+
+def test_overrides_reach_nodes_inside_a_subgraph_instance(server):
+    """``outer/inner.input`` works in POST /runs as on the command line; only an unknown top-level
+    node is refused up front."""
+    from nodegraph.subgraph import extract
+
+    g = text_graph()
+    extract(g, server.executor.registry, ["div", "txt"], "halve", instance_id="h")
+    status, body, _ = call(server, "POST", "/runs", {"workflow": to_dict(g), "overrides": {"h/div.b": 4}})
+    assert status == 202, body
+    run = finished(server, body["id"])
+    assert run["status"] == "done"
+    assert call(server, "GET", run["outputs"][0])[1] == b"3:x"  # 12 // 4, computed inside the subgraph
+    status, body, _ = call(server, "POST", "/runs", {"workflow": to_dict(g),
+                                                     "overrides": {"h/ghost.b": 1, "nowhere/div.b": 1}})
+    assert status == 400
+    assert {p["node_id"] for p in body["problems"]} == {"h/ghost", "nowhere/div"}

@@ -36,7 +36,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import Linear, RMSScale, cast_to, init_weights
+from .layers import (
+    Linear,
+    RMSScale,
+    block_indices,
+    cast_to,
+    concat_pieces,
+    init_weights,
+    rename_by_prefix,
+    sdpa_merge_heads,
+)
 
 __all__ = [
     "PATCH",
@@ -202,11 +211,7 @@ def apply_rope(
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pe: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
     """RoPE on q/k, scaled dot-product attention, heads merged back: ``(B, L, H*D)``."""
     cos, sin = pe
-    return _sdpa(apply_rope(q, cos, sin), apply_rope(k, cos, sin), v)
-
-
-def _sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    return F.scaled_dot_product_attention(q, k, v).transpose(1, 2).flatten(2)
+    return sdpa_merge_heads(apply_rope(q, cos, sin), apply_rope(k, cos, sin), v)
 
 
 def joint_attention(
@@ -222,7 +227,7 @@ def joint_attention(
         apply_rope(t, cos[:, :, :n], sin[:, :, :n], out=buf[:, :, :n])
         apply_rope(i, cos[:, :, n:], sin[:, :, n:], out=buf[:, :, n:])
         joint.append(buf)
-    return _sdpa(joint[0], joint[1], torch.cat([txt[2], img[2]], dim=2))
+    return sdpa_merge_heads(joint[0], joint[1], torch.cat([txt[2], img[2]], dim=2))
 
 
 class Modulation(nn.Module):
@@ -431,7 +436,7 @@ def detect_flux_layout(keys: Iterable[str]) -> Literal["bfl", "diffusers"] | Non
 
 
 def _count(keys: Iterable[str], prefix: str) -> int:
-    idx = {int(k[len(prefix) :].split(".", 1)[0]) for k in keys if k.startswith(prefix)}
+    idx = block_indices(keys, prefix)
     return max(idx) + 1 if idx else 0
 
 
@@ -515,15 +520,6 @@ _DOUBLE_FUSED = {
 _SINGLE_FUSED = {"linear1": ("attn.to_q", "attn.to_k", "attn.to_v", "proj_mlp")}
 
 
-def _rename(name: str, table: Mapping[str, str]) -> str | None:
-    for src, dst in table.items():
-        if name == src:
-            return dst
-        if name.startswith(src + "."):
-            return dst + name[len(src) :]
-    return None
-
-
 def swap_halves(t: torch.Tensor) -> torch.Tensor:
     """Exchange the two halves of dim 0: diffusers stores the final modulation as (scale, shift), BFL (shift, scale)."""
     a, b = t.chunk(2, dim=0)
@@ -546,7 +542,7 @@ def convert_diffusers_flux_to_bfl(sd: Mapping[str, torch.Tensor]) -> dict[str, t
             double = parts[0] == "transformer_blocks"
             prefix = f"{'double_blocks' if double else 'single_blocks'}.{parts[1]}."
             local = ".".join(parts[2:])
-            renamed = _rename(local, _DOUBLE if double else _SINGLE)
+            renamed = rename_by_prefix(local, _DOUBLE if double else _SINGLE)
             if renamed is not None:
                 out[prefix + renamed] = sd[key]
                 continue
@@ -561,15 +557,12 @@ def convert_diffusers_flux_to_bfl(sd: Mapping[str, torch.Tensor]) -> dict[str, t
         if stem == "norm_out.linear":
             out[f"final_layer.adaLN_modulation.1.{suffix}"] = swap_halves(sd[key])
             continue
-        renamed = _rename(key, _TOP)
+        renamed = rename_by_prefix(key, _TOP)
         if renamed is None:
             raise KeyError(f"diffusers FLUX key {key!r} has no BFL counterpart")
         out[renamed] = sd[key]
     for bfl_key, (order, pieces) in fused.items():
-        missing = [p for p in order if p not in pieces]
-        if missing:
-            raise KeyError(f"diffusers FLUX state dict lacks {missing} for {bfl_key!r}")
-        out[bfl_key] = torch.cat([pieces[p] for p in order], dim=0)
+        out[bfl_key] = concat_pieces(bfl_key, order, pieces, "FLUX")
     return out
 
 

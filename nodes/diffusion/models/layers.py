@@ -1,4 +1,5 @@
-"""Layers shared by the transformer-family modules (FLUX, T5): cheap to build, dtype-agnostic at compute.
+"""Layers shared by the transformer-family modules (FLUX, T5, MMDiT, Z-Image, Qwen3): cheap to build,
+dtype-agnostic at compute; and the few key-table helpers their converters share.
 
 Two properties every large split-file model needs and ``torch.nn`` does not give:
 
@@ -17,12 +18,14 @@ Two properties every large split-file model needs and ``torch.nn`` does not give
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Mapping
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["Embedding", "Linear", "RMSScale", "cast_to", "init_weights"]
+__all__ = ["Embedding", "Linear", "RMSScale", "block_indices", "cast_to", "concat_pieces", "init_weights",
+           "rename_by_prefix", "sdpa_merge_heads"]
 
 
 def cast_to(t: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor | None:
@@ -87,3 +90,32 @@ class Embedding(nn.Embedding):
 
     def reset_parameters(self) -> None:  # noqa: D102
         pass
+
+
+def sdpa_merge_heads(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Attention over ``(B, heads, L, D)`` tensors, returned as ``(B, L, heads * D)`` tokens."""
+    return F.scaled_dot_product_attention(q, k, v).transpose(1, 2).flatten(2)
+
+
+def block_indices(keys: Iterable[str], prefix: str) -> set[int]:
+    """The block numbers ``N`` of keys ``<prefix>N.<rest>`` (how configs count blocks from a state dict)."""
+    return {int(k[len(prefix) :].split(".", 1)[0]) for k in keys if k.startswith(prefix)}
+
+
+def rename_by_prefix(name: str, table: Mapping[str, str]) -> str | None:
+    """``name`` with the first table entry that is it or a dotted prefix of it replaced (None: no entry)."""
+    for src, dst in table.items():
+        if name == src:
+            return dst
+        if name.startswith(src + "."):
+            return dst + name[len(src) :]
+    return None
+
+
+def concat_pieces(target: str, order: tuple[str, ...], pieces: Mapping[str, torch.Tensor], family: str) -> torch.Tensor:
+    """The fused tensor ``target`` from diffusers' separate pieces (q, k, v...), concatenated in ``order``
+    along dim 0; a ``KeyError`` naming what is missing when a piece is absent."""
+    missing = [p for p in order if p not in pieces]
+    if missing:
+        raise KeyError(f"diffusers {family} state dict lacks {missing} for {target!r}")
+    return torch.cat([pieces[p] for p in order], dim=0)

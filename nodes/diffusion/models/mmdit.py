@@ -39,7 +39,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from .flux import LastLayer, swap_halves, timestep_embedding
-from .layers import Linear, RMSScale, cast_to, init_weights
+from .layers import (
+    Linear,
+    RMSScale,
+    block_indices,
+    cast_to,
+    concat_pieces,
+    init_weights,
+    rename_by_prefix,
+    sdpa_merge_heads,
+)
 
 __all__ = [
     "MMDiT",
@@ -206,10 +215,6 @@ class DismantledBlock(nn.Module):
         return torch.addcmul(x, gate, self.mlp(_modulate(_layer_norm(x), shift, scale)))
 
 
-def _sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    return F.scaled_dot_product_attention(q, k, v).transpose(1, 2).flatten(2)
-
-
 class JointBlock(nn.Module):
     """Text and image streams with separate weights and one attention over both."""
 
@@ -227,14 +232,14 @@ class JointBlock(nn.Module):
         x_normed = _layer_norm(x)
         x_qkv = xb.attn.qkv_heads(_modulate(x_normed, x_mod[0], x_mod[1]))
         n_ctx = ctx.shape[1]
-        joint = _sdpa(*(torch.cat([a, b], dim=2) for a, b in zip(ctx_qkv, x_qkv, strict=True)))
+        joint = sdpa_merge_heads(*(torch.cat([a, b], dim=2) for a, b in zip(ctx_qkv, x_qkv, strict=True)))
         ctx_attn, x_attn = joint[:, :n_ctx], joint[:, n_ctx:]
         if xb.attn2 is None:
             x = xb.finish(x, x_attn, x_mod)
         else:
             shift2, scale2, gate2 = x_mod[6:]
             x = torch.addcmul(x, x_mod[2], xb.attn.proj(x_attn))
-            self_attn = _sdpa(*xb.attn2.qkv_heads(_modulate(x_normed, shift2, scale2)))
+            self_attn = sdpa_merge_heads(*xb.attn2.qkv_heads(_modulate(x_normed, shift2, scale2)))
             x = torch.addcmul(x, gate2, xb.attn2.proj(self_attn))
             x = xb.mlp_residual(x, *x_mod[3:6])
         if cb.pre_only:
@@ -358,10 +363,6 @@ def detect_mmdit_layout(keys: Iterable[str]) -> Literal["original", "diffusers"]
     return None
 
 
-def _indices(keys: Iterable[str], prefix: str) -> set[int]:
-    return {int(k[len(prefix) :].split(".", 1)[0]) for k in keys if k.startswith(prefix)}
-
-
 def mmdit_config_from_state_dict(sd: Mapping[str, torch.Tensor]) -> MMDiTConfig:
     """Read an MMDiT config from the shapes of an original-layout state dict (prefix stripped).
 
@@ -383,7 +384,7 @@ def _config_from_shapes(sd: Mapping[str, torch.Tensor]) -> MMDiTConfig:
         raise ValueError(f"SD3 position table of {table} entries is not a square grid")
     qk_norm = "joint_blocks.0.x_block.attn.ln_q.weight" in sd
     head_dim = int(sd["joint_blocks.0.x_block.attn.ln_q.weight"].shape[0]) if qk_norm else DEFAULT_HEAD_DIM
-    blocks = _indices(keys, "joint_blocks.")
+    blocks = block_indices(keys, "joint_blocks.")
     attn2 = sorted(i for i in blocks if f"joint_blocks.{i}.x_block.attn2.qkv.weight" in sd)
     return MMDiTConfig(
         patch_size=patch,
@@ -435,15 +436,6 @@ _FUSED = {
 }
 
 
-def _rename(name: str, table: Mapping[str, str]) -> str | None:
-    for src, dst in table.items():
-        if name == src:
-            return dst
-        if name.startswith(src + "."):
-            return dst + name[len(src) :]
-    return None
-
-
 def convert_diffusers_mmdit_to_original(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Rename a diffusers ``SD3Transformer2DModel`` state dict to Stability's keys (inverse of diffusers' converter).
 
@@ -453,21 +445,21 @@ def convert_diffusers_mmdit_to_original(sd: Mapping[str, torch.Tensor]) -> dict[
     """
     out: dict[str, torch.Tensor] = {}
     fused: dict[str, dict[str, torch.Tensor]] = {}
-    blocks = _indices(sd, "transformer_blocks.")
+    blocks = block_indices(sd, "transformer_blocks.")
     pre_only = {i for i in blocks if f"transformer_blocks.{i}.attn.to_add_out.weight" not in sd}
     for key, value in sd.items():
         if key.startswith("norm_out.linear."):
             out["final_layer.adaLN_modulation.1." + key.rsplit(".", 1)[1]] = swap_halves(value)
             continue
         if not key.startswith("transformer_blocks."):
-            renamed = _rename(key, _TOP)
+            renamed = rename_by_prefix(key, _TOP)
             if renamed is None:
                 raise KeyError(f"diffusers SD3 key {key!r} has no original counterpart")
             out[renamed] = value
             continue
         _, idx, local = key.split(".", 2)
         prefix = f"joint_blocks.{idx}."
-        renamed = _rename(local, _BLOCK)
+        renamed = rename_by_prefix(local, _BLOCK)
         if renamed is not None:
             if local.startswith("norm1_context.") and int(idx) in pre_only:
                 value = swap_halves(value)
@@ -482,11 +474,7 @@ def convert_diffusers_mmdit_to_original(sd: Mapping[str, torch.Tensor]) -> dict[
             raise KeyError(f"diffusers SD3 key {key!r} has no original counterpart")
     for target, pieces in fused.items():
         stem = target.rsplit(".", 1)[0].split(".", 2)[2]
-        order = _FUSED[stem]
-        missing = [p for p in order if p not in pieces]
-        if missing:
-            raise KeyError(f"diffusers SD3 state dict lacks {missing} for {target!r}")
-        out[target] = torch.cat([pieces[p] for p in order], dim=0)
+        out[target] = concat_pieces(target, _FUSED[stem], pieces, "SD3")
     return out
 
 

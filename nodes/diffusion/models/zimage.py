@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .flux import apply_rope, timestep_embedding
-from .layers import Linear, RMSScale, init_weights
+from .layers import Linear, RMSScale, block_indices, init_weights
 
 __all__ = [
     "ZImageConfig",
@@ -379,7 +379,7 @@ def zimage_config_from_state_dict(sd: Mapping[str, torch.Tensor]) -> ZImageConfi
 
 
 def _count(keys: Iterable[str], prefix: str) -> int:
-    idx = {int(k[len(prefix) :].split(".", 1)[0]) for k in keys if k.startswith(prefix)}
+    idx = block_indices(keys, prefix)
     return max(idx) + 1 if idx else 0
 
 

@@ -23,13 +23,16 @@ from nodegraph.context import NodeContext
 from nodegraph.errors import NodeInputError
 from nodegraph.spec import Combo, Float, In, Int, Out, String, node
 
+from .. import split_files  # torch-free at import: its tables are the choice lists
 from ..paths import choices_for
-from .common import MAX_RESOLUTION, model_file_fingerprint, resolve_model
+from .common import MAX_RESOLUTION, cpu_threads, model_file_fingerprint, resolve_model
 from .custom_sampling import CFGGuide
 
-CLIP_TYPES = ["stable_diffusion", "flux", "sd3"]
-DUAL_CLIP_TYPES = ["flux", "sd3"]
-WEIGHT_DTYPES = ["default", "fp8_e4m3fn", "fp8_e5m2"]
+# The choices are the loaders' own tables (a clip type the loader knows is one row there); a dual
+# "sd3" load takes two of SD3's three encoders and is checked by _check_dual_sd3 instead.
+CLIP_TYPES = list(split_files.CLIP_TYPES)
+DUAL_CLIP_TYPES = [*split_files.DUAL_CLIP_TYPES, "sd3"]
+WEIGHT_DTYPES = list(split_files.WEIGHT_DTYPES)
 
 
 def _identity(settings: Mapping[str, Any], kind: str, name: str, input_name: str) -> tuple[Path, Any]:
@@ -348,8 +351,8 @@ def clip_text_encode_flux(ctx: NodeContext, clip, clip_l: str, t5xxl: str, guida
     if not isinstance(clip, FluxTextEncoder):
         raise NodeInputError("clip", "CLIP Text Encode (FLUX) needs FLUX's text encoders (CLIP-L + T5-XXL)",
                              "connect DualCLIPLoader (type flux)")
-    try:
-        with torch.inference_mode():
+    try:  # T5's sequence is at least 256 tokens: the thread policy's size of the work
+        with cpu_threads(ctx, clip.encoders, clip.t5_min_tokens), torch.inference_mode():
             return clip.encode_pair(clip_l, t5xxl, float(guidance))
     except ConditioningMismatch as exc:
         raise NodeInputError("clip", str(exc), "load CLIP-L and T5-XXL with DualCLIPLoader (type flux)") from None

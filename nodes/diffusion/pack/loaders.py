@@ -13,25 +13,35 @@ from nodes.shared.model_paths import choices_for
 
 from .common import load_error, model_file_fingerprint, resolve_model
 
-_ckpt_file_fingerprint = model_file_fingerprint("checkpoints", "ckpt_name")
-_NOT_A_CHECKPOINT = ("t5", "clip", "openclip", "flux", "sd3", "vae", "lora", "controlnet", "sd_unet")
+
+def _header_checked_fingerprint(kind: str, input_name: str, refused: tuple[str, ...], noun: str):  # noqa: ANN202
+    """Fingerprint hook of a single-file loader: the file's size/mtime fingerprint, after checking from
+    its header (at validation, before any work) that it is not one of the ``refused`` kinds of
+    :func:`..split_files.identify_file` -- a T5 file picked as a checkpoint fails naming the input,
+    what the file is and where it belongs, instead of deep inside the loader."""
+    file_fingerprint = model_file_fingerprint(kind, input_name)
+
+    def fingerprint(values, settings):  # noqa: ANN001, ANN202
+        from nodegraph.errors import NodeInputError
+
+        from ..split_files import fix_for, identify_file
+
+        path = resolve_model(settings, kind, str(values[input_name]), input_name)
+        try:
+            identity = identify_file(path)
+        except Exception as exc:
+            raise NodeInputError(input_name, str(exc), "re-download or re-copy the file; it is incomplete") from None
+        if identity is not None and identity.kind in refused:
+            raise NodeInputError(input_name, f"{values[input_name]!r} is {identity.description}, not {noun}",
+                                 fix_for(identity))
+        return file_fingerprint(values, settings)
+
+    return fingerprint
 
 
-def _ckpt_fingerprint(values, settings):  # noqa: ANN001, ANN202
-    """File fingerprint, after checking from the header (at validation) that the file is a full checkpoint."""
-    from nodegraph.errors import NodeInputError
-
-    from ..split_files import fix_for, identify_file
-
-    path = resolve_model(settings, "checkpoints", str(values["ckpt_name"]), "ckpt_name")
-    try:
-        identity = identify_file(path)
-    except Exception as exc:
-        raise NodeInputError("ckpt_name", str(exc), "re-download or re-copy the file; it is incomplete") from None
-    if identity is not None and identity.kind in _NOT_A_CHECKPOINT:
-        raise NodeInputError("ckpt_name", f"{values['ckpt_name']!r} is {identity.description}, not a full "
-                             "checkpoint", fix_for(identity))
-    return _ckpt_file_fingerprint(values, settings)
+_ckpt_fingerprint = _header_checked_fingerprint(
+    "checkpoints", "ckpt_name", ("t5", "clip", "openclip", "flux", "sd3", "vae", "lora", "controlnet", "sd_unet"),
+    "a full checkpoint")
 
 
 @node("diffusion.checkpoint_loader", category="loaders", display_name="Load Checkpoint",
@@ -58,26 +68,10 @@ def checkpoint_loader(ctx: NodeContext, ckpt_name: str, prediction: str = "auto"
     return ckpt.model, ckpt.clip, ckpt.vae
 
 
-_vae_file_fingerprint = model_file_fingerprint("vae", "vae_name")
-_NOT_A_VAE = ("t5", "clip", "openclip", "flux", "flux_checkpoint", "sd3", "sd3_checkpoint", "lora",
-              "controlnet", "sd_unet")
-
-
-def _vae_fingerprint(values, settings):  # noqa: ANN001, ANN202
-    """File fingerprint, after checking (from the header, at validation) that the file holds a VAE."""
-    from nodegraph.errors import NodeInputError
-
-    from ..split_files import fix_for, identify_file
-
-    path = resolve_model(settings, "vae", str(values["vae_name"]), "vae_name")
-    try:
-        identity = identify_file(path)
-    except Exception as exc:
-        raise NodeInputError("vae_name", str(exc), "re-download or re-copy the file; it is incomplete") from None
-    if identity is not None and identity.kind in _NOT_A_VAE:
-        raise NodeInputError("vae_name", f"{values['vae_name']!r} is {identity.description}, not a VAE",
-                             fix_for(identity))
-    return _vae_file_fingerprint(values, settings)
+_vae_fingerprint = _header_checked_fingerprint(
+    "vae", "vae_name", ("t5", "clip", "openclip", "flux", "flux_checkpoint", "sd3", "sd3_checkpoint", "lora",
+                        "controlnet", "sd_unet"),
+    "a VAE")
 
 
 @node("diffusion.vae_loader", category="loaders", display_name="Load VAE",

@@ -594,8 +594,7 @@ def dpmpp_2s_ancestral_rf(
 
     The midpoint is taken in the flow half-log-SNR ``lambda = log((1 - sigma) / sigma)``; the
     updates ``x <- (s'/s) x + (1 - s'/s) D`` are the exact first-order exponential-integrator steps
-    of a flow model.  Noise is re-mixed as in :func:`ancestral_step_rf`'s formulas (sigma_down =
-    ``sigma_next (1 + (sigma_next/sigma - 1) eta)``).  A step starting at sigma 1 (where lambda is
+    of a flow model.  Noise is re-mixed by :func:`ancestral_step_rf`.  A step starting at sigma 1 (where lambda is
     infinite) evaluates the midpoint at 0.9999, as ComfyUI.
     """
     extra_args = extra_args or {}
@@ -606,7 +605,7 @@ def dpmpp_2s_ancestral_rf(
         denoised = _model(denoiser, x, s, extra_args)
         if callback is not None:
             callback(i, n, x, denoised)
-        down = s_next * (1 + (s_next / s - 1) * eta)
+        down, keep, std = ancestral_step_rf(s, s_next, eta)
         if s_next == 0:
             x = x + to_d(x, s, denoised) * (down - s)
             continue
@@ -620,8 +619,6 @@ def dpmpp_2s_ancestral_rf(
         ratio = down / s
         x = ratio * x + (1 - ratio) * denoised_2
         if eta:
-            keep = (1 - s_next) / (1 - down)
-            std = (s_next**2 - down**2 * keep**2).clamp(min=0) ** 0.5
             x = keep * x + noise_sampler(s, s_next) * s_noise * std
     return x
 
@@ -690,8 +687,6 @@ def dpmpp_3m_sde_rf(
         sigmas[0] = first_sigma
     return _dpmpp_3m_sde(denoiser, x, sigmas, lambda s: ((1 - s) / s).log(), lambda s: 1 - s,
                          extra_args, callback, noise_sampler, eta, s_noise)  # fmt: skip
-
-
 
 
 # Dispatch table, noise kinds and schedule quirks all come from the catalogue (one row per sampler).
@@ -792,7 +787,8 @@ def sampler_for(name: str, *, flow: bool = False) -> Sampler:
         raise ValueError(f"unknown sampler {name!r}; choose from {sorted(SAMPLERS)}")
     if flow:
         if name in FLOW_UNSUPPORTED_SAMPLERS:
-            raise ValueError(f"sampler {name!r} is not available for flow-matching models (FLUX); use euler, "
-                             "euler_ancestral, heun, dpmpp_2m or uni_pc")
+            offered = [n for n in SAMPLER_NAMES if n not in FLOW_UNSUPPORTED_SAMPLERS]
+            raise ValueError(f"sampler {name!r} is not available for flow-matching models (FLUX, SD3, "
+                             f"Z-Image); choose from {offered}")
         return FLOW_SAMPLERS.get(name, SAMPLERS[name])
     return SAMPLERS[name]
