@@ -26,7 +26,7 @@ import mmap
 import os
 import pickle
 import zipfile
-from collections.abc import Callable, Iterator, Mapping, MutableMapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
 from typing import Any, TypeVar
 
 import torch
@@ -326,6 +326,22 @@ class _SkipInitOnMeta(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
+def check_keys(name: str, expected: Iterable[str], present: Iterable[str], *, provided: Iterable[str] = ()) -> None:
+    """Raise :class:`CheckpointError` listing the keys the model expects but the file lacks, and those
+    the file has but the model does not (``provided``: expected keys filled some other way).  One
+    message for every loader, so a wrong or truncated file reads the same whichever path loaded it."""
+    expected, present = set(expected), set(present)
+    missing = sorted(expected - present - set(provided))
+    unexpected = sorted(present - expected)
+    if missing or unexpected:
+        lines = [f"{name}: checkpoint does not match the model"]
+        if missing:
+            lines.append(f"  missing keys ({len(missing)}): {_preview(missing)}")
+        if unexpected:
+            lines.append(f"  unexpected keys ({len(unexpected)}): {_preview(unexpected)}")
+        raise CheckpointError("\n".join(lines))
+
+
 def _preview(names: list[str]) -> str:
     shown = ", ".join(names[:_PREVIEW])
     more = len(names) - _PREVIEW
@@ -380,15 +396,7 @@ def assign_weights(
     module is returned in eval mode with gradients off.
     """
     expected = module.state_dict()
-    missing = sorted(set(expected) - set(state_dict.keys()))
-    unexpected = sorted(set(state_dict.keys()) - set(expected))
-    if missing or unexpected:
-        lines = [f"{name}: checkpoint does not match the model"]
-        if missing:
-            lines.append(f"  missing keys ({len(missing)}): {_preview(missing)}")
-        if unexpected:
-            lines.append(f"  unexpected keys ({len(unexpected)}): {_preview(unexpected)}")
-        raise CheckpointError("\n".join(lines))
+    check_keys(name, expected, state_dict.keys())
     converted: dict[str, torch.Tensor] = {}
     release = getattr(state_dict, "release", None)  # memory-mapped files: drop pages once copied
     mismatched = []

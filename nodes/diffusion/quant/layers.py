@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..models.loading import CheckpointError
+from ..models.loading import CheckpointError, _preview, check_keys
 from ..models.lora import LoraLayer, lora_delta
 from .gguf_file import GGUFTensor, is_quantized
 from .kernels import dequantize, qtype_name
@@ -288,11 +288,6 @@ def load_quantized(
     return _assign_rest(module, rest, quant_keys, name=name, device=device)
 
 
-def _preview(keys: Iterable[str]) -> str:
-    keys = sorted(keys)
-    return ", ".join(keys[:20]) + (f", ... ({len(keys) - 20} more)" if len(keys) > 20 else "")
-
-
 def _assign_rest(module: nn.Module, rest: dict[str, torch.Tensor], quant_keys: set[str], *, name: str,
                  device: torch.device | str) -> nn.Module:
     """``models.loading.assign_weights`` for a module whose quantized buffers are already in place.
@@ -301,15 +296,7 @@ def _assign_rest(module: nn.Module, rest: dict[str, torch.Tensor], quant_keys: s
     ``hasattr(layer, "weight")``, which on a quantized layer expands the whole weight.
     """
     expected = module.state_dict()
-    missing = set(expected) - set(rest) - quant_keys
-    unexpected = set(rest) - set(expected)
-    if missing or unexpected:
-        lines = [f"{name}: checkpoint does not match the model"]
-        if missing:
-            lines.append(f"  missing keys ({len(missing)}): {_preview(missing)}")
-        if unexpected:
-            lines.append(f"  unexpected keys ({len(unexpected)}): {_preview(unexpected)}")
-        raise CheckpointError("\n".join(lines))
+    check_keys(name, expected, rest, provided=quant_keys)
     bad = [f"{k}: checkpoint {tuple(t.shape)} vs model {tuple(expected[k].shape)}"
            for k, t in rest.items() if tuple(t.shape) != tuple(expected[k].shape)]
     if bad:
