@@ -271,20 +271,33 @@ def build_flux_model(sd: Mapping[str, Any], *, device: Any, weight_dtype: str = 
         detect_flux_layout,
         flux_config_from_state_dict,
     )
-    from .models.loading import assign_weights, build_on_meta, compute_dtype, stored_dtype
+    from .models.loading import compute_dtype
 
-    if weight_dtype not in WEIGHT_DTYPES:
-        raise ValueError(f"unknown weight_dtype {weight_dtype!r}; choose from {WEIGHT_DTYPES}")
     if detect_flux_layout(sd.keys()) == "diffusers":
         sd = convert_diffusers_flux_to_bfl(sd)
     config = flux_config_from_state_dict(sd)
+    model, stored = _assign_stored(FluxTransformer, config, sd, weight_dtype, name=name, device=device)
+    rules = rules_for("flux-dev" if config.guidance_embed else "flux-schnell", metadata)
+    return FluxModel(model, model_sampling_for(rules), rules, torch.device(device), compute_dtype(device, stored))
+
+
+def _assign_stored(cls: Any, config: Any, sd: Mapping[str, Any], weight_dtype: str, *, name: str,
+                   device: Any) -> tuple[Any, Any]:
+    """``(model, stored dtype)``: a transformer built on meta with the file's tensors assigned as
+    stored (memory-mapped, cast per layer at compute), or converted to fp8 for ``weight_dtype``;
+    shared by every split-file transformer family."""
+    import torch
+
+    from .models.loading import assign_weights, build_on_meta, stored_dtype
+
+    if weight_dtype not in WEIGHT_DTYPES:
+        raise ValueError(f"unknown weight_dtype {weight_dtype!r}; choose from {WEIGHT_DTYPES}")
     stored = stored_dtype(sd)
     if weight_dtype != "default":
         sd = _fp8_weights(sd, {"fp8_e4m3fn": torch.float8_e4m3fn, "fp8_e5m2": torch.float8_e5m2}[weight_dtype])
-    model = build_on_meta(FluxTransformer, config)
+    model = build_on_meta(cls, config)
     assign_weights(model, sd, name=name, device=device, dtype=None)
-    rules = rules_for("flux-dev" if config.guidance_embed else "flux-schnell", metadata)
-    return FluxModel(model, model_sampling_for(rules), rules, torch.device(device), compute_dtype(device, stored))
+    return model, stored
 
 
 def build_sd3_model(sd: Mapping[str, Any], *, device: Any, weight_dtype: str = "default",
@@ -294,7 +307,7 @@ def build_sd3_model(sd: Mapping[str, Any], *, device: Any, weight_dtype: str = "
     import torch
 
     from .families import model_sampling_for, rules_for
-    from .models.loading import assign_weights, build_on_meta, compute_dtype, stored_dtype
+    from .models.loading import compute_dtype
     from .models.mmdit import (
         MMDiT,
         convert_diffusers_mmdit_to_original,
@@ -303,16 +316,10 @@ def build_sd3_model(sd: Mapping[str, Any], *, device: Any, weight_dtype: str = "
     )
     from .sd3_runtime import SD3Model
 
-    if weight_dtype not in WEIGHT_DTYPES:
-        raise ValueError(f"unknown weight_dtype {weight_dtype!r}; choose from {WEIGHT_DTYPES}")
     if detect_mmdit_layout(sd.keys()) == "diffusers":
         sd = convert_diffusers_mmdit_to_original(sd)
     config = mmdit_config_from_state_dict(sd)
-    stored = stored_dtype(sd)
-    if weight_dtype != "default":
-        sd = _fp8_weights(sd, {"fp8_e4m3fn": torch.float8_e4m3fn, "fp8_e5m2": torch.float8_e5m2}[weight_dtype])
-    model = build_on_meta(MMDiT, config)
-    assign_weights(model, sd, name=name, device=device, dtype=None)
+    model, stored = _assign_stored(MMDiT, config, sd, weight_dtype, name=name, device=device)
     rules = rules_for("sd3", metadata)
     return SD3Model(model, model_sampling_for(rules), rules, torch.device(device), compute_dtype(device, stored))
 
