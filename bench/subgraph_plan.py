@@ -22,23 +22,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._util import emit_summary, machine, summary  # noqa: E402
+from bench.engine import chain  # noqa: E402 - the same chain the engine bench plans flat
 from nodegraph import Graph, Registry, build_plan  # noqa: E402
 from nodegraph.subgraph import extract  # noqa: E402
 from nodes import primitives  # noqa: E402
 
 BLOCK = 50
-
-
-def chain(n: int) -> Graph:
-    """int -> int_math x (n-2) -> show."""
-    g = Graph()
-    g.add_node("primitives.int", {"value": 1}, id="n0")
-    for i in range(1, n - 1):
-        g.add_node("primitives.int_math", {"b": 1, "op": "add"}, id=f"n{i}")
-        g.connect(f"n{i-1}", "INT", f"n{i}", "a")
-    g.add_node("primitives.show", id="out")
-    g.connect(f"n{n-2}", "INT", "out", "value")
-    return g
 
 
 def wrapped(n: int, registry: Registry) -> Graph:
