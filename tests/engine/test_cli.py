@@ -218,3 +218,41 @@ def test_help_is_fast_path_without_torch(tmp_path):
     proc = subprocess.run([*_script(), "run", "--help"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and "--set" in proc.stdout and "--report" in proc.stdout
 
+
+
+def test_gc_policy_is_for_the_process_only(tmp_path, capsys, monkeypatch):
+    """``main(argv)`` (tests, embedding) leaves the caller's collector as it was; the process entry point
+    (``argv=None``) pauses collection through start-up, resumes it when the run starts, and freezes what
+    is alive before exit -- and the run's result is the same."""
+    import gc
+
+    from nodegraph import cli
+
+    wf = write_workflow(tmp_path / "wf.json")
+    frozen = gc.get_freeze_count()
+    code, _, err = run_cli(capsys, "run", str(wf), "-o", str(tmp_path / "a"), "--quiet")
+    assert code == 0, err
+    assert gc.isenabled() and gc.get_freeze_count() == frozen
+
+    seen: list[bool] = []
+    real = cli._resume_gc_when_run_starts
+
+    def spy(listener):
+        wrapped = real(listener)
+
+        def on_event(event):
+            seen.append(gc.isenabled())  # before the listener: start-up pause still on at RunStarted
+            wrapped(event)
+            seen.append(gc.isenabled())
+
+        return on_event
+
+    monkeypatch.setattr(cli, "_resume_gc_when_run_starts", spy)
+    monkeypatch.setattr(sys, "argv", ["nodegraph", "run", str(wf), "-o", str(tmp_path / "b"), "--quiet"])
+    try:
+        assert cli.main() == 0
+        assert gc.isenabled() and gc.get_freeze_count() > frozen  # frozen for exit
+    finally:
+        gc.unfreeze()  # this test process lives on
+    assert seen[:2] == [False, True] and all(seen[1:])
+    assert files_in(tmp_path / "a") == files_in(tmp_path / "b") == ["result_00001.txt"]
