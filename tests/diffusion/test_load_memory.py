@@ -66,3 +66,32 @@ def test_fp32_weights_stay_mapped_and_shared(tmp_path: Path) -> None:
     for p in model.parameters():
         float(p.sum())
     assert _resident_bytes(path) > 0.9 * path.stat().st_size
+
+
+def test_clip_text_encoder_from_a_half_file_releases_its_pages(tmp_path: Path) -> None:
+    """The checkpoint loader's CLIP path (which drops the ``position_ids`` buffer old SD1 files carry) must
+    release the mapped fp16 pages like the UNet and VAE do; it kept a dict copy that could not."""
+    from nodes.diffusion.checkpoint import build_clip
+    from nodes.diffusion.models.clip_text import ClipTextConfig, ClipTextModel
+
+    config = ClipTextConfig(width=256, layers=4, heads=4, intermediate=1024, vocab_size=4096)
+    gen = torch.Generator().manual_seed(0)
+    weights = {f"cond.{k}": (torch.randn(v.shape, generator=gen) * 0.05).half()
+               for k, v in build_on_meta(ClipTextModel, config).state_dict().items()}
+    weights["cond.text_model.embeddings.position_ids"] = torch.arange(77)[None]  # as SD1.5 files carry it
+    path = tmp_path / "clip-half.safetensors"
+    save_file(weights, str(path))
+    file_bytes = path.stat().st_size
+
+    sd, _ = load_state_dict(path)
+    touched = sum(float(t.float().sum()) for t in sd.values())
+    assert touched == touched and _resident_bytes(path) > 0.9 * file_bytes
+    model = build_clip(strip_prefix(sd, "cond."), activation="quick_gelu", device=torch.device("cpu"),
+                       dtype=torch.float32)
+
+    assert _resident_bytes(path) < 0.05 * file_bytes
+    state = model.state_dict()
+    assert "text_model.embeddings.position_ids" not in state
+    for key, want in weights.items():
+        if not key.endswith("position_ids"):
+            torch.testing.assert_close(state[key[len("cond."):]], want.float(), rtol=0, atol=0)

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .loading import build_on_meta
+from .loading import DropKeysView, build_on_meta
 
 __all__ = [
     "ClipTextConfig",
@@ -266,9 +266,11 @@ def openclip_to_hf(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
-def clean_hf_clip_state_dict(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Drop the ``embeddings.position_ids`` buffer old SD1 files carry (positions are implicit here)."""
-    return {k: v for k, v in sd.items() if not k.endswith("embeddings.position_ids")}
+def clean_hf_clip_state_dict(sd: Mapping[str, torch.Tensor]) -> Mapping[str, torch.Tensor]:
+    """Drop the ``embeddings.position_ids`` buffer old SD1 files carry (positions are implicit here).
+
+    A view, not a copy: reads nothing, and a memory-mapped file's pages can still be released per tensor."""
+    return DropKeysView(sd, lambda k: k.endswith("embeddings.position_ids"))
 
 
 def infer_clip_config(
