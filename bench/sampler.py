@@ -13,8 +13,9 @@ Prints per-step median/min/max of wall time (the main figure, ratio
 ours/diffusers, target <= 1.0), the same ratio in thread CPU time (less
 sensitive to other processes on a shared machine), and a breakdown: the UNet
 forward alone on identical inputs for both models, and what each loop adds
-around it.  All four are timed in one schedule whose order reverses every
-round (ABCD DCBA ...), so drift on a shared machine hits them alike.
+around it (thread CPU outside the UNet calls, timed by hooks within each run).
+All four are timed in one schedule whose order reverses every round
+(ABCD DCBA ...), so drift on a shared machine hits them alike.
 """
 
 from __future__ import annotations
@@ -44,16 +45,39 @@ from tests.diffusion.ldm_fixtures import diffusers_unet, randomize_, tiny_unet_c
 Timings = dict[str, dict[str, list[float]]]
 
 
-def time_alternating(fns: dict[str, Callable[[], object]], rounds: int, per: int) -> Timings:
-    """Wall and thread-CPU seconds per ``per`` units of each fn; ``rounds`` rounds, order reversed every other one."""
-    out: Timings = {name: {"wall": [], "cpu": []} for name in fns}
+class InsideTimer:
+    """Thread-CPU seconds spent inside a module's calls (forward pre/post hooks), to tell a loop's own cost
+    from its model's within the same run."""
+
+    def __init__(self, *modules: torch.nn.Module) -> None:
+        self.seconds = 0.0
+        self._start = 0.0
+        self.handles = [h for m in modules for h in (m.register_forward_pre_hook(self._enter),
+                                                    m.register_forward_hook(self._leave))]
+
+    def _enter(self, _m: torch.nn.Module, _a: tuple) -> None:
+        self._start = time.thread_time()
+
+    def _leave(self, _m: torch.nn.Module, _a: tuple, _o: object) -> None:
+        self.seconds += time.thread_time() - self._start
+
+
+def time_alternating(fns: dict[str, Callable[[], object]], rounds: int, per: int,
+                     inside: InsideTimer | None = None) -> Timings:
+    """Wall and thread-CPU seconds per ``per`` units of each fn; ``rounds`` rounds, order reversed every other one.
+    With ``inside``, also the thread-CPU seconds per unit spent inside the timed modules (``"inside"``)."""
+    out: Timings = {name: {"wall": [], "cpu": [], "inside": []} for name in fns}
     items = list(fns.items())
     for r in range(rounds):
         for name, fn in items if r % 2 == 0 else reversed(items):
+            if inside is not None:
+                inside.seconds = 0.0
             w0, c0 = time.perf_counter(), time.thread_time()
             fn()
             out[name]["cpu"].append((time.thread_time() - c0) / per)
             out[name]["wall"].append((time.perf_counter() - w0) / per)
+            if inside is not None:
+                out[name]["inside"].append(inside.seconds / per)
     return out
 
 
@@ -153,12 +177,18 @@ def main() -> None:
 
     for fn in (ours_run, diffusers_run, ours_fwd, ref_fwd):
         fn()  # warm-up
-    # One alternating schedule for all four, so the loop-minus-forward differences compare like with like.
+    # One alternating schedule for all four. What each loop adds around its UNet is measured inside each run
+    # (hooks time every UNet call); the difference of two medians (loop minus forward-alone) moves by several
+    # ms from run to run, more than the loops' own cost.
+    inside = InsideTimer(ours, ref)
     timed = time_alternating(
         {"nodegraph": ours_run, "diffusers": diffusers_run, "nodegraph fwd": ours_fwd, "diffusers fwd": ref_fwd},
         2 * args.repeat,
         args.steps,
+        inside,
     )
+    for h in inside.handles:
+        h.remove()
     loop = {name: timed[name] for name in ("nodegraph", "diffusers")}
     fwd = {name: timed[name + " fwd"] for name in ("nodegraph", "diffusers")}
 
@@ -182,8 +212,10 @@ def main() -> None:
         print(f"  {name:10s} {fmt(t['wall'])}   (thread CPU median {statistics.median(t['cpu']) * 1e3:.1f} ms)")
     print(f"  ratio nodegraph/diffusers (median): {ratio(fwd):.3f}; in thread CPU time {ratio(fwd, 'cpu'):.3f}")
     for name in loop:
-        extra = statistics.median(loop[name]["cpu"]) - statistics.median(fwd[name]["cpu"])
-        print(f"  {name:10s} loop minus forward (thread CPU, medians): {extra * 1e3:+.1f} ms/step")
+        outside = [c - i for c, i in zip(loop[name]["cpu"], loop[name]["inside"], strict=True)]
+        print(f"  {name:10s} loop's own cost around its UNet calls (thread CPU, measured per run with hooks): "
+              f"median {statistics.median(outside) * 1e3:.2f} ms/step (min {min(outside) * 1e3:.2f}, "
+              f"max {max(outside) * 1e3:.2f})")
     ours_s, ref_s = sorted(loop["nodegraph"]["wall"]), sorted(loop["diffusers"]["wall"])
     ours_f, ref_f = sorted(fwd["nodegraph"]["wall"]), sorted(fwd["diffusers"]["wall"])
     emit_summary(
