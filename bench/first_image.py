@@ -14,6 +14,9 @@ What is timed (wall clock, medians):
   exit on their own after ``--load-seconds``.
 * ``--reference``: the same runs with torch's default threads and OpenMP's default wait policy
   (``--threads <cores>``, ``OMP_WAIT_POLICY`` empty), alternating with ours in the same run.
+* ``--baseline DIR``: the same runs from another checkout of the repository (say the commit before a change:
+  ``git archive REV | tar -x -C DIR``), alternating with this one in the same run, so a change is measured
+  as a ratio even when other work loads the machine. CLI runs also report the child's CPU time.
 
 The children get the caller's environment minus ``OMP_NUM_THREADS``/``OMP_WAIT_POLICY``: the CLI's own
 choices are what is measured.
@@ -77,26 +80,34 @@ def _env(**extra: str) -> dict[str, str]:
     return env
 
 
-def cli_run(extra_args: list[str], env: dict[str, str], timeout: float) -> float:
-    """Seconds from process start to exit for README's first command; the PNG must exist."""
+_CPU: dict[str, list[float]] = {}  # CPU seconds of each CLI run, by result name (--baseline)
+
+
+def cli_run(extra_args: list[str], env: dict[str, str], timeout: float, root: Path = ROOT,
+            cpu_key: str | None = None) -> float:
+    """Seconds from process start to exit for README's first command in checkout ``root``; the PNG must exist.
+    With ``cpu_key``, the child's CPU seconds (user + system) are appended to ``_CPU[cpu_key]``."""
     with tempfile.TemporaryDirectory() as out:
         cmd = [sys.executable, "-m", "nodegraph.cli", "run", "workflows/txt2img.json", "-o", out, "--quiet",
                *extra_args]
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), os.times()
         try:
-            proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+            proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=timeout)
         except subprocess.TimeoutExpired:
             print(f"  a run hit the {timeout:.0f} s timeout (counted as {timeout:.0f} s)", flush=True)
             return timeout
-        elapsed = time.perf_counter() - t0
+        elapsed, c1 = time.perf_counter() - t0, os.times()
         if proc.returncode != 0 or not list(Path(out).glob("*.png")):
             raise RuntimeError(f"run failed ({proc.returncode}): {proc.stderr[-2000:]}")
+    if cpu_key is not None:
+        _CPU.setdefault(cpu_key, []).append(c1.children_user - c0.children_user + c1.children_system
+                                            - c0.children_system)
     return elapsed
 
 
-def seed_reruns(n: int, env: dict[str, str], timeout: float, threads: str = "auto") -> list[float]:
+def seed_reruns(n: int, env: dict[str, str], timeout: float, threads: str = "auto", root: Path = ROOT) -> list[float]:
     try:
-        proc = subprocess.run([sys.executable, "-c", _SEED_WORKER, str(ROOT), str(n), threads], cwd=ROOT,
+        proc = subprocess.run([sys.executable, "-c", _SEED_WORKER, str(root), str(n), threads], cwd=root,
                               env=env, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:  # n re-runs did not finish in time: each took at least timeout / n
         print(f"  seed re-runs hit the {timeout:.0f} s timeout (counted as {timeout / n:.1f} s each)", flush=True)
@@ -149,6 +160,8 @@ def main() -> None:
     ap.add_argument("--seed-repeat", type=int, default=10, help="seed-only re-runs per condition")
     ap.add_argument("--reference", action="store_true",
                     help="also time torch's default threads / wait policy beside the load")
+    ap.add_argument("--baseline", type=Path, metavar="DIR",
+                    help="another checkout of the repo to time alternately with this one (ratio this/baseline)")
     ap.add_argument("--load-seconds", type=float, default=900, help="upper bound on the background load's life")
     ap.add_argument("--timeout", type=float, default=180, help="per CLI run")
     args = ap.parse_args()
@@ -163,12 +176,23 @@ def main() -> None:
     for cond in ("idle", "load"):
         with BackgroundLoad(args.load_seconds) if cond == "load" else nullcontext():
             for _ in range(args.repeat):  # ours and the reference alternate, so drifting load hits both
-                results.setdefault(f"cli {cond}", []).append(cli_run([], env, args.timeout))
+                results.setdefault(f"cli {cond}", []).append(
+                    cli_run([], env, args.timeout, cpu_key=f"cli {cond}" if args.baseline else None))
                 if args.reference:
                     results.setdefault(f"cli {cond}, torch default threads", []).append(
                         cli_run(["--threads", cores], ref_env, args.timeout))
+                if args.baseline:
+                    results.setdefault(f"cli {cond}, baseline", []).append(
+                        cli_run([], env, args.timeout, root=args.baseline, cpu_key=f"cli {cond}, baseline"))
             print(f"{cond}: cli runs done", flush=True)
-            results[f"seed {cond}"] = seed_reruns(args.seed_repeat, env, args.timeout * 2)
+            # Seed re-runs in two halves per side, alternating, when there is a baseline.
+            halves = 2 if args.baseline else 1
+            for _ in range(halves):
+                results.setdefault(f"seed {cond}", []).extend(
+                    seed_reruns(max(1, args.seed_repeat // halves), env, args.timeout * 2))
+                if args.baseline:
+                    results.setdefault(f"seed {cond}, baseline", []).extend(
+                        seed_reruns(max(1, args.seed_repeat // halves), env, args.timeout * 2, root=args.baseline))
             if args.reference:
                 results[f"seed {cond}, torch default threads"] = seed_reruns(
                     args.seed_repeat, ref_env, args.timeout * 2, threads=cores)
@@ -188,6 +212,17 @@ def main() -> None:
             row["ratio"] = statistics.median(results[name]) / statistics.median(ref)
             row["reference"] = "torch default threads + OpenMP default wait policy, same run"
             print(f"ratio {name} / torch defaults in the same run: {row['ratio']:.2f}")
+        base = results.get(f"{name}, baseline")
+        if base:
+            row["ratio"] = statistics.median(results[name]) / statistics.median(base)
+            row["reference"] = f"baseline checkout {args.baseline}, same run"
+            print(f"ratio {name} / baseline in the same run: {row['ratio']:.3f}")
+    for name, xs in _CPU.items():
+        print(f"CPU seconds, {name:40s} median {statistics.median(xs):.2f} s (min {min(xs):.2f}, max {max(xs):.2f})")
+    for cond in ("idle", "load"):
+        if f"cli {cond}" in _CPU and f"cli {cond}, baseline" in _CPU:
+            print(f"ratio CPU cli {cond} / baseline in the same run: "
+                  f"{statistics.median(_CPU[f'cli {cond}']) / statistics.median(_CPU[f'cli {cond}, baseline']):.3f}")
     emit_summary("first_image", rows)
 
 
