@@ -212,13 +212,19 @@ def _process_gc(command: str) -> Iterator[None]:
       it again.  Objects are still released by reference counting; buffered files and logs are flushed
       and closed as usual (written files are closed when written).
     """
+    global _gc_paused
     if command == "run":
         gc.disable()
+        _gc_paused = True
     try:
         yield
     finally:
+        _gc_paused = False
         gc.freeze()
         gc.enable()
+
+
+_gc_paused = False  # True from a one-shot `run`'s start until its RunStarted event (see _process_gc)
 
 
 def _resume_gc_when_run_starts(listener: Callable[[Any], None]) -> Callable[[Any], None]:
@@ -226,7 +232,9 @@ def _resume_gc_when_run_starts(listener: Callable[[Any], None]) -> Callable[[Any
     from .events import RunStarted
 
     def on_event(event: Any) -> None:
-        if isinstance(event, RunStarted) and not gc.isenabled():
+        global _gc_paused
+        if isinstance(event, RunStarted) and _gc_paused:
+            _gc_paused = False
             gc.freeze()  # start-up's objects (modules, packs, torch) live for the process: not the collector's job
             gc.enable()
         listener(event)
