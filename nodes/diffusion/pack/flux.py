@@ -351,8 +351,11 @@ def clip_text_encode_flux(ctx: NodeContext, clip, clip_l: str, t5xxl: str, guida
     if not isinstance(clip, FluxTextEncoder):
         raise NodeInputError("clip", "CLIP Text Encode (FLUX) needs FLUX's text encoders (CLIP-L + T5-XXL)",
                              "connect DualCLIPLoader (type flux)")
+    from .device_memory import encoders_on_device
+
     try:  # T5's sequence is at least 256 tokens: the thread policy's size of the work
-        with cpu_threads(ctx, clip.encoders, clip.t5_min_tokens), torch.inference_mode():
+        with encoders_on_device(ctx, clip.encoders), cpu_threads(ctx, clip.encoders, clip.t5_min_tokens), \
+                torch.inference_mode():
             return clip.encode_pair(clip_l, t5xxl, float(guidance))
     except ConditioningMismatch as exc:
         raise NodeInputError("clip", str(exc), "load CLIP-L and T5-XXL with DualCLIPLoader (type flux)") from None
