@@ -56,7 +56,9 @@ class DeviceMemory:
         budget = resolve_budget(spec, self.device)
         emulated = self.device.type == "cpu" and budget is not None
         compute = ComputeDevice.emulated_device() if emulated else ComputeDevice.of(self.device)
-        self.manager = MemoryManager(compute, budget)
+        # prefetching block i+1 during block i only pays where copies are asynchronous (a CUDA side
+        # stream); elsewhere it would only double the streaming window
+        self.manager = MemoryManager(compute, budget, prefetch=compute.is_cuda)
         self.handles: dict[tuple[int, ...], Any] = {}
         self._count = 0
 
@@ -92,8 +94,10 @@ class DeviceMemory:
     def publish(self, ctx: NodeContext) -> None:
         s = self.manager.stats()
         where = f"{self.device}{' (emulated)' if self.manager.device.emulated else ''}"
-        ctx.stats("memory", {"line": s.line(), "device": where, "budget": s.budget, "resident": s.resident,
-                             "offloaded": s.offloaded, "peak": s.peak})
+        streamed = sum(len(m.streamed) for m in self.manager.models.values() if m.state == "streaming")
+        ctx.stats("memory", {"line": s.line() + (f", {streamed} blocks streamed" if streamed else ""),
+                             "device": where, "budget": s.budget, "resident": s.resident,
+                             "offloaded": s.offloaded, "peak": s.peak, "streamed_blocks": streamed})
 
 
 def stream_blocks(module: Any) -> list[Any]:
