@@ -289,7 +289,7 @@ def fp8_dtype(weight_dtype: str) -> Any:
     return getattr(torch, FP8_WEIGHT_DTYPES[weight_dtype]) if weight_dtype != "default" else None
 
 
-def build_flux_model(sd: Mapping[str, Any], *, device: Any, weight_dtype: str = "default",
+def build_flux_model(sd: Mapping[str, Any], *, device: Any, weight_dtype: str = "default", home: Any = None,
                      metadata: Mapping[str, str] | None = None, name: str = "diffusion model") -> Any:
     """A :class:`~.flux_runtime.FluxModel` from a prefix-stripped FLUX state dict (BFL or diffusers).
 
@@ -311,13 +311,13 @@ def build_flux_model(sd: Mapping[str, Any], *, device: Any, weight_dtype: str = 
     if detect_flux_layout(sd.keys()) == "diffusers":
         sd = convert_diffusers_flux_to_bfl(sd)
     config = flux_config_from_state_dict(sd)
-    model, stored = _assign_stored(FluxTransformer, config, sd, weight_dtype, name=name, device=device)
+    model, stored = _assign_stored(FluxTransformer, config, sd, weight_dtype, name=name, device=device, home=home)
     rules = rules_for("flux-dev" if config.guidance_embed else "flux-schnell", metadata)
     return FluxModel(model, model_sampling_for(rules), rules, torch.device(device), compute_dtype(device, stored))
 
 
 def _assign_stored(cls: Any, config: Any, sd: Mapping[str, Any], weight_dtype: str, *, name: str,
-                   device: Any) -> tuple[Any, Any]:
+                   device: Any, home: Any = None) -> tuple[Any, Any]:
     """``(model, stored dtype)``: a network built on meta with the file's tensors assigned through the
     one storage path (``quant.layers.assign_stored``): float files as stored (memory-mapped, cast per
     layer at compute); GGUF, fp8 and scaled-fp8 files, or a ``weight_dtype`` of fp8, with every
@@ -328,7 +328,7 @@ def _assign_stored(cls: Any, config: Any, sd: Mapping[str, Any], weight_dtype: s
     fp8 = fp8_dtype(weight_dtype)
     stored = stored_dtype(sd)
     model = build_on_meta(cls, config)
-    assign_stored(model, sd, name=name, device=device, dtype=compute_dtype(device, stored) if fp8 is not None
+    assign_stored(model, sd, name=name, device=home or device, dtype=compute_dtype(device, stored) if fp8 is not None
                   or _quantized(sd) else None, weight_dtype=fp8)
     return model, stored
 
@@ -339,7 +339,7 @@ def _quantized(sd: Mapping[str, Any]) -> bool:
     return needs_quantized_load(sd)
 
 
-def build_unet_model(sd: Mapping[str, Any], *, device: Any, weight_dtype: str = "default",
+def build_unet_model(sd: Mapping[str, Any], *, device: Any, weight_dtype: str = "default", home: Any = None,
                      metadata: Mapping[str, str] | None = None, name: str = "diffusion model") -> Any:
     """A :class:`~.runtime.DiffusionModel` from a standalone SD1/SD2/SDXL UNet state dict (ComfyUI's
     ``unet/`` files, GGUF conversions of them); architecture from shapes, storage as for the transformers."""
@@ -355,12 +355,12 @@ def build_unet_model(sd: Mapping[str, Any], *, device: Any, weight_dtype: str = 
     config = infer_unet_config(sd, metadata)
     dtype = compute_dtype(device, stored_dtype(sd))  # our UNet computes in its float weights' dtype
     unet = build_on_meta(UNetModel, config)
-    assign_stored(unet, sd, name=name, device=device, dtype=dtype, weight_dtype=fp8_dtype(weight_dtype))
+    assign_stored(unet, sd, name=name, device=home or device, dtype=dtype, weight_dtype=fp8_dtype(weight_dtype))
     rules = rules_for(config.family, metadata)
     return DiffusionModel(unet, model_sampling_for(rules), rules, torch.device(device), dtype)
 
 
-def build_sd3_model(sd: Mapping[str, Any], *, device: Any, weight_dtype: str = "default",
+def build_sd3_model(sd: Mapping[str, Any], *, device: Any, weight_dtype: str = "default", home: Any = None,
                     metadata: Mapping[str, str] | None = None, name: str = "diffusion model") -> Any:
     """A :class:`~.sd3_runtime.SD3Model` from a prefix-stripped MMDiT state dict (original or diffusers
     layout); architecture from shapes, storage as in :func:`build_flux_model`."""
@@ -379,14 +379,16 @@ def build_sd3_model(sd: Mapping[str, Any], *, device: Any, weight_dtype: str = "
     if detect_mmdit_layout(sd.keys()) == "diffusers":
         sd = convert_diffusers_mmdit_to_original(sd)
     config = mmdit_config_from_state_dict(sd)
-    model, stored = _assign_stored(MMDiT, config, sd, weight_dtype, name=name, device=device)
+    model, stored = _assign_stored(MMDiT, config, sd, weight_dtype, name=name, device=device, home=home)
     rules = rules_for("sd3", metadata)
     return SD3Model(model, model_sampling_for(rules), rules, torch.device(device), compute_dtype(device, stored))
 
 
 def load_diffusion_model_file(path: str | os.PathLike[str], *, device: Any = "cpu",
-                              weight_dtype: str = "default") -> Any:
-    """Load a diffusion-model-only file (``diffusion_models/``); all-in-one FLUX files work too."""
+                              weight_dtype: str = "default", home: Any = None) -> Any:
+    """Load a diffusion-model-only file (``diffusion_models/``); all-in-one FLUX files work too.
+    ``home``: where the weights are put when not on ``device`` (RAM, for the device-memory manager
+    to move them to a GPU under its budget); the model computes on ``device``."""
     from .models.loading import strip_prefix
 
     p = Path(path)
@@ -398,7 +400,7 @@ def load_diffusion_model_file(path: str | os.PathLike[str], *, device: Any = "cp
     check_diffusion_model(identity, p.name)
     build = {"sd3": build_sd3_model, "unet": build_unet_model}.get(DIFFUSION_KINDS.get(identity.kind, ""),
                                                                    build_flux_model)
-    return build(sd, device=device, weight_dtype=weight_dtype, metadata=metadata, name=p.name)
+    return build(sd, device=device, weight_dtype=weight_dtype, metadata=metadata, name=p.name, home=home)
 
 
 @dataclass(frozen=True)
@@ -412,7 +414,7 @@ class TextEncoderPart:
 
 def load_text_encoder_part(path: str | os.PathLike[str], *, device: Any = "cpu",
                            sd: Mapping[str, Any] | None = None,
-                           metadata: Mapping[str, str] | None = None) -> TextEncoderPart:
+                           metadata: Mapping[str, str] | None = None, home: Any = None) -> TextEncoderPart:
     """Build the CLIP or T5 text encoder a file (or an already-split ``sd``) holds, with its tokenizer.
     T5 keeps the stored dtype and computes in float32 on CPU; CLIP follows the checkpoint policy."""
     import torch
@@ -428,14 +430,14 @@ def load_text_encoder_part(path: str | os.PathLike[str], *, device: Any = "cpu",
     identity = identify_keys(sd)
     dtype = compute_dtype(device, stored_dtype(sd))
     if identity.kind == "t5":
-        model = build_t5_from_state_dict(sd).to(device)
+        model = build_t5_from_state_dict(sd).to(home or device)
         model.compute_dtype = dtype
         return TextEncoderPart("t5", model, T5Tokenizer.beside(p))
     if identity.kind in ("clip", "openclip"):
         hf = openclip_to_hf(sd) if identity.kind == "openclip" else sd
         # HF-layout files are OpenAI CLIP-L (quick GELU) except bigG (width 1280: SDXL/SD3's clip_g, GELU)
         activation = "quick_gelu" if identity.kind == "clip" and identity.info.get("width") != 1280 else "gelu"
-        model = build_clip(hf, activation=activation, device=torch.device(device), dtype=dtype, name=p.name)
+        model = build_clip(hf, activation=activation, device=torch.device(home or device), dtype=dtype, name=p.name)
         return TextEncoderPart("clip", model, tokenizer_for(metadata or {}, model.config.vocab_size))
     raise WrongModelFile(f"{p.name!r} is {identity.description}, not a text encoder", fix_for(identity))
 

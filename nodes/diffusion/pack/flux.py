@@ -27,6 +27,7 @@ from .. import split_files  # torch-free at import: its tables are the choice li
 from ..paths import choices_for
 from .common import MAX_RESOLUTION, cpu_threads, model_file_fingerprint, resolve_model
 from .custom_sampling import CFGGuide
+from .device_memory import home_device
 
 # The choices are the loaders' own tables (a clip type the loader knows is one row there); a dual
 # "sd3" load takes two of SD3's three encoders and is checked by _check_dual_sd3 instead.
@@ -111,7 +112,7 @@ def unet_loader(ctx: NodeContext, unet_name: str, weight_dtype: str = "default")
 
     path = resolve_model(ctx.settings, "diffusion_models", unet_name, "unet_name")
     try:
-        return load_diffusion_model_file(path, device=ctx.device, weight_dtype=weight_dtype)
+        return load_diffusion_model_file(path, device=ctx.device, weight_dtype=weight_dtype, home=home_device(ctx))
     except Exception as exc:
         raise _blame("unet_name", exc) from exc
 
@@ -161,7 +162,7 @@ def clip_loader(ctx: NodeContext, clip_name: str, type: str = "stable_diffusion"
 
     path = resolve_model(ctx.settings, "text_encoders", clip_name, "clip_name")
     try:
-        part = load_text_encoder_part(path, device=ctx.device)
+        part = load_text_encoder_part(path, device=ctx.device, home=home_device(ctx))
     except Exception as exc:
         raise _blame("clip_name", exc) from exc
     if type == "flux":
@@ -232,7 +233,7 @@ def dual_clip_loader(ctx: NodeContext, clip_name1: str, clip_name2: str, type: s
     for i, name in enumerate((clip_name1, clip_name2), start=1):
         path = resolve_model(ctx.settings, "text_encoders", name, f"clip_name{i}")
         try:
-            parts.append(load_text_encoder_part(path, device=ctx.device))
+            parts.append(load_text_encoder_part(path, device=ctx.device, home=home_device(ctx)))
         except Exception as exc:
             raise _blame(f"clip_name{i}", exc) from exc
     if type == "sd3":
