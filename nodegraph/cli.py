@@ -67,7 +67,7 @@ def _vram_budget(text: str) -> str:
         return text.strip().lower()
     try:
         if parse_size(text) <= 0:
-            raise ValueError(f"{text!r}: a device budget must be more than 0 bytes")
+            raise ValueError(f"{text!r}: a device budget must be more than 0 bytes; use e.g. 4G, 512M, 50%")
     except ValueError as exc:
         raise argparse.ArgumentTypeError(f"{exc}; or auto (free VRAM minus a reserve) or unlimited") from None
     return text
