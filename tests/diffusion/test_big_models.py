@@ -408,3 +408,32 @@ def test_truncated_and_wrong_gguf_files_are_validation_errors(tmp_path: Path) ->
         (issue,) = info.value.issues
         assert (issue.node_id, issue.input) == ("unet", "unet_name")
         assert says in issue.message and fix in (issue.fix or "") and "Traceback" not in issue.message
+
+
+def test_clip_gguf_with_load_clip(tmp_path: Path) -> None:
+    """A CLIP-L text encoder as Q8_0 GGUF in models/clip/ through Load CLIP: quantized layers, and the
+    prompt encodes within the error that weight noise of the quantization's size gives."""
+    from tests.diffusion.text_fixtures import make_hf_clip_sd
+
+    models = tmp_path / "models"
+    (models / "clip").mkdir(parents=True)
+    sd = make_hf_clip_sd("", width=64, layers=2, seed=4)
+    save_file(sd, models / "clip" / "clip_l.safetensors")
+    write_gguf(models / "clip" / "clip_l-Q8_0.gguf", {k: v.numpy() for k, v in sd.items()}, Q8_0, arch="clip")
+    stored = read_gguf(models / "clip" / "clip_l-Q8_0.gguf").state_dict
+    save_file(noise_equivalent(sd, stored), models / "clip" / "clip_l-noisy.safetensors")
+
+    def encode(name: str):  # noqa: ANN202
+        g = Graph()
+        g.add_node("diffusion.clip_loader", {"clip_name": name, "type": "stable_diffusion"}, id="clip")
+        g.add_node("diffusion.text_encode", {"text": "a red fox in the snow"}, id="positive")
+        g.connect("clip", "CLIP", "positive", "clip")
+        report = executor(models, tmp_path / "out").run(g, outputs=["clip", "positive"])
+        report.raise_for_status()
+        return report.results["clip"]["CLIP"], report.results["positive"]["CONDITIONING"]
+
+    clip, got = encode("clip_l-Q8_0.gguf")
+    assert any(m.qtype == Q8_0 for _, m in quantized_layers(clip.encoders[0]))
+    _, ref = encode("clip_l.safetensors")
+    _, noisy = encode("clip_l-noisy.safetensors")
+    assert 0 < rel_err(got.context, ref.context) <= SIGMAS * rel_err(noisy.context, ref.context)

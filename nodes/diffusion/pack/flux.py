@@ -99,8 +99,9 @@ def _check_unet(values: Mapping[str, Any], identities: list[Any], names: list[st
 
 @node("diffusion.unet_loader", category="loaders", display_name="Load Diffusion Model",
       inputs=[Combo("unet_name", choices_for("diffusion_models"),
-                    tooltip="a diffusion model file from models/diffusion_models (FLUX.1 dev/schnell, BFL or "
-                            "diffusers layout; SD3/SD3.5 MMDiT, Stability or diffusers layout)"),
+                    tooltip="a diffusion model file from models/diffusion_models or models/unet (FLUX.1 dev/schnell, "
+                            "BFL or diffusers layout; SD3/SD3.5 MMDiT; a standalone SD1/SD2/SDXL UNet); "
+                            ".safetensors, fp8 or ComfyUI-GGUF .gguf (kept quantized in memory)"),
               Combo("weight_dtype", WEIGHT_DTYPES, "default",
                     tooltip="fp8: keep the weights in 8 bits in memory (half of bf16), upcast per layer")],
       outputs=[Out("MODEL", "MODEL")],
