@@ -437,3 +437,30 @@ def test_clip_gguf_with_load_clip(tmp_path: Path) -> None:
     _, ref = encode("clip_l.safetensors")
     _, noisy = encode("clip_l-noisy.safetensors")
     assert 0 < rel_err(got.context, ref.context) <= SIGMAS * rel_err(noisy.context, ref.context)
+
+
+def test_sd3_gguf_through_the_sampler(tmp_path: Path) -> None:
+    """An SD3-layout MMDiT as Q8_0 GGUF (keys under ``model.diffusion_model.``, as ComfyUI-GGUF writes
+    them) through Load Diffusion Model, TripleCLIPLoader and KSampler: within the error weight noise of
+    the quantization's size gives, against the safetensors file it was made from."""
+    from tests.diffusion.sd3_pipeline_fixtures import sd3_graph, write_sd3_files
+
+    files = write_sd3_files(tmp_path / "models")
+    models = files.models_dir
+    sd = load_file(models / "diffusion_models" / files.unet)
+    (models / "unet").mkdir()
+    write_gguf(models / "unet" / "sd3-Q8_0.gguf", {k: v.numpy() for k, v in sd.items()}, Q8_0, arch="sd3")
+    stored = read_gguf(models / "unet" / "sd3-Q8_0.gguf").state_dict
+    bare = {k.removeprefix("model.diffusion_model."): v for k, v in sd.items()}
+    save_file(noise_equivalent(bare, stored), models / "diffusion_models" / "sd3-noisy.safetensors")
+    ex = make_executor(models, tmp_path / "out")
+
+    def sample(unet: str) -> torch.Tensor:
+        graph = sd3_graph(files, steps=2)
+        graph.node("unet").values["unet_name"] = unet
+        report = ex.run(graph, outputs=["sampler"])
+        report.raise_for_status()
+        return report.results["sampler"]["LATENT"].samples
+
+    got, ref, noisy = sample("sd3-Q8_0.gguf"), sample(files.unet), sample("sd3-noisy.safetensors")
+    assert 0 < rel_err(got, ref) <= SIGMAS * rel_err(noisy, ref)
