@@ -91,6 +91,12 @@ class DeviceMemory:
         self.handles[key] = h
         return h
 
+    def close(self) -> None:
+        """Evict and forget every model (the modules get their home tensors back)."""
+        for h in list(self.handles.values()):
+            self.manager.unregister(h)
+        self.handles.clear()
+
     def publish(self, ctx: NodeContext) -> None:
         s = self.manager.stats()
         where = f"{self.device}{' (emulated)' if self.manager.device.emulated else ''}"
@@ -117,6 +123,8 @@ def device_memory(ctx: NodeContext) -> DeviceMemory:
     current = ctx.services.get(SERVICE)
     device = ctx.device
     if current is None or current.spec != spec or str(current.device) != str(device):
+        if current is not None:  # its models go back to their homes before another manager takes them
+            current.close()
         try:
             current = DeviceMemory(spec, device)
         except ValueError as exc:
