@@ -88,8 +88,7 @@ def test_bad_vram_budget_exits_2_with_the_forms(capsys, bad: str) -> None:  # no
 
 
 def test_cli_run_prints_the_stats_line(tmp_path: Path, capsys, monkeypatch) -> None:  # noqa: ANN001
-    from nodegraph import cli
-    from nodegraph import save_workflow
+    from nodegraph import cli, save_workflow
 
     wf = tmp_path / "wf.json"
     save_workflow(graph(), wf)
