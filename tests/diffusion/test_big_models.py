@@ -464,3 +464,19 @@ def test_sd3_gguf_through_the_sampler(tmp_path: Path) -> None:
 
     got, ref, noisy = sample("sd3-Q8_0.gguf"), sample(files.unet), sample("sd3-noisy.safetensors")
     assert 0 < rel_err(got, ref) <= SIGMAS * rel_err(noisy, ref)
+
+
+def test_peak_is_per_run(tmp_path: Path) -> None:
+    """The reported peak is the run's: a later run that only samples (prompts cached) peaks at the
+    resident UNet, below the first run's peak, which the tiny text encoder (its 49408-token embedding
+    is larger than the UNet) set while encoding."""
+    models = tmp_path / "models"
+    ckpt = write_tiny_checkpoint(models, "sd1")
+    ex = executor(models, tmp_path / "out", vram_budget="1G")
+    first = ex.run(txt2img_graph(ckpt.name, steps=1), outputs=["ckpt", "sampler"])
+    first.raise_for_status()
+    unet_bytes = tensor_bytes(first.results["ckpt"]["MODEL"].unet)
+    encoder_bytes = tensor_bytes(first.results["ckpt"]["CLIP"].encoders[0])
+    assert first.stats["memory"]["peak"] == max(unet_bytes, encoder_bytes) > unet_bytes
+    again = ex.run(txt2img_graph(ckpt.name, steps=1, seed=7), outputs=["sampler"])
+    assert again.nodes["positive"].status == "cached" and again.stats["memory"]["peak"] == unet_bytes

@@ -12,7 +12,8 @@ minus a reserve on CUDA, unlimited on CPU).
 - The text-encode nodes use :func:`encoders_on_device`, which sends the
   encoders back to their home (CPU) copy right after encoding.
 - Both publish the manager's figures as the ``memory`` statistic (CLI
-  progress line, run report ``stats.memory``, GUI status bar).
+  progress line, run report ``stats.memory``, GUI status bar); ``peak`` is the
+  run's (reset to what is resident when a new run starts).
 
 On CPU with an explicit budget the device is *emulated*: device copies are
 separate CPU buffers accounted apart from their home copies, so the policy
@@ -61,6 +62,7 @@ class DeviceMemory:
         self.manager = MemoryManager(compute, budget, prefetch=compute.is_cuda)
         self.handles: dict[tuple[int, ...], Any] = {}
         self._count = 0
+        self._run: object | None = None  # the workflow document of the run being served
 
     def handle(self, modules: Sequence[Any], kind: str) -> Any:
         """The managed model for ``modules`` (registered on first use), ready to load.
@@ -131,6 +133,11 @@ def device_memory(ctx: NodeContext) -> DeviceMemory:
             raise NodeInputError(None, f"device memory budget: {exc}",
                                  f"fix --vram-budget or the {ENV} environment variable") from None
         ctx.services[SERVICE] = current
+    if ctx.workflow is not None and ctx.workflow is not current._run:
+        # a new run (the executor makes one workflow document per run): its peak starts from what
+        # is still resident, so reports give the peak of *this* run
+        current.manager.reset_peak()
+        current._run = ctx.workflow
     return current
 
 
