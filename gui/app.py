@@ -31,6 +31,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", help="CPU threads for model work: a number or auto (env NODEGRAPH_THREADS)")
     p.add_argument("--cache-budget", help="memory for cached results, e.g. 4G or 25%% (default: half the "
                    "RAM available at start)")
+    p.add_argument("--vram-budget", help="device memory for model weights, e.g. 6G, 50%% or auto "
+                   "(env NODEGRAPH_VRAM_BUDGET)")
     return p
 
 
@@ -54,7 +56,7 @@ def make_app(argv: Sequence[str] | None = None) -> Any:
 
 def create_window(workflow: str | None = None, *, models_dir: str | None = None, output_dir: str = "output",
                   device: str = "auto", recover: bool = True, threads: str | int | None = None,
-                  cache_budget: str | None = None,
+                  cache_budget: str | None = None, vram_budget: str | None = None,
                   **window_kwargs: Any) -> Any:
     """Build the main window (the app must exist).  Opens ``workflow``, or the
     recovered session, or the default txt2img workflow."""
@@ -70,6 +72,8 @@ def create_window(workflow: str | None = None, *, models_dir: str | None = None,
         settings["threads"] = threads
     if cache_budget:
         settings["cache_budget"] = cache_budget
+    if vram_budget:  # read by the diffusion pack's memory manager
+        settings["vram_budget"] = vram_budget
     registry = build_registry()
     # Subgraph components (./subgraphs, $NODEGRAPH_SUBGRAPHS_DIR, next to the workflow's folder),
     # read once before the window exists; the node search lists them like installed nodes.
@@ -105,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     app = make_app([sys.argv[0]])
     win = create_window(args.workflow, models_dir=args.models_dir, output_dir=args.output_dir,
-                        device=args.device, threads=args.threads, cache_budget=args.cache_budget)
+                        device=args.device, threads=args.threads, cache_budget=args.cache_budget,
+                        vram_budget=args.vram_budget)
     win.show()
     return int(app.exec())
 

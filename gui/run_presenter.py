@@ -22,6 +22,7 @@ from nodegraph import (
     NodeFinished,
     NodeProgress,
     NodeStarted,
+    NodeStats,
     RunFinished,
     RunStarted,
     validate,
@@ -216,6 +217,7 @@ class RunPresenter(QObject):
                 sc.set_state(nid, "queued")
             self.run_graph = self.runner.current_graph or sc.root.copy()  # what this run really used
             win.status_label.setText("Running…")
+            self._memory_line = ""
             win.progress.setRange(0, max(1, len(ev.nodes)))
             win.progress.setValue(0)
             self._done = 0
@@ -244,8 +246,15 @@ class RunPresenter(QObject):
                 sc.set_state(local, "error")
             first_line = ev.message.strip().splitlines()[0] if ev.message.strip() else "error"
             self.add_run_problem(Problem(ev.node_id, ev.input, first_line, source="run"))
+        elif isinstance(ev, NodeStats):
+            if ev.name == "memory" and ev.line:
+                win.status_label.setText(f"Running {sc.node_label(local) if local else ev.node_id}… "
+                                         f"| memory: {ev.line}")
+                self._memory_line = ev.line
         elif isinstance(ev, RunFinished):
-            win.status_label.setText(f"Run {ev.status} in {ev.seconds:.2f} s")
+            memory = getattr(self, "_memory_line", "")
+            win.status_label.setText(f"Run {ev.status} in {ev.seconds:.2f} s" + (f" | memory: {memory}" if memory
+                                                                                   else ""))
 
     def show_node_ui(self, nid: str, ui: Mapping[str, Any], status: str) -> None:
         """Preview and text on the node shown for ``nid`` (its subgraph node for an inner

@@ -26,7 +26,7 @@ from .errors import (
     WorkflowFileError,
     WorkflowInvalid,
 )
-from .events import Event, NodeError, NodeFinished, NodeProgress, NodeStarted, RunFinished, RunStarted
+from .events import Event, NodeError, NodeFinished, NodeProgress, NodeStarted, NodeStats, RunFinished, RunStarted
 from .executor import Executor, NodeReport, RunReport
 from .graph import Graph, GraphChange, Group, Link, Node
 from .overrides import apply_overrides
@@ -61,7 +61,8 @@ __all__ = [
     "ANY", "Bool", "CancelToken", "Cancelled", "Combo", "DevicePolicy", "Estimate", "Event", "Executor", "Float",
     "Graph",
     "GraphChange", "Group", "In", "Input", "Int", "Link", "Node", "NodeContext", "NodeError", "NodeFinished",
-    "NodeInputError", "NodeProgress", "NodeReport", "NodeResult", "NodeSpec", "NodeStarted", "NodegraphError",
+    "NodeInputError", "NodeProgress", "NodeReport", "NodeResult", "NodeSpec", "NodeStarted", "NodeStats",
+    "NodegraphError",
     "Out", "Output", "OverrideError", "Plan", "Registry", "RunFinished", "RunReport", "RunStarted", "Seed",
     "SpecError", "String", "ValidationIssue", "Widget", "WorkflowFileError", "WorkflowInvalid",
     "apply_overrides", "build_plan", "compatible", "dump_workflow_text", "load_workflow", "load_workflow_text",

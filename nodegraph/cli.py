@@ -60,6 +60,25 @@ def _size(text: str) -> str:
     return text
 
 
+def _vram_budget(text: str) -> str:
+    """``--vram-budget`` as argparse type: ``auto``, ``unlimited`` or a size (``4G``, ``50%`` of the
+    device's memory); checked now (exit 2 with the accepted forms), kept as text for the packs that
+    manage device memory (they read ``settings["vram_budget"]``, else NODEGRAPH_VRAM_BUDGET)."""
+    from .memory import parse_size
+
+    if text.strip().lower() in ("auto", "unlimited", "none", "off"):
+        return text.strip().lower()
+    try:
+        if parse_size(text) <= 0:
+            raise ValueError(f"{text!r}: a device budget must be more than 0 bytes; use e.g. 4G, 512M, 50%")
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{exc}; or auto (free VRAM minus a reserve) or unlimited") from None
+    return text
+
+
+_VRAM_HELP = ("device memory the models' weights may use, e.g. 6G or 50%% of the device's memory; auto (default: "
+              "free VRAM minus a reserve on CUDA, unlimited elsewhere) or unlimited; models that do not fit stream "
+              "their blocks from RAM (env NODEGRAPH_VRAM_BUDGET)")
 _CACHE_HELP = ("memory the result cache may use between runs, e.g. 4G, 512M or 25%% of available RAM "
                "(default: half the RAM available at start)")
 
@@ -84,6 +103,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     run.add_argument("--threads", type=_threads, help=_THREADS_HELP)
     run.add_argument("--cache-budget", type=_size, help=_CACHE_HELP)
+    run.add_argument("--vram-budget", type=_vram_budget, help=_VRAM_HELP)
 
     val = sub.add_parser("validate", help="check a workflow without running it")
     val.add_argument("workflow")
@@ -97,6 +117,7 @@ def _parser() -> argparse.ArgumentParser:
     gui.add_argument("--models-dir", help="root of the models/ folders")
     gui.add_argument("--threads", type=_threads, help=_THREADS_HELP)
     gui.add_argument("--cache-budget", type=_size, help=_CACHE_HELP)
+    gui.add_argument("--vram-budget", type=_vram_budget, help=_VRAM_HELP)
 
     batch = sub.add_parser(
         "batch", help="run a workflow over a sweep of values (grid or zip), resumable",
@@ -135,6 +156,7 @@ def _parser() -> argparse.ArgumentParser:
     batch.add_argument("--quiet", action="store_true", help="no progress bar")
     batch.add_argument("--threads", type=_threads, help=_THREADS_HELP)
     batch.add_argument("--cache-budget", type=_size, help=_CACHE_HELP)
+    batch.add_argument("--vram-budget", type=_vram_budget, help=_VRAM_HELP)
 
     serve = sub.add_parser("serve", help="serve the HTTP API (queue, status, cancel, outputs, events)")
     serve.add_argument("--host", default="127.0.0.1",
@@ -156,6 +178,7 @@ def _parser() -> argparse.ArgumentParser:
                             "Loopback names and the --host address are always accepted")
     serve.add_argument("--threads", type=_threads, help=_THREADS_HELP)
     serve.add_argument("--cache-budget", type=_size, help=_CACHE_HELP)
+    serve.add_argument("--vram-budget", type=_vram_budget, help=_VRAM_HELP)
 
     exp = sub.add_parser("export-comfy", help="export a workflow to ComfyUI's API format (JSON)")
     exp.add_argument("workflow", help="workflow file (.json or .png; ComfyUI files too)")
@@ -328,6 +351,8 @@ def _settings(args: argparse.Namespace) -> dict[str, object]:
         settings["workflow_dir"] = str(Path(args.workflow).resolve().parent)
     if getattr(args, "threads", None) is not None:
         settings["threads"] = args.threads
+    if getattr(args, "vram_budget", None):
+        settings["vram_budget"] = args.vram_budget
     return settings
 
 
@@ -436,6 +461,8 @@ def _cmd_gui(args: argparse.Namespace) -> int:
         argv += ["--threads", str(args.threads)]
     if args.cache_budget:
         argv += ["--cache-budget", args.cache_budget]
+    if args.vram_budget:
+        argv += ["--vram-budget", args.vram_budget]
     return int(gui_main(argv))
 
 
@@ -483,6 +510,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return EXIT_RUN_ERROR
     executed, cached = len(report.executed()), len(report.cached())
     print(f"done in {report.seconds:.2f}s ({executed} executed, {cached} cached)", file=sys.stderr)
+    for name, data in report.stats.items():  # e.g. "memory: device 1.2 GiB / 4 GiB (peak ...)"
+        if data.get("line"):
+            print(f"{name}: {data['line']}", file=sys.stderr)
     for path in report.outputs:
         print(path)
     for nid, ui in report.ui.items():

@@ -52,6 +52,10 @@ class NodeContext:
     workflow: Mapping[str, Any] | None = None  # the workflow document, for embedding in outputs
     _progress: ProgressFn | None = None
     _log: Callable[[str], None] | None = None
+    #: Objects a pack keeps for the life of the executor (one per executor, shared by its runs),
+    #: under keys the pack chooses (e.g. a device-memory manager); the engine never looks inside.
+    services: dict[str, Any] = field(default_factory=dict)
+    _stats: Callable[[str, Mapping[str, Any]], None] | None = None
 
     @property
     def device(self) -> Any:
@@ -67,6 +71,12 @@ class NodeContext:
         if self._progress is not None:
             self._progress(step, total, preview)
         self.cancel_token.check()
+
+    def stats(self, name: str, data: Mapping[str, Any]) -> None:
+        """Publish figures for statistic ``name`` (JSON values, with a human ``"line"``): an event for
+        progress displays now, and the last value in the run report's ``stats``."""
+        if self._stats is not None:
+            self._stats(name, data)
 
     def log(self, message: str) -> None:
         if self._log is not None:

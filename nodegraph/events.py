@@ -89,6 +89,21 @@ class NodeError(Event):
 
 
 @dataclass(frozen=True)
+class NodeStats(Event):
+    """A running node's figures for one named statistic (e.g. ``memory``: a pack's device-memory
+    budget, resident, offloaded and peak bytes), JSON values plus a human ``line``.  The engine
+    only passes them on: the last value of each name lands in :attr:`RunReport.stats`."""
+
+    node_id: str = ""
+    name: str = ""
+    data: Any = field(default=None, compare=False)  # {"line": str, ...JSON values}
+
+    @property
+    def line(self) -> str:
+        return str((self.data or {}).get("line", ""))
+
+
+@dataclass(frozen=True)
 class RunFinished(Event):
     status: str = "ok"  # "ok" | "error" | "cancelled"
     seconds: float = 0.0
@@ -103,6 +118,7 @@ _KINDS: dict[type, str] = {
     NodeProgress: "node_progress",
     NodeFinished: "node_finished",
     NodeError: "node_error",
+    NodeStats: "node_stats",
     RunFinished: "run_finished",
 }
 

@@ -28,6 +28,7 @@ from .events import (
     NodeFinished,
     NodeProgress,
     NodeStarted,
+    NodeStats,
     RunFinished,
     RunStarted,
     json_safe,
@@ -71,6 +72,8 @@ class RunReport:
     # Output values of the requested target nodes ({node id: {output name: value}}),
     # so Python callers can ask for any node's result, not only files.
     results: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Last figures nodes published per statistic name (``NodeContext.stats``), e.g. "memory".
+    stats: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -104,6 +107,8 @@ class RunReport:
             "ui": {nid: json_safe(u) for nid, u in self.ui.items()},
             "error": None,
         }
+        if self.stats:
+            d["stats"] = {k: json_safe(v) for k, v in self.stats.items()}
         if self.error is not None:
             e = self.error
             d["error"] = {"node_id": e.node_id, "node_type": e.node_type, "input": e.input,
@@ -157,6 +162,8 @@ class Executor:
         self._listeners: list[EventListener] = []
         self._lock = threading.Lock()
         self.trim_after_run = trim_after_run
+        #: Per-executor objects of packs (``NodeContext.services``), e.g. a device-memory manager.
+        self.services: dict[str, Any] = {}
 
     def trims_in_this_thread(self) -> bool:
         """Whether a run called from the current thread ends with a heap trim (see the class doc)."""
@@ -274,7 +281,7 @@ class Executor:
                     if workflow_doc is None:
                         workflow_doc = to_dict(graph)
                     entry = self._execute(graph, plan, nid, spec, memo, on_event, cancel, output_dir,
-                                          run_id, workflow_doc)
+                                          run_id, workflow_doc, report)
                     if spec.deterministic:
                         self.cache.put(key, entry)
                     memo[key] = entry
@@ -317,7 +324,7 @@ class Executor:
 
     def _execute(self, graph: Graph, plan: Plan, nid: str, spec: NodeSpec, memo: Mapping[str, CacheEntry],
                  on_event: EventListener | None, cancel: CancelToken, output_dir: Path, run_id: str,
-                 workflow_doc: Mapping[str, Any]) -> CacheEntry:
+                 workflow_doc: Mapping[str, Any], report: RunReport) -> CacheEntry:
         kwargs = dict(plan.constants[nid])
         for name, (src, out) in plan.sources[nid].items():
             src_entry = memo[plan.keys[src]]
@@ -326,8 +333,12 @@ class Executor:
         def progress(step: int, total: int, preview: Any = None) -> None:
             self._emit(NodeProgress(run_id, nid, step, total, preview), on_event)
 
+        def stats(name: str, data: Mapping[str, Any]) -> None:
+            report.stats[name] = dict(data)
+            self._emit(NodeStats(run_id, nid, name, dict(data)), on_event)
+
         ctx = NodeContext(nid, spec.type_id, self.device_policy, output_dir, cancel, self.settings,
-                          workflow_doc, progress)
+                          workflow_doc, progress, services=self.services, _stats=stats)
         self._emit(NodeStarted(run_id, nid, spec.type_id), on_event)
         t0 = time.perf_counter()
         try:

@@ -6,7 +6,7 @@ import sys
 import time
 from typing import TextIO
 
-from .events import Event, NodeError, NodeFinished, NodeProgress, NodeStarted, RunFinished, RunStarted
+from .events import Event, NodeError, NodeFinished, NodeProgress, NodeStarted, NodeStats, RunFinished, RunStarted
 
 
 class TerminalProgress:
@@ -19,6 +19,7 @@ class TerminalProgress:
         self.total = 0
         self.done = 0
         self.current = ""
+        self.stats: dict[str, str] = {}  # last line per published statistic (e.g. memory), shown after the steps
         self._last_draw = 0.0
 
     def __call__(self, event: Event) -> None:
@@ -31,6 +32,8 @@ class TerminalProgress:
             self._draw()
         elif isinstance(event, NodeProgress):
             self._draw(event.step, event.total)
+        elif isinstance(event, NodeStats):
+            self.stats[event.name] = event.line
         elif isinstance(event, NodeFinished) and event.status != "skipped":
             self.done += 1
             self.current = f"{event.node_id} {event.status}"
@@ -49,10 +52,11 @@ class TerminalProgress:
         filled = int(frac * self.width)
         bar = "#" * filled + "-" * (self.width - filled)
         steps = f" step {step}/{total}" if total else ""
-        line = f"[{bar}] {self.done}/{self.total} {self.current}{steps}"
-        self.stream.write("\r" + line[:120].ljust(120))
+        extra = "".join(f" | {name}: {text}" for name, text in self.stats.items() if text)
+        line = f"[{bar}] {self.done}/{self.total} {self.current}{steps}{extra}"
+        self.stream.write("\r" + line[:160].ljust(160))
         self.stream.flush()
 
     def _clear(self) -> None:
-        self.stream.write("\r" + " " * 120 + "\r")
+        self.stream.write("\r" + " " * 160 + "\r")
         self.stream.flush()

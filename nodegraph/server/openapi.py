@@ -62,7 +62,9 @@ SCHEMAS: dict[str, Any] = {
                                       "description": "compact run report: status, seconds, nodes (per-node "
                                                      "type/status/seconds, at most 500), outputs (file names "
                                                      "relative to the output folder), error (node_id, node_type, "
-                                                     "input, message; never a traceback)"}}},
+                                                     "input, message; never a traceback), stats (figures nodes "
+                                                     "published, e.g. memory: budget, resident, offloaded, peak "
+                                                     "bytes and a line)"}}},
     "RunList": {"type": "object", "properties": {"runs": {"type": "array",
                                                           "items": {"$ref": "#/components/schemas/RunSummary"}}}},
     "NodeCatalogue": {"type": "object", "properties": {"nodes": {"type": "array", "items": {"type": "object"}}}},

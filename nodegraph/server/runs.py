@@ -143,6 +143,8 @@ def compact_report(report: RunReport, output_dir: Path, redact: Redactor) -> dic
         outputs.append(p.relative_to(root).as_posix() if root in p.parents else "<path>")
     d: dict[str, Any] = {"status": report.status, "seconds": round(report.seconds, 6), "nodes": nodes,
                          "outputs": outputs, "error": None}
+    if report.stats:  # e.g. "memory": device budget, resident, offloaded and peak bytes of the run
+        d["stats"] = redact.value(report.stats)
     if len(report.nodes) > MAX_REPORT_NODES:
         d["nodes_omitted"] = len(report.nodes) - MAX_REPORT_NODES
     if report.error is not None:

@@ -76,7 +76,9 @@ def build_clip(sd: Mapping[str, torch.Tensor], *, activation: str, device: torch
     sd = clean_hf_clip_state_dict(sd)
     config = infer_clip_config(sd, activation, heads)  # type: ignore[arg-type]
     model = build_on_meta(ClipTextModel, config)
-    return assign_weights(model, sd, name=name, device=device, dtype=dtype)
+    from .quant.layers import assign_stored
+
+    return assign_stored(model, sd, name=name, device=device, dtype=dtype)
 
 
 def load_checkpoint(path: str | os.PathLike[str], *, device: torch.device | str = "cpu",

@@ -56,7 +56,8 @@ class UnsupportedModel(ConditioningMismatch):
 
 
 def _param_bytes(module: torch.nn.Module) -> int:
-    return sum(p.element_size() * p.nelement() for p in module.parameters())
+    """Resident weight bytes: parameters and buffers (GGUF/fp8 layers keep their weight as a buffer)."""
+    return sum(t.element_size() * t.nelement() for t in (*module.parameters(), *module.buffers()))
 
 
 @dataclass(frozen=True)

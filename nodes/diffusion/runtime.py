@@ -173,7 +173,7 @@ class DiffusionModel:
         return self.unet.config.in_channels
 
     def __nodegraph_nbytes__(self) -> int:
-        return sum(p.element_size() * p.nelement() for p in self.unet.parameters())
+        return sum(t.element_size() * t.nelement() for t in (*self.unet.parameters(), *self.unet.buffers()))
 
     def with_unet(self, unet: UNetModel, patch: str) -> DiffusionModel:
         return replace(self, unet=unet, patches=self.patches + (patch,))
@@ -231,7 +231,7 @@ class TextEncoder:
         return self.encoders[0].config.max_positions
 
     def __nodegraph_nbytes__(self) -> int:
-        return sum(p.element_size() * p.nelement() for e in self.encoders for p in e.parameters())
+        return sum(t.element_size() * t.nelement() for e in self.encoders for t in (*e.parameters(), *e.buffers()))
 
     def encode(self, text: str) -> Conditioning:
         """Encode a prompt the way this family was trained (layer, final norm, padding)."""

@@ -58,6 +58,8 @@ def read_header(path: str | os.PathLike[str]) -> tuple[dict[str, tuple[Any, list
     from .models.loading import CheckpointError, _read_safetensors_header
 
     p = Path(path)
+    if p.suffix.lower() == ".gguf":
+        return _gguf_header(p)
     if p.suffix.lower() not in (".safetensors", ".sft"):
         return {}, {}
     try:
@@ -65,6 +67,33 @@ def read_header(path: str | os.PathLike[str]) -> tuple[dict[str, tuple[Any, list
     except (OSError, ValueError, UnicodeDecodeError) as exc:
         raise CheckpointError(f"{p.name}: cannot read this safetensors file (truncated or corrupt?): {exc}") from exc
     return {k: (v[0], list(v[1])) for k, v in entries.items()}, dict(meta)
+
+
+def _gguf_header(p: Path) -> tuple[dict[str, tuple[Any, list[int]]], dict[str, str]]:
+    """A ``.gguf`` file's ``{key: (storage type, logical shape)}`` under checkpoint names (T5 files'
+    llama.cpp names mapped back), read by ``gguf``'s reader from the header only (the data stays
+    memory-mapped, unread); a truncated or foreign file fails here, at validation."""
+    from .quant.gguf_file import read_gguf, text_encoder_state_dict
+
+    ckpt = read_gguf(p)
+    sd = text_encoder_state_dict(ckpt)
+    meta = {"general.architecture": ckpt.architecture} if ckpt.architecture else {}
+    return {k: (getattr(v, "type_name", v.dtype), list(v.shape)) for k, v in sd.items()}, meta
+
+
+def open_model_file(path: str | os.PathLike[str]) -> tuple[Mapping[str, Any], dict[str, str]]:
+    """``(state dict, metadata)`` of any model file: GGUF (quantized tensors, checkpoint names, a
+    ``model.diffusion_model.`` prefix stripped, T5 names mapped) or what ``load_state_dict`` reads."""
+    from .models.loading import load_state_dict
+
+    p = Path(path)
+    if p.suffix.lower() == ".gguf":
+        from .quant.gguf_file import read_gguf, text_encoder_state_dict
+
+        ckpt = read_gguf(p)
+        return text_encoder_state_dict(ckpt), ({"general.architecture": ckpt.architecture}
+                                               if ckpt.architecture else {})
+    return load_state_dict(p)
 
 
 def _has(keys: Mapping[str, Any], prefix: str) -> bool:
@@ -196,7 +225,7 @@ _FIX_BY_KIND = {
     "sd_checkpoint": "move it to models/checkpoints/ and load it with Load Checkpoint",
     "flux_checkpoint": "load it with Load Checkpoint (it holds the text encoders and VAE too), or pick the "
                        "diffusion-model-only file",
-    "sd_unet": "nodegraph loads Stable Diffusion UNets from full checkpoints: use Load Checkpoint",
+    "sd_unet": "put it in models/diffusion_models/ (or unet/) and load it with Load Diffusion Model",
     "clip": "put it in models/text_encoders/ and load it with Load CLIP / DualCLIPLoader",
     "openclip": "put it in models/text_encoders/ and load it with Load CLIP",
     "t5": "put it in models/text_encoders/ and load it with DualCLIPLoader (type flux) or TripleCLIPLoader (SD3)",
@@ -218,11 +247,12 @@ def check_diffusion_model(identity: FileIdentity | None, name: str) -> None:
     """Raise :class:`WrongModelFile` unless ``identity`` is a diffusion model the loader can build."""
     if identity is None or identity.kind in DIFFUSION_KINDS:
         return
-    raise WrongModelFile(f"{name!r} is {identity.description}, not a diffusion model (FLUX, SD3)", fix_for(identity))
+    raise WrongModelFile(f"{name!r} is {identity.description}, not a diffusion model (FLUX, SD3, SD UNet)",
+                         fix_for(identity))
 
 
 #: File kinds Load Diffusion Model builds, and the family each belongs to.
-DIFFUSION_KINDS = {"flux": "flux", "flux_checkpoint": "flux", "sd3": "sd3", "sd3_checkpoint": "sd3"}
+DIFFUSION_KINDS = {"flux": "flux", "flux_checkpoint": "flux", "sd3": "sd3", "sd3_checkpoint": "sd3", "sd_unet": "unet"}
 
 
 def check_text_encoder(identity: FileIdentity | None, name: str, wanted: str, clip_type: str) -> None:
@@ -247,14 +277,19 @@ def check_text_encoder(identity: FileIdentity | None, name: str, wanted: str, cl
 # --------------------------------------------------------------------------------------------
 
 
-def _fp8_weights(sd: Mapping[str, Any], dtype: Any) -> dict[str, Any]:
-    """Matrices converted to the fp8 ``dtype`` (1-D biases and norm scales keep their dtype: they are
-    a negligible share of the bytes and lose the most precision in 8 bits).  Every tensor is a new
-    copy, so no view keeps the source file's mapping (and its read pages) alive after loading."""
-    return {k: v.to(dtype) if v.is_floating_point() and v.ndim >= 2 else v.clone() for k, v in sd.items()}
+FP8_WEIGHT_DTYPES = {"fp8_e4m3fn": "float8_e4m3fn", "fp8_e5m2": "float8_e5m2"}
 
 
-def build_flux_model(sd: Mapping[str, Any], *, device: Any, weight_dtype: str = "default",
+def fp8_dtype(weight_dtype: str) -> Any:
+    """The torch dtype of a ``weight_dtype`` choice (None for "default": keep the file's storage)."""
+    import torch
+
+    if weight_dtype not in WEIGHT_DTYPES:
+        raise ValueError(f"unknown weight_dtype {weight_dtype!r}; choose from {WEIGHT_DTYPES}")
+    return getattr(torch, FP8_WEIGHT_DTYPES[weight_dtype]) if weight_dtype != "default" else None
+
+
+def build_flux_model(sd: Mapping[str, Any], *, device: Any, weight_dtype: str = "default", home: Any = None,
                      metadata: Mapping[str, str] | None = None, name: str = "diffusion model") -> Any:
     """A :class:`~.flux_runtime.FluxModel` from a prefix-stripped FLUX state dict (BFL or diffusers).
 
@@ -276,31 +311,56 @@ def build_flux_model(sd: Mapping[str, Any], *, device: Any, weight_dtype: str = 
     if detect_flux_layout(sd.keys()) == "diffusers":
         sd = convert_diffusers_flux_to_bfl(sd)
     config = flux_config_from_state_dict(sd)
-    model, stored = _assign_stored(FluxTransformer, config, sd, weight_dtype, name=name, device=device)
+    model, stored = _assign_stored(FluxTransformer, config, sd, weight_dtype, name=name, device=device, home=home)
     rules = rules_for("flux-dev" if config.guidance_embed else "flux-schnell", metadata)
     return FluxModel(model, model_sampling_for(rules), rules, torch.device(device), compute_dtype(device, stored))
 
 
 def _assign_stored(cls: Any, config: Any, sd: Mapping[str, Any], weight_dtype: str, *, name: str,
-                   device: Any) -> tuple[Any, Any]:
-    """``(model, stored dtype)``: a transformer built on meta with the file's tensors assigned as
-    stored (memory-mapped, cast per layer at compute), or converted to fp8 for ``weight_dtype``;
-    shared by every split-file transformer family."""
-    import torch
+                   device: Any, home: Any = None) -> tuple[Any, Any]:
+    """``(model, stored dtype)``: a network built on meta with the file's tensors assigned through the
+    one storage path (``quant.layers.assign_stored``): float files as stored (memory-mapped, cast per
+    layer at compute); GGUF, fp8 and scaled-fp8 files, or a ``weight_dtype`` of fp8, with every
+    Linear/Conv weight kept in storage dtype and expanded per layer.  Shared by every split-file family."""
+    from .models.loading import build_on_meta, compute_dtype, stored_dtype
+    from .quant.layers import assign_stored
 
-    from .models.loading import assign_weights, build_on_meta, stored_dtype
-
-    if weight_dtype not in WEIGHT_DTYPES:
-        raise ValueError(f"unknown weight_dtype {weight_dtype!r}; choose from {WEIGHT_DTYPES}")
+    fp8 = fp8_dtype(weight_dtype)
     stored = stored_dtype(sd)
-    if weight_dtype != "default":
-        sd = _fp8_weights(sd, {"fp8_e4m3fn": torch.float8_e4m3fn, "fp8_e5m2": torch.float8_e5m2}[weight_dtype])
     model = build_on_meta(cls, config)
-    assign_weights(model, sd, name=name, device=device, dtype=None)
+    assign_stored(model, sd, name=name, device=home or device, dtype=compute_dtype(device, stored) if fp8 is not None
+                  or _quantized(sd) else None, weight_dtype=fp8)
     return model, stored
 
 
-def build_sd3_model(sd: Mapping[str, Any], *, device: Any, weight_dtype: str = "default",
+def _quantized(sd: Mapping[str, Any]) -> bool:
+    from .quant.layers import needs_quantized_load
+
+    return needs_quantized_load(sd)
+
+
+def build_unet_model(sd: Mapping[str, Any], *, device: Any, weight_dtype: str = "default", home: Any = None,
+                     metadata: Mapping[str, str] | None = None, name: str = "diffusion model") -> Any:
+    """A :class:`~.runtime.DiffusionModel` from a standalone SD1/SD2/SDXL UNet state dict (ComfyUI's
+    ``unet/`` files, GGUF conversions of them); architecture from shapes, storage as for the transformers."""
+    import torch
+
+    from .families import model_sampling_for, rules_for
+    from .models.loading import build_on_meta, compute_dtype, stored_dtype
+    from .models.unet import UNetModel
+    from .models.unet_config import infer_unet_config
+    from .quant.layers import assign_stored
+    from .runtime import DiffusionModel
+
+    config = infer_unet_config(sd, metadata)
+    dtype = compute_dtype(device, stored_dtype(sd))  # our UNet computes in its float weights' dtype
+    unet = build_on_meta(UNetModel, config)
+    assign_stored(unet, sd, name=name, device=home or device, dtype=dtype, weight_dtype=fp8_dtype(weight_dtype))
+    rules = rules_for(config.family, metadata)
+    return DiffusionModel(unet, model_sampling_for(rules), rules, torch.device(device), dtype)
+
+
+def build_sd3_model(sd: Mapping[str, Any], *, device: Any, weight_dtype: str = "default", home: Any = None,
                     metadata: Mapping[str, str] | None = None, name: str = "diffusion model") -> Any:
     """A :class:`~.sd3_runtime.SD3Model` from a prefix-stripped MMDiT state dict (original or diffusers
     layout); architecture from shapes, storage as in :func:`build_flux_model`."""
@@ -319,25 +379,28 @@ def build_sd3_model(sd: Mapping[str, Any], *, device: Any, weight_dtype: str = "
     if detect_mmdit_layout(sd.keys()) == "diffusers":
         sd = convert_diffusers_mmdit_to_original(sd)
     config = mmdit_config_from_state_dict(sd)
-    model, stored = _assign_stored(MMDiT, config, sd, weight_dtype, name=name, device=device)
+    model, stored = _assign_stored(MMDiT, config, sd, weight_dtype, name=name, device=device, home=home)
     rules = rules_for("sd3", metadata)
     return SD3Model(model, model_sampling_for(rules), rules, torch.device(device), compute_dtype(device, stored))
 
 
 def load_diffusion_model_file(path: str | os.PathLike[str], *, device: Any = "cpu",
-                              weight_dtype: str = "default") -> Any:
-    """Load a diffusion-model-only file (``diffusion_models/``); all-in-one FLUX files work too."""
-    from .models.loading import load_state_dict, strip_prefix
+                              weight_dtype: str = "default", home: Any = None) -> Any:
+    """Load a diffusion-model-only file (``diffusion_models/``); all-in-one FLUX files work too.
+    ``home``: where the weights are put when not on ``device`` (RAM, for the device-memory manager
+    to move them to a GPU under its budget); the model computes on ``device``."""
+    from .models.loading import strip_prefix
 
     p = Path(path)
     check_diffusion_model(identify_file(p), p.name)
-    sd, metadata = load_state_dict(p)
+    sd, metadata = open_model_file(p)
     if any(k.startswith(FLUX_UNET_PREFIX) for k in sd):
         sd = strip_prefix(sd, FLUX_UNET_PREFIX)
     identity = identify_keys(sd)
     check_diffusion_model(identity, p.name)
-    build = build_sd3_model if DIFFUSION_KINDS.get(identity.kind) == "sd3" else build_flux_model
-    return build(sd, device=device, weight_dtype=weight_dtype, metadata=metadata, name=p.name)
+    build = {"sd3": build_sd3_model, "unet": build_unet_model}.get(DIFFUSION_KINDS.get(identity.kind, ""),
+                                                                   build_flux_model)
+    return build(sd, device=device, weight_dtype=weight_dtype, metadata=metadata, name=p.name, home=home)
 
 
 @dataclass(frozen=True)
@@ -351,30 +414,30 @@ class TextEncoderPart:
 
 def load_text_encoder_part(path: str | os.PathLike[str], *, device: Any = "cpu",
                            sd: Mapping[str, Any] | None = None,
-                           metadata: Mapping[str, str] | None = None) -> TextEncoderPart:
+                           metadata: Mapping[str, str] | None = None, home: Any = None) -> TextEncoderPart:
     """Build the CLIP or T5 text encoder a file (or an already-split ``sd``) holds, with its tokenizer.
     T5 keeps the stored dtype and computes in float32 on CPU; CLIP follows the checkpoint policy."""
     import torch
 
     from .checkpoint import build_clip, tokenizer_for
     from .models.clip_text import openclip_to_hf
-    from .models.loading import compute_dtype, load_state_dict, stored_dtype
+    from .models.loading import compute_dtype, stored_dtype
     from .models.t5 import T5Tokenizer, build_t5_from_state_dict
 
     p = Path(path)
     if sd is None:
-        sd, metadata = load_state_dict(p)
+        sd, metadata = open_model_file(p)
     identity = identify_keys(sd)
     dtype = compute_dtype(device, stored_dtype(sd))
     if identity.kind == "t5":
-        model = build_t5_from_state_dict(sd).to(device)
+        model = build_t5_from_state_dict(sd).to(home or device)
         model.compute_dtype = dtype
         return TextEncoderPart("t5", model, T5Tokenizer.beside(p))
     if identity.kind in ("clip", "openclip"):
         hf = openclip_to_hf(sd) if identity.kind == "openclip" else sd
         # HF-layout files are OpenAI CLIP-L (quick GELU) except bigG (width 1280: SDXL/SD3's clip_g, GELU)
         activation = "quick_gelu" if identity.kind == "clip" and identity.info.get("width") != 1280 else "gelu"
-        model = build_clip(hf, activation=activation, device=torch.device(device), dtype=dtype, name=p.name)
+        model = build_clip(hf, activation=activation, device=torch.device(home or device), dtype=dtype, name=p.name)
         return TextEncoderPart("clip", model, tokenizer_for(metadata or {}, model.config.vocab_size))
     raise WrongModelFile(f"{p.name!r} is {identity.description}, not a text encoder", fix_for(identity))
 

@@ -74,7 +74,7 @@ _BY_KIND: dict[str, Folder] = {f.kind: f for f in FOLDERS}
 KINDS = tuple(_BY_KIND)
 # extra_model_paths.yaml key -> kind (a kind's own name and its aliases).
 _YAML_KEYS: dict[str, str] = {key: f.kind for f in FOLDERS for key in (f.kind, *f.aliases)}
-MODEL_EXTENSIONS = (".safetensors", ".sft", ".ckpt", ".pt", ".pth", ".bin")
+MODEL_EXTENSIONS = (".safetensors", ".sft", ".ckpt", ".pt", ".pth", ".bin", ".gguf")  # .gguf: ComfyUI-GGUF files
 # The tiny demo models shipped with nodegraph (package data; found by path, not imported).
 DEMO_DIR = Path(__file__).resolve().parent.parent / "diffusion" / "demo_models"
 

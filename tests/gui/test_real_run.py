@@ -37,6 +37,8 @@ def test_txt2img_runs_in_the_editor_and_its_png_reopens(qtbot, tmp_path):
         assert win.last_report.status == "ok", win.last_report.error
         assert win.scene.states[sampler] == "executed"
         assert win.scene.node_items[sampler].preview is not None
+        # the device-memory line the sampler published (budget unlimited on CPU by default)
+        assert "memory: device" in win.status_label.text() and "unlimited" in win.status_label.text()
         assert len(win.gallery.entries) == 1
         png = win.gallery.entries[0].path
         steps_run = win.graph.node(sampler).values["steps"]

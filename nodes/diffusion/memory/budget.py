@@ -32,10 +32,18 @@ def parse_budget(spec: str | int | float | None) -> int | str | None:
         return None
     if text == "auto":
         return "auto"
+    if text.endswith("%"):  # of the device's total memory, resolved by resolve_budget
+        try:
+            pct = float(text[:-1])
+        except ValueError:
+            pct = -1.0
+        if not 0 < pct <= 100:
+            raise ValueError(f"cannot read device budget {spec!r}: a percentage must be in (0, 100]")
+        return f"{pct}%"
     m = _SIZE.fullmatch(text)
     if not m or m.group(2) not in _UNITS or float(m.group(1)) <= 0:
-        raise ValueError(f"cannot read device budget {spec!r}: use 'auto', 'unlimited' or a size such as "
-                         f"'6GB', '512MiB' or a byte count")
+        raise ValueError(f"cannot read device budget {spec!r}: use 'auto', 'unlimited', a size such as "
+                         f"'6GB', '512MiB' or a byte count, or a percentage of the device's memory such as '50%'")
     return int(float(m.group(1)) * _UNITS[m.group(2)])
 
 
@@ -52,10 +60,21 @@ def resolve_budget(
     memory to protect (CPU) or no reliable query (MPS), so ``auto`` means unlimited.
     """
     parsed = parse_budget(spec if spec is not None else "auto")
+    device = torch.device(device)
+    if isinstance(parsed, str) and parsed.endswith("%"):
+        return int(device_total(device) * float(parsed[:-1]) / 100)
     if parsed != "auto":
         return parsed  # type: ignore[return-value]
-    device = torch.device(device)
     if device.type != "cuda" or not torch.cuda.is_available():
         return None
     free, total = torch.cuda.mem_get_info(device)
     return max(0, free - (default_reserve(total) if reserve is None else reserve))
+
+
+def device_total(device: torch.device) -> int:
+    """Total memory of ``device``: the GPU's on CUDA, physical RAM elsewhere (CPU, MPS's unified memory)."""
+    if device.type == "cuda" and torch.cuda.is_available():
+        return int(torch.cuda.mem_get_info(device)[1])
+    from nodegraph.memory import physical_memory
+
+    return int(physical_memory() or 0)

@@ -30,7 +30,7 @@ import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -220,6 +220,7 @@ def merge_lora(
     used: set[str] = set()
     sums: dict[str, torch.Tensor] = {}
     originals: dict[str, torch.Tensor] = {}
+    on_the_fly: dict[str, list[Any]] = {}  # quantized layers: LoRA added at compute, never merged
     for name, layer in lora.layers.items():
         target = key_map.get(name)
         if target is None:
@@ -228,7 +229,13 @@ def merge_lora(
         if strength == 0:
             continue
         t = target if isinstance(target, LoraTarget) else LoraTarget(target)
-        weight = model.get_submodule(t.path).weight
+        module = model.get_submodule(t.path)
+        if hasattr(module, "qformat"):  # a GGUF/fp8 layer (quant.layers): merging would re-quantize
+            from ..quant.layers import LoraPatch
+
+            on_the_fly.setdefault(t.path, []).append(LoraPatch(layer, strength, t.start, t.stop, t.swap_halves))
+            continue
+        weight = module.weight
         pname = t.path + ".weight"
         stop = weight.shape[0] if t.stop is None else t.stop
         try:
@@ -241,10 +248,14 @@ def merge_lora(
             originals[pname] = weight
             sums[pname] = weight.detach().float().clone()
         sums[pname][t.start : stop] += delta * strength
-    if not sums:
-        return model, used
-    new = {p: acc.to(originals[p].dtype) for p, acc in sums.items()}
-    return patched_copy(model, new), used
+    out = model
+    if sums:
+        out = patched_copy(model, {p: acc.to(originals[p].dtype) for p, acc in sums.items()})
+    if on_the_fly:
+        from ..quant.layers import with_lora
+
+        out = with_lora(out, on_the_fly)  # raises LoraError when factors do not fit a layer
+    return out, used
 
 
 class LoraApplied(NamedTuple):

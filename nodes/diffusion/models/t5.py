@@ -260,6 +260,10 @@ def build_t5_from_state_dict(sd: Mapping[str, torch.Tensor], config: T5Config | 
     cfg = config or t5_config_from_state_dict(sd)
     with torch.device("meta"):
         model = T5Encoder(cfg)
+    from ..quant.layers import load_quantized, needs_quantized_load
+
+    if needs_quantized_load(sd):  # GGUF / fp8 files: weights stay in storage dtype, expanded per layer
+        return load_quantized(model, sd, name="T5 text encoder")
     model.load_state_dict(sd, strict=True, assign=True)
     return model.eval().requires_grad_(False)
 

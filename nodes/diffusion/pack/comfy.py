@@ -127,6 +127,17 @@ MAPS: tuple[NodeMap, ...] = (
             (W("clip_name1", kind="model:text_encoders"), W("clip_name2", kind="model:text_encoders"),
              W("clip_name3", kind="model:text_encoders")), ("CLIP",)),
     NodeMap("ModelSamplingSD3", "diffusion.model_sampling_sd3", (L("model"), W("shift")), ("MODEL",)),
+    # -- ComfyUI-GGUF's loaders (city96): our loaders read .gguf files themselves (weights stay quantized);
+    # listed after the core classes, so export writes UNETLoader / CLIPLoader / DualCLIPLoader / TripleCLIPLoader
+    NodeMap("UnetLoaderGGUF", "diffusion.unet_loader", (W("unet_name", kind="model:diffusion_models"),), ("MODEL",)),
+    NodeMap("CLIPLoaderGGUF", "diffusion.clip_loader",
+            (W("clip_name", kind="model:text_encoders"), W("type")), ("CLIP",)),
+    NodeMap("DualCLIPLoaderGGUF", "diffusion.dual_clip_loader",
+            (W("clip_name1", kind="model:text_encoders"), W("clip_name2", kind="model:text_encoders"), W("type")),
+            ("CLIP",)),
+    NodeMap("TripleCLIPLoaderGGUF", "diffusion.triple_clip_loader",
+            (W("clip_name1", kind="model:text_encoders"), W("clip_name2", kind="model:text_encoders"),
+             W("clip_name3", kind="model:text_encoders")), ("CLIP",)),
     # -- latent files (ComfyUI's .latent format and scale)
     NodeMap("SaveLatent", "diffusion.save_latent", (L("samples"), W("filename_prefix"))),
     NodeMap("LoadLatent", "diffusion.load_latent", (W("latent", kind="image"),), ("LATENT",)),

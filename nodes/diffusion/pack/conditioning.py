@@ -19,9 +19,11 @@ def text_encode(ctx: NodeContext, clip, text: str):  # noqa: ANN001, ANN201
     import torch
 
     from .common import cpu_threads
+    from .device_memory import encoders_on_device
 
-    try:
-        with cpu_threads(ctx, clip.encoders, 77), torch.inference_mode():  # 77 tokens per chunk
+    try:  # the encoders visit the device for this prompt only (they leave it after encoding)
+        with encoders_on_device(ctx, clip.encoders), cpu_threads(ctx, clip.encoders, 77), \
+                torch.inference_mode():  # 77 tokens per chunk
             return clip.encode(text)
     except ValueError as exc:  # a text encoder that lacks a part (FLUX CLIP-L or T5 missing)
         raise NodeInputError("clip", str(exc), "load the model's text encoder(s) completely") from None

@@ -155,7 +155,10 @@ def sampler_custom_advanced(ctx: NodeContext, noise: SeededNoise, guider: CFGGui
         ctx.progress(step + 1, n, latent_preview(denoised))
 
     positions = x[:, 0].numel() * (2 if uncond is not None else 1)  # cfg runs the batch twice
-    with cpu_threads(ctx, [model.unet], positions), torch.inference_mode():
+    from .device_memory import model_on_device
+
+    with model_on_device(ctx, model.unet, "guider"), cpu_threads(ctx, [model.unet], positions), \
+            torch.inference_mode():
         out, x0 = sample_with_sigmas(model.denoiser(), x, sigmas, sampler=sampler.name, seed=noise.seed,
                                      cfg=guider.cfg, cond_kwargs=cond, uncond_kwargs=uncond,
                                      noise_mask=latent_image.noise_mask, callback=callback,

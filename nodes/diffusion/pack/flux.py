@@ -27,6 +27,7 @@ from .. import split_files  # torch-free at import: its tables are the choice li
 from ..paths import choices_for
 from .common import MAX_RESOLUTION, cpu_threads, model_file_fingerprint, resolve_model
 from .custom_sampling import CFGGuide
+from .device_memory import home_device
 
 # The choices are the loaders' own tables (a clip type the loader knows is one row there); a dual
 # "sd3" load takes two of SD3's three encoders and is checked by _check_dual_sd3 instead.
@@ -98,8 +99,9 @@ def _check_unet(values: Mapping[str, Any], identities: list[Any], names: list[st
 
 @node("diffusion.unet_loader", category="loaders", display_name="Load Diffusion Model",
       inputs=[Combo("unet_name", choices_for("diffusion_models"),
-                    tooltip="a diffusion model file from models/diffusion_models (FLUX.1 dev/schnell, BFL or "
-                            "diffusers layout; SD3/SD3.5 MMDiT, Stability or diffusers layout)"),
+                    tooltip="a diffusion model file from models/diffusion_models or models/unet (FLUX.1 dev/schnell, "
+                            "BFL or diffusers layout; SD3/SD3.5 MMDiT; a standalone SD1/SD2/SDXL UNet); "
+                            ".safetensors, fp8 or ComfyUI-GGUF .gguf (kept quantized in memory)"),
               Combo("weight_dtype", WEIGHT_DTYPES, "default",
                     tooltip="fp8: keep the weights in 8 bits in memory (half of bf16), upcast per layer")],
       outputs=[Out("MODEL", "MODEL")],
@@ -111,7 +113,7 @@ def unet_loader(ctx: NodeContext, unet_name: str, weight_dtype: str = "default")
 
     path = resolve_model(ctx.settings, "diffusion_models", unet_name, "unet_name")
     try:
-        return load_diffusion_model_file(path, device=ctx.device, weight_dtype=weight_dtype)
+        return load_diffusion_model_file(path, device=ctx.device, weight_dtype=weight_dtype, home=home_device(ctx))
     except Exception as exc:
         raise _blame("unet_name", exc) from exc
 
@@ -161,7 +163,7 @@ def clip_loader(ctx: NodeContext, clip_name: str, type: str = "stable_diffusion"
 
     path = resolve_model(ctx.settings, "text_encoders", clip_name, "clip_name")
     try:
-        part = load_text_encoder_part(path, device=ctx.device)
+        part = load_text_encoder_part(path, device=ctx.device, home=home_device(ctx))
     except Exception as exc:
         raise _blame("clip_name", exc) from exc
     if type == "flux":
@@ -232,7 +234,7 @@ def dual_clip_loader(ctx: NodeContext, clip_name1: str, clip_name2: str, type: s
     for i, name in enumerate((clip_name1, clip_name2), start=1):
         path = resolve_model(ctx.settings, "text_encoders", name, f"clip_name{i}")
         try:
-            parts.append(load_text_encoder_part(path, device=ctx.device))
+            parts.append(load_text_encoder_part(path, device=ctx.device, home=home_device(ctx)))
         except Exception as exc:
             raise _blame(f"clip_name{i}", exc) from exc
     if type == "sd3":
@@ -351,8 +353,11 @@ def clip_text_encode_flux(ctx: NodeContext, clip, clip_l: str, t5xxl: str, guida
     if not isinstance(clip, FluxTextEncoder):
         raise NodeInputError("clip", "CLIP Text Encode (FLUX) needs FLUX's text encoders (CLIP-L + T5-XXL)",
                              "connect DualCLIPLoader (type flux)")
+    from .device_memory import encoders_on_device
+
     try:  # T5's sequence is at least 256 tokens: the thread policy's size of the work
-        with cpu_threads(ctx, clip.encoders, clip.t5_min_tokens), torch.inference_mode():
+        with encoders_on_device(ctx, clip.encoders), cpu_threads(ctx, clip.encoders, clip.t5_min_tokens), \
+                torch.inference_mode():
             return clip.encode_pair(clip_l, t5xxl, float(guidance))
     except ConditioningMismatch as exc:
         raise NodeInputError("clip", str(exc), "load CLIP-L and T5-XXL with DualCLIPLoader (type flux)") from None

@@ -54,12 +54,17 @@ def run_sampler(ctx: NodeContext, model, positive, negative, latent, *, seed: in
                                    latent.downscale)
     total = steps
 
+    from .device_memory import model_on_device
+
     def callback(step: int, n: int, x_cur, denoised) -> None:  # noqa: ANN001
         preview = latent_preview(denoised) if step % PREVIEW_EVERY == 0 or step + 1 == n else None
+        memory.publish(ctx)  # streaming moves the peak during the first step
         ctx.progress(step + 1, n, preview)
 
     positions = x[:, 0].numel() * (2 if uncond is not None else 1)  # cfg runs the batch twice
-    with cpu_threads(ctx, [model.unet], positions), torch.inference_mode():
+    # the model is loaded under the executor's device budget (streaming its blocks if it does not fit)
+    with model_on_device(ctx, model.unet) as memory, cpu_threads(ctx, [model.unet], positions), \
+            torch.inference_mode():
         out = sample(model.denoiser(), model.schedule, x, sampler=sampler_name, scheduler=scheduler, steps=total,
                      seed=seed, cfg=cfg, cond_kwargs=cond, uncond_kwargs=uncond, denoise=denoise,
                      start_step=start_step, end_step=end_step, add_noise=add_noise,

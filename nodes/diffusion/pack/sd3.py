@@ -45,6 +45,7 @@ def triple_clip_loader(ctx: NodeContext, clip_name1: str | None = None, clip_nam
                        clip_name3: str | None = None):  # noqa: ANN201
     """Load SD3's three text encoders as one CLIP; a missing one contributes zeros (as diffusers does)."""
     from ..split_files import load_text_encoder_part, sd3_text_encoder
+    from .device_memory import home_device
 
     parts: list[Any] = []
     for (input_name, _), name in zip(_SLOTS, (clip_name1, clip_name2, clip_name3), strict=True):
@@ -53,7 +54,7 @@ def triple_clip_loader(ctx: NodeContext, clip_name1: str | None = None, clip_nam
             continue
         path = resolve_model(ctx.settings, "text_encoders", name, input_name)
         try:
-            parts.append(load_text_encoder_part(path, device=ctx.device))
+            parts.append(load_text_encoder_part(path, device=ctx.device, home=home_device(ctx)))
         except Exception as exc:
             raise _blame(input_name, exc) from exc
     if not any(parts):

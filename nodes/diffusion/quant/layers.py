@@ -288,6 +288,41 @@ def load_quantized(
     return _assign_rest(module, rest, quant_keys, name=name, device=device)
 
 
+def assign_stored(
+    module: nn.Module,
+    state_dict: Mapping[str, Any],
+    *,
+    name: str,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype | None = None,
+    weight_dtype: torch.dtype | None = None,
+) -> nn.Module:
+    """The one way loaders put a state dict into a model built on meta, whatever its storage.
+
+    GGUF blocks, fp8 (plain or ComfyUI's scaled fp8) or a ``weight_dtype`` request go through
+    :func:`load_quantized` (weights stay in storage dtype, expanded per layer; everything else
+    becomes ``dtype``, float32 when None); any other file through ``models.loading.assign_weights``
+    (``dtype`` None keeps the file's dtype, memory-mapped).  There is no second fp8 path.
+    """
+    if needs_quantized_load(state_dict, weight_dtype):
+        return load_quantized(module, state_dict, name=name, device=device, dtype=dtype or torch.float32,
+                              weight_dtype=weight_dtype)
+    from ..models.loading import assign_weights
+
+    return assign_weights(module, state_dict, name=name, device=device, dtype=dtype)
+
+
+def resident_bytes(module: nn.Module) -> int:
+    """Bytes of a module's parameters and buffers (a quantized layer's storage is a buffer)."""
+    seen: set[int] = set()
+    total = 0
+    for t in [*module.parameters(), *module.buffers()]:
+        if id(t) not in seen:
+            seen.add(id(t))
+            total += t.numel() * t.element_size()
+    return total
+
+
 def _assign_rest(module: nn.Module, rest: dict[str, torch.Tensor], quant_keys: set[str], *, name: str,
                  device: torch.device | str) -> nn.Module:
     """``models.loading.assign_weights`` for a module whose quantized buffers are already in place.
