@@ -127,6 +127,8 @@ MAPS: tuple[NodeMap, ...] = (
             (W("clip_name1", kind="model:text_encoders"), W("clip_name2", kind="model:text_encoders"),
              W("clip_name3", kind="model:text_encoders")), ("CLIP",)),
     NodeMap("ModelSamplingSD3", "diffusion.model_sampling_sd3", (L("model"), W("shift")), ("MODEL",)),
+    # -- Z-Image (UNETLoader, CLIPLoader type "lumina2", EmptySD3LatentImage and ConditioningZeroOut above)
+    NodeMap("ModelSamplingAuraFlow", "diffusion.model_sampling_aura_flow", (L("model"), W("shift")), ("MODEL",)),
     # -- latent files (ComfyUI's .latent format and scale)
     NodeMap("SaveLatent", "diffusion.save_latent", (L("samples"), W("filename_prefix"))),
     NodeMap("LoadLatent", "diffusion.load_latent", (W("latent", kind="image"),), ("LATENT",)),

@@ -60,6 +60,8 @@ def _checked_fingerprint(kind: str, inputs: Sequence[str],
         for input_name, (path, identity) in zip(inputs, found, strict=True):
             if identity is not None and identity.kind == "t5":
                 _need_t5_tokenizer(path, input_name)
+            if identity is not None and identity.kind == "qwen3":
+                _need_qwen3_tokenizer(path, input_name)
         return {i: fp(values, settings) for i, fp in zip(inputs, prints, strict=True) if i in present}
 
     return fingerprint
@@ -74,6 +76,16 @@ def _need_t5_tokenizer(path: Path, input_name: str) -> None:
     except T5TokenizerError as exc:
         raise NodeInputError(input_name, f"no T5 tokenizer for {path.name!r}",
                              f"{exc} (the tokenizer.json from a T5/FLUX release's t5_tokenizer folder)") from None
+
+
+def _need_qwen3_tokenizer(path: Path, input_name: str) -> None:
+    """Z-Image's Qwen3 encoder needs its tokenizer.json beside it (not in the weights): say so at validation."""
+    from ..split_files import WrongModelFile, qwen3_tokenizer_path
+
+    try:
+        qwen3_tokenizer_path(path)
+    except WrongModelFile as exc:
+        raise NodeInputError(input_name, exc.message, exc.fix) from None
 
 
 def _blame(input_name: str, exc: Exception) -> NodeInputError:
@@ -151,8 +163,9 @@ def _sd_text_encoder(part: Any, device: Any) -> Any:
       inputs=[Combo("clip_name", choices_for("text_encoders"), tooltip="a text encoder from models/text_encoders"),
               Combo("type", CLIP_TYPES, "stable_diffusion",
                     tooltip="what the encoder is used for: stable_diffusion (a CLIP file for SD1/SD2), flux "
-                            "(one half of FLUX's pair; DualCLIPLoader loads both) or sd3 (one of SD3's three; the "
-                            "others are zeros; TripleCLIPLoader loads all three)")],
+                            "(one half of FLUX's pair; DualCLIPLoader loads both), sd3 (one of SD3's three; the "
+                            "others are zeros; TripleCLIPLoader loads all three) or lumina2 (Z-Image's Qwen3-4B, "
+                            "with its tokenizer.json beside it)")],
       outputs=[Out("CLIP", "CLIP")],
       fingerprint=_checked_fingerprint("text_encoders", ["clip_name"], _check_clip))
 def clip_loader(ctx: NodeContext, clip_name: str, type: str = "stable_diffusion"):  # noqa: A002, ANN201
@@ -164,6 +177,17 @@ def clip_loader(ctx: NodeContext, clip_name: str, type: str = "stable_diffusion"
         part = load_text_encoder_part(path, device=ctx.device)
     except Exception as exc:
         raise _blame("clip_name", exc) from exc
+    if (type == "lumina2") != (part.kind == "qwen3"):
+        from ..split_files import WrongModelFile, check_text_encoder, identify_file
+
+        try:
+            check_text_encoder(identify_file(path), clip_name, "qwen3" if type == "lumina2" else "any", type)
+        except WrongModelFile as exc:
+            raise _blame("clip_name", exc) from None
+    if type == "lumina2":
+        from ..split_files import zimage_text_encoder
+
+        return zimage_text_encoder(part, ctx.device)
     if type == "flux":
         return flux_text_encoder([part], ctx.device)
     if type == "sd3":
