@@ -248,3 +248,42 @@ def test_zimage_file_in_the_text_encoder_slot(zimage: ZImageFiles, tmp_path: Pat
     by_node = {i.node_id: i for i in issues}
     assert "Z-Image diffusion model" in by_node["clip"].message and "Load Diffusion Model" in by_node["clip"].fix
     assert "Qwen3" in by_node["unet"].message and "lumina2" in by_node["unet"].fix
+
+
+def test_lora_loader_node_patches_the_zimage_model_and_its_qwen3(zimage: ZImageFiles, tmp_path: Path) -> None:
+    """A LoRA in diffusers naming (transformer q/k/v slices) plus a kohya text-encoder layer: the node
+    changes the result; at strength 0 it is the base result; the cached base model stays unpatched."""
+    models = tmp_path / "models"
+    shutil.copytree(zimage.models_dir, models)
+    (models / "loras").mkdir()
+    g = torch.Generator().manual_seed(0)
+    lora = {}
+    for name in ("layers.0.attention.to_q", "layers.1.attention.to_v", "layers.0.feed_forward.w1"):
+        rows = 170 if name.endswith("w1") else 64
+        lora[f"transformer.{name}.lora_A.weight"] = 0.3 * torch.randn(2, 64, generator=g)
+        lora[f"transformer.{name}.lora_B.weight"] = 0.3 * torch.randn(rows, 2, generator=g)
+    lora["lora_te_model_layers_0_self_attn_q_proj.lora_down.weight"] = 0.3 * torch.randn(2, 64, generator=g)
+    lora["lora_te_model_layers_0_self_attn_q_proj.lora_up.weight"] = 0.3 * torch.randn(128, 2, generator=g)
+    save_file(lora, models / "loras" / "tiny_zimage_lora.safetensors")
+    executor = make_executor(models, tmp_path / "out")
+
+    def run(strength: float | None) -> tuple[torch.Tensor, torch.Tensor]:
+        graph = zimage_graph(zimage, steps=2)
+        if strength is not None:
+            graph.add_node("diffusion.lora_loader", {"lora_name": "tiny_zimage_lora.safetensors",
+                                                     "strength_model": strength, "strength_clip": strength}, id="lora")
+            graph.connect("unet", "MODEL", "lora", "model")
+            graph.connect("clip", "CLIP", "lora", "clip")
+            graph.connect("lora", "MODEL", "aura", "model")
+            graph.connect("lora", "CLIP", "positive", "clip")
+        report = executor.run(graph, outputs=["sampler", "positive"])
+        report.raise_for_status()
+        return report.results["sampler"]["LATENT"].samples, report.results["positive"]["CONDITIONING"].context
+
+    base, base_ctx = run(None)
+    patched, patched_ctx = run(0.8)
+    assert float((patched - base).abs().max()) > 1e-4 and float((patched_ctx - base_ctx).abs().max()) > 1e-4
+    zero, zero_ctx = run(0.0)
+    assert torch.equal(zero, base) and torch.equal(zero_ctx, base_ctx)
+    again, _ = run(None)
+    assert torch.equal(again, base)
