@@ -184,6 +184,9 @@ def clip_loader(ctx: NodeContext, clip_name: str, type: str = "stable_diffusion"
             check_text_encoder(identify_file(path), clip_name, "qwen3" if type == "lumina2" else "any", type)
         except WrongModelFile as exc:
             raise _blame("clip_name", exc) from None
+        raise NodeInputError("clip_name", f"{clip_name!r} is a {part.kind} text encoder; type {type!r} "
+                             f"{'needs Qwen3-4B' if type == 'lumina2' else 'does not take a Qwen3'}",
+                             "type lumina2 takes exactly Z-Image's Qwen3 file (qwen_3_4b.safetensors)")
     if type == "lumina2":
         from ..split_files import zimage_text_encoder
 
