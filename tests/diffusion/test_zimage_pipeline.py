@@ -209,8 +209,8 @@ def test_missing_tokenizer_json(zimage: ZImageFiles, tmp_path: Path) -> None:
 
 
 def test_zimage_model_with_an_sd_vae(zimage: ZImageFiles, mixed: Path, tmp_path: Path) -> None:
-    """An SD VAE (4-channel) decoding Z-Image's 16-channel latent: the decode node's vae input is named,
-    with what the file is and which VAE Z-Image needs; sampling happens first, so this is a run error."""
+    """An SD VAE (4-channel) to decode Z-Image's 16-channel latent: refused at validation, before the
+    text encoder, the DiT or the sampler run, naming VAE Decode's vae input, the file and the fix."""
     models = tmp_path / "models"
     shutil.copytree(mixed, models)
     sd = load_file(models / "checkpoints" / "tiny_sd1.safetensors")
@@ -218,9 +218,15 @@ def test_zimage_model_with_an_sd_vae(zimage: ZImageFiles, mixed: Path, tmp_path:
               models / "vae" / "sd_vae.safetensors")
     graph = zimage_graph(zimage, steps=1)
     graph.nodes["vae"].values["vae_name"] = "sd_vae.safetensors"
-    report = make_executor(models, tmp_path / "out").run(graph, outputs=["decode"])
-    assert report.status == "error" and (report.error.node_id, report.error.input) == ("decode", "vae")
-    assert "4-channel" in report.error.message and "16 channels" in report.error.message
+    executor = make_executor(models, tmp_path / "out")
+    issues = _issues(executor, graph)
+    assert [(i.node_id, i.input) for i in issues] == [("decode", "vae")]
+    assert "'sd_vae.safetensors' is a VAE (4-channel latents)" in issues[0].message
+    assert "16 channels" in issues[0].message and "ae.safetensors" in issues[0].fix
+    assert len(executor.cache) == 0
+    # the right VAE validates and runs
+    report = executor.run(zimage_graph(zimage, steps=1), outputs=["decode"])
+    report.raise_for_status()
 
 
 def test_sd_prompt_given_to_zimage(zimage: ZImageFiles, mixed: Path, tmp_path: Path) -> None:

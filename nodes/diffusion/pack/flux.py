@@ -25,6 +25,7 @@ from nodegraph.spec import Combo, Float, In, Int, Out, String, node
 
 from .. import split_files  # torch-free at import: its tables are the choice lists
 from ..paths import choices_for
+from . import estimates as est
 from .common import MAX_RESOLUTION, cpu_threads, model_file_fingerprint, resolve_model
 from .custom_sampling import CFGGuide
 
@@ -285,7 +286,7 @@ def dual_clip_loader(ctx: NodeContext, clip_name1: str, clip_name2: str, type: s
       inputs=[Int("width", 1024, min=16, max=MAX_RESOLUTION, step=16),
               Int("height", 1024, min=16, max=MAX_RESOLUTION, step=16),
               Int("batch_size", 1, min=1, max=4096)],
-      outputs=[Out("LATENT", "LATENT")])
+      outputs=[Out("LATENT", "LATENT")], preflight=est.empty_sd3_latent)
 def empty_sd3_latent(ctx: NodeContext, width: int, height: int, batch_size: int):  # noqa: ANN201
     """Blank 16-channel latents (FLUX, SD3) at 1/8 of the pixel size."""
     import torch
