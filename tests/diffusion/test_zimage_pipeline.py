@@ -293,3 +293,19 @@ def test_lora_loader_node_patches_the_zimage_model_and_its_qwen3(zimage: ZImageF
     assert torch.equal(zero, base) and torch.equal(zero_ctx, base_ctx)
     again, _ = run(None)
     assert torch.equal(again, base)
+
+
+def test_batch_with_a_real_negative(zimage: ZImageFiles, tmp_path: Path) -> None:
+    """A batch of 2 at CFG 3 with a negative prompt of another length than the positive: the first
+    item is the batch-of-1 result (same seed stream), the second differs (its own noise)."""
+    executor = make_executor(zimage.models_dir, tmp_path / "out")
+    out = []
+    for batch in (1, 2):
+        graph = zimage_graph(zimage, steps=2, cfg=3.0, negative="blurry, low quality, extra fingers")
+        graph.nodes["latent"].values["batch_size"] = batch
+        report = executor.run(graph, outputs=["sampler"])
+        report.raise_for_status()
+        out.append(report.results["sampler"]["LATENT"].samples)
+    assert out[1].shape == (2, 16, HEIGHT // 8, WIDTH // 8)
+    rel_close(out[1][:1], out[0], 1e-4)
+    assert float((out[1][1] - out[1][0]).abs().max()) > 1e-2
