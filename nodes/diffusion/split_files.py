@@ -42,8 +42,10 @@ class FileIdentity:
     """What a model file holds, read from tensor names and shapes.
 
     ``kind``: ``flux`` (a FLUX transformer), ``flux_checkpoint`` (all-in-one FLUX),
-    ``sd_checkpoint``, ``sd_unet``, ``clip`` (HF CLIP text model), ``openclip``, ``t5``,
-    ``vae``, ``lora``, ``controlnet``, ``unknown``.  ``info``: shape facts (``width``,
+    ``sd3`` / ``sd3_checkpoint``, ``zimage`` (a Z-Image DiT), ``sd_checkpoint``, ``sd_unet``,
+    ``clip`` (HF CLIP text model), ``openclip``, ``t5``, ``qwen3`` (HF Qwen3 decoder: Z-Image's
+    encoder), ``llm`` (another HF decoder-only LLM, named in messages only), ``vae``, ``lora``,
+    ``controlnet``, ``unknown``.  ``info``: shape facts (``width``,
     ``latent_channels``, ``layout`` ...) used in messages and checks.
     """
 
