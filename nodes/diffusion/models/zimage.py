@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .flux import timestep_embedding
-from .layers import Linear, RMSScale, block_indices, cast_to, init_weights
+from .layers import Linear, RMSScale, block_indices, cast_to, chunked_mlp, chunked_mlp_ok, init_weights
 
 __all__ = [
     "ZImageConfig",
@@ -136,10 +136,13 @@ class FeedForward(nn.Module):
         self.w3 = Linear(dim, hidden, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if torch.is_grad_enabled():
-            return self.w2(F.silu(self.w1(x)) * self.w3(x))
-        # Inference: gate in place in w1's fresh output (two fewer FFN-wide temporaries per call).
-        return self.w2(F.silu(self.w1(x), inplace=True).mul_(self.w3(x)))
+        if chunked_mlp_ok(x, self.w1, self.w2, self.w3):  # CPU inference: slices of the hidden width
+            return chunked_mlp(x, self.w1, self.w2, _silu_, gate=self.w3)
+        return self.w2(F.silu(self.w1(x)) * self.w3(x))
+
+
+def _silu_(h: torch.Tensor) -> torch.Tensor:
+    return F.silu(h, inplace=True)
 
 
 class TransformerBlock(nn.Module):
