@@ -63,7 +63,7 @@ class RMSScale(nn.Module):
         w = getattr(self, self._param)
         if x.dtype == torch.float32:
             # The statistic from one reduction kernel (vector_norm) instead of F.rms_norm's CPU
-            # composite, which materialises x**2: measured 2-15x faster on CPU, equal to 2e-7.
+            # composite, which materialises x**2 and reduces it in a second pass; equal to ~2e-7.
             inv = torch.linalg.vector_norm(x, dim=-1, keepdim=True).square().div(x.shape[-1]).add(self.eps).rsqrt()
             y = x * inv
             return y.mul_(cast_to(w, y)) if not torch.is_grad_enabled() else y * cast_to(w, y)
@@ -127,8 +127,7 @@ def concat_pieces(target: str, order: tuple[str, ...], pieces: Mapping[str, torc
     return torch.cat([pieces[p] for p in order], dim=0)
 
 
-#: Hidden-width slices of :func:`chunked_mlp` (4 measured best on CPU for 768 -> 3072 -> 768, see
-#: BENCHMARKS.md; 2 and 8 within noise of it).
+#: Hidden-width slices of :func:`chunked_mlp`.
 MLP_CHUNKS = 4
 
 
@@ -148,8 +147,8 @@ def chunked_mlp(x: torch.Tensor, up: Linear, down: Linear, act: Callable[[torch.
                 gate: Linear | None = None, chunks: int = MLP_CHUNKS) -> torch.Tensor:
     """``down(act(up(x)) [* gate(x)])`` computed over slices of the hidden width, accumulating the
     down projection in place (split-K): each slice's activation stays cache-sized, the full-width
-    hidden tensor is never materialised, and on CPU the narrower products run faster (about 12 %
-    for the MLP of a 768-wide block).  ``act`` works in place on its argument."""
+    hidden tensor is never materialised (for SwiGLU: neither of its two).  ``act`` works in place
+    on its argument."""
     x2 = x.reshape(-1, x.shape[-1])
     w_up, b_up = cast_to(up.weight, x), cast_to(up.bias, x)
     w_down, b_down = cast_to(down.weight, x), cast_to(down.bias, x)
