@@ -19,8 +19,8 @@ from nodes.diffusion.paths import DEMO_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKFLOWS = sorted((ROOT / "workflows").glob("*.json"))
-# Workflows for models nodegraph does not ship (FLUX): run on tiny files written by the tests.
-DEMO_WORKFLOWS = [p for p in WORKFLOWS if not p.stem.startswith("flux")]
+# Workflows for models nodegraph does not ship (FLUX, Z-Image): run on tiny files written by the tests.
+DEMO_WORKFLOWS = [p for p in WORKFLOWS if not p.stem.startswith(("flux", "zimage"))]
 DEMO_CKPT = DEMO_DIR / "checkpoints" / "nodegraph-shapes-v1.safetensors"
 needs_demo = pytest.mark.skipif(not DEMO_CKPT.exists(), reason="demo models not trained yet")
 
@@ -111,4 +111,57 @@ def test_flux_workflow_without_the_files_says_which_file_goes_where(tmp_path: Pa
     assert "Traceback" not in proc.stderr
     for needle in ("unet_name", "flux1-dev.safetensors", "diffusion_models", "clip_name2", "t5xxl_fp16.safetensors",
                    "text_encoders", "ae.safetensors"):
+        assert needle in proc.stderr, (needle, proc.stderr)
+
+
+@pytest.fixture(scope="module")
+def zimage_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Tiny random Z-Image files under the names the shipped workflow uses (ComfyUI's official names)."""
+    from tests.diffusion.zimage_pipeline_fixtures import write_zimage_files
+
+    models = tmp_path_factory.mktemp("zimage_wf") / "models"
+    files = write_zimage_files(models)
+    renames = {("diffusion_models", files.unet): "z_image_turbo_bf16.safetensors",
+               ("text_encoders", files.qwen3): "qwen_3_4b.safetensors",
+               ("text_encoders", files.tokenizer): "qwen_3_4b.tokenizer.json",
+               ("vae", files.vae): "ae.safetensors"}
+    for (folder, old), new in renames.items():
+        (models / folder / old).rename(models / folder / new)
+    return models
+
+
+def _run_zimage_cli(models: Path, tmp_path: Path) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "nodegraph.cli", "run", str(ROOT / "workflows" / "zimage_txt2img.json"),
+           "-o", str(tmp_path / "out"), "--report", str(tmp_path / "report.json"), "--device", "cpu",
+           "--models-dir", str(models), "--quiet"]
+    for s in ["latent.width=64", "latent.height=64", "sampler.steps=3"]:
+        cmd += ["--set", s]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path,
+                          env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)})
+
+
+def test_zimage_workflow_validates_with_the_files_in_place(zimage_models: Path) -> None:
+    graph = nodegraph.load_workflow(ROOT / "workflows" / "zimage_txt2img.json")
+    registry = nodegraph.Registry.with_installed_packs(strict=True)
+    assert validate(graph, registry, settings={"models_dir": str(zimage_models), "include_demo_models": False}) == []
+
+
+def test_zimage_workflow_runs_end_to_end_to_a_png(zimage_models: Path, tmp_path: Path) -> None:
+    proc = _run_zimage_cli(zimage_models, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads((tmp_path / "report.json").read_text())
+    assert data["status"] == "ok" and len(data["outputs"]) == 1
+    image = np.asarray(Image.open(data["outputs"][0]))
+    assert image.shape == (64, 64, 3)
+    assert image.std() > 1  # random tiny weights: not a picture, but not a flat fill either
+
+
+def test_zimage_workflow_without_the_files_says_which_file_goes_where(tmp_path: Path) -> None:
+    empty = tmp_path / "models"
+    empty.mkdir()
+    proc = _run_zimage_cli(empty, tmp_path)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    for needle in ("unet_name", "z_image_turbo_bf16.safetensors", "diffusion_models", "clip_name",
+                   "qwen_3_4b.safetensors", "text_encoders", "ae.safetensors"):
         assert needle in proc.stderr, (needle, proc.stderr)

@@ -65,6 +65,12 @@ FAMILIES: dict[str, FamilyRules] = {
                        clip_activation="quick_gelu", schedule={"kind": "flow", "shift": 3.0, "multiplier": 1.0},
                        default_size=1024, default_steps=28, default_cfg=4.5, default_sampler="euler",
                        default_scheduler="sgm_uniform", description="Stable Diffusion 3 / 3.5 (MMDiT)"),
+    # Z-Image / Z-Image-Turbo: fixed shift 3.0 with multiplier 1 (ComfyUI's ZImage model sampling, which
+    # ModelSamplingAuraFlow sets), FLUX's VAE; the Turbo defaults of the official workflow (cfg 1, res_multistep).
+    "zimage": FamilyRules("zimage", prediction_type="flow", vae_scaling_factor=0.3611, vae_shift_factor=0.1159,
+                          schedule={"kind": "flow", "shift": 3.0, "multiplier": 1.0}, default_size=1024,
+                          default_steps=9, default_cfg=1.0, default_sampler="res_multistep",
+                          default_scheduler="simple", description="Z-Image (single-stream DiT, Qwen3-4B text)"),
 }
 
 SDXL_G_SETTINGS = SDXL_G

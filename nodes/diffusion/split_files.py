@@ -42,8 +42,10 @@ class FileIdentity:
     """What a model file holds, read from tensor names and shapes.
 
     ``kind``: ``flux`` (a FLUX transformer), ``flux_checkpoint`` (all-in-one FLUX),
-    ``sd_checkpoint``, ``sd_unet``, ``clip`` (HF CLIP text model), ``openclip``, ``t5``,
-    ``vae``, ``lora``, ``controlnet``, ``unknown``.  ``info``: shape facts (``width``,
+    ``sd3`` / ``sd3_checkpoint``, ``zimage`` (a Z-Image DiT), ``sd_checkpoint``, ``sd_unet``,
+    ``clip`` (HF CLIP text model), ``openclip``, ``t5``, ``qwen3`` (HF Qwen3 decoder: Z-Image's
+    encoder), ``llm`` (another HF decoder-only LLM, named in messages only), ``vae``, ``lora``,
+    ``controlnet``, ``unknown``.  ``info``: shape facts (``width``,
     ``latent_channels``, ``layout`` ...) used in messages and checks.
     """
 
@@ -137,6 +139,37 @@ def _identify_mmdit(keys: Mapping[str, Any]) -> FileIdentity | None:
                         {"layout": layout, "width": width})
 
 
+def _identify_zimage(keys: Mapping[str, Any]) -> FileIdentity | None:
+    from .models.zimage import detect_zimage_layout
+
+    layout = detect_zimage_layout(keys)
+    if layout is None:
+        return None
+    width = keys["x_embedder.weight" if layout == "comfy" else "all_x_embedder.2-1.weight"][1][0]
+    text = keys["cap_embedder.0.weight"][1][0]
+    return FileIdentity("zimage", f"a Z-Image diffusion model (width {width}, {layout} layout)",
+                        {"layout": layout, "width": width, "text_width": text})
+
+
+def _identify_llm(keys: Mapping[str, Any]) -> FileIdentity | None:
+    """Decoder-only LLM text encoders in Hugging Face naming: Qwen3 (per-head q/k norms: Z-Image's
+    Qwen3-4B) is one we build; others (Qwen2.5-VL of Qwen-Image, Llama ...) are named in messages only."""
+    from .models.qwen3 import is_qwen3_state_dict
+
+    bare = {k.removeprefix("model."): v for k, v in keys.items()}
+    if "embed_tokens.weight" not in bare or "layers.0.self_attn.q_proj.weight" not in bare:
+        return None
+    vocab, width = bare["embed_tokens.weight"][1]
+    layers = 1 + max(int(k.split(".")[1]) for k in bare if k.startswith("layers."))
+    if is_qwen3_state_dict({f"model.{k}" for k in bare}):
+        name = "Qwen3-4B" if (width, layers) == (2560, 36) else "Qwen3"
+        return FileIdentity("qwen3", f"a {name} text encoder (width {width}, {layers} layers)",
+                            {"width": width, "layers": layers})
+    name = "Qwen2.5" if "layers.0.self_attn.q_proj.bias" in bare else "LLaMA-style"
+    return FileIdentity("llm", f"a {name} language-model text encoder (width {width}, {layers} layers; not "
+                        "Qwen3)", {"width": width, "layers": layers})
+
+
 def _identify_text_encoder(keys: Mapping[str, Any]) -> FileIdentity | None:
     if "encoder.block.0.layer.0.SelfAttention.q.weight" in keys:
         width = keys["shared.weight"][1][1] if "shared.weight" in keys else keys[
@@ -187,10 +220,13 @@ def identify_keys(keys: Mapping[str, Any]) -> FileIdentity:
                 return FileIdentity("sd3_checkpoint", "an all-in-one SD3 checkpoint (" + mmdit.description[3:] + ")",
                                     mmdit.info)
             return mmdit
+        zimage = _identify_zimage(inner)
+        if zimage is not None:
+            return zimage
         if "input_blocks.0.0.weight" in inner:
             return FileIdentity("sd_checkpoint", "a Stable Diffusion checkpoint (UNet, text encoder and VAE in "
                                 "one file)", {})
-    for find in (_identify_flux, _identify_mmdit, _identify_text_encoder):
+    for find in (_identify_flux, _identify_mmdit, _identify_zimage, _identify_text_encoder, _identify_llm):
         found = find(keys)
         if found is not None:
             return found
@@ -236,6 +272,9 @@ _FIX_BY_KIND = {
     "lora": "put it in models/loras/ and load it with Load LoRA",
     "controlnet": "put it in models/controlnet/ and load it with Load ControlNet",
     "flux": "put it in models/diffusion_models/ and load it with Load Diffusion Model",
+    "zimage": "put it in models/diffusion_models/ and load it with Load Diffusion Model",
+    "qwen3": "put it in models/text_encoders/ and load it with Load CLIP (type lumina2)",
+    "llm": "nodegraph builds only Qwen3 language-model encoders (Z-Image's qwen_3_4b.safetensors)",
 }
 
 
@@ -247,20 +286,26 @@ def check_diffusion_model(identity: FileIdentity | None, name: str) -> None:
     """Raise :class:`WrongModelFile` unless ``identity`` is a diffusion model the loader can build."""
     if identity is None or identity.kind in DIFFUSION_KINDS:
         return
-    raise WrongModelFile(f"{name!r} is {identity.description}, not a diffusion model (FLUX, SD3, SD UNet)",
+    raise WrongModelFile(f"{name!r} is {identity.description}, not a diffusion model (FLUX, SD3, Z-Image, SD UNet)",
                          fix_for(identity))
 
 
 #: File kinds Load Diffusion Model builds, and the family each belongs to.
-DIFFUSION_KINDS = {"flux": "flux", "flux_checkpoint": "flux", "sd3": "sd3", "sd3_checkpoint": "sd3", "sd_unet": "unet"}
+DIFFUSION_KINDS = {"flux": "flux", "flux_checkpoint": "flux", "sd3": "sd3", "sd3_checkpoint": "sd3",
+                   "zimage": "zimage", "sd_unet": "unet"}
+#: File kinds that are text encoders (any loader's slot takes one of these, or says which it needed).
+TEXT_ENCODER_KINDS = ("clip", "openclip", "t5", "qwen3", "llm")
 
 
 def check_text_encoder(identity: FileIdentity | None, name: str, wanted: str, clip_type: str) -> None:
     """Raise :class:`WrongModelFile` unless the file is the text encoder ``wanted`` ("clip"/"t5"/"any")."""
     if identity is None:
         return
-    if identity.kind not in ("clip", "openclip", "t5"):
+    if identity.kind not in TEXT_ENCODER_KINDS:
         raise WrongModelFile(f"{name!r} is {identity.description}, not a text encoder", fix_for(identity))
+    if wanted == "qwen3" or identity.kind in ("qwen3", "llm"):
+        _check_qwen3_slot(identity, name, wanted, clip_type)
+        return
     if wanted == "any" or identity.kind == wanted or (wanted == "clip" and identity.kind == "openclip"):
         return
     need = {"clip": "a CLIP text encoder (CLIP-L for FLUX)", "t5": "a T5-XXL text encoder"}[wanted]
@@ -270,6 +315,21 @@ def check_text_encoder(identity: FileIdentity | None, name: str, wanted: str, cl
     else:
         fix = "load T5 files with DualCLIPLoader (type flux)" if identity.kind == "t5" else "pick a CLIP file"
     raise WrongModelFile(f"{name!r} is {identity.description}, but type {clip_type!r} needs {need} here", fix)
+
+
+def _check_qwen3_slot(identity: FileIdentity, name: str, wanted: str, clip_type: str) -> None:
+    """Z-Image's slot takes exactly a Qwen3; a Qwen3 anywhere else is named as Z-Image's encoder."""
+    if wanted == "qwen3":
+        if identity.kind == "qwen3":
+            return
+        raise WrongModelFile(f"{name!r} is {identity.description}, but type {clip_type!r} (Z-Image) needs the "
+                             "Qwen3-4B text encoder here",
+                             "pick Z-Image's text encoder (qwen_3_4b.safetensors, with its tokenizer.json beside "
+                             "it) in clip_name")
+    if identity.kind == "qwen3":
+        raise WrongModelFile(f"{name!r} is {identity.description} (Z-Image's encoder), but type {clip_type!r} "
+                             "needs a CLIP or T5 file here", "load it with Load CLIP, type lumina2 (Z-Image)")
+    raise WrongModelFile(f"{name!r} is {identity.description}, which nodegraph does not build", fix_for(identity))
 
 
 # --------------------------------------------------------------------------------------------
@@ -384,6 +444,35 @@ def build_sd3_model(sd: Mapping[str, Any], *, device: Any, weight_dtype: str = "
     return SD3Model(model, model_sampling_for(rules), rules, torch.device(device), compute_dtype(device, stored))
 
 
+def build_zimage_model(sd: Mapping[str, Any], *, device: Any, weight_dtype: str = "default", home: Any = None,
+                       metadata: Mapping[str, str] | None = None, name: str = "diffusion model") -> Any:
+    """A :class:`~.zimage_runtime.ZImageModel` from a prefix-stripped Z-Image state dict (ComfyUI or
+    diffusers layout); architecture from shapes, storage as in :func:`build_flux_model`.  The unused
+    ``norm_final.weight`` some single files carry is dropped."""
+    import torch
+
+    from .families import model_sampling_for, rules_for
+    from .models.loading import compute_dtype
+    from .models.zimage import (
+        ZImageTransformer,
+        convert_diffusers_zimage_to_comfy,
+        detect_zimage_layout,
+        zimage_config_from_state_dict,
+    )
+    from .zimage_runtime import ZImageModel
+
+    if detect_zimage_layout(sd.keys()) == "diffusers":
+        sd = convert_diffusers_zimage_to_comfy(sd)
+    sd = {k: v for k, v in sd.items() if k != "norm_final.weight"}
+    config = zimage_config_from_state_dict(sd)
+    model, stored = _assign_stored(ZImageTransformer, config, sd, weight_dtype, name=name, device=device, home=home)
+    rules = rules_for("zimage", metadata)
+    return ZImageModel(model, model_sampling_for(rules), rules, torch.device(device), compute_dtype(device, stored))
+
+
+_BUILDERS = {"sd3": build_sd3_model, "zimage": build_zimage_model, "unet": build_unet_model}
+
+
 def load_diffusion_model_file(path: str | os.PathLike[str], *, device: Any = "cpu",
                               weight_dtype: str = "default", home: Any = None) -> Any:
     """Load a diffusion-model-only file (``diffusion_models/``); all-in-one FLUX files work too.
@@ -398,8 +487,7 @@ def load_diffusion_model_file(path: str | os.PathLike[str], *, device: Any = "cp
         sd = strip_prefix(sd, FLUX_UNET_PREFIX)
     identity = identify_keys(sd)
     check_diffusion_model(identity, p.name)
-    build = {"sd3": build_sd3_model, "unet": build_unet_model}.get(DIFFUSION_KINDS.get(identity.kind, ""),
-                                                                   build_flux_model)
+    build = _BUILDERS.get(DIFFUSION_KINDS.get(identity.kind, ""), build_flux_model)
     return build(sd, device=device, weight_dtype=weight_dtype, metadata=metadata, name=p.name, home=home)
 
 
@@ -410,6 +498,7 @@ class TextEncoderPart:
     kind: str
     module: Any
     tokenizer: Any
+    dtype: Any = None  # compute dtype, for encoders that take it per call (Qwen3)
 
 
 def load_text_encoder_part(path: str | os.PathLike[str], *, device: Any = "cpu",
@@ -433,6 +522,11 @@ def load_text_encoder_part(path: str | os.PathLike[str], *, device: Any = "cpu",
         model = build_t5_from_state_dict(sd).to(home or device)
         model.compute_dtype = dtype
         return TextEncoderPart("t5", model, T5Tokenizer.beside(p))
+    if identity.kind == "qwen3":
+        from .models.qwen3 import build_qwen3_from_state_dict
+
+        model = build_qwen3_from_state_dict(sd).to(home or device)
+        return TextEncoderPart("qwen3", model, qwen3_tokenizer_beside(p), dtype)
     if identity.kind in ("clip", "openclip"):
         hf = openclip_to_hf(sd) if identity.kind == "openclip" else sd
         # HF-layout files are OpenAI CLIP-L (quick GELU) except bigG (width 1280: SDXL/SD3's clip_g, GELU)
@@ -440,6 +534,43 @@ def load_text_encoder_part(path: str | os.PathLike[str], *, device: Any = "cpu",
         model = build_clip(hf, activation=activation, device=torch.device(home or device), dtype=dtype, name=p.name)
         return TextEncoderPart("clip", model, tokenizer_for(metadata or {}, model.config.vocab_size))
     raise WrongModelFile(f"{p.name!r} is {identity.description}, not a text encoder", fix_for(identity))
+
+
+#: Where a Qwen3 encoder's tokenizer.json may sit, relative to the encoder file (``stem`` = its name).
+QWEN3_TOKENIZER_CANDIDATES = ("{stem}.tokenizer.json", "tokenizer.json", "qwen3_tokenizer/tokenizer.json")
+
+
+class MissingTokenizer(WrongModelFile):
+    """A text encoder file whose tokenizer.json is not beside it."""
+
+
+def qwen3_tokenizer_path(encoder: str | os.PathLike[str]) -> Path:
+    """The tokenizer.json of a Qwen3 encoder file, or :class:`MissingTokenizer` naming where it may go."""
+    p = Path(encoder)
+    tried = [p.parent / c.format(stem=p.stem) for c in QWEN3_TOKENIZER_CANDIDATES]
+    for candidate in tried:
+        if candidate.is_file():
+            return candidate
+    raise MissingTokenizer(f"no Qwen3 tokenizer for {p.name!r}",
+                           f"put the model's tokenizer.json (from the Qwen3-4B / Z-Image release's tokenizer "
+                           f"folder) beside it as {tried[0].name} or tokenizer.json")
+
+
+def qwen3_tokenizer_beside(encoder: str | os.PathLike[str]) -> Any:
+    from .models.qwen3 import Qwen3Tokenizer
+
+    return Qwen3Tokenizer(qwen3_tokenizer_path(encoder))
+
+
+def zimage_text_encoder(part: TextEncoderPart, device: Any) -> Any:
+    """A :class:`~.zimage_runtime.ZImageTextEncoder` from a loaded Qwen3 part."""
+    import torch
+
+    from .families import FAMILIES
+    from .zimage_runtime import ZImageTextEncoder
+
+    return ZImageTextEncoder(part.module, part.tokenizer, FAMILIES["zimage"], torch.device(device),
+                             part.dtype or torch.float32)
 
 
 def flux_text_encoder(parts: list[TextEncoderPart], device: Any) -> Any:
@@ -493,11 +624,13 @@ def sd3_slot_problem(identity: FileIdentity | None, slot: str, name: str) -> Non
     """Raise :class:`WrongModelFile` unless ``identity`` fits the TripleCLIPLoader ``slot`` (clip_l/clip_g/t5)."""
     if identity is None:
         return
-    if identity.kind not in ("clip", "openclip", "t5"):
+    if identity.kind not in TEXT_ENCODER_KINDS:
         raise WrongModelFile(f"{name!r} is {identity.description}, not a text encoder", fix_for(identity))
     width = identity.info.get("width")
     kind = "t5" if identity.kind == "t5" else "clip_g" if width == 1280 else "clip_l" if width == 768 else None
-    if kind is None and identity.kind != "t5":
+    if identity.kind in ("qwen3", "llm"):
+        kind = identity.kind
+    elif kind is None and identity.kind != "t5":
         kind = slot if slot != "t5" else "clip_l"  # a CLIP of unusual width (tests, custom): trust the slot
     if kind == slot:
         return
@@ -509,7 +642,7 @@ def sd3_slot_problem(identity: FileIdentity | None, slot: str, name: str) -> Non
 
 #: Text-encoder ``type`` choices and the parts each expects (one entry per file input).
 CLIP_TYPES: dict[str, tuple[str, ...]] = {"stable_diffusion": ("clip",), "flux": ("clip", "t5"),
-                                          "sd3": ("clip", "t5")}
+                                          "sd3": ("clip", "t5"), "lumina2": ("qwen3",)}
 DUAL_CLIP_TYPES: dict[str, tuple[str, ...]] = {"flux": ("clip", "t5")}
 
 

@@ -22,6 +22,7 @@ def test_every_mapped_class_becomes_its_node_type(imported) -> None:  # noqa: AN
     # Conditioning* classes: tests/diffusion/test_conditioning_lists.py
     cond = {n["class_type"] for n in fixture("conditioning_api.json").values()}
     sd3 = {"TripleCLIPLoader", "ModelSamplingSD3"}  # SD3 classes: test_sd3_workflow.py builds their workflow
+    sd3.add("ModelSamplingAuraFlow")  # Z-Image: test_zimage_workflow.py builds its workflow
     gguf = {n["class_type"] for n in fixture("gguf_api.json").values()}  # ComfyUI-GGUF: test_gguf_workflow.py
     assert set(BY_COMFY) <= {n["class_type"] for n in doc.values()} | flux | cond | sd3 | gguf
     for nid, n in doc.items():

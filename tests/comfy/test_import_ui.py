@@ -29,6 +29,7 @@ def test_every_mapped_class_becomes_its_node_type(imported) -> None:  # noqa: AN
     classes |= {n["type"] for n in fixture("conditioning_ui.json")["nodes"]}
     classes |= {"TripleCLIPLoader", "ModelSamplingSD3"}  # built in ComfyUI's UI layout by test_sd3_workflow.py
     classes |= {n["type"] for n in fixture("gguf_ui.json")["nodes"]}  # ComfyUI-GGUF's loaders: test_gguf_workflow.py
+    classes.add("ModelSamplingAuraFlow")  # built in ComfyUI's UI layout by test_zimage_workflow.py
     assert set(BY_COMFY) <= classes, ("the fixtures must cover every mapped class (FLUX ones: flux_ui.json, "
                                       "Conditioning* ones: conditioning_ui.json, GGUF loaders: gguf_ui.json)")
     for n in doc["nodes"]:

@@ -400,14 +400,21 @@ def test_flux_vae_with_a_unet_model_and_sd_prompt_with_flux(dev: FluxFiles, tmp_
     report = executor.run(graph, outputs=["sampler"])
     assert report.status == "error" and (report.error.node_id, report.error.input) == ("sampler", "latent_image")
     assert "16 channels" in report.error.message and "expects 4" in report.error.message
-    # the FLUX VAE decoding a 4-channel SD latent
+    # the FLUX VAE decoding a 4-channel SD latent: both known at planning, refused at validation
     graph = flux_graph(dev)
     graph.add_node("diffusion.checkpoint_loader", {"ckpt_name": "tiny_sd1.safetensors"}, id="sd")
     graph.add_node("diffusion.empty_latent", {"width": 48, "height": 32, "batch_size": 1}, id="sd_latent")
     graph.connect("sd_latent", "LATENT", "decode", "samples")
+    issues = _issues(executor, graph)
+    assert [(i.node_id, i.input) for i in issues] == [("decode", "vae")]
+    assert "16-channel" in issues[0].message and "4 channels" in issues[0].message
+    # ... and at run time when planning cannot know the VAE (the checkpoint's VAE on a 16-channel latent)
+    graph = flux_graph(dev)
+    graph.add_node("diffusion.checkpoint_loader", {"ckpt_name": "tiny_sd1.safetensors"}, id="sd")
+    graph.connect("sd", "VAE", "decode", "vae")
     report = executor.run(graph, outputs=["decode"])
     assert report.status == "error" and (report.error.node_id, report.error.input) == ("decode", "vae")
-    assert "16-channel" in report.error.message and "4 channels" in report.error.message
+    assert "4-channel" in report.error.message and "16 channels" in report.error.message
     # an SD prompt given to the FLUX model
     graph = flux_graph(dev)
     graph.add_node("diffusion.checkpoint_loader", {"ckpt_name": "tiny_sd1.safetensors"}, id="sd")

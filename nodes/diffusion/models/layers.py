@@ -18,7 +18,7 @@ Two properties every large split-file model needs and ``torch.nn`` does not give
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -61,6 +61,12 @@ class RMSScale(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         w = getattr(self, self._param)
+        if x.dtype == torch.float32:
+            # The statistic from one reduction kernel (vector_norm) instead of F.rms_norm's CPU
+            # composite, which materialises x**2 and reduces it in a second pass; equal to ~2e-7.
+            inv = torch.linalg.vector_norm(x, dim=-1, keepdim=True).square().div(x.shape[-1]).add(self.eps).rsqrt()
+            y = x * inv
+            return y.mul_(cast_to(w, y)) if not torch.is_grad_enabled() else y * cast_to(w, y)
         y = F.rms_norm(x.float(), (x.shape[-1],), eps=self.eps).to(x.dtype)
         return y * cast_to(w, y)
 
@@ -119,3 +125,43 @@ def concat_pieces(target: str, order: tuple[str, ...], pieces: Mapping[str, torc
     if missing:
         raise KeyError(f"diffusers {family} state dict lacks {missing} for {target!r}")
     return torch.cat([pieces[p] for p in order], dim=0)
+
+
+#: Hidden-width slices of :func:`chunked_mlp`.
+MLP_CHUNKS = 4
+
+
+def _plain(*modules: nn.Module | None) -> bool:
+    """Plain :class:`Linear` layers without hooks: their weights can be sliced directly."""
+    return all(m is None or (type(m) is Linear and not m._forward_hooks and not m._forward_pre_hooks)
+               for m in modules)
+
+
+def chunked_mlp_ok(x: torch.Tensor, *modules: nn.Module | None) -> bool:
+    """Whether :func:`chunked_mlp` may replace the modules' own forwards: CPU inference on plain layers
+    (quantized or hooked layers, autograd and GPUs take the ordinary path)."""
+    return x.device.type == "cpu" and not torch.is_grad_enabled() and _plain(*modules)
+
+
+def chunked_mlp(x: torch.Tensor, up: Linear, down: Linear, act: Callable[[torch.Tensor], torch.Tensor],
+                gate: Linear | None = None, chunks: int = MLP_CHUNKS) -> torch.Tensor:
+    """``down(act(up(x)) [* gate(x)])`` computed over slices of the hidden width, accumulating the
+    down projection in place (split-K): each slice's activation stays cache-sized, the full-width
+    hidden tensor is never materialised (for SwiGLU: neither of its two).  ``act`` works in place
+    on its argument."""
+    x2 = x.reshape(-1, x.shape[-1])
+    w_up, b_up = cast_to(up.weight, x), cast_to(up.bias, x)
+    w_down, b_down = cast_to(down.weight, x), cast_to(down.bias, x)
+    w_gate = cast_to(gate.weight, x) if gate is not None else None
+    b_gate = cast_to(gate.bias, x) if gate is not None else None
+    rows = x2.shape[0]
+    out = b_down.expand(rows, -1).clone() if b_down is not None else x2.new_zeros(rows, w_down.shape[0])
+    hidden = w_up.shape[0]
+    step = -(-hidden // max(1, chunks))
+    for s in range(0, hidden, step):
+        e = min(hidden, s + step)
+        h = act(F.linear(x2, w_up[s:e], None if b_up is None else b_up[s:e]))
+        if w_gate is not None:
+            h.mul_(F.linear(x2, w_gate[s:e], None if b_gate is None else b_gate[s:e]))
+        out.addmm_(h, w_down[:, s:e].t())
+    return out.view(*x.shape[:-1], -1)

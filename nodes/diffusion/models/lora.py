@@ -37,8 +37,10 @@ from torch import nn
 
 from .flux import FluxConfig
 from .loading import CheckpointError, load_state_dict
-from .lora_keys import LoraTarget, flux_key_map, text_encoder_key_map, unet_key_map
+from .lora_keys import LoraTarget, flux_key_map, sd3_key_map, text_encoder_key_map, unet_key_map, zimage_key_map
+from .mmdit import MMDiTConfig
 from .unet_config import UNetConfig
+from .zimage import ZImageConfig
 
 __all__ = [
     "LoraError",
@@ -285,7 +287,8 @@ def apply_lora(
     """Apply one LoRA to a UNet and its text encoder(s), returning patched copies.
 
     ``unet``: our ``UNetModel`` (its ``.config`` gives the naming map unless
-    ``unet_config`` is passed) or ``FluxTransformer``.  ``clip``: one ``ClipTextModel``
+    ``unet_config`` is passed), ``FluxTransformer``, ``MMDiT`` or ``ZImageTransformer``.
+    ``clip``: one ``ClipTextModel``
     (SD1/SD2) or a sequence ``(clip_l, clip_g)`` (SDXL) / ``(clip_l, t5)`` (FLUX;
     order = ``lora_te1_``/``lora_te2_`` and ``text_encoder.``/``text_encoder_2.``);
     the result has the same shape (a tuple for a sequence).  Either may be
@@ -331,12 +334,16 @@ def apply_lora(
 
 
 def _model_key_map(model: nn.Module, unet_config: UNetConfig | None) -> Mapping[str, str | LoraTarget]:
-    """The LoRA naming table of a diffusion model: FLUX by its ``FluxConfig``, UNets by ``UNetConfig``."""
+    """The LoRA naming table of a diffusion model: the split-file transformers (FLUX, SD3, Z-Image) by
+    their config class, UNets by ``UNetConfig``."""
     cfg = unet_config or getattr(model, "config", None)
-    if isinstance(cfg, FluxConfig):
-        return flux_key_map(model)
+    for config_type, key_map in ((FluxConfig, flux_key_map), (MMDiTConfig, sd3_key_map),
+                                 (ZImageConfig, zimage_key_map)):
+        if isinstance(cfg, config_type):
+            return key_map(model)
     if not isinstance(cfg, UNetConfig):
-        raise TypeError("apply_lora needs the UNet's UNetConfig (unet.config or unet_config=) or a FLUX transformer")
+        raise TypeError("apply_lora needs the UNet's UNetConfig (unet.config or unet_config=) or a split-file "
+                        "transformer (FLUX, SD3, Z-Image)")
     return unet_key_map(model, cfg)
 
 

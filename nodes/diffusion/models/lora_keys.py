@@ -18,7 +18,10 @@ FLUX transformers (:func:`flux_key_map`) are addressed by BFL paths
 ``lora_transformer_...``, bare diffusers paths).  Our FLUX modules have BFL's
 fused q/k/v (and q/k/v/MLP in single blocks), so a diffusers-named LoRA layer
 patches a *row slice* of a fused weight: such entries are :class:`LoraTarget`
-values instead of plain module paths.
+values instead of plain module paths.  SD3's MMDiT (:func:`sd3_key_map`, Stability
+paths ``joint_blocks.N...`` or diffusers ``transformer_blocks.N.attn.to_q``) and
+Z-Image (:func:`zimage_key_map`, ComfyUI paths ``layers.N.attention.qkv`` or
+diffusers ``layers.N.attention.to_q``) work the same way.
 
 Our modules carry LDM names (UNet) and Hugging Face names (CLIP), so the
 lookup table is built by enumerating the model's own Linear/Conv2d modules
@@ -45,6 +48,8 @@ __all__ = [
     "text_encoder_key_map",
     "LoraTarget",
     "flux_key_map",
+    "sd3_key_map",
+    "zimage_key_map",
 ]
 
 #: Module types whose ``weight`` a LoRA can patch (GEGLU's projection is a plain Linear).
@@ -276,3 +281,88 @@ def flux_key_map(model: nn.Module) -> dict[str, str | LoraTarget]:
         for alias in ("transformer." + diff, diff, "lora_transformer_" + flat, "lora_unet_" + flat, "lycoris_" + flat):
             table.setdefault(alias, target)
     return table
+
+
+def _transformer_table(
+    model: nn.Module, diffusers: dict[str, str | LoraTarget], native_prefixes: tuple[str, ...]
+) -> dict[str, str | LoraTarget]:
+    """Every spelling of a split-file transformer's LoRA layers: our (= the checkpoint's) module paths
+    under ``native_prefixes`` and kohya's ``lora_unet_`` + path with ``_``; diffusers module paths
+    (``diffusers``: path -> our module or fused-weight slice) bare, under ``transformer.`` (diffusers /
+    peft), ``diffusion_model.`` (ComfyUI, ai-toolkit), ``base_model.model.`` (raw peft), and flattened
+    under ``lora_transformer_`` (OneTrainer, SimpleTuner), ``lora_unet_`` and ``lycoris_``.  Native
+    spellings win where both namings produce the same alias."""
+    table: dict[str, str | LoraTarget] = {}
+    for name in _patchable(model):
+        for prefix in native_prefixes:
+            table.setdefault(prefix + name, name)
+        table.setdefault("lora_unet_" + name.replace(".", "_"), name)
+    for diff, target in diffusers.items():
+        flat = diff.replace(".", "_")
+        for alias in ("transformer." + diff, "diffusion_model." + diff, "base_model.model." + diff, diff,
+                      "lora_transformer_" + flat, "lora_unet_" + flat, "lycoris_" + flat):  # fmt: skip
+            table.setdefault(alias, target)
+    return table
+
+
+def _sd3_diffusers_targets(model: nn.Module) -> dict[str, str | LoraTarget]:
+    """diffusers ``SD3Transformer2DModel`` module path -> our MMDiT module path or fused-weight slice."""
+    from .mmdit import _BLOCK, _FUSED, _TOP
+
+    cfg = model.config  # type: ignore[attr-defined]
+    h = cfg.hidden_size
+    modules = dict(model.named_modules())
+    out: dict[str, str | LoraTarget] = {diff: ours for diff, ours in _TOP.items() if ours in modules}
+    out["norm_out.linear"] = LoraTarget("final_layer.adaLN_modulation.1", swap_halves=True)
+    for i in range(cfg.depth):
+        src, dst = f"transformer_blocks.{i}.", f"joint_blocks.{i}."
+        pre_only = modules[dst + "context_block"].pre_only  # type: ignore[union-attr]
+        for diff, ours in _BLOCK.items():
+            if not diff.endswith(".weight") and dst + ours in modules:
+                swap = pre_only and diff == "norm1_context.linear"  # diffusers: (scale, shift) here
+                out[src + diff] = LoraTarget(dst + ours, swap_halves=True) if swap else dst + ours
+        for ours, parts in _FUSED.items():
+            if dst + ours in modules:
+                for j, diff in enumerate(parts):
+                    out[src + diff] = LoraTarget(dst + ours, j * h, (j + 1) * h)
+    return out
+
+
+def sd3_key_map(model: nn.Module) -> dict[str, str | LoraTarget]:
+    """LoRA module name (every supported spelling) -> our SD3 MMDiT module path or :class:`LoraTarget`.
+
+    Stability's module paths (``joint_blocks.0.x_block.attn.qkv``: kohya sd-scripts' SD3 LoRAs as
+    ``lora_unet_joint_blocks_0_x_block_attn_qkv``, ComfyUI's as ``diffusion_model.``...) address our
+    modules directly; diffusers paths (``transformer.transformer_blocks.0.attn.to_q``) address row
+    slices of the fused q/k/v, and the final (and last text) modulation with its halves swapped.
+    """
+    return _transformer_table(model, _sd3_diffusers_targets(model),
+                              ("diffusion_model.", "model.diffusion_model.", "transformer."))
+
+
+def _zimage_diffusers_targets(model: nn.Module) -> dict[str, str | LoraTarget]:
+    """diffusers ``ZImageTransformer2DModel`` module path -> our Z-Image module path or q/k/v slice."""
+    from .zimage import _QKV, _RENAMES
+
+    dim = model.config.dim  # type: ignore[attr-defined]
+    out: dict[str, str | LoraTarget] = {}
+    for name in _patchable(model):
+        if name.endswith(".attention.qkv"):
+            for j, part in enumerate(_QKV):
+                out[name.replace(".attention.qkv", part.rstrip("."))] = LoraTarget(name, j * dim, (j + 1) * dim)
+            continue
+        diff = name + "."
+        for old, new in _RENAMES:  # diffusers -> ComfyUI renames, applied backwards
+            diff = diff.replace(new, old)
+        out[diff[:-1]] = name
+    return out
+
+
+def zimage_key_map(model: nn.Module) -> dict[str, str | LoraTarget]:
+    """LoRA module name (every supported spelling) -> our Z-Image module path or :class:`LoraTarget`.
+
+    ComfyUI's paths (``layers.0.attention.qkv``, ``diffusion_model.`` or kohya ``lora_unet_``) address
+    our modules directly; diffusers' (``transformer.layers.0.attention.to_q``, also under
+    ``diffusion_model.`` as ai-toolkit and DiffSynth write them) address row slices of the fused q/k/v.
+    """
+    return _transformer_table(model, _zimage_diffusers_targets(model), ("diffusion_model.", "model.diffusion_model."))

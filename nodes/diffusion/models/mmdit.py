@@ -44,6 +44,8 @@ from .layers import (
     RMSScale,
     block_indices,
     cast_to,
+    chunked_mlp,
+    chunked_mlp_ok,
     concat_pieces,
     init_weights,
     rename_by_prefix,
@@ -174,7 +176,13 @@ class Mlp(nn.Module):
         self.fc2 = Linear(hidden, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if chunked_mlp_ok(x, self.fc1, self.fc2):
+            return chunked_mlp(x, self.fc1, self.fc2, _gelu_)
         return self.fc2(F.gelu(self.fc1(x), approximate="tanh"))
+
+
+def _gelu_(h: torch.Tensor) -> torch.Tensor:
+    return torch.ops.aten.gelu_(h, approximate="tanh")
 
 
 def _layer_norm(x: torch.Tensor) -> torch.Tensor:

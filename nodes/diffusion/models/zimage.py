@@ -35,8 +35,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .flux import apply_rope, timestep_embedding
-from .layers import Linear, RMSScale, block_indices, init_weights
+from .flux import timestep_embedding
+from .layers import Linear, RMSScale, block_indices, cast_to, chunked_mlp, chunked_mlp_ok, init_weights
 
 __all__ = [
     "ZImageConfig",
@@ -105,15 +105,27 @@ class Attention(nn.Module):
         self.q_norm = RMSScale(hd, eps=1e-5, param="weight") if cfg.qk_norm else None
         self.k_norm = RMSScale(hd, eps=1e-5, param="weight") if cfg.qk_norm else None
 
-    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor], mask: torch.Tensor | None):
+    def forward(self, x: torch.Tensor, rope: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """Attention over ``x`` ``(B, L, dim)``; ``rope``: complex rotations ``(B, L, 1, D/2)``.
+
+        q, k and v are three products on row slices of the fused weight (views, no copy), so
+        each comes out dense in ``(B, L, H, D)`` for the norm and the rotation (one complex
+        multiply) -- on CPU cheaper than one wide product whose interleaved output every
+        later step has to stride through."""
         b, n, _ = x.shape
-        q, k, v = self.qkv(x).view(b, n, 3, self.heads, -1).unbind(2)
+        q, k, v = (F.linear(x, w).view(b, n, self.heads, -1) for w in cast_to(self.qkv.weight, x).chunk(3))
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
-        cos, sin = rope
-        q, k = apply_rope(q.transpose(1, 2), cos, sin), apply_rope(k.transpose(1, 2), cos, sin)
-        out = F.scaled_dot_product_attention(q, k, v.transpose(1, 2), attn_mask=mask)
+        q, k = _rotate(q, rope), _rotate(k, rope)
+        out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=mask)
         return self.out(out.transpose(1, 2).flatten(2))
+
+
+def _rotate(x: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
+    """Rotate consecutive channel pairs of ``x`` ``(B, L, H, D)`` by the complex ``rope``, in float32."""
+    if x.dtype != torch.float32:
+        return _rotate(x.float(), rope).to(x.dtype)
+    return torch.view_as_real(torch.view_as_complex(x.unflatten(-1, (-1, 2))) * rope).flatten(-2)
 
 
 class FeedForward(nn.Module):
@@ -124,7 +136,13 @@ class FeedForward(nn.Module):
         self.w3 = Linear(dim, hidden, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if chunked_mlp_ok(x, self.w1, self.w2, self.w3):  # CPU inference: slices of the hidden width
+            return chunked_mlp(x, self.w1, self.w2, _silu_, gate=self.w3)
         return self.w2(F.silu(self.w1(x)) * self.w3(x))
+
+
+def _silu_(h: torch.Tensor) -> torch.Tensor:
+    return F.silu(h, inplace=True)
 
 
 class TransformerBlock(nn.Module):
@@ -142,17 +160,21 @@ class TransformerBlock(nn.Module):
         self.adaLN_modulation = nn.Sequential(Linear(cfg.adaln_dim, 4 * d)) if modulated else None
 
     def forward(
-        self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor], mask: torch.Tensor | None,
-        adaln: torch.Tensor | None = None,
+        self, x: torch.Tensor, rope: torch.Tensor, mask: torch.Tensor | None, adaln: torch.Tensor | None = None,
     ) -> torch.Tensor:  # fmt: skip
         if self.adaLN_modulation is None:
             x = x + self.attention_norm2(self.attention(self.attention_norm1(x), rope, mask))
             return x + self.ffn_norm2(self.feed_forward(self.ffn_norm1(x)))
         scale_msa, gate_msa, scale_mlp, gate_mlp = self.adaLN_modulation(adaln)[:, None].chunk(4, dim=-1)
-        attn = self.attention(self.attention_norm1(x) * (1 + scale_msa), rope, mask)
+        attn = self.attention(_scaled(self.attention_norm1(x), scale_msa), rope, mask)
         x = torch.addcmul(x, gate_msa.tanh(), self.attention_norm2(attn))
-        mlp = self.feed_forward(self.ffn_norm1(x) * (1 + scale_mlp))
+        mlp = self.feed_forward(_scaled(self.ffn_norm1(x), scale_mlp))
         return torch.addcmul(x, gate_mlp.tanh(), self.ffn_norm2(mlp))
+
+
+def _scaled(normed: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """``normed * (1 + scale)``; in place at inference (``normed`` is a fresh norm output)."""
+    return normed * (1 + scale) if torch.is_grad_enabled() else normed.mul_(1 + scale)
 
 
 class FinalLayer(nn.Module):
@@ -244,7 +266,7 @@ class ZImageTransformer(nn.Module):
         for block in self.context_refiner:
             cap = block(cap, cap_rope, None if cap_mask is None else cap_mask[..., img.shape[1] :])
         joint = torch.cat([img, cap], dim=1)
-        rope = (torch.cat([img_rope[0], cap_rope[0]], dim=2), torch.cat([img_rope[1], cap_rope[1]], dim=2))
+        rope = torch.cat([img_rope, cap_rope], dim=1)
         for block in self.layers:
             joint = block(joint, rope, cap_mask, adaln)
         out = self.final_layer(joint[:, : hp * wp], adaln)
@@ -305,8 +327,8 @@ def _key_mask(cap_lens: list[int], cap_width: int, n_img: int, device: torch.dev
 def _rope_tables(
     cap_lens: list[int], cap_width: int, hp: int, wp: int, n_img_padded: int, cfg: ZImageConfig,
     device: torch.device,
-) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:  # fmt: skip
-    """Rotation tables ``(B, 1, L, D)`` for the image tokens and the caption tokens of each item."""
+) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """Complex rotation tables ``(B, L, 1, D/2)`` for the image tokens and the caption tokens of each item."""
     b = len(cap_lens)
     ids = torch.zeros(b, n_img_padded, 3, dtype=torch.float64, device=device)
     grid_r, grid_c = torch.meshgrid(torch.arange(hp, device=device), torch.arange(wp, device=device), indexing="ij")
@@ -318,17 +340,15 @@ def _rope_tables(
     return _tables(ids, cfg), _tables(cap_ids, cfg)
 
 
-def _tables(ids: torch.Tensor, cfg: ZImageConfig) -> tuple[torch.Tensor, torch.Tensor]:
-    """(cos, signed sin) for :func:`.flux.apply_rope`.  The angles are rounded to float32 before
-    the cos/sin, as Z-Image's complex-exponential tables are."""
+def _tables(ids: torch.Tensor, cfg: ZImageConfig) -> torch.Tensor:
+    """``exp(i angle)`` per position and channel pair, ``(B, L, 1, D/2)`` complex64 for :func:`_rotate`.
+    The angles are rounded to float32 before the cos/sin, as Z-Image's own tables are."""
     angles = []
     for i, d in enumerate(cfg.axes_dims):
         omega = 1.0 / cfg.rope_theta ** (torch.arange(0, d, 2, dtype=torch.float64, device=ids.device) / d)
         angles.append((ids[..., i, None] * omega).float())
-    a = torch.cat(angles, dim=-1).unsqueeze(1)
-    cos = a.cos().repeat_interleave(2, dim=-1)
-    sin = torch.stack([-a.sin(), a.sin()], dim=-1).flatten(-2)
-    return cos, sin
+    a = torch.cat(angles, dim=-1).unsqueeze(2)
+    return torch.polar(torch.ones_like(a), a)
 
 
 # --------------------------------------------------------------------------------------------

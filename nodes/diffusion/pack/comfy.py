@@ -138,6 +138,8 @@ MAPS: tuple[NodeMap, ...] = (
     NodeMap("TripleCLIPLoaderGGUF", "diffusion.triple_clip_loader",
             (W("clip_name1", kind="model:text_encoders"), W("clip_name2", kind="model:text_encoders"),
              W("clip_name3", kind="model:text_encoders")), ("CLIP",)),
+    # -- Z-Image (UNETLoader, CLIPLoader type "lumina2", EmptySD3LatentImage and ConditioningZeroOut above)
+    NodeMap("ModelSamplingAuraFlow", "diffusion.model_sampling_aura_flow", (L("model"), W("shift")), ("MODEL",)),
     # -- latent files (ComfyUI's .latent format and scale)
     NodeMap("SaveLatent", "diffusion.save_latent", (L("samples"), W("filename_prefix"))),
     NodeMap("LoadLatent", "diffusion.load_latent", (W("latent", kind="image"),), ("LATENT",)),

@@ -25,6 +25,7 @@ from nodegraph.spec import Combo, Float, In, Int, Out, String, node
 
 from .. import split_files  # torch-free at import: its tables are the choice lists
 from ..paths import choices_for
+from . import estimates as est
 from .common import MAX_RESOLUTION, cpu_threads, model_file_fingerprint, resolve_model
 from .custom_sampling import CFGGuide
 from .device_memory import home_device
@@ -61,6 +62,8 @@ def _checked_fingerprint(kind: str, inputs: Sequence[str],
         for input_name, (path, identity) in zip(inputs, found, strict=True):
             if identity is not None and identity.kind == "t5":
                 _need_t5_tokenizer(path, input_name)
+            if identity is not None and identity.kind == "qwen3":
+                _need_qwen3_tokenizer(path, input_name)
         return {i: fp(values, settings) for i, fp in zip(inputs, prints, strict=True) if i in present}
 
     return fingerprint
@@ -75,6 +78,16 @@ def _need_t5_tokenizer(path: Path, input_name: str) -> None:
     except T5TokenizerError as exc:
         raise NodeInputError(input_name, f"no T5 tokenizer for {path.name!r}",
                              f"{exc} (the tokenizer.json from a T5/FLUX release's t5_tokenizer folder)") from None
+
+
+def _need_qwen3_tokenizer(path: Path, input_name: str) -> None:
+    """Z-Image's Qwen3 encoder needs its tokenizer.json beside it (not in the weights): say so at validation."""
+    from ..split_files import WrongModelFile, qwen3_tokenizer_path
+
+    try:
+        qwen3_tokenizer_path(path)
+    except WrongModelFile as exc:
+        raise NodeInputError(input_name, exc.message, exc.fix) from None
 
 
 def _blame(input_name: str, exc: Exception) -> NodeInputError:
@@ -153,8 +166,9 @@ def _sd_text_encoder(part: Any, device: Any) -> Any:
       inputs=[Combo("clip_name", choices_for("text_encoders"), tooltip="a text encoder from models/text_encoders"),
               Combo("type", CLIP_TYPES, "stable_diffusion",
                     tooltip="what the encoder is used for: stable_diffusion (a CLIP file for SD1/SD2), flux "
-                            "(one half of FLUX's pair; DualCLIPLoader loads both) or sd3 (one of SD3's three; the "
-                            "others are zeros; TripleCLIPLoader loads all three)")],
+                            "(one half of FLUX's pair; DualCLIPLoader loads both), sd3 (one of SD3's three; the "
+                            "others are zeros; TripleCLIPLoader loads all three) or lumina2 (Z-Image's Qwen3-4B, "
+                            "with its tokenizer.json beside it)")],
       outputs=[Out("CLIP", "CLIP")],
       fingerprint=_checked_fingerprint("text_encoders", ["clip_name"], _check_clip))
 def clip_loader(ctx: NodeContext, clip_name: str, type: str = "stable_diffusion"):  # noqa: A002, ANN201
@@ -166,6 +180,20 @@ def clip_loader(ctx: NodeContext, clip_name: str, type: str = "stable_diffusion"
         part = load_text_encoder_part(path, device=ctx.device, home=home_device(ctx))
     except Exception as exc:
         raise _blame("clip_name", exc) from exc
+    if (type == "lumina2") != (part.kind == "qwen3"):
+        from ..split_files import WrongModelFile, check_text_encoder, identify_file
+
+        try:
+            check_text_encoder(identify_file(path), clip_name, "qwen3" if type == "lumina2" else "any", type)
+        except WrongModelFile as exc:
+            raise _blame("clip_name", exc) from None
+        raise NodeInputError("clip_name", f"{clip_name!r} is a {part.kind} text encoder; type {type!r} "
+                             f"{'needs Qwen3-4B' if type == 'lumina2' else 'does not take a Qwen3'}",
+                             "type lumina2 takes exactly Z-Image's Qwen3 file (qwen_3_4b.safetensors)")
+    if type == "lumina2":
+        from ..split_files import zimage_text_encoder
+
+        return zimage_text_encoder(part, ctx.device)
     if type == "flux":
         return flux_text_encoder([part], ctx.device)
     if type == "sd3":
@@ -260,7 +288,7 @@ def dual_clip_loader(ctx: NodeContext, clip_name1: str, clip_name2: str, type: s
       inputs=[Int("width", 1024, min=16, max=MAX_RESOLUTION, step=16),
               Int("height", 1024, min=16, max=MAX_RESOLUTION, step=16),
               Int("batch_size", 1, min=1, max=4096)],
-      outputs=[Out("LATENT", "LATENT")])
+      outputs=[Out("LATENT", "LATENT")], preflight=est.empty_sd3_latent)
 def empty_sd3_latent(ctx: NodeContext, width: int, height: int, batch_size: int):  # noqa: ANN201
     """Blank 16-channel latents (FLUX, SD3) at 1/8 of the pixel size."""
     import torch

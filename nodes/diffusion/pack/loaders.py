@@ -11,6 +11,7 @@ from nodegraph.context import NodeContext
 from nodegraph.spec import Combo, Out, node
 from nodes.shared.model_paths import choices_for
 
+from . import estimates as est
 from .common import load_error, model_file_fingerprint, resolve_model
 
 
@@ -40,7 +41,8 @@ def _header_checked_fingerprint(kind: str, input_name: str, refused: tuple[str, 
 
 
 _ckpt_fingerprint = _header_checked_fingerprint(
-    "checkpoints", "ckpt_name", ("t5", "clip", "openclip", "flux", "sd3", "vae", "lora", "controlnet", "sd_unet"),
+    "checkpoints", "ckpt_name", ("t5", "clip", "openclip", "flux", "sd3", "vae", "lora", "controlnet", "sd_unet",
+                                 "zimage", "qwen3", "llm"),
     "a full checkpoint")
 
 
@@ -70,14 +72,14 @@ def checkpoint_loader(ctx: NodeContext, ckpt_name: str, prediction: str = "auto"
 
 _vae_fingerprint = _header_checked_fingerprint(
     "vae", "vae_name", ("t5", "clip", "openclip", "flux", "flux_checkpoint", "sd3", "sd3_checkpoint", "lora",
-                        "controlnet", "sd_unet"),
+                        "controlnet", "sd_unet", "zimage", "qwen3", "llm"),
     "a VAE")
 
 
 @node("diffusion.vae_loader", category="loaders", display_name="Load VAE",
       inputs=[Combo("vae_name", choices_for("vae"),
                     tooltip="a VAE file: SD's 4-channel VAEs, or FLUX's 16-channel ae.safetensors")],
-      outputs=[Out("VAE", "VAE")], fingerprint=_vae_fingerprint)
+      outputs=[Out("VAE", "VAE")], fingerprint=_vae_fingerprint, preflight=est.vae_file)
 def vae_loader(ctx: NodeContext, vae_name: str):
     """Load a standalone VAE (a fixed SD1.5 or SDXL VAE, or FLUX's 16-channel ae); the latent scaling
     follows the VAE's kind (FLUX: 0.3611 / shift 0.1159)."""

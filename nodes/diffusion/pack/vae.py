@@ -25,9 +25,13 @@ def _fits(samples, vae) -> None:  # noqa: ANN001
     """Latents from one family cannot be decoded by another family's VAE (4 vs 16 channels)."""
     c = samples.samples.shape[1]
     if c != vae.latent_channels:
-        raise NodeInputError("vae", f"this VAE decodes {vae.latent_channels}-channel latents but the samples "
-                             f"have {c} channels (they come from a model of another family)",
-                             "connect the VAE that belongs to the model that made the latents")
+        families = {4: "SD1/SD2/SDXL", 16: "FLUX, SD3 or Z-Image"}
+        what = f" (a {families[vae.latent_channels]} VAE)" if vae.latent_channels in families else ""
+        made = f" ({families[c]} latents)" if c in families else ""
+        need = " (FLUX and Z-Image: ae.safetensors; SD3: its 16-channel VAE)" if c == 16 else ""
+        raise NodeInputError("vae", f"this VAE decodes {vae.latent_channels}-channel latents{what} but the samples "
+                             f"have {c} channels{made}: they come from a model of another family",
+                             f"connect the VAE that belongs to the model that made the latents{need}")
 
 
 @node("diffusion.vae_decode", category="latent", display_name="VAE Decode",
