@@ -337,3 +337,42 @@ def test_inpaint_unet_matches_diffusers_inpaint_pipeline(kind: str, models: Path
                      strength=1.0, num_inference_steps=STEPS, guidance_scale=CFG, latents=noise,
                      output_type="latent").images
     assert (other - ref).abs().max() > 100 * (ours - ref).abs().max()
+
+
+def test_comfy_inpaint_fixtures_import_run_and_export(tmp_path: Path) -> None:
+    """tests/comfy/fixtures/inpaint_*.json (ImagePadForOutpaint -> InpaintModelConditioning -> KSampler, and
+    InstructPixToPixConditioning): both layouts import to the same nodes and values, the graph runs on a tiny
+    inpainting checkpoint (outpainting: the padded sides change, the kept centre stays), and exports back."""
+    from nodegraph.comfy import export_comfy_api, load_comfy
+    from tests.comfy.helpers import FIXTURES
+
+    reg = full_registry()
+    ui, api = load_comfy(FIXTURES / "inpaint_ui.json", reg), load_comfy(FIXTURES / "inpaint_api.json", reg)
+    for result in (ui, api):
+        g = result.graph
+        assert g.node("6").type == "diffusion.inpaint_model_conditioning" and g.node("6").values == {"noise_mask": True}
+        assert g.link_into("6", "mask").src == "5" and g.link_into("6", "mask").src_output == "MASK"
+        assert g.link_into("7", "latent_image").src_output == "latent"
+        assert g.link_into("11", "negative").src == "10" and g.link_into("11", "negative").src_output == "negative"
+    write_tiny_checkpoint(tmp_path / "models", "sd1", name="inpaint_sd1.safetensors", in_channels=9)
+    (tmp_path / "input").mkdir()
+    img = (np.random.default_rng(2).random((32, 16, 3)) * 255).astype(np.uint8)
+    Image.fromarray(img).save(tmp_path / "input" / "image.png")
+    ex = Executor(reg, device="cpu", output_dir=tmp_path / "out",
+                  settings={"models_dir": str(tmp_path / "models"), "include_demo_models": False,
+                            "input_dir": str(tmp_path / "input")})
+    report = ex.run(api.graph, outputs=["6", "7", "11"])
+    assert report.status == "ok", report.error
+    before, after = report.results["6"]["latent"], report.results["7"]["LATENT"]
+    assert after.samples.shape == (1, 4, 8, 12)  # 32 x (16 + 2 x 16) pixels, 4x VAE
+    kept = F.interpolate(before.noise_mask[:, None], size=(8, 12), mode="bilinear")[0, 0] == 0  # as the sampler
+    assert 0 < int(kept.sum()) < kept.numel()
+    torch.testing.assert_close(after.samples[0][:, kept], before.samples[0][:, kept])
+    assert (after.samples[0][:, ~kept] - before.samples[0][:, ~kept]).abs().amax() > 0.1
+    assert report.results["11"]["LATENT"].samples.shape == (1, 4, 8, 4)
+    exported = export_comfy_api(api.graph, reg).prompt
+    assert exported["7"]["inputs"]["latent_image"] == ["6", 2]
+    classes = {n["class_type"] for n in exported.values()}
+    assert {"InpaintModelConditioning", "InstructPixToPixConditioning", "ImagePadForOutpaint"} <= classes
+    node6 = next(n for n in exported.values() if n["class_type"] == "InpaintModelConditioning")
+    assert node6["inputs"]["noise_mask"] is True
