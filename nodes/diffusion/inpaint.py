@@ -42,6 +42,20 @@ class InpaintInputError(ValueError):
     fix = "use an inpainting model (9 input channels) or an ordinary one with a noise mask"
 
 
+class ConcatImageMismatch(ValueError):
+    """The image attached to a prompt was encoded by a VAE of another family (wrong channel count);
+    blames the prompt input."""
+
+    fix = "encode the image with this model's VAE (connect it to the Inpaint Model Conditioning node)"
+
+
+def _check_channels(image: torch.Tensor, channels: int, what: str) -> None:
+    if image.ndim != 4 or image.shape[1] != channels:
+        raise ConcatImageMismatch(f"the image latent attached to the prompt (Inpaint Model Conditioning / "
+                                  f"InstructPixToPix Conditioning) has shape {tuple(image.shape)}, but this {what} "
+                                  f"takes a {channels}-channel latent")
+
+
 def resize_to_batch(t: torch.Tensor, batch: int) -> torch.Tensor:
     """ComfyUI's ``resize_to_batch_size``: repeat/drop items evenly so there are ``batch`` of them."""
     n = t.shape[0]
@@ -113,6 +127,7 @@ def unet_concat(cond: Any, *, concat_channels: int, latent_channels: int, batch:
             blank += torch.tensor(SD_BLANK_LATENT)[None, :, None, None]
         return torch.cat([torch.ones(batch, 1, h, w), blank], dim=1)
     if cond.concat_latent is not None:
+        _check_channels(cond.concat_latent, latent_channels, "inpainting UNet")
         image = in_scaling(cond.concat_latent.float(), cond.concat_scaling, scaling)
     elif latent_image is not None:
         image = latent_image.float().cpu()
@@ -127,12 +142,10 @@ def flux_concat(cond: Any, *, concat_channels: int, latent_channels: int, batch:
                 scaling: tuple[float, float], denoise_mask: torch.Tensor | None = None) -> torch.Tensor:
     """The extra input of FLUX Canny/Depth (``[control latent]``) or Fill (``[masked latent, mask]``)."""
     if cond.concat_latent is not None:
+        _check_channels(cond.concat_latent, latent_channels, "FLUX model")
         image = in_scaling(cond.concat_latent.float(), cond.concat_scaling, scaling)
     else:  # ComfyUI: process_latent_in(zeros), the model-space value of a zero latent
         image = torch.full((batch, latent_channels, h, w), (0.0 - scaling[1]) * scaling[0])
-    if image.shape[1] != latent_channels:
-        raise ValueError(f"the conditioning's image latent has {image.shape[1]} channels but this FLUX model "
-                         f"takes {latent_channels}; encode it with the model's VAE")
     image = resize_to_batch(resize_center(image, h, w), batch)
     if concat_channels == latent_channels:
         return image

@@ -376,3 +376,18 @@ def test_comfy_inpaint_fixtures_import_run_and_export(tmp_path: Path) -> None:
     assert {"InpaintModelConditioning", "InstructPixToPixConditioning", "ImagePadForOutpaint"} <= classes
     node6 = next(n for n in exported.values() if n["class_type"] == "InpaintModelConditioning")
     assert node6["inputs"]["noise_mask"] is True
+
+
+def test_image_from_another_family_s_vae_is_a_clear_error(models: Path) -> None:
+    """A 16-channel (FLUX/SD3 VAE) image latent on the prompt of a 4-channel inpainting UNet: the prompt
+    input is blamed, with the fix, before any sampling."""
+    from dataclasses import replace
+
+    ck = _load(models, "inpaint_sd1.safetensors")
+    with torch.inference_mode():
+        pos = ck.clip.encode("a cat")
+    bad = replace(pos, concat_latent=torch.zeros(1, 16, 4, 6), concat_mask=_mask()[:, None])
+    with pytest.raises(NodeInputError) as err:
+        sampling_inputs(ck.model, pos, bad, 1, HEIGHT, WIDTH, None, F_VAE,
+                        Latent(torch.zeros(1, 4, HEIGHT // F_VAE, WIDTH // F_VAE), downscale=F_VAE))
+    assert err.value.input == "negative" and "16" in str(err.value) and "VAE" in err.value.fix
