@@ -1,6 +1,7 @@
 """Inpainting models (issue 16): 9-channel SD1/SD2/SDXL UNets detected from shapes, InpaintModelConditioning
 with ComfyUI's meaning, the model's extra input built at every call (also for area entries), and parity
-with diffusers' ``StableDiffusionInpaintPipeline`` on a tiny inpainting UNet in the LDM layout.
+with diffusers' ``StableDiffusionInpaintPipeline`` (SD1 eps, SD2 v) and ``StableDiffusionXLInpaintPipeline``
+on tiny inpainting UNets in the LDM layout.
 
 Parity set-up (see test_pipeline_parity for the txt2img conventions it shares): the same file is run
 through the engine (Load Image -> Inpaint Model Conditioning (noise_mask off) -> KSampler on an empty
@@ -271,12 +272,13 @@ def _graph(ckpt: str, image: Path, mask: Path) -> Graph:
     return g
 
 
-@pytest.mark.parametrize("kind", ["sd1", "sd2"])
+@pytest.mark.parametrize("kind", ["sd1", "sd2", "sdxl"])
 def test_inpaint_unet_matches_diffusers_inpaint_pipeline(kind: str, models: Path, tmp_path: Path,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     diffusers = pytest.importorskip("diffusers")
     pytest.importorskip("transformers")
     from diffusers.pipelines.stable_diffusion import pipeline_stable_diffusion_inpaint as sdi
+    from diffusers.pipelines.stable_diffusion_xl import pipeline_stable_diffusion_xl_inpaint as sdxli
 
     from nodes.diffusion.models.unet import UNET_PREFIX
     from tests.diffusion.pipeline_fixtures import TinyCheckpoint, build_checkpoint
@@ -311,20 +313,27 @@ def test_inpaint_unet_matches_diffusers_inpaint_pipeline(kind: str, models: Path
     vae = _reference_vae(ckpt)
     scheduler = diffusers.EulerDiscreteScheduler(
         num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-        prediction_type={"sd1": "epsilon", "sd2": "v_prediction"}[kind], timestep_spacing="linspace",
-        final_sigmas_type="zero")
-    pipe = diffusers.StableDiffusionInpaintPipeline(vae=vae, text_encoder=None, tokenizer=None, unet=unet,
-                                                    scheduler=scheduler, safety_checker=None,
-                                                    feature_extractor=None, requires_safety_checker=False)
+        prediction_type={"sd1": "epsilon", "sd2": "v_prediction", "sdxl": "epsilon"}[kind],
+        timestep_spacing="linspace", final_sigmas_type="zero")
+    prompts: dict[str, Any] = {"prompt_embeds": cond.context, "negative_prompt_embeds": uncond.context}
+    if kind == "sdxl":  # time ids = [h, w, 0, 0, h, w] as ours (no aesthetic score: a base model)
+        pipe = diffusers.StableDiffusionXLInpaintPipeline(
+            vae=vae, text_encoder=None, text_encoder_2=None, tokenizer=None, tokenizer_2=None, unet=unet,
+            scheduler=scheduler, requires_aesthetics_score=False, add_watermarker=False)
+        prompts.update(pooled_prompt_embeds=cond.pooled, negative_pooled_prompt_embeds=uncond.pooled)
+    else:
+        pipe = diffusers.StableDiffusionInpaintPipeline(vae=vae, text_encoder=None, tokenizer=None, unet=unet,
+                                                        scheduler=scheduler, safety_checker=None,
+                                                        feature_extractor=None, requires_safety_checker=False)
     pipe.set_progress_bar_config(disable=True)
     # diffusers samples the VAE posterior; our encode is its mean (deterministic).
-    monkeypatch.setattr(sdi, "retrieve_latents", lambda out, generator=None, sample_mode="sample":
-                        out.latent_dist.mode())
+    for module in (sdi, sdxli):
+        monkeypatch.setattr(module, "retrieve_latents", lambda out, generator=None, sample_mode="sample":
+                            out.latent_dist.mode())
     noise = initial_noise((1, 4, HEIGHT // F_VAE, WIDTH // F_VAE), SEED)
     with torch.no_grad():
-        ref = pipe(prompt_embeds=cond.context, negative_prompt_embeds=uncond.context,
-                   image=pixels.permute(0, 3, 1, 2), mask_image=mask[:, None], height=HEIGHT, width=WIDTH,
-                   strength=1.0, num_inference_steps=STEPS, guidance_scale=CFG, latents=noise,
+        ref = pipe(**prompts, image=pixels.permute(0, 3, 1, 2), mask_image=mask[:, None], height=HEIGHT,
+                   width=WIDTH, strength=1.0, num_inference_steps=STEPS, guidance_scale=CFG, latents=noise,
                    output_type="latent").images
     assert ours.shape == ref.shape
     assert ours.std() > 0.1
@@ -332,9 +341,8 @@ def test_inpaint_unet_matches_diffusers_inpaint_pipeline(kind: str, models: Path
     print(f"{kind}: max |ours - diffusers| / max |diffusers| = {float((ours - ref).abs().max() / ref.abs().max()):.2e}")
     # not vacuous: the masked image reaches the model (another image gives other latents)
     with torch.no_grad():
-        other = pipe(prompt_embeds=cond.context, negative_prompt_embeds=uncond.context,
-                     image=1 - pixels.permute(0, 3, 1, 2), mask_image=mask[:, None], height=HEIGHT, width=WIDTH,
-                     strength=1.0, num_inference_steps=STEPS, guidance_scale=CFG, latents=noise,
+        other = pipe(**prompts, image=1 - pixels.permute(0, 3, 1, 2), mask_image=mask[:, None], height=HEIGHT,
+                     width=WIDTH, strength=1.0, num_inference_steps=STEPS, guidance_scale=CFG, latents=noise,
                      output_type="latent").images
     assert (other - ref).abs().max() > 100 * (ours - ref).abs().max()
 
