@@ -399,3 +399,25 @@ def test_image_from_another_family_s_vae_is_a_clear_error(models: Path) -> None:
         sampling_inputs(ck.model, pos, bad, 1, HEIGHT, WIDTH, None, F_VAE,
                         Latent(torch.zeros(1, 4, HEIGHT // F_VAE, WIDTH // F_VAE), downscale=F_VAE))
     assert err.value.input == "negative" and "16" in str(err.value) and "VAE" in err.value.fix
+
+
+def test_custom_sampling_path_gives_the_inpainting_model_its_extra_input(models: Path) -> None:
+    """SamplerCustomAdvanced (CFG Guider + Basic Scheduler) on an inpainting model gives the KSampler's latents,
+    for InpaintModelConditioning and for VAE Encode (for Inpainting)'s latent-only fallback."""
+    from nodes.diffusion.pack import custom_sampling as cs
+    from nodes.diffusion.pack.sampler import run_sampler
+    from nodes.diffusion.pack.vae import vae_encode_for_inpaint
+
+    ck = _load(models, "inpaint_sd1.safetensors")
+    pixels, mask = _image(), _mask()
+    with torch.inference_mode():
+        pos, neg = ck.clip.encode("a cat"), ck.clip.encode("")
+        p2, n2, latent = inpaint_model_conditioning.fn(CTX, pos, neg, ck.vae, pixels, mask, True)
+        grey_latent = vae_encode_for_inpaint.fn(CTX, pixels, ck.vae, mask, 0)
+    sigmas = cs.basic_scheduler.fn(CTX, ck.model, "normal", 3, 1.0)
+    for p, n, lat in ((p2, n2, latent), (pos, neg, grey_latent)):
+        a = run_sampler(CTX, ck.model, p, n, lat, seed=9, steps=3, cfg=4.0, sampler_name="euler",
+                        scheduler="normal").samples
+        b, _ = cs.sampler_custom_advanced.fn(CTX, cs.SeededNoise(9), cs.CFGGuide(ck.model, p, n, 4.0),
+                                             cs.SamplerChoice("euler"), sigmas, lat)
+        torch.testing.assert_close(b.samples, a, rtol=1e-5, atol=1e-5)
