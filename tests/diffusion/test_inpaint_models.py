@@ -421,3 +421,30 @@ def test_custom_sampling_path_gives_the_inpainting_model_its_extra_input(models:
         b, _ = cs.sampler_custom_advanced.fn(CTX, cs.SeededNoise(9), cs.CFGGuide(ck.model, p, n, 4.0),
                                              cs.SamplerChoice("euler"), sigmas, lat)
         torch.testing.assert_close(b.samples, a, rtol=1e-5, atol=1e-5)
+
+
+def test_batches_and_sizes_follow_comfyui_rules() -> None:
+    """ComfyUI's resize_to_batch_size and common_upscale(..., "center") as used for the extra input."""
+    from nodes.diffusion.inpaint import resize_center, resize_to_batch
+
+    t = torch.arange(3.0)[:, None, None, None]
+    assert resize_to_batch(t[:2], 3).flatten().tolist() == [0.0, 1.0, 1.0]  # floor((i + 0.5) * 2 / 3)
+    assert resize_to_batch(t, 2).flatten().tolist() == [0.0, 2.0]  # round(i * (3 - 1) / (2 - 1))
+    assert resize_to_batch(t, 1).flatten().tolist() == [0.0]
+    wide = torch.zeros(1, 1, 4, 8)
+    wide[..., 2:6] = 1.0  # the centre square of a 2:1 picture
+    torch.testing.assert_close(resize_center(wide, 2, 2), torch.ones(1, 1, 2, 2))  # cropped to 1:1, then scaled
+
+
+def test_two_images_share_one_mask(models: Path) -> None:
+    ck = _load(models, "inpaint_sd1.safetensors")
+    pixels = torch.cat([_image(1), _image(2)])
+    with torch.inference_mode():
+        pos = ck.clip.encode("a cat")
+        p2, _, latent = inpaint_model_conditioning.fn(CTX, pos, pos, ck.vae, pixels, _mask(), True)
+    assert latent.samples.shape[0] == 2 and latent.noise_mask.shape == (1, HEIGHT, WIDTH)
+    kw = sampling_inputs(ck.model, p2, None, 2, HEIGHT, WIDTH, None, F_VAE, latent)[0]
+    cat = kw["concat"]
+    assert cat.shape == (2, 5, HEIGHT // F_VAE, WIDTH // F_VAE)
+    torch.testing.assert_close(cat[0, :1], cat[1, :1])  # one mask for both
+    assert (cat[0, 1:] - cat[1, 1:]).abs().max() > 0.01  # each its own masked image
