@@ -27,7 +27,7 @@ needs_demo = pytest.mark.skipif(not DEMO_CKPT.exists(), reason="demo models not 
 
 def test_every_default_workflow_is_shipped_with_a_description() -> None:
     names = {p.stem for p in WORKFLOWS}
-    assert {"txt2img", "img2img", "controlnet", "upscale", "hiresfix", "inpaint"} <= names
+    assert {"txt2img", "img2img", "controlnet", "upscale", "hiresfix", "inpaint", "outpaint"} <= names
     for p in WORKFLOWS:
         doc = json.loads(p.read_text())
         assert doc["format"] == "nodegraph.workflow"
@@ -43,7 +43,7 @@ def test_shipped_workflow_validates_against_installed_packs(path: Path) -> None:
 
 
 @needs_demo
-@pytest.mark.parametrize("name", ["txt2img", "img2img", "controlnet", "upscale", "hiresfix", "inpaint"])
+@pytest.mark.parametrize("name", ["txt2img", "img2img", "controlnet", "upscale", "hiresfix", "inpaint", "outpaint"])
 def test_readme_command_runs_each_workflow(name: str, tmp_path: Path) -> None:
     report = tmp_path / "report.json"
     proc = subprocess.run([sys.executable, "-m", "nodegraph.cli", "run", str(ROOT / "workflows" / f"{name}.json"),

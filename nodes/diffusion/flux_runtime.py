@@ -50,7 +50,7 @@ class ConditioningMismatch(ValueError):
 
 
 class UnsupportedModel(ConditioningMismatch):
-    """A model nodegraph can load but not yet sample (FLUX fill/canny/depth need extra inputs)."""
+    """A model nodegraph can load but not sample (its extra input channels are of an unknown kind)."""
 
     blame = "model"
 
@@ -112,20 +112,42 @@ class FluxModel(FlowTransformerModel):
         transformer, dtype = self.transformer, self.dtype
 
         def model_fn(x: torch.Tensor, t: torch.Tensor, context: torch.Tensor, pooled: torch.Tensor,
-                     guidance: torch.Tensor | None = None, controls: Sequence[Any] = ()) -> torch.Tensor:
+                     guidance: torch.Tensor | None = None, controls: Sequence[Any] = (),
+                     concat: torch.Tensor | None = None) -> torch.Tensor:
             g = guidance.to(dtype) if guidance is not None else None
-            out = transformer(x.to(dtype), t.to(dtype), context.to(dtype), pooled.to(dtype), g)
+            xin = x.to(dtype)
+            if concat is not None:  # Fill / Canny / Depth: [latent, image latent (, folded mask)] before patchify
+                xin = torch.cat([xin, concat.to(x.device, dtype)], dim=1)
+            out = transformer(xin, t.to(dtype), context.to(dtype), pooled.to(dtype), g)
             return out.to(x.dtype)
 
         return make_denoiser(model_fn, self.schedule, "flow")
 
+    @property
+    def concat_channels(self) -> int:
+        """Latent channels beyond the noisy latent: 16 for Canny/Depth (control image), 80 for Fill
+        (masked image + 8x8-folded mask), 0 for dev/schnell."""
+        cfg = self.transformer.config
+        return max(0, cfg.latent_in_channels - self.latent_channels)
+
+    def concat_input(self, cond: Conditioning, batch: int, h: int, w: int, *, latent_image: torch.Tensor | None = None,
+                     denoise_mask: torch.Tensor | None = None) -> torch.Tensor | None:
+        """The extra input of Fill/Canny/Depth models for an ``h`` x ``w`` latent (see :mod:`.inpaint`)."""
+        if not self.concat_channels:
+            return None
+        from .inpaint import InpaintInputError, flux_concat
+
+        try:
+            return flux_concat(cond, concat_channels=self.concat_channels, latent_channels=self.latent_channels,
+                               batch=batch, h=h, w=w, scaling=(self.rules.vae_scaling_factor,
+                                                               self.rules.vae_shift_factor),
+                               denoise_mask=denoise_mask)
+        except InpaintInputError as exc:
+            raise UnsupportedModel(str(exc)) from None
+
     def condition_kwargs(self, cond: Conditioning, batch: int, height: int, width: int) -> dict[str, Any]:
         """T5 sequence, CLIP pooled vector and (dev) guidance, broadcast to the batch."""
         cfg = self.transformer.config
-        if cfg.in_channels != cfg.out_channels:
-            raise UnsupportedModel(
-                f"this is a FLUX fill/canny/depth model ({cfg.in_channels // 4} input channels); it needs its "
-                "control or inpainting image as extra latent channels, which nodegraph does not provide yet")
         if cond.pooled is None or cond.context.shape[-1] != cfg.context_in_dim:
             raise ConditioningMismatch(
                 f"the prompt was encoded with a text encoder that gives {cond.context.shape[-1]}-wide features "

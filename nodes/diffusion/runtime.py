@@ -89,6 +89,13 @@ class Conditioning:
     strength: float = 1.0
     start_percent: float = 0.0
     end_percent: float = 1.0
+    #: InpaintModelConditioning / InstructPixToPixConditioning (ComfyUI's ``concat_latent_image`` and
+    #: ``concat_mask``): an image latent [B, C, h, w] (in VAE scaling ``concat_scaling``, None = the model's)
+    #: and a pixel mask that models with extra input channels take next to the noisy latent (see
+    #: :mod:`.inpaint`); models without extra channels ignore them, as in ComfyUI.
+    concat_latent: torch.Tensor | None = None
+    concat_mask: torch.Tensor | None = None
+    concat_scaling: tuple[float, float] | None = None
 
     @property
     def entries(self) -> tuple[Conditioning, ...]:
@@ -101,7 +108,8 @@ class Conditioning:
                 and self.start_percent <= 0.0 and self.end_percent >= 1.0)
 
     def __nodegraph_nbytes__(self) -> int:
-        tensors = [self.context, self.pooled, self.y, self.mask] + [c.hint for c in self.controls]
+        tensors = [self.context, self.pooled, self.y, self.mask, self.concat_latent, self.concat_mask]
+        tensors += [c.hint for c in self.controls]
         return sum(t.element_size() * t.nelement() for t in tensors if t is not None)
 
 
@@ -170,7 +178,13 @@ class DiffusionModel:
 
     @property
     def latent_channels(self) -> int:
-        return self.unet.config.in_channels
+        return self.unet.config.in_channels - self.concat_channels
+
+    @property
+    def concat_channels(self) -> int:
+        """Input channels beyond the latent (5 for 9-channel inpainting UNets: mask + masked image)."""
+        cfg = self.unet.config
+        return max(0, cfg.in_channels - cfg.out_channels)
 
     def __nodegraph_nbytes__(self) -> int:
         return sum(t.element_size() * t.nelement() for t in (*self.unet.parameters(), *self.unet.buffers()))
@@ -193,7 +207,8 @@ class DiffusionModel:
             return windows[key]
 
         def model_fn(x_in: torch.Tensor, t: torch.Tensor, context: torch.Tensor | None = None,
-                     y: torch.Tensor | None = None, controls: Sequence[ControlHint] = ()) -> torch.Tensor:
+                     y: torch.Tensor | None = None, controls: Sequence[ControlHint] = (),
+                     concat: torch.Tensor | None = None) -> torch.Tensor:
             x = x_in.to(dtype)
             ctx = context.to(dtype) if context is not None else None
             yy = y.to(dtype) if y is not None else None
@@ -206,6 +221,8 @@ class DiffusionModel:
                 hint = _fit_hint(c.hint.to(x.device, dtype), x, c.model)
                 r = c.model(x, hint, t, ctx, yy, strength=c.strength)
                 residuals = r if residuals is None else residuals + r
+            if concat is not None:  # inpainting UNets: [latent, mask, masked image] after input scaling
+                x = torch.cat([x, concat.to(x.device, dtype)], dim=1)
             return unet(x, t, ctx, y=yy, control=residuals).to(x_in.dtype)
 
         return make_denoiser(model_fn, schedule, self.rules.prediction_type)
@@ -213,6 +230,17 @@ class DiffusionModel:
     def condition_kwargs(self, cond: Conditioning, batch: int, height: int, width: int) -> dict[str, Any]:
         """Keyword arguments of the model call for one conditioning (see :func:`as_context`)."""
         return _unet_context(cond, batch, self, height, width)
+
+    def concat_input(self, cond: Conditioning, batch: int, h: int, w: int, *, latent_image: torch.Tensor | None = None,
+                     denoise_mask: torch.Tensor | None = None) -> torch.Tensor | None:
+        """The extra input channels for an ``h`` x ``w`` latent (None for ordinary 4-channel UNets)."""
+        if not self.concat_channels:
+            return None
+        from .inpaint import unet_concat
+
+        return unet_concat(cond, concat_channels=self.concat_channels, latent_channels=self.latent_channels,
+                           batch=batch, h=h, w=w, scaling=(self.rules.vae_scaling_factor, self.rules.vae_shift_factor),
+                           latent_image=latent_image, denoise_mask=denoise_mask)
 
 
 @dataclass(frozen=True)
@@ -347,21 +375,34 @@ def _unet_context(cond: Conditioning, batch: int, model: DiffusionModel, height:
 
 
 def sampling_regions(value: Any, batch: int, model: Any, height: int, width: int,
-                     downscale: int) -> dict[str, Any] | list[Any]:
+                     downscale: int, *, latent_image: torch.Tensor | None = None,
+                     denoise_mask: torch.Tensor | None = None) -> dict[str, Any] | list[Any]:
     """What the sampler needs for one CONDITIONING value.
 
     A single plain entry gives the model-call kwargs (the one-call-per-side fast path, unchanged
     since before lists existed); anything else gives a list of
     :class:`~.sampling.composite.Region` with areas and masks in latent cells of the
     ``height`` x ``width`` image (``downscale`` = the VAE's) and timestep windows in sigmas of
-    the model's schedule.  Raises ``ValueError`` for entries that do not fit the model or image.
+    the model's schedule.  Models with extra input channels (inpainting, FLUX Fill/Canny/Depth) also get
+    ``concat`` (see :mod:`.inpaint`), built from the entry's image/mask or else the sampler's
+    ``latent_image`` and ``denoise_mask``.  Raises ``ValueError`` for entries that do not fit the model or image.
     """
     entries = conditioning_entries(value)
+    h, w = height // downscale, width // downscale
+
+    def context(c: Conditioning) -> dict[str, Any]:
+        kw = as_context(c, batch, model, height, width)
+        concat_input = getattr(model, "concat_input", None)
+        cat = None if concat_input is None else concat_input(c, batch, h, w, latent_image=latent_image,
+                                                              denoise_mask=denoise_mask)
+        if cat is not None:
+            kw["concat"] = cat
+        return kw
+
     if len(entries) == 1 and entries[0].is_plain:
-        return as_context(entries[0], batch, model, height, width)
+        return context(entries[0])
     from .sampling.composite import Region
 
-    h, w = height // downscale, width // downscale
     out = []
     for c in entries:
         area = c.area.in_latent(h, w, downscale) if c.area is not None else None
@@ -373,7 +414,7 @@ def sampling_regions(value: Any, batch: int, model: Any, height: int, width: int
                                  f"latent batch of {batch}; use one mask or one per latent")
             if c.set_area_to_bounds:
                 area = _mask_bounds(mask, h, w)
-        out.append(Region(as_context(c, batch, model, height, width), area, mask, c.mask_strength, c.strength,
+        out.append(Region(context(c), area, mask, c.mask_strength, c.strength,
                           model.schedule.percent_to_sigma(c.start_percent),
                           model.schedule.percent_to_sigma(c.end_percent)))
     return out

@@ -21,6 +21,7 @@ def test_every_mapped_class_becomes_its_node_type(imported) -> None:  # noqa: AN
     flux = {n["class_type"] for n in fixture("flux_api.json").values()}  # FLUX classes: test_flux_workflow.py
     # Conditioning* classes: tests/diffusion/test_conditioning_lists.py
     cond = {n["class_type"] for n in fixture("conditioning_api.json").values()}
+    cond |= {n["class_type"] for n in fixture("inpaint_api.json").values()}  # test_inpaint_models.py
     sd3 = {"TripleCLIPLoader", "ModelSamplingSD3"}  # SD3 classes: test_sd3_workflow.py builds their workflow
     sd3.add("ModelSamplingAuraFlow")  # Z-Image: test_zimage_workflow.py builds its workflow
     gguf = {n["class_type"] for n in fixture("gguf_api.json").values()}  # ComfyUI-GGUF: test_gguf_workflow.py

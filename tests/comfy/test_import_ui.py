@@ -27,11 +27,13 @@ def test_every_mapped_class_becomes_its_node_type(imported) -> None:  # noqa: AN
     doc = fixture("all_nodes_ui.json")
     classes = {n["type"] for n in doc["nodes"]} | {n["type"] for n in fixture("flux_ui.json")["nodes"]}
     classes |= {n["type"] for n in fixture("conditioning_ui.json")["nodes"]}
+    classes |= {n["type"] for n in fixture("inpaint_ui.json")["nodes"]}  # test_inpaint_models.py
     classes |= {"TripleCLIPLoader", "ModelSamplingSD3"}  # built in ComfyUI's UI layout by test_sd3_workflow.py
     classes |= {n["type"] for n in fixture("gguf_ui.json")["nodes"]}  # ComfyUI-GGUF's loaders: test_gguf_workflow.py
     classes.add("ModelSamplingAuraFlow")  # built in ComfyUI's UI layout by test_zimage_workflow.py
     assert set(BY_COMFY) <= classes, ("the fixtures must cover every mapped class (FLUX ones: flux_ui.json, "
-                                      "Conditioning* ones: conditioning_ui.json, GGUF loaders: gguf_ui.json)")
+                                      "Conditioning* ones: conditioning_ui.json, GGUF loaders: gguf_ui.json, "
+                                      "inpainting ones: inpaint_ui.json)")
     for n in doc["nodes"]:
         if n["type"] in BY_COMFY:
             assert imported.graph.node(str(n["id"])).type == BY_COMFY[n["type"]].ours

@@ -111,11 +111,13 @@ def unet_config_for(kind: str) -> UNetConfig:
     return dataclasses.replace(tiny_unet_config(kind), context_dim=width)
 
 
-def build_checkpoint(kind: str, seed: int = 0) -> tuple[UNetConfig, dict[str, torch.Tensor], dict[str, str]]:
-    """(UNet config, flat original-layout tensors, safetensors metadata) of a tiny ``kind`` model."""
+def build_checkpoint(kind: str, seed: int = 0, in_channels: int = 4,
+                     ) -> tuple[UNetConfig, dict[str, torch.Tensor], dict[str, str]]:
+    """(UNet config, flat original-layout tensors, safetensors metadata) of a tiny ``kind`` model
+    (``in_channels`` 9 = an inpainting UNet: latent + mask + masked-image latent)."""
     if kind not in KINDS:
         raise ValueError(f"unknown kind {kind!r}; expected one of {KINDS}")
-    cfg = unet_config_for(kind)
+    cfg = dataclasses.replace(unet_config_for(kind), in_channels=in_channels)
     unet = randomize_(UNetModel(cfg), seed)
     flat: dict[str, torch.Tensor] = {UNET_PREFIX + k: v.contiguous() for k, v in unet.state_dict().items()}
     flat.update({VAE_PREFIX + k: v for k, v in make_vae_sd(seed + 7).items()})
@@ -137,12 +139,13 @@ def build_checkpoint(kind: str, seed: int = 0) -> tuple[UNetConfig, dict[str, to
 
 
 def write_tiny_checkpoint(models_dir: Path, kind: str, *, name: str | None = None, seed: int = 0,
-                          drop_keys: tuple[str, ...] = (), dtype: torch.dtype | None = None) -> TinyCheckpoint:
+                          drop_keys: tuple[str, ...] = (), dtype: torch.dtype | None = None,
+                          in_channels: int = 4) -> TinyCheckpoint:
     """Write ``<models_dir>/checkpoints/<name>`` (default ``tiny_<kind>.safetensors``).
 
     ``drop_keys`` removes tensors (full keys) to make a broken file; ``dtype`` stores the
     floating-point tensors in that dtype (e.g. fp16, as most published checkpoints are)."""
-    cfg, flat, metadata = build_checkpoint(kind, seed)
+    cfg, flat, metadata = build_checkpoint(kind, seed, in_channels)
     for key in drop_keys:
         del flat[key]
     if dtype is not None:

@@ -442,8 +442,9 @@ def test_flux_vae_file_gets_flux_latent_scaling(dev: FluxFiles) -> None:
     assert (vae.vae.config.scaling_factor, vae.vae.config.shift_factor) == (0.3611, 0.1159)
 
 
-def test_canny_depth_variant_loads_and_sampling_explains_what_is_missing(tmp_path: Path) -> None:
-    """FLUX canny/depth files (32 latent input channels) load; sampling them says what they need."""
+def test_canny_depth_variant_loads_and_samples_without_a_control_image(tmp_path: Path) -> None:
+    """FLUX canny/depth files (32 latent input channels) load and, like ComfyUI, sample with a zero control
+    latent when no InstructPixToPixConditioning gave one (parity with a control image: test_flux_fill_control)."""
     from tests.diffusion.flux_fixtures import diffusers_flux
     from tests.diffusion.flux_pipeline_fixtures import CLIP_WIDTH as PW
     from tests.diffusion.flux_pipeline_fixtures import T5_WIDTH, flux_bfl_sd
@@ -455,8 +456,9 @@ def test_canny_depth_variant_loads_and_sampling_explains_what_is_missing(tmp_pat
     save_file(flux_bfl_sd(canny), models / "diffusion_models" / "tiny_canny.safetensors")
     graph = flux_graph(FluxFiles(models, "tiny_canny.safetensors", files.clip_l, files.t5, files.vae, True, None))
     report = make_executor(models, tmp_path / "out").run(graph, outputs=["unet", "sampler"])
-    assert report.status == "error" and (report.error.node_id, report.error.input) == ("sampler", "model")
-    assert "canny/depth" in report.error.message and "not provide" in report.error.message
+    report.raise_for_status()
+    assert report.results["unet"]["MODEL"].concat_channels == 16
+    assert report.results["sampler"]["LATENT"].samples.shape == (1, 16, 6, 8)
     from nodes.diffusion.split_files import identify_file
 
     assert "canny/depth" in identify_file(models / "diffusion_models" / "tiny_canny.safetensors").description

@@ -82,6 +82,11 @@ MAPS: tuple[NodeMap, ...] = (
     _tiled("VAEEncodeTiled", "diffusion.vae_encode_tiled", "pixels", "LATENT"),
     NodeMap("VAEEncodeForInpaint", "diffusion.vae_encode_for_inpaint",
             (L("pixels"), L("vae"), L("mask"), W("grow_mask_by")), ("LATENT",)),
+    NodeMap("InpaintModelConditioning", "diffusion.inpaint_model_conditioning",
+            (L("positive"), L("negative"), L("vae"), L("pixels"), L("mask"), W("noise_mask")),
+            ("positive", "negative", "latent")),
+    NodeMap("InstructPixToPixConditioning", "diffusion.instruct_pix2pix_conditioning",
+            (L("positive"), L("negative"), L("vae"), L("pixels")), ("positive", "negative", "latent")),
     # -- sampling
     NodeMap("KSampler", "diffusion.ksampler",
             (L("model"), W("seed", seed=True), W("steps"), W("cfg"), _sampler(), W("scheduler"),

@@ -48,7 +48,7 @@ def load_error(input_name: str, exc: Exception) -> NodeInputError:
 
 
 def sampling_inputs(model: Any, positive: Any, negative: Any, batch: int, height: int, width: int,
-                    sampler_name: str | None = None, downscale: int = 8) -> tuple[Any, Any]:
+                    sampler_name: str | None = None, downscale: int = 8, latent: Any = None) -> tuple[Any, Any]:
     """What the sampler needs for both prompts (model-call kwargs for a single plain entry,
     else a list of regions; see ``runtime.sampling_regions``), and the sampler checked against
     the model -- or an error on the input to blame (a prompt from the wrong text encoder, an
@@ -67,10 +67,13 @@ def sampling_inputs(model: Any, positive: Any, negative: Any, batch: int, height
             out.append(None)
             continue
         try:
-            out.append(sampling_regions(cond, batch, model, height, width, downscale))
+            out.append(sampling_regions(cond, batch, model, height, width, downscale,
+                                        latent_image=None if latent is None else latent_for_model(latent, model),
+                                        denoise_mask=None if latent is None else latent.noise_mask))
         except ValueError as exc:
             if getattr(exc, "blame", None) == "model":
-                raise NodeInputError("model", str(exc), "use a FLUX dev or schnell model") from None
+                raise NodeInputError("model", str(exc), getattr(exc, "fix", None)
+                                     or "use a FLUX dev or schnell model") from None
             fix = getattr(exc, "fix", None) or "encode the prompt with the text encoder(s) made for this model"
             raise NodeInputError(name, str(exc), fix) from None
     return out[0], out[1]

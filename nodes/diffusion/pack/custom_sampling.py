@@ -149,7 +149,7 @@ def sampler_custom_advanced(ctx: NodeContext, noise: SeededNoise, guider: CFGGui
     x = samples.to(model.device, torch.float32)
     height, width = samples.shape[-2] * latent_image.downscale, samples.shape[-1] * latent_image.downscale
     cond, uncond = sampling_inputs(model, guider.positive, guider.negative, x.shape[0], height, width, sampler.name,
-                                   latent_image.downscale)
+                                   latent_image.downscale, latent_image)
 
     def callback(step: int, n: int, x_cur: Any, denoised: Any) -> None:
         ctx.progress(step + 1, n, latent_preview(denoised))

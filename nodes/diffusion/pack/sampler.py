@@ -51,7 +51,7 @@ def run_sampler(ctx: NodeContext, model, positive, negative, latent, *, seed: in
     x = samples.to(model.device, torch.float32)
     height, width = samples.shape[-2] * latent.downscale, samples.shape[-1] * latent.downscale
     cond, uncond = sampling_inputs(model, positive, negative, batch, height, width, sampler_name,
-                                   latent.downscale)
+                                   latent.downscale, latent)
     total = steps
 
     from .device_memory import model_on_device

@@ -58,6 +58,14 @@ class Region:
         h, w, y, xx = self.area
         return x[:, :, y:y + h, xx:xx + w]
 
+    def call_kwargs(self) -> dict[str, Any]:
+        """The model-call kwargs for this entry's crop: an inpainting/control model's extra input
+        (``concat``, full latent size) is cropped with the latent, as ComfyUI crops ``c_concat``."""
+        cat = self.kwargs.get("concat")
+        if cat is None or self.area is None:
+            return self.kwargs
+        return {**self.kwargs, "concat": self.crop(cat)}
+
     def weight(self, crop: torch.Tensor, full: torch.Size) -> torch.Tensor:
         """``mask * mask_strength * strength`` over the crop, feathered at inner area edges."""
         if self.mask is not None:
@@ -129,10 +137,10 @@ def _same(a: Any, b: Any) -> bool:
 
 def _can_share_call(a: _Job, b: _Job) -> bool:
     """Same crop shape, same kwarg keys and tensor shapes, same non-tensor values (ControlNets)."""
-    if a.x.shape != b.x.shape or a.region.kwargs.keys() != b.region.kwargs.keys():
+    if a.x.shape != b.x.shape or a.kwargs.keys() != b.kwargs.keys():
         return False
-    for key, va in a.region.kwargs.items():
-        vb = b.region.kwargs[key]
+    for key, va in a.kwargs.items():
+        vb = b.kwargs[key]
         if isinstance(va, torch.Tensor) and isinstance(vb, torch.Tensor):
             if va.shape != vb.shape:
                 return False
@@ -147,6 +155,7 @@ class _Job:
     region: Region
     x: torch.Tensor
     mult: torch.Tensor
+    kwargs: dict[str, Any]
 
 
 def blend(denoiser: Denoiser, sides: Sequence[Sequence[Region]], x: torch.Tensor, sigma: torch.Tensor,
@@ -159,7 +168,7 @@ def blend(denoiser: Denoiser, sides: Sequence[Sequence[Region]], x: torch.Tensor
         for r in regions:
             if r.active(s0):
                 crop = r.crop(x)
-                jobs.append(_Job(side, r, crop, r.weight(crop, x.shape)))
+                jobs.append(_Job(side, r, crop, r.weight(crop, x.shape), r.call_kwargs()))
     outs = [torch.zeros_like(x) for _ in sides]
     counts = [torch.full_like(x, 1e-37) for _ in sides]
     sigma_b = torch.as_tensor(sigma, device=x.device).reshape(-1).expand(x.shape[0])
@@ -176,9 +185,9 @@ def blend(denoiser: Denoiser, sides: Sequence[Sequence[Region]], x: torch.Tensor
 
 def _run(denoiser: Denoiser, group: list[_Job], sigma_b: torch.Tensor, extra: dict[str, Any]) -> torch.Tensor:
     if len(group) == 1:
-        return denoiser(group[0].x, sigma_b, **group[0].region.kwargs, **extra)
-    kw = {k: torch.cat([j.region.kwargs[k] for j in group]) if isinstance(v, torch.Tensor) else v
-          for k, v in group[0].region.kwargs.items()}
+        return denoiser(group[0].x, sigma_b, **group[0].kwargs, **extra)
+    kw = {k: torch.cat([j.kwargs[k] for j in group]) if isinstance(v, torch.Tensor) else v
+          for k, v in group[0].kwargs.items()}
     return denoiser(torch.cat([j.x for j in group]), sigma_b.repeat(len(group)), **kw, **extra)
 
 
