@@ -41,7 +41,16 @@ captions = pytest.importorskip("training.captions")
 
 
 class _Ctx:
-    settings: dict[str, Any] = {}
+    """The parts of NodeContext the sampler nodes use (settings, per-executor services, device)."""
+
+    def __init__(self) -> None:
+        self.settings: dict[str, Any] = {}
+        self.services: dict[str, Any] = {}
+        self.device = "cpu"
+        self.workflow = None
+
+    def stats(self, name: str, data: Any) -> None:
+        pass
 
     def log(self, message: str) -> None:
         pass

@@ -49,7 +49,16 @@ LATENT_ROUNDING = {"reduction": TINY_UNET_ROUNDING["reduction"], "depth": STEPS 
 
 
 class _Ctx:
-    settings: dict[str, Any] = {}
+    """The parts of NodeContext the sampler nodes use (settings, per-executor services, device)."""
+
+    def __init__(self) -> None:
+        self.settings: dict[str, Any] = {}
+        self.services: dict[str, Any] = {}
+        self.device = "cpu"
+        self.workflow = None
+
+    def stats(self, name: str, data: Any) -> None:
+        pass
 
     def log(self, message: str) -> None:
         pass
