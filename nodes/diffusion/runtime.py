@@ -20,6 +20,7 @@ from .models.controlnet import ControlNet
 from .models.unet import ControlResiduals, UNetModel, sdxl_vector_condition
 from .models.vae import AutoencoderKL
 from .sampling.model_sampling import DiscreteSchedule, make_denoiser
+from .text.embeddings import EmbeddingSlots
 from .text.encode import encode
 from .text.tokenizer import ClipTokenizer
 
@@ -233,18 +234,19 @@ class TextEncoder:
     def __nodegraph_nbytes__(self) -> int:
         return sum(p.element_size() * p.nelement() for e in self.encoders for p in e.parameters())
 
-    def encode(self, text: str) -> Conditioning:
-        """Encode a prompt the way this family was trained (layer, final norm, padding)."""
+    def encode(self, text: str, embeddings: EmbeddingSlots | None = None) -> Conditioning:
+        """Encode a prompt the way this family was trained (layer, final norm, padding);
+        ``embeddings`` resolves ``embedding:name`` words (textual inversion)."""
         skip = self.clip_skip
         if len(self.encoders) == 1:
             cond, pooled = encode(self.encoders[0], self.tokenizer, text, settings=self.rules.encoder,
-                                  clip_skip=skip, window=self.window)
+                                  clip_skip=skip, window=self.window, embeddings=embeddings)
             return Conditioning(cond.float().cpu(), pooled.float().cpu())
         clip_l, clip_g = self.encoders
         cond_l, _ = encode(clip_l, self.tokenizer, text, settings=self.rules.encoder, clip_skip=skip,
-                           window=self.window)
+                           window=self.window, embeddings=embeddings, embedding_key="clip_l")
         cond_g, pooled = encode(clip_g, self.tokenizer, text, settings=SDXL_G_SETTINGS, clip_skip=skip,
-                                window=self.window)
+                                window=self.window, embeddings=embeddings, embedding_key="clip_g")
         n = min(cond_l.shape[1], cond_g.shape[1])
         context = torch.cat([cond_l[:, :n], cond_g[:, :n]], dim=-1).float().cpu()
         return Conditioning(context, pooled.float().cpu())

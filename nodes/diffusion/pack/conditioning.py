@@ -9,20 +9,43 @@ from nodegraph.spec import Float, In, Int, Out, String, node
 
 @node("diffusion.text_encode", category="conditioning", display_name="Text Encode (Prompt)",
       inputs=[In("clip", "CLIP"), String("text", "", multiline=True,
-                                         tooltip="prompt; (word:1.2) / (word) / [word] change emphasis")],
+                                         tooltip="prompt; (word:1.2) / (word) / [word] change emphasis; "
+                                                 "embedding:name uses models/embeddings/name")],
       outputs=[Out("CONDITIONING", "CONDITIONING")])
 def text_encode(ctx: NodeContext, clip, text: str):  # noqa: ANN001, ANN201
     """Encode a prompt with the model's text encoder(s).  Long prompts are split into
     75-token chunks; weights use ComfyUI's convention."""
     if clip is None:
         raise NodeInputError("clip", "the checkpoint has no text encoder", "connect a CLIP output that has one")
+    return encode_prompt(ctx, clip, text, "text")
+
+
+def encode_prompt(ctx: NodeContext, clip, text: str, input_name: str, encode=None):  # noqa: ANN001, ANN201
+    """``clip.encode(text)`` (or ``encode(text, embeddings)``) with ``embedding:name`` words resolved
+    from the embeddings folders; a missing or unusable embedding is an error on ``input_name``."""
+    import inspect
+
     import torch
 
+    from ..text.embeddings import EMBEDDING_PREFIX, EmbeddingError, EmbeddingLibrary, EmbeddingNotFound, EmbeddingSlots
     from .common import cpu_threads
 
+    encode = encode or clip.encode
+    embeddings = None
+    if EMBEDDING_PREFIX in text:
+        if "embeddings" not in inspect.signature(encode).parameters:
+            raise NodeInputError(input_name, "textual-inversion embeddings are not supported for this text encoder",
+                                 "remove the embedding:name words (SD1, SD2, SDXL and the refiner support them)")
+        embeddings = EmbeddingSlots(EmbeddingLibrary.from_settings(ctx.settings).get)
     try:
         with cpu_threads(ctx, clip.encoders, 77), torch.inference_mode():  # 77 tokens per chunk
-            return clip.encode(text)
+            return encode(text) if embeddings is None else encode(text, embeddings=embeddings)
+    except EmbeddingNotFound as exc:
+        raise NodeInputError(input_name, f"embedding {exc.name!r} not found",
+                             f"put {exc.name}.safetensors (or .pt / .bin) in one of: "
+                             f"{', '.join(str(d) for d in exc.searched)}") from None
+    except EmbeddingError as exc:
+        raise NodeInputError(input_name, str(exc), "use an embedding made for this model family") from None
     except ValueError as exc:  # a text encoder that lacks a part (FLUX CLIP-L or T5 missing)
         raise NodeInputError("clip", str(exc), "load the model's text encoder(s) completely") from None
 
