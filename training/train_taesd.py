@@ -62,7 +62,18 @@ def demo_vae() -> AutoencoderKL:
 
 
 def dataset(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(model-space latents [N,4,16,16], VAE-decoded targets in 0..1 [N,3,64,64]); N = n + n // 4 blends."""
+    """(model-space latents [N,4,16,16], VAE-decoded targets in 0..1 [N,3,64,64]); N = n + n // 4 blends.
+    Cached in the work folder (building it costs minutes on one thread)."""
+    cache = WORK / f"taesd_data_{seed}_{n}.pt"
+    if cache.exists():
+        d = load_work(cache)
+        return d["z"], d["y"]
+    z, y = _build(n, seed)
+    torch.save({"z": z, "y": y}, cache)
+    return z, y
+
+
+def _build(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     vae = demo_vae()
     b = generate_batch(seed, n, IMAGE_SIZE)
     with torch.no_grad():
@@ -99,6 +110,8 @@ def main() -> None:
         d = load_work(path)
         model.load_state_dict(d["model"])
         opt.load_state_dict(d["opt"])
+        for group in opt.param_groups:
+            group["lr"] = args.lr
         timer, step = Timer(d["elapsed"]), d["step"]
     log(f"building data ({args.data} images + blends)")
     z, y = dataset(args.data, TRAIN_SEED)
@@ -126,6 +139,7 @@ def main() -> None:
     fd, tmp = tempfile.mkstemp(dir=OUT_PATH.parent, suffix=".tmp")
     os.close(fd)
     save_file(tensors, tmp, metadata=meta)
+    os.chmod(tmp, 0o644)
     os.replace(tmp, OUT_PATH)
     log(f"wrote {OUT_PATH} ({OUT_PATH.stat().st_size} bytes)")
 

@@ -6,6 +6,8 @@ from nodegraph.context import NodeContext
 from nodegraph.errors import NodeInputError
 from nodegraph.spec import Float, In, Int, Out, String, node
 
+from .common import MAX_RESOLUTION
+
 
 @node("diffusion.text_encode", category="conditioning", display_name="Text Encode (Prompt)",
       inputs=[In("clip", "CLIP"), String("text", "", multiline=True,
@@ -48,6 +50,25 @@ def encode_prompt(ctx: NodeContext, clip, text: str, input_name: str, encode=Non
         raise NodeInputError(input_name, str(exc), "use an embedding made for this model family") from None
     except ValueError as exc:  # a text encoder that lacks a part (FLUX CLIP-L or T5 missing)
         raise NodeInputError("clip", str(exc), "load the model's text encoder(s) completely") from None
+
+
+@node("diffusion.text_encode_sdxl_refiner", category="conditioning", display_name="Text Encode (SDXL Refiner)",
+      inputs=[Float("ascore", 6.0, min=0.0, max=1000.0, step=0.01,
+                    tooltip="aesthetic score the refiner aims at (ComfyUI: 6 for positive, 2.5 for negative)"),
+              Int("width", 1024, min=0, max=MAX_RESOLUTION, tooltip="original image width the refiner is told"),
+              Int("height", 1024, min=0, max=MAX_RESOLUTION, tooltip="original image height the refiner is told"),
+              String("text", "", multiline=True), In("clip", "CLIP")],
+      outputs=[Out("CONDITIONING", "CONDITIONING")])
+def text_encode_sdxl_refiner(ctx: NodeContext, ascore: float, width: int, height: int, text: str,  # noqa: ANN201
+                             clip):  # noqa: ANN001
+    """Encode a prompt for the SDXL refiner with its micro-conditioning: the refiner's vector input is
+    the pooled text ++ embeddings of (height, width, crop 0, 0, aesthetic score)."""
+    from dataclasses import replace
+
+    if clip is None:
+        raise NodeInputError("clip", "the checkpoint has no text encoder", "connect a CLIP output that has one")
+    cond = encode_prompt(ctx, clip, text, "text")
+    return replace(cond, size_cond=(float(height), float(width), 0.0, 0.0, float(ascore)))
 
 
 @node("diffusion.clip_set_last_layer", category="conditioning", display_name="CLIP Set Last Layer",
@@ -112,4 +133,4 @@ def controlnet_apply_advanced(ctx: NodeContext, positive, negative, control_net,
     return _attach(positive, c), _attach(negative, c)
 
 
-NODES = [text_encode, clip_set_last_layer, controlnet_apply, controlnet_apply_advanced]
+NODES = [text_encode, text_encode_sdxl_refiner, clip_set_last_layer, controlnet_apply, controlnet_apply_advanced]
