@@ -22,7 +22,8 @@ def test_every_mapped_class_becomes_its_node_type(imported) -> None:  # noqa: AN
     # Conditioning* classes: tests/diffusion/test_conditioning_lists.py
     cond = {n["class_type"] for n in fixture("conditioning_api.json").values()}
     sd3 = {"TripleCLIPLoader", "ModelSamplingSD3"}  # SD3 classes: test_sd3_workflow.py builds their workflow
-    assert set(BY_COMFY) <= {n["class_type"] for n in doc.values()} | flux | cond | sd3
+    refiner = {n["class_type"] for n in fixture("refiner_api.json").values()}  # SDXL refiner: test_sdxl_refiner.py
+    assert set(BY_COMFY) <= {n["class_type"] for n in doc.values()} | flux | cond | sd3 | refiner
     for nid, n in doc.items():
         if n["class_type"] in BY_COMFY:
             assert imported.graph.node(nid).type == BY_COMFY[n["class_type"]].ours

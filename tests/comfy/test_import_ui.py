@@ -27,6 +27,7 @@ def test_every_mapped_class_becomes_its_node_type(imported) -> None:  # noqa: AN
     doc = fixture("all_nodes_ui.json")
     classes = {n["type"] for n in doc["nodes"]} | {n["type"] for n in fixture("flux_ui.json")["nodes"]}
     classes |= {n["type"] for n in fixture("conditioning_ui.json")["nodes"]}
+    classes |= {n["type"] for n in fixture("refiner_ui.json")["nodes"]}  # SDXL refiner: test_sdxl_refiner.py
     classes |= {"TripleCLIPLoader", "ModelSamplingSD3"}  # built in ComfyUI's UI layout by test_sd3_workflow.py
     assert set(BY_COMFY) <= classes, ("the fixtures must cover every mapped class (FLUX ones: flux_ui.json, "
                                       "Conditioning* ones: conditioning_ui.json)")

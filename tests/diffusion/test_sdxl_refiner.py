@@ -188,3 +188,26 @@ def test_base_then_refiner_workflow_runs_on_tiny_files(refiner: SimpleNamespace,
     assert data["status"] == "ok" and len(data["outputs"]) == 1
     image = np.asarray(Image.open(data["outputs"][0]))
     assert image.shape == (32, 48, 3) and image.std() > 1  # random weights: no picture, but not a flat fill
+
+
+@pytest.mark.parametrize("name", ["refiner_ui.json", "refiner_api.json"])
+def test_comfy_refiner_example_imports_and_exports(name: str) -> None:
+    """ComfyUI's base + refiner example (tests/comfy/fixtures/make_refiner_fixtures.py) imports with the
+    refiner's aesthetic-score encoders as ours (widgets ascore, width, height, text in ComfyUI's order)
+    and exports back to the same class and inputs."""
+    import nodegraph
+    from nodegraph.comfy import export_comfy_api, load_comfy
+
+    result = load_comfy(ROOT / "tests" / "comfy" / "fixtures" / name)
+    g = result.graph
+    pos, neg = g.node("5"), g.node("6")
+    assert pos.type == neg.type == "diffusion.text_encode_sdxl_refiner"
+    assert (pos.values["ascore"], pos.values["width"], pos.values["height"]) == (6.0, 1024, 1024)
+    assert neg.values["ascore"] == 2.5 and neg.values["text"] == "text, watermark"
+    assert g.node("9").values["start_at_step"] == 20 and g.node("8").values["return_with_leftover_noise"] == "enable"
+    prompt = export_comfy_api(g, nodegraph.Registry.with_installed_packs(strict=True)).prompt
+    exported = prompt["5"]
+    assert exported["class_type"] == "CLIPTextEncodeSDXLRefiner"
+    assert {k: exported["inputs"][k] for k in ("ascore", "width", "height")} == {"ascore": 6.0, "width": 1024,
+                                                                                 "height": 1024}
+    assert exported["inputs"]["clip"] == ["2", 1]
