@@ -6,7 +6,7 @@ files in ``models/vae_approx/``; a file whose name starts with the model family'
 each step into a real picture.  Otherwise -- no file, a broken file (logged once) -- the preview is
 the sampler's cheap latent->RGB projection, so a missing preview decoder never fails a run.
 
-The decoder runs on the CPU in float32 on the first image of the batch; latents larger than
+The decoder runs in float32 on the sampler's device on the first image of the batch; latents larger than
 :data:`MAX_PREVIEW_LATENT` on a side are area-resized first, so a preview costs a bounded amount
 (at most a 512x512 picture for 8x VAEs) however large the image.
 """
@@ -102,14 +102,16 @@ def taesd_preview(decoder: Any, denoised: Any) -> Any:
     import torch
     import torch.nn.functional as F
 
-    x = denoised[:1].detach().float().cpu()
+    x = denoised[:1].detach().float()
+    if next(decoder.parameters()).device != x.device:
+        decoder.to(x.device)  # where the model runs: a CPU preview would stall a GPU sampler
     h, w = x.shape[-2:]
     if max(h, w) > MAX_PREVIEW_LATENT:
         scale = MAX_PREVIEW_LATENT / max(h, w)
         x = F.interpolate(x, size=(max(1, round(h * scale)), max(1, round(w * scale))), mode="area")
     with torch.inference_mode():
         img = decoder(x)[0].clamp(0, 1)
-    return (img.permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8).copy()
+    return (img.permute(1, 2, 0).cpu().numpy() * 255 + 0.5).astype(np.uint8).copy()
 
 
 def previewer(settings: Mapping[str, Any], model: Any, fallback: Callable[[Any], Any]) -> Callable[[Any], Any]:
