@@ -163,3 +163,16 @@ def test_node_resolves_embeddings_and_names_missing_ones(tmp_path: Path, clip_l)
         text_encode.fn(ctx, enc, "a photo of embedding:missing_one cat")
     assert err.value.input == "text"
     assert "missing_one" in str(err.value) and str(folder) in str(err.value)
+
+
+def test_missing_embedding_in_a_run_names_node_input_name_and_folder(tmp_path: Path) -> None:
+    from tests.diffusion.pipeline_fixtures import make_executor, txt2img_graph, write_tiny_checkpoint
+
+    models = tmp_path / "models"
+    ckpt = write_tiny_checkpoint(models, "sd1")
+    report = make_executor(models, tmp_path / "out").run(
+        txt2img_graph(ckpt.name, prompt="a fox, embedding:EasyNegative", steps=1), outputs=["decode"])
+    assert report.status == "error"
+    err = report.error
+    assert err.node_id == "positive" and err.node_type == "diffusion.text_encode" and err.input == "text"
+    assert "EasyNegative" in err.message and str(models / "embeddings") in err.message  # the fix is in it
