@@ -9,9 +9,11 @@ in sampling.  The loss is MSE (the PSNR the preview test measures).
 The network is TAESD's layout (``nodes/diffusion/models/taesd.py``) made smaller for a 4x VAE:
 width 32, blocks (2, 2, 1) -> two x2 upsamplings; saved in fp16, about 0.3 MB.
 
-Usage (resumes from ``$NODEGRAPH_TRAIN_DIR/taesd.pt``)::
+Usage (resumes from ``$NODEGRAPH_TRAIN_DIR/taesd.pt``; ``--minutes`` counts the whole run)::
 
-    nice -n 10 .venv/bin/python -m training.train_taesd --minutes 6
+    nice -n 10 .venv/bin/python -m training.train_taesd --minutes 10            # whole 16x16 latents
+    nice -n 10 .venv/bin/python -m training.train_taesd --minutes 28            # resumed
+    nice -n 10 .venv/bin/python -m training.train_taesd --minutes 50 --crop 8 --batch 32   # resumed on crops
 """
 
 from __future__ import annotations
@@ -98,6 +100,7 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--data", type=int, default=3000)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--crop", type=int, default=0, help="train on random latent crops of this side (0: whole)")
     args = ap.parse_args()
     setup_torch(args.threads)
     torch.manual_seed(0)
@@ -120,7 +123,12 @@ def main() -> None:
     rng = torch.Generator().manual_seed(step)
     while timer.elapsed < args.minutes * 60:
         idx = torch.randint(0, len(z), (args.batch,), generator=rng)
-        loss = F.mse_loss(model(z[idx]), y[idx])
+        zb, yb = z[idx], y[idx]
+        if args.crop:  # random latent crops (and the matching pixels): same learning, a fraction of the cost
+            c, f = args.crop, CONFIG.upscale
+            i, j = (int(v) for v in torch.randint(0, z.shape[-1] - c + 1, (2,), generator=rng))
+            zb, yb = zb[..., i:i + c, j:j + c], yb[..., i * f:(i + c) * f, j * f:(j + c) * f]
+        loss = F.mse_loss(model(zb), yb)
         opt.zero_grad()
         loss.backward()
         opt.step()
