@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,8 @@ PREVIEW_DECODERS: dict[str, str] = {
     "shapes-demo": "nodegraph-shapes-v1_taesd_decoder",
 }
 MAX_PREVIEW_LATENT = 64
+#: Least time between two TAESD previews of one sampler run (the final step is always shown).
+MIN_INTERVAL = 0.2
 _EXTENSIONS = (".safetensors", ".sft", ".pth", ".pt")
 
 _CACHE: dict[tuple[str, int, int], Any] = {}
@@ -114,22 +117,39 @@ def taesd_preview(decoder: Any, denoised: Any) -> Any:
     return (img.permute(1, 2, 0).cpu().numpy() * 255 + 0.5).astype(np.uint8).copy()
 
 
-def previewer(settings: Mapping[str, Any], model: Any, fallback: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    """``denoised -> uint8 HxWx3`` for ``model``'s step previews: its TAESD decoder if one is found
-    with the model's latent channels, else ``fallback``."""
+def previewer(settings: Mapping[str, Any], model: Any,
+              fallback: Callable[[Any], Any]) -> Callable[..., Any]:
+    """``(denoised, final=False) -> uint8 HxWx3 | None`` for ``model``'s step previews: its TAESD
+    decoder if one is found with the model's latent channels, else ``fallback`` (every step).
+
+    A TAESD decode is far dearer than the projection (a quarter of a demo-model step, see
+    ``bench/preview.py``), and a person cannot follow more than a few pictures a second, so it runs
+    on the first and the ``final`` step and otherwise only once :data:`MIN_INTERVAL` seconds and four
+    times its own last cost have passed; other steps get None (viewers keep the last picture)."""
     rules = getattr(model, "rules", None)
     channels = getattr(model, "latent_channels", None)
+    plain = lambda denoised, final=False: fallback(denoised)  # noqa: E731
     if rules is None:
-        return fallback
+        return plain
     try:
         path = find_preview_decoder(settings, rules.name)
     except (OSError, ValueError):
         path = None
     decoder = load_decoder(path) if path is not None else None
     if decoder is None or (channels is not None and decoder.config.latent_channels != channels):
-        return fallback
-    return lambda denoised: taesd_preview(decoder, denoised)
+        return plain
+    state = {"at": None, "cost": 0.0}
+
+    def preview(denoised: Any, final: bool = False) -> Any:
+        now = time.perf_counter()
+        if not final and state["at"] is not None and now - state["at"] < max(MIN_INTERVAL, 4 * state["cost"]):
+            return None
+        image = taesd_preview(decoder, denoised)
+        state["at"], state["cost"] = time.perf_counter(), time.perf_counter() - now
+        return image
+
+    return preview
 
 
-__all__ = ["MAX_PREVIEW_LATENT", "PREVIEW_DECODERS", "find_preview_decoder", "load_decoder", "previewer",
-           "taesd_preview"]
+__all__ = ["MAX_PREVIEW_LATENT", "MIN_INTERVAL", "PREVIEW_DECODERS", "find_preview_decoder", "load_decoder",
+           "previewer", "taesd_preview"]

@@ -65,6 +65,10 @@ def test_original_layout_and_prefixes_load_the_same_decoder() -> None:
             assert torch.equal(decoder_from_state(state)(z), expected)
 
 
+def _fallback(denoised: torch.Tensor) -> str:
+    return "projection"
+
+
 def test_not_a_taesd_file_is_refused_and_previews_fall_back(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="not a TAESD decoder"):
         decoder_from_state({"foo.weight": torch.zeros(3, 3)})
@@ -74,9 +78,8 @@ def test_not_a_taesd_file_is_refused_and_previews_fall_back(tmp_path: Path) -> N
     settings = {"models_dir": str(tmp_path), "include_demo_models": False}
     path = find_preview_decoder(settings, "sd1")
     assert path == approx / "taesd_decoder.safetensors" and load_decoder(path) is None
-    fallback = object()
     model = SimpleNamespace(rules=SimpleNamespace(name="sd1"), latent_channels=4)
-    assert previewer(settings, model, fallback) is fallback
+    assert previewer(settings, model, _fallback)(torch.zeros(1, 4, 8, 8)) == "projection"
     # SDXL looks for its own decoder; none here.
     assert find_preview_decoder(settings, "sdxl") is None
 
@@ -86,11 +89,14 @@ def test_channel_mismatch_falls_back(tmp_path: Path) -> None:
     approx.mkdir()
     save_file(TAESDDecoder(TAESDConfig(16, 8, (1, 1))).state_dict(), approx / "taef1_decoder.safetensors")
     settings = {"models_dir": str(tmp_path), "include_demo_models": False}
-    fallback = object()
     flux = SimpleNamespace(rules=SimpleNamespace(name="flux-dev"), latent_channels=16)
-    assert previewer(settings, flux, fallback) is not fallback
+    preview = previewer(settings, flux, _fallback)
+    z = torch.zeros(1, 16, 8, 8)
+    assert preview(z).shape == (16, 16, 3)  # the TAESD picture (one x2 stage)
+    # Throttled: a step right after a decode gets no new picture, the final step always does.
+    assert preview(z) is None and preview(z, True).shape == (16, 16, 3)
     wrong = SimpleNamespace(rules=SimpleNamespace(name="flux-dev"), latent_channels=4)
-    assert previewer(settings, wrong, fallback) is fallback
+    assert previewer(settings, wrong, _fallback)(torch.zeros(1, 4, 8, 8)) == "projection"
 
 
 def test_large_latents_are_previewed_at_bounded_size() -> None:

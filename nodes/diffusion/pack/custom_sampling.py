@@ -155,7 +155,7 @@ def sampler_custom_advanced(ctx: NodeContext, noise: SeededNoise, guider: CFGGui
     preview_of = previewer(ctx.settings, model, latent_preview)
 
     def callback(step: int, n: int, x_cur: Any, denoised: Any) -> None:
-        ctx.progress(step + 1, n, preview_of(denoised))
+        ctx.progress(step + 1, n, preview_of(denoised, step + 1 == n))
 
     positions = x[:, 0].numel() * (2 if uncond is not None else 1)  # cfg runs the batch twice
     with cpu_threads(ctx, [model.unet], positions), torch.inference_mode():

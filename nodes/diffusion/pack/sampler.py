@@ -57,7 +57,7 @@ def run_sampler(ctx: NodeContext, model, positive, negative, latent, *, seed: in
     preview_of = previewer(ctx.settings, model, latent_preview)
 
     def callback(step: int, n: int, x_cur, denoised) -> None:  # noqa: ANN001
-        preview = preview_of(denoised) if step % PREVIEW_EVERY == 0 or step + 1 == n else None
+        preview = preview_of(denoised, step + 1 == n) if step % PREVIEW_EVERY == 0 or step + 1 == n else None
         ctx.progress(step + 1, n, preview)
 
     positions = x[:, 0].numel() * (2 if uncond is not None else 1)  # cfg runs the batch twice
