@@ -28,6 +28,7 @@ BENCHES = {
     "flux_step": ["bench/flux_step.py"],
     "sd3_step": ["bench/sd3_step.py"],
     "conditioning": ["bench/conditioning.py"],
+    "preview": ["bench/preview.py"],
     "demo": ["bench/demo.py"],
     "first_image": ["bench/first_image.py", "--reference"],
     "checkpoint_load": ["bench/checkpoint_load.py", "--repeat", "2"],

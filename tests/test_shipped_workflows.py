@@ -19,8 +19,9 @@ from nodes.diffusion.paths import DEMO_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKFLOWS = sorted((ROOT / "workflows").glob("*.json"))
-# Workflows for models nodegraph does not ship (FLUX, Z-Image): run on tiny files written by the tests.
-DEMO_WORKFLOWS = [p for p in WORKFLOWS if not p.stem.startswith(("flux", "zimage"))]
+# Workflows for models nodegraph does not ship (FLUX, Z-Image, SDXL): run on tiny files written by the tests
+# (SDXL base + refiner: tests/diffusion/test_sdxl_refiner.py).
+DEMO_WORKFLOWS = [p for p in WORKFLOWS if not p.stem.startswith(("flux", "zimage", "sdxl"))]
 DEMO_CKPT = DEMO_DIR / "checkpoints" / "nodegraph-shapes-v1.safetensors"
 needs_demo = pytest.mark.skipif(not DEMO_CKPT.exists(), reason="demo models not trained yet")
 

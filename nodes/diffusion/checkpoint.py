@@ -42,6 +42,7 @@ SD1_CLIP = "cond_stage_model.transformer."
 SD2_CLIP = "cond_stage_model.model."
 SDXL_CLIP_L = "conditioner.embedders.0.transformer."
 SDXL_CLIP_G = "conditioner.embedders.1.model."
+SDXL_REFINER_CLIP_G = "conditioner.embedders.0.model."  # the refiner has bigG only, as embedder 0
 
 
 @dataclass(frozen=True)
@@ -137,6 +138,10 @@ def load_checkpoint(path: str | os.PathLike[str], *, device: torch.device | str 
             clip_g = build_clip(openclip_to_hf(strip_prefix(sd, SDXL_CLIP_G)), activation="gelu", device=device,
                                 dtype=dtype, name="CLIP-G text encoder")
             clip = TextEncoder((clip_l, clip_g), default_tokenizer(), rules, device)
+        elif has_prefix(sd, SDXL_REFINER_CLIP_G):
+            clip_g = build_clip(openclip_to_hf(strip_prefix(sd, SDXL_REFINER_CLIP_G)), activation="gelu",
+                                device=device, dtype=dtype, name="CLIP-G text encoder")
+            clip = TextEncoder((clip_g,), default_tokenizer(), rules, device)
         elif has_prefix(sd, SD2_CLIP):
             enc = build_clip(openclip_to_hf(strip_prefix(sd, SD2_CLIP)), activation=rules.clip_activation,
                              device=device, dtype=dtype, heads=head_count)

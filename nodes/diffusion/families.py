@@ -47,6 +47,10 @@ FAMILIES: dict[str, FamilyRules] = {
                        description="Stable Diffusion 2.x"),
     "sdxl": FamilyRules("sdxl", vae_scaling_factor=0.13025, encoder=SDXL_L, default_size=1024,
                         description="Stable Diffusion XL base"),
+    # The refiner: one text encoder (bigG: penultimate layer, no final LN, pad 0; pooled from the last
+    # layer), y = pooled ++ (height, width, crop, aesthetic score); SDXL's VAE.
+    "sdxl-refiner": FamilyRules("sdxl-refiner", vae_scaling_factor=0.13025, clip_activation="gelu", encoder=SDXL_G,
+                                default_size=1024, default_steps=25, description="Stable Diffusion XL refiner"),
     "custom": FamilyRules("custom", description="unrecognised architecture, SD1 conventions assumed"),
     # Flow-matching transformers (split files).  ``schedule`` names the model sampling:
     # "flux" = exp(mu) shift over 10,000 training sigmas (mu settable by ModelSamplingFlux),

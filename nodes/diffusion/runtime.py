@@ -20,6 +20,7 @@ from .models.controlnet import ControlNet
 from .models.unet import ControlResiduals, UNetModel, sdxl_vector_condition
 from .models.vae import AutoencoderKL
 from .sampling.model_sampling import DiscreteSchedule, make_denoiser
+from .text.embeddings import EmbeddingSlots
 from .text.encode import encode
 from .text.tokenizer import ClipTokenizer
 
@@ -96,6 +97,9 @@ class Conditioning:
     concat_latent: torch.Tensor | None = None
     concat_mask: torch.Tensor | None = None
     concat_scaling: tuple[float, float] | None = None
+    #: SDXL refiner micro-conditioning set by its text encode node (ComfyUI's CLIPTextEncodeSDXLRefiner):
+    #: (height, width, crop_h, crop_w, aesthetic score); the model turns it into ``y`` when sampling.
+    size_cond: tuple[float, ...] | None = None
 
     @property
     def entries(self) -> tuple[Conditioning, ...]:
@@ -261,18 +265,20 @@ class TextEncoder:
     def __nodegraph_nbytes__(self) -> int:
         return sum(t.element_size() * t.nelement() for e in self.encoders for t in (*e.parameters(), *e.buffers()))
 
-    def encode(self, text: str) -> Conditioning:
-        """Encode a prompt the way this family was trained (layer, final norm, padding)."""
+    def encode(self, text: str, embeddings: EmbeddingSlots | None = None) -> Conditioning:
+        """Encode a prompt the way this family was trained (layer, final norm, padding);
+        ``embeddings`` resolves ``embedding:name`` words (textual inversion)."""
         skip = self.clip_skip
         if len(self.encoders) == 1:
+            key = "clip_g" if self.rules.name == REFINER else None  # the refiner's encoder is SDXL's bigG
             cond, pooled = encode(self.encoders[0], self.tokenizer, text, settings=self.rules.encoder,
-                                  clip_skip=skip, window=self.window)
+                                  clip_skip=skip, window=self.window, embeddings=embeddings, embedding_key=key)
             return Conditioning(cond.float().cpu(), pooled.float().cpu())
         clip_l, clip_g = self.encoders
         cond_l, _ = encode(clip_l, self.tokenizer, text, settings=self.rules.encoder, clip_skip=skip,
-                           window=self.window)
+                           window=self.window, embeddings=embeddings, embedding_key="clip_l")
         cond_g, pooled = encode(clip_g, self.tokenizer, text, settings=SDXL_G_SETTINGS, clip_skip=skip,
-                                window=self.window)
+                                window=self.window, embeddings=embeddings, embedding_key="clip_g")
         n = min(cond_l.shape[1], cond_g.shape[1])
         context = torch.cat([cond_l[:, :n], cond_g[:, :n]], dim=-1).float().cpu()
         return Conditioning(context, pooled.float().cpu())
@@ -367,11 +373,34 @@ def _unet_context(cond: Conditioning, batch: int, model: DiffusionModel, height:
         if cond.pooled is None:
             raise ValueError("this model needs a pooled text embedding (SDXL); the conditioning has none")
         pooled = cond.pooled.expand(batch, -1)
-        embed_dim = (adm - pooled.shape[-1]) // 6
-        sizes = torch.tensor([[height, width, 0, 0, height, width]], dtype=torch.float32).expand(batch, -1)
+        if model.rules.name == REFINER:
+            # The refiner's y: pooled ++ (height, width, crop_h, crop_w, aesthetic score), 5 numbers
+            # (ComfyUI's SDXLRefiner.encode_adm; default: the image size, no crop, score 6).
+            numbers = cond.size_cond or (height, width, 0, 0, REFINER_ASCORE)
+            if len(numbers) != 5:
+                raise ValueError("this SDXL refiner conditioning carries base-model size numbers; encode the "
+                                 "prompt with the refiner's text encode node")
+        else:
+            numbers = (height, width, 0, 0, height, width)
+        embed_dim = (adm - pooled.shape[-1]) // len(numbers)
+        sizes = torch.tensor([list(numbers)], dtype=torch.float32).expand(batch, -1)
         kw["y"] = sdxl_vector_condition(pooled, sizes, embed_dim)
     kw["controls"] = cond.controls
     return kw
+
+
+REFINER = "sdxl-refiner"
+#: ComfyUI's default aesthetic scores for the refiner: 6 for positive prompts, 2.5 for negative ones.
+REFINER_ASCORE, REFINER_NEGATIVE_ASCORE = 6.0, 2.5
+
+
+def negative_defaults(value: Any, model: Any, height: int, width: int) -> Any:
+    """A negative prompt for the SDXL refiner gets ComfyUI's negative aesthetic score (2.5) unless its
+    text encode node set one; other models' conditioning is returned as it is."""
+    if getattr(getattr(model, "rules", None), "name", None) != REFINER:
+        return value
+    return map_entries(value, lambda c: c if c.y is not None or c.size_cond is not None else
+                       replace(c, size_cond=(height, width, 0, 0, REFINER_NEGATIVE_ASCORE)))
 
 
 def sampling_regions(value: Any, batch: int, model: Any, height: int, width: int,

@@ -5,7 +5,7 @@ third-party packs): packs import this module, never each other.
 
 Layout (ComfyUI's, so existing collections work as they are)::
 
-    <models_dir>/checkpoints  vae  loras  controlnet  upscale_models  embeddings  diffusers
+    <models_dir>/checkpoints  vae  loras  controlnet  upscale_models  embeddings  diffusers  vae_approx
                  diffusion_models (or unet)  text_encoders (or clip)
 
 Split-file models (FLUX and later transformer families) keep the diffusion
@@ -69,6 +69,7 @@ FOLDERS: tuple[Folder, ...] = (
     Folder("diffusers"),
     Folder("diffusion_models", subdirs=("diffusion_models", "unet"), aliases=("unet",)),
     Folder("text_encoders", subdirs=("text_encoders", "clip"), aliases=("clip",)),
+    Folder("vae_approx"),  # TAESD preview decoders (taesd_decoder, taesdxl_decoder, ...)
 )
 _BY_KIND: dict[str, Folder] = {f.kind: f for f in FOLDERS}
 KINDS = tuple(_BY_KIND)

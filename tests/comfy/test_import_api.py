@@ -25,7 +25,8 @@ def test_every_mapped_class_becomes_its_node_type(imported) -> None:  # noqa: AN
     sd3 = {"TripleCLIPLoader", "ModelSamplingSD3"}  # SD3 classes: test_sd3_workflow.py builds their workflow
     sd3.add("ModelSamplingAuraFlow")  # Z-Image: test_zimage_workflow.py builds its workflow
     gguf = {n["class_type"] for n in fixture("gguf_api.json").values()}  # ComfyUI-GGUF: test_gguf_workflow.py
-    assert set(BY_COMFY) <= {n["class_type"] for n in doc.values()} | flux | cond | sd3 | gguf
+    refiner = {n["class_type"] for n in fixture("refiner_api.json").values()}  # SDXL refiner: test_sdxl_refiner.py
+    assert set(BY_COMFY) <= {n["class_type"] for n in doc.values()} | flux | cond | sd3 | gguf | refiner
     for nid, n in doc.items():
         if n["class_type"] in BY_COMFY:
             assert imported.graph.node(nid).type == BY_COMFY[n["class_type"]].ours

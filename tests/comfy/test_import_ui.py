@@ -28,6 +28,7 @@ def test_every_mapped_class_becomes_its_node_type(imported) -> None:  # noqa: AN
     classes = {n["type"] for n in doc["nodes"]} | {n["type"] for n in fixture("flux_ui.json")["nodes"]}
     classes |= {n["type"] for n in fixture("conditioning_ui.json")["nodes"]}
     classes |= {n["type"] for n in fixture("inpaint_ui.json")["nodes"]}  # test_inpaint_models.py
+    classes |= {n["type"] for n in fixture("refiner_ui.json")["nodes"]}  # SDXL refiner: test_sdxl_refiner.py
     classes |= {"TripleCLIPLoader", "ModelSamplingSD3"}  # built in ComfyUI's UI layout by test_sd3_workflow.py
     classes |= {n["type"] for n in fixture("gguf_ui.json")["nodes"]}  # ComfyUI-GGUF's loaders: test_gguf_workflow.py
     classes.add("ModelSamplingAuraFlow")  # built in ComfyUI's UI layout by test_zimage_workflow.py

@@ -90,11 +90,18 @@ class ClipEmbeddings(nn.Module):
         self.token_embedding = nn.Embedding(cfg.vocab_size, cfg.width)
         self.position_embedding = nn.Embedding(cfg.max_positions, cfg.width)
 
-    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+    def forward(self, input_ids: torch.Tensor, extra: torch.Tensor | None = None) -> torch.Tensor:
+        """``extra`` [k, width]: rows appended to the token table for this call (ids ``vocab + i``
+        select row i) -- how textual-inversion vectors enter the encoder."""
         n = input_ids.shape[1]
         # Positions are always 0..n-1; computed here rather than kept as a buffer, so
         # the model has no buffers to re-create after meta-device construction.
-        return self.token_embedding(input_ids) + self.position_embedding.weight[:n]
+        if extra is None:
+            tokens = self.token_embedding(input_ids)
+        else:
+            weight = self.token_embedding.weight
+            tokens = F.embedding(input_ids, torch.cat([weight, extra.to(weight.device, weight.dtype)]))
+        return tokens + self.position_embedding.weight[:n]
 
 
 class ClipAttention(nn.Module):
@@ -171,14 +178,16 @@ class ClipTextModel(nn.Module):
             nn.Linear(cfg.width, cfg.projection_dim, bias=False) if cfg.projection_dim is not None else None
         )
 
-    def forward(self, input_ids: torch.Tensor, eos_id: int | None = None) -> ClipTextOutput:
-        """Encode ``input_ids`` [B, N] (N <= max_positions).
+    def forward(self, input_ids: torch.Tensor, eos_id: int | None = None,
+                extra_embeddings: torch.Tensor | None = None) -> ClipTextOutput:
+        """Encode ``input_ids`` [B, N] (N <= max_positions); ids from ``vocab_size`` on select rows of
+        ``extra_embeddings`` (textual inversion, see ``ClipEmbeddings``).
 
         The pooled feature is taken at the first ``eos_id`` token of each row
         (defaults to the config's EOS); rows without one fall back to the last position.
         """
         tm = self.text_model
-        x = tm.embeddings(input_ids)
+        x = tm.embeddings(input_ids, extra_embeddings)
         hidden = [x]
         for layer in tm.encoder.layers:
             x = layer(x)

@@ -20,6 +20,7 @@ configs, unless overridden:
 * SD1.x (context 768, conv projection):         ``num_heads = 8``
 * SD2.x (context 1024, linear projection):      ``num_head_channels = 64``
 * SDXL  (adm_in_channels 2816, context 2048):   ``num_head_channels = 64``
+* SDXL refiner (adm_in_channels 2560, context 1280): ``num_head_channels = 64``
 * anything else ("custom"): conv projection -> ``num_heads = 8``;
   linear projection -> ``num_head_channels = 64`` (SDXL refiner, SD2 variants).
 
@@ -38,7 +39,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-FAMILIES = ("sd1", "sd2", "sdxl", "custom")
+FAMILIES = ("sd1", "sd2", "sdxl", "sdxl-refiner", "custom")
 
 
 @dataclass(frozen=True)
@@ -182,6 +183,8 @@ def _infer_encoder(sd: Mapping[str, Any], keys: list[str]) -> _Encoder:
 def _family(enc: _Encoder, adm_in_channels: int | None) -> str:
     if adm_in_channels == 2816 and enc.context_dim == 2048:
         return "sdxl"
+    if adm_in_channels == 2560 and enc.context_dim == 1280:  # pooled 1280 + 5 x 256 (sizes, crop, aesthetic)
+        return "sdxl-refiner"
     if adm_in_channels is None and enc.context_dim == 768 and not enc.use_linear:
         return "sd1"
     if adm_in_channels is None and enc.context_dim == 1024 and enc.use_linear:

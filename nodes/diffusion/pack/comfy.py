@@ -46,6 +46,8 @@ MAPS: tuple[NodeMap, ...] = (
             (W("control_net_name", kind="model:controlnet"),), ("CONTROL_NET",)),
     # -- conditioning
     NodeMap("CLIPTextEncode", "diffusion.text_encode", (W("text"), L("clip")), ("CONDITIONING",)),
+    NodeMap("CLIPTextEncodeSDXLRefiner", "diffusion.text_encode_sdxl_refiner",
+            (W("ascore"), W("width"), W("height"), W("text"), L("clip")), ("CONDITIONING",)),
     NodeMap("CLIPSetLastLayer", "diffusion.clip_set_last_layer", (L("clip"), W("stop_at_clip_layer")), ("CLIP",)),
     NodeMap("ControlNetApply", "diffusion.controlnet_apply",
             (L("conditioning"), L("control_net"), L("image"), W("strength")), ("CONDITIONING",)),

@@ -53,7 +53,7 @@ def sampling_inputs(model: Any, positive: Any, negative: Any, batch: int, height
     else a list of regions; see ``runtime.sampling_regions``), and the sampler checked against
     the model -- or an error on the input to blame (a prompt from the wrong text encoder, an
     area outside the image, an SDE sampler on a flow model)."""
-    from ..runtime import sampling_regions
+    from ..runtime import negative_defaults, sampling_regions
     from ..sampling.samplers import sampler_for
 
     if sampler_name is not None:
@@ -66,6 +66,8 @@ def sampling_inputs(model: Any, positive: Any, negative: Any, batch: int, height
         if cond is None:
             out.append(None)
             continue
+        if name == "negative":
+            cond = negative_defaults(cond, model, height, width)
         try:
             out.append(sampling_regions(cond, batch, model, height, width, downscale,
                                         latent_image=None if latent is None else latent_for_model(latent, model),

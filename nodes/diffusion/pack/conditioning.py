@@ -6,27 +6,72 @@ from nodegraph.context import NodeContext
 from nodegraph.errors import NodeInputError
 from nodegraph.spec import Float, In, Int, Out, String, node
 
+from .common import MAX_RESOLUTION
+
 
 @node("diffusion.text_encode", category="conditioning", display_name="Text Encode (Prompt)",
       inputs=[In("clip", "CLIP"), String("text", "", multiline=True,
-                                         tooltip="prompt; (word:1.2) / (word) / [word] change emphasis")],
+                                         tooltip="prompt; (word:1.2) / (word) / [word] change emphasis; "
+                                                 "embedding:name uses models/embeddings/name")],
       outputs=[Out("CONDITIONING", "CONDITIONING")])
 def text_encode(ctx: NodeContext, clip, text: str):  # noqa: ANN001, ANN201
     """Encode a prompt with the model's text encoder(s).  Long prompts are split into
     75-token chunks; weights use ComfyUI's convention."""
     if clip is None:
         raise NodeInputError("clip", "the checkpoint has no text encoder", "connect a CLIP output that has one")
+    return encode_prompt(ctx, clip, text, "text")
+
+
+def encode_prompt(ctx: NodeContext, clip, text: str, input_name: str, encode=None):  # noqa: ANN001, ANN201
+    """``clip.encode(text)`` (or ``encode(text, embeddings)``) with ``embedding:name`` words resolved
+    from the embeddings folders; a missing or unusable embedding is an error on ``input_name``."""
+    import inspect
+
     import torch
 
+    from ..text.embeddings import EMBEDDING_PREFIX, EmbeddingError, EmbeddingLibrary, EmbeddingNotFound, EmbeddingSlots
     from .common import cpu_threads
     from .device_memory import encoders_on_device
 
-    try:  # the encoders visit the device for this prompt only (they leave it after encoding)
+    encode = encode or clip.encode
+    embeddings = None
+    if EMBEDDING_PREFIX in text:
+        if "embeddings" not in inspect.signature(encode).parameters:
+            raise NodeInputError(input_name, "textual-inversion embeddings are not supported for this text encoder",
+                                 "remove the embedding:name words (SD1, SD2, SDXL and the refiner support them)")
+        embeddings = EmbeddingSlots(EmbeddingLibrary.from_settings(ctx.settings).get)
+    try:
+        # the encoders visit the device for this prompt only (they leave it after encoding)
         with encoders_on_device(ctx, clip.encoders), cpu_threads(ctx, clip.encoders, 77), \
                 torch.inference_mode():  # 77 tokens per chunk
-            return clip.encode(text)
+            return encode(text) if embeddings is None else encode(text, embeddings=embeddings)
+    except EmbeddingNotFound as exc:
+        raise NodeInputError(input_name, f"embedding {exc.name!r} not found",
+                             f"put {exc.name}.safetensors (or .pt / .bin) in one of: "
+                             f"{', '.join(str(d) for d in exc.searched)}") from None
+    except EmbeddingError as exc:
+        raise NodeInputError(input_name, str(exc), "use an embedding made for this model family") from None
     except ValueError as exc:  # a text encoder that lacks a part (FLUX CLIP-L or T5 missing)
         raise NodeInputError("clip", str(exc), "load the model's text encoder(s) completely") from None
+
+
+@node("diffusion.text_encode_sdxl_refiner", category="conditioning", display_name="Text Encode (SDXL Refiner)",
+      inputs=[Float("ascore", 6.0, min=0.0, max=1000.0, step=0.01,
+                    tooltip="aesthetic score the refiner aims at (ComfyUI: 6 for positive, 2.5 for negative)"),
+              Int("width", 1024, min=0, max=MAX_RESOLUTION, tooltip="original image width the refiner is told"),
+              Int("height", 1024, min=0, max=MAX_RESOLUTION, tooltip="original image height the refiner is told"),
+              String("text", "", multiline=True), In("clip", "CLIP")],
+      outputs=[Out("CONDITIONING", "CONDITIONING")])
+def text_encode_sdxl_refiner(ctx: NodeContext, ascore: float, width: int, height: int, text: str,  # noqa: ANN201
+                             clip):  # noqa: ANN001
+    """Encode a prompt for the SDXL refiner with its micro-conditioning: the refiner's vector input is
+    the pooled text ++ embeddings of (height, width, crop 0, 0, aesthetic score)."""
+    from dataclasses import replace
+
+    if clip is None:
+        raise NodeInputError("clip", "the checkpoint has no text encoder", "connect a CLIP output that has one")
+    cond = encode_prompt(ctx, clip, text, "text")
+    return replace(cond, size_cond=(float(height), float(width), 0.0, 0.0, float(ascore)))
 
 
 @node("diffusion.clip_set_last_layer", category="conditioning", display_name="CLIP Set Last Layer",
@@ -91,4 +136,4 @@ def controlnet_apply_advanced(ctx: NodeContext, positive, negative, control_net,
     return _attach(positive, c), _attach(negative, c)
 
 
-NODES = [text_encode, clip_set_last_layer, controlnet_apply, controlnet_apply_advanced]
+NODES = [text_encode, text_encode_sdxl_refiner, clip_set_last_layer, controlnet_apply, controlnet_apply_advanced]

@@ -151,8 +151,11 @@ def sampler_custom_advanced(ctx: NodeContext, noise: SeededNoise, guider: CFGGui
     cond, uncond = sampling_inputs(model, guider.positive, guider.negative, x.shape[0], height, width, sampler.name,
                                    latent_image.downscale, latent_image)
 
+    from ..preview import previewer
+    preview_of = previewer(ctx.settings, model, latent_preview)
+
     def callback(step: int, n: int, x_cur: Any, denoised: Any) -> None:
-        ctx.progress(step + 1, n, latent_preview(denoised))
+        ctx.progress(step + 1, n, preview_of(denoised, step + 1 == n))
 
     positions = x[:, 0].numel() * (2 if uncond is not None else 1)  # cfg runs the batch twice
     from .device_memory import model_on_device

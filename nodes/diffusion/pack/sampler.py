@@ -53,11 +53,13 @@ def run_sampler(ctx: NodeContext, model, positive, negative, latent, *, seed: in
     cond, uncond = sampling_inputs(model, positive, negative, batch, height, width, sampler_name,
                                    latent.downscale, latent)
     total = steps
+    from ..preview import previewer
+    preview_of = previewer(ctx.settings, model, latent_preview)
 
     from .device_memory import model_on_device
 
     def callback(step: int, n: int, x_cur, denoised) -> None:  # noqa: ANN001
-        preview = latent_preview(denoised) if step % PREVIEW_EVERY == 0 or step + 1 == n else None
+        preview = preview_of(denoised, step + 1 == n) if step % PREVIEW_EVERY == 0 or step + 1 == n else None
         memory.publish(ctx)  # streaming moves the peak during the first step
         ctx.progress(step + 1, n, preview)
 

@@ -40,6 +40,7 @@ from dataclasses import dataclass, replace
 import torch
 
 from nodes.diffusion.models.clip_text import ClipTextModel, select_hidden
+from nodes.diffusion.text.embeddings import PLACEHOLDER_BASE, EmbeddingSlots, split_embeddings
 from nodes.diffusion.text.tokenizer import ClipTokenizer
 from nodes.diffusion.text.weighting import parse_prompt
 
@@ -81,11 +82,14 @@ SDXL_G = EncoderSettings(clip_skip=2, final_norm=False, pad_id=0)
 
 
 def chunk_prompt(
-    tokenizer: ClipTokenizer, text: str, *, window: int = 77, pad_id: int | None = None
+    tokenizer: ClipTokenizer, text: str, *, window: int = 77, pad_id: int | None = None,
+    embeddings: EmbeddingSlots | None = None,
 ) -> tuple[list[list[int]], list[list[float]]]:
     """Tokenize a weighted prompt into padded ``window``-sized chunks of ids and per-token weights.
 
     BOS, EOS and padding get weight 1. An empty prompt gives one chunk ``[BOS, EOS, pad...]``.
+    With ``embeddings``, each ``embedding:name`` becomes that embedding's placeholder ids (one per
+    vector, kept together like a word; see :mod:`nodes.diffusion.text.embeddings`).
     """
     body = window - 2
     pad = tokenizer.eos_id if pad_id is None else pad_id
@@ -99,7 +103,10 @@ def chunk_prompt(
         if seg.is_break:
             close()
             continue
-        for word in tokenizer.encode_words(seg.text):
+        words: list[list[int]] = []
+        for piece in split_embeddings(seg.text) if embeddings is not None else [seg.text]:
+            words += [embeddings.ids(piece[0])] if isinstance(piece, tuple) else tokenizer.encode_words(piece)
+        for word in words:
             cur = chunks[-1]
             if len(cur) + len(word) > body and len(word) <= KEEP_WORD_TOKENS and cur:
                 close()
@@ -119,8 +126,14 @@ def chunk_prompt(
     return ids_out, weights_out
 
 
-def _run(model: ClipTextModel, ids: torch.Tensor, settings: EncoderSettings, eos_id: int):
-    out = model(ids, eos_id=eos_id)
+def _run(model: ClipTextModel, ids: torch.Tensor, settings: EncoderSettings, eos_id: int,
+         embeddings: EmbeddingSlots | None = None, embedding_key: str | None = None):
+    extra = None
+    if embeddings:
+        vocab = model.text_model.embeddings.token_embedding.num_embeddings
+        extra = embeddings.table(model.config.width, embedding_key)
+        ids = torch.where(ids >= PLACEHOLDER_BASE, ids - PLACEHOLDER_BASE + vocab, ids)
+    out = model(ids, eos_id=eos_id, extra_embeddings=extra)
     return select_hidden(model, out, -settings.clip_skip, settings.final_norm), out.pooled
 
 
@@ -132,8 +145,13 @@ def encode(
     settings: EncoderSettings = SD1,
     clip_skip: int | None = None,
     window: int = 77,
+    embeddings: EmbeddingSlots | None = None,
+    embedding_key: str | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Encode one prompt (or a batch) into ``(cond [B, window * k, dim], pooled [B, P])``.
+
+    ``embeddings`` resolves ``embedding:name`` words (textual inversion); ``embedding_key`` picks
+    this encoder's vectors in SDXL files (``clip_l`` / ``clip_g``).
 
     ``settings`` is the family preset (:data:`SD1`, :data:`SD2`, :data:`SDXL_L`,
     :data:`SDXL_G`); ``clip_skip`` overrides its layer choice (1 = last layer).
@@ -145,7 +163,8 @@ def encode(
     if clip_skip is not None:
         settings = replace(settings, clip_skip=clip_skip)
     texts = [text] if isinstance(text, str) else list(text)
-    per_prompt = [chunk_prompt(tokenizer, t, window=window, pad_id=settings.pad_id) for t in texts]
+    per_prompt = [chunk_prompt(tokenizer, t, window=window, pad_id=settings.pad_id, embeddings=embeddings)
+                  for t in texts]
     empty_ids, empty_w = chunk_prompt(tokenizer, "", window=window, pad_id=settings.pad_id)
     k = max(len(ids) for ids, _ in per_prompt)
     ids_rows: list[list[int]] = []
@@ -158,7 +177,7 @@ def encode(
     param = next(model.parameters())
     ids_t = torch.tensor(ids_rows + empty_ids, dtype=torch.long, device=param.device)
     with torch.no_grad():
-        hidden, pooled = _run(model, ids_t, settings, tokenizer.eos_id)
+        hidden, pooled = _run(model, ids_t, settings, tokenizer.eos_id, embeddings, embedding_key)
     z, z_empty = hidden[:-1], hidden[-1:]
     weights = torch.tensor(w_rows, dtype=z.dtype, device=z.device)
     if bool((weights != 1.0).any()):
