@@ -154,7 +154,8 @@ def test_node_resolves_embeddings_and_names_missing_ones(tmp_path: Path, clip_l)
     folder.mkdir()
     vec = _vectors(2, 10)
     save_file({"emb_params": vec}, folder / "style.safetensors")
-    ctx = SimpleNamespace(settings={"models_dir": str(tmp_path), "include_demo_models": False})
+    ctx = SimpleNamespace(settings={"models_dir": str(tmp_path), "include_demo_models": False},
+                          services={}, device="cpu", workflow=None, stats=lambda *a: None)
     enc = TextEncoder((clip_l,), default_tokenizer(), rules_for("sd1"), torch.device("cpu"))
     got = text_encode.fn(ctx, enc, "a photo of embedding:style cat").context
     expected = _hand_built(clip_l, "a photo of", vec, "cat", SD1, default_tokenizer().eos_id)

@@ -79,7 +79,8 @@ def test_loader_builds_the_bigg_only_refiner(refiner: SimpleNamespace) -> None:
 
 
 def _ctx() -> SimpleNamespace:
-    return SimpleNamespace(settings={}, progress=lambda *a: None)
+    return SimpleNamespace(settings={}, progress=lambda *a: None, services={}, device="cpu", workflow=None,
+                           stats=lambda *a: None)
 
 
 def _init_latent() -> torch.Tensor:

@@ -131,7 +131,8 @@ def test_demo_previews_resemble_the_vae_decode() -> None:
     negative = ckpt.clip.encode("")
     scores, baseline = [], []
     previews: list[np.ndarray] = []
-    ctx = SimpleNamespace(settings={}, progress=lambda s, n, p: previews.append(p))
+    ctx = SimpleNamespace(settings={}, progress=lambda s, n, p: previews.append(p), services={}, device="cpu",
+                          workflow=None, stats=lambda *a: None)
     for i, prompt in enumerate(EVAL_PROMPTS):
         out = ksampler.fn(ctx, ckpt.model, seed=i, steps=10, cfg=5.0, sampler_name="euler", scheduler="normal",
                           positive=ckpt.clip.encode(prompt), negative=negative,
