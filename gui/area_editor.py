@@ -36,6 +36,7 @@ class AreaCanvas(QWidget):
     """Shows the canvas and the areas; a left drag draws the edited node's rectangle."""
 
     rectChanged = Signal(QRectF)
+    released = Signal()
 
     def __init__(self, size: tuple[int, int], areas: list[regions.AreaView], parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -90,6 +91,7 @@ class AreaCanvas(QWidget):
         if self._anchor is not None and event.button() == Qt.MouseButton.LeftButton:
             self._drag_to(event.position())
             self._anchor = None
+            self.released.emit()
 
     def _drag_to(self, pos: QPointF) -> None:
         assert self._anchor is not None
@@ -135,6 +137,7 @@ class AreaEditorDialog(QDialog):
                                    parent=self)
         self.apply_button = buttons.button(QDialogButtonBox.StandardButton.Apply)
         self.apply_button.clicked.connect(self.apply_and_close)
+        self.apply_button.setDefault(True)
         buttons.rejected.connect(self.reject)
         lay = QVBoxLayout(self)
         lay.addLayout(top)
@@ -144,11 +147,23 @@ class AreaEditorDialog(QDialog):
         lay.addWidget(self.readout)
         lay.addWidget(buttons)
         self.canvas.rectChanged.connect(lambda _r: self._show_values())
+        self.canvas.released.connect(self._snap_shown)
         self._show_values()
 
     def values(self) -> dict[str, int | float]:
         """The node values for the rectangle drawn (snapped and clamped as the node takes them)."""
         return regions.area_values(self.spec, self.kind, self.canvas.rect_px, self.canvas.size_px)
+
+    def _snap_shown(self) -> None:
+        """After a drag, show the rectangle the node will get (snapped to its step)."""
+        v = self.values()
+        if self.kind == "fractions":
+            cw, ch = self.canvas.size_px
+            rect = QRectF(v["x"] * cw, v["y"] * ch, v["width"] * cw, v["height"] * ch)
+        else:
+            rect = QRectF(v["x"], v["y"], v["width"], v["height"])
+        self.canvas.rect_px = rect
+        self.canvas.update()
 
     def _size_changed(self) -> None:
         old = self.canvas.size_px

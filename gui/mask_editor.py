@@ -65,7 +65,7 @@ if TYPE_CHECKING:
 MASK_FOLDER = "clipspace"
 _MASK_SUFFIX = re.compile(r"-mask-[0-9a-f]{12}$")
 MAX_FEATHER = 64
-OVERLAY = QColor(255, 40, 40)
+OVERLAY_ALPHA = 170  # how dark a fully masked pixel is drawn
 
 
 # -- pixels (numpy imported lazily: the gui layer loads without it) ---------------------------------
@@ -227,6 +227,8 @@ class MaskCanvas(QWidget):
         return feather(gray_to_array(self.mask), self.feather_px)
 
     def _rebuild_overlay(self) -> None:
+        """Masked pixels darkened (seen on any colour of picture) and the mask's half-way
+        contour in white, so thin or feathered masks are still visible."""
         import numpy as np
 
         if self.mask is None:
@@ -234,9 +236,13 @@ class MaskCanvas(QWidget):
         else:
             m = self.final_mask()
             h, w = m.shape
-            rgba = np.empty((h, w, 4), np.uint8)
-            rgba[..., 0], rgba[..., 1], rgba[..., 2] = OVERLAY.red(), OVERLAY.green(), OVERLAY.blue()
-            rgba[..., 3] = (m.astype(np.uint16) * 150 // 255).astype(np.uint8)
+            inside = m >= 128
+            edge = np.zeros_like(inside)
+            edge[:-1] |= inside[:-1] != inside[1:]
+            edge[:, :-1] |= inside[:, :-1] != inside[:, 1:]
+            rgba = np.zeros((h, w, 4), np.uint8)
+            rgba[..., 3] = (m.astype(np.uint16) * OVERLAY_ALPHA // 255).astype(np.uint8)
+            rgba[edge] = (255, 255, 255, 255)
             self._overlay = QImage(rgba.tobytes(), w, h, w * 4, QImage.Format.Format_RGBA8888).copy()
         self.changed.emit()
         self.update()
@@ -346,11 +352,15 @@ class MaskEditorDialog(QDialog):
 
         self.brush = QSlider(Qt.Orientation.Horizontal, self)
         self.brush.setRange(1, 256)
-        self.brush.setValue(self.canvas.brush)
         self.brush.valueChanged.connect(lambda v: setattr(self.canvas, "brush", int(v)))
+        self.brush_label = QLabel(self)
+        self.brush.valueChanged.connect(lambda v: self.brush_label.setText(f"{v} px"))
+        self.brush.setValue(self.canvas.brush)
         self.feather = QSlider(Qt.Orientation.Horizontal, self)
         self.feather.setRange(0, MAX_FEATHER)
         self.feather.valueChanged.connect(lambda v: self.canvas.set_feather(int(v)))
+        self.feather_label = QLabel("0 px", self)
+        self.feather.valueChanged.connect(lambda v: self.feather_label.setText(f"{v} px"))
         self.erase = QCheckBox("Erase", self)
         self.erase.toggled.connect(lambda on: setattr(self.canvas, "erase", bool(on)))
         self.undo_button = QPushButton("Undo", self)
@@ -384,8 +394,10 @@ class MaskEditorDialog(QDialog):
         tools = QHBoxLayout()
         tools.addWidget(QLabel("Brush", self))
         tools.addWidget(self.brush, 1)
+        tools.addWidget(self.brush_label)
         tools.addWidget(QLabel("Feather", self))
         tools.addWidget(self.feather, 1)
+        tools.addWidget(self.feather_label)
         tools.addWidget(self.erase)
         actions = QHBoxLayout()
         for b in (self.undo_button, self.redo_button, self.clear_button, self.invert_button):
@@ -420,6 +432,7 @@ class MaskEditorDialog(QDialog):
         if kind == "loaded":
             picture, mask = payload
             self.canvas.set_picture(picture, array_to_gray(mask))
+            self.brush.setValue(max(2, min(picture.width(), picture.height()) // 20))  # sized to the picture
             self.save_button.setEnabled(True)
             self.loaded.emit("")
         elif kind == "saved":

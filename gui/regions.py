@@ -37,7 +37,8 @@ if TYPE_CHECKING:
     from .canvas.scene import GraphScene
 
 AREA_KEYS = ("x", "y", "width", "height")
-# Colours of the areas shown together (the edited one is always the first).
+# Colours of the areas shown together: by the nodes' order in the graph, so an area has the
+# same colour on every node's overlay and in the editor.
 AREA_COLORS = ("#ff5a36", "#2f9bff", "#2fd27a", "#f5c400", "#c65cff", "#00d0d0", "#ff5ab4", "#9aa0a6")
 THUMB_W = 214  # the node's preview width (layout: DEFAULT_W - 2 * PAD)
 SEARCH_LIMIT = 2000  # nodes visited when looking for the latent: bounded, never recursive
@@ -171,6 +172,7 @@ class AreaView:
     label: str
     rect: QRectF
     kind: str
+    color: str = AREA_COLORS[0]
 
 
 def area_rect(graph: Graph, spec_of: SpecOf, nid: str, size: tuple[int, int]) -> QRectF | None:
@@ -189,14 +191,16 @@ def area_rect(graph: Graph, spec_of: SpecOf, nid: str, size: tuple[int, int]) ->
 
 
 def graph_areas(graph: Graph, spec_of: SpecOf, size: tuple[int, int], first: str | None = None) -> list[AreaView]:
-    """Every area node of the graph with a known rectangle, ``first`` (the edited node) first."""
+    """Every area node of the graph with a known rectangle, each with its colour (by graph
+    order); ``first`` (the edited node) is moved to the front."""
     out = []
     for node in graph:
-        kind = area_kind(spec_of(node.type))
+        spec = spec_of(node.type)
+        kind = area_kind(spec)
         rect = area_rect(graph, spec_of, node.id, size) if kind else None
         if rect is not None:
-            spec = spec_of(node.type)
-            out.append(AreaView(node.id, node.title or spec.display_name, rect, kind))
+            out.append(AreaView(node.id, node.title or spec.display_name, rect, kind,
+                                AREA_COLORS[len(out) % len(AREA_COLORS)]))
     out.sort(key=lambda a: a.node_id != first)
     return out
 
@@ -247,8 +251,9 @@ def apply_area(scene: GraphScene, nid: str, values: dict[str, int | float]) -> b
 
 def paint_areas(painter: QPainter, target: QRectF, size: tuple[int, int], areas: list[AreaView],
                 current: QRectF | None = None, labels: bool = True) -> None:
-    """The canvas (``size`` pixels drawn into ``target``) with every area outlined in its
-    colour; ``current``: the rectangle being drawn (replaces the first area's)."""
+    """The canvas (``size`` pixels drawn into ``target``) with every area in its colour; the
+    first (the edited node's) solid and stronger, the others dashed; ``current``: the
+    rectangle being drawn (replaces the first area's)."""
     cw, ch = size
     sx, sy = target.width() / max(1, cw), target.height() / max(1, ch)
     painter.fillRect(target, QColor("#2a2d33"))
@@ -259,10 +264,10 @@ def paint_areas(painter: QPainter, target: QRectF, size: tuple[int, int], areas:
     painter.setFont(font)
     for i, a in enumerate(areas):
         r = current if (i == 0 and current is not None) else a.rect
-        color = QColor(AREA_COLORS[i % len(AREA_COLORS)])
+        color = QColor(a.color)
         shown = QRectF(target.x() + r.x() * sx, target.y() + r.y() * sy, r.width() * sx, r.height() * sy)
         fill = QColor(color)
-        fill.setAlpha(70 if i == 0 else 40)
+        fill.setAlpha(90 if i == 0 else 30)
         painter.fillRect(shown.intersected(target), fill)
         painter.setPen(QPen(color, 2 if i == 0 else 1, Qt.PenStyle.SolidLine if i == 0 else Qt.PenStyle.DashLine))
         painter.drawRect(shown)
