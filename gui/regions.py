@@ -6,9 +6,10 @@ Nodes are recognised by their spec, not by type id (the editor names no pack):
 * an *area node* takes a CONDITIONING and has ``x``/``y``/``width``/``height`` widgets —
   INT widgets are image pixels (Set Area), FLOAT widgets fractions of the image (Set Area
   with Percentage);
-* a *mask source* has an ``image`` choice widget and IMAGE + MASK outputs (Load Image):
-  its MASK is ``1 - alpha`` of the picture, so the mask editor stores the painted mask in
-  the alpha of a copy of the picture (see :mod:`gui.mask_editor`);
+* a *mask source* has an ``image`` choice widget and a MASK output (Load Image, Load Image
+  (as Mask) on its alpha channel): its MASK is ``1 - alpha`` of the picture, so the mask
+  editor stores the painted mask in the alpha of a copy of the picture (see
+  :mod:`gui.mask_editor`);
 * a *mask user* takes a MASK and a CONDITIONING (Set Mask): "Edit Mask…" opens the mask
   editor on the mask source feeding it.
 
@@ -70,12 +71,19 @@ def area_kind(spec: Any) -> str | None:
 
 
 def is_mask_source(spec: Any) -> bool:
-    """A picture loader whose MASK output is the picture's transparency (Load Image)."""
+    """A picture loader with a MASK output: Load Image (MASK = 1 - alpha) or Load Image (as
+    Mask) (MASK = 1 - alpha when its channel is alpha, see :func:`mask_channel_ok`)."""
     if spec is None:
         return False
-    outs = {o.type for o in spec.outputs}
     img = _widget(spec, "image")
-    return {"IMAGE", "MASK"} <= outs and img is not None and img.widget is Widget.COMBO
+    return any(o.type == "MASK" for o in spec.outputs) and img is not None and img.widget is Widget.COMBO
+
+
+def mask_channel_ok(node: Any, spec: Any) -> bool:
+    """The node's MASK is its picture's transparency (no channel choice, or channel alpha): the
+    only mask the editor can paint."""
+    ch = _widget(spec, "channel")
+    return ch is None or str(node.values.get("channel", ch.default)) == "alpha"
 
 
 def is_mask_user(spec: Any) -> bool:
@@ -367,6 +375,11 @@ def open_mask_editor(scene: GraphScene, nid: str, parent: QWidget | None = None)
     if src is None:
         QMessageBox.information(parent, "Edit Mask", "This node's mask does not come from a Load Image node. "
                                  "Connect a Load Image's MASK output to it, then edit the mask there.")
+        return None
+    node = scene.graph.node(src)
+    if not mask_channel_ok(node, scene.spec(node.type)):
+        QMessageBox.information(parent, "Edit Mask", "This node reads its mask from a colour channel; the "
+                                 "editor paints the picture's transparency. Set its channel to alpha first.")
         return None
     dlg = MaskEditorDialog(scene, src, settings_for(scene, parent), parent)
     dlg.show()

@@ -221,7 +221,7 @@ def test_feather_clear_invert_and_shortcut_undo(window, qtbot, tmp_path):
     window.settings["input_dir"] = str(inputs)
     _picture(inputs / "p.png", 40, 40)
     g = Graph()
-    g.add_node("image.load", {"image": "p.png"}, id="load")
+    g.add_node("image.load_mask", {"image": "p.png", "channel": "alpha"}, id="load")  # Load Image (as Mask)
     window.set_graph(g, None)
     dlg = _open_mask_editor(window, qtbot, "load")
     c = dlg.canvas
@@ -246,3 +246,19 @@ def test_feather_clear_invert_and_shortcut_undo(window, qtbot, tmp_path):
 
     alpha = np.asarray(Image.open(inputs / sig.args[0]))[..., 3]
     assert (alpha == 255).all()  # the mask saved is the undone (empty) one
+    assert window.graph.node("load").values == {"image": sig.args[0], "channel": "alpha"}
+
+
+def test_mask_editor_refuses_a_colour_channel_mask(window, qtbot, tmp_path, monkeypatch):
+    from PySide6.QtWidgets import QMessageBox
+
+    from gui.regions import open_mask_editor
+
+    shown = []
+    monkeypatch.setattr(QMessageBox, "information", lambda *a, **k: shown.append(a[2]))
+    g = Graph()
+    g.add_node("image.load_mask", {"image": "p.png", "channel": "red"}, id="load")
+    g.add_node("diffusion.conditioning_set_mask", {}, id="setmask")
+    window.set_graph(g, None)
+    assert open_mask_editor(window.scene, "load", window.view) is None and "channel" in shown[-1]
+    assert open_mask_editor(window.scene, "setmask", window.view) is None and "Load Image" in shown[-1]
