@@ -134,12 +134,18 @@ def _at(canvas, x: int, y: int) -> QPointF:
 
 
 def _open_mask_editor(window, qtbot, nid):
+    """Right-click the node (the view's context-menu request, as a right click makes it) and pick
+    "Edit Mask…" in the menu that pops up."""
     from gui.mask_editor import MaskEditorDialog
-    from gui.regions import context_items
 
-    menu = QMenu(window)
-    context_items(menu, window.scene, nid, window.view)
+    view = window.view
+    item = view.gscene.node_items[nid]
+    view.centerOn(item.sceneBoundingRect().center())
+    view.customContextMenuRequested.emit(vpos(view, item.mapToScene(QPointF(item.layout.width / 2, 12))))
+    menu = next(w for w in QApplication.topLevelWidgets() if isinstance(w, QMenu) and w.isVisible())
+    assert window.scene.selected_node_ids() == [nid]  # the right-clicked node
     next(a for a in menu.actions() if a.text() == "Edit Mask…").trigger()
+    menu.close()
     dlg = _dialogs(MaskEditorDialog)[-1]
     qtbot.addWidget(dlg)
     if dlg.canvas.picture is None:
