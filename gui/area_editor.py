@@ -112,7 +112,7 @@ class AreaEditorDialog(QDialog):
         if self.kind is None:
             raise ValueError(f"node {node_id} has no area to edit")
         found = regions.canvas_size(scene.graph, scene.spec, node_id)
-        size = found or (512, 512)
+        size = found or regions.fallback_size(scene.graph, scene.spec, node_id)
         self.setWindowTitle(f"Edit area — {scene.node_label(node_id)}")
         areas = regions.graph_areas(scene.graph, scene.spec, size, first=node_id)
         if not areas or areas[0].node_id != node_id:  # a linked value: start from the whole canvas

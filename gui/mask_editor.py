@@ -29,7 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from PySide6.QtCore import QBuffer, QByteArray, QIODevice, QPointF, QRectF, Qt, Signal
+from PySide6.QtCore import QBuffer, QByteArray, QIODevice, QPoint, QPointF, QRect, QRectF, Qt, Signal
 from PySide6.QtGui import (
     QAction,
     QColor,
@@ -171,21 +171,22 @@ def store_masked(folder: Path, image_name: str, data: bytes) -> str:
 
 
 class MaskStep(QUndoCommand):
-    """One change of the mask (a stroke, Clear, Invert): the mask before and after."""
+    """One change of the mask (a stroke, Clear, Invert): the pixels of the changed rectangle
+    before and after, so a long editing session on a large picture keeps little memory."""
 
-    def __init__(self, canvas: MaskCanvas, before: QImage, after: QImage, text: str) -> None:
+    def __init__(self, canvas: MaskCanvas, rect: QRect, before: QImage, after: QImage, text: str) -> None:
         super().__init__(text)
-        self.canvas, self.before, self.after = canvas, before, after
+        self.canvas, self.rect, self.before, self.after = canvas, QRect(rect), before, after
         self._first = True
 
     def redo(self) -> None:
         if self._first:  # the change is already on the canvas when the step is pushed
             self._first = False
             return
-        self.canvas.set_mask(self.after.copy())
+        self.canvas.put_pixels(self.rect.topLeft(), self.after)
 
     def undo(self) -> None:
-        self.canvas.set_mask(self.before.copy())
+        self.canvas.put_pixels(self.rect.topLeft(), self.before)
 
 
 # -- the canvas ------------------------------------------------------------------------------------
@@ -207,6 +208,7 @@ class MaskCanvas(QWidget):
         self._overlay: QImage | None = None
         self._stroke: tuple[QImage, bool] | None = None  # mask before the stroke, erasing?
         self._last: QPointF | None = None
+        self._dirty = QRect()  # image pixels the current stroke touched
         self.setMinimumSize(420, 420)
         self.setCursor(Qt.CursorShape.CrossCursor)
 
@@ -218,6 +220,15 @@ class MaskCanvas(QWidget):
         self.mask = mask
         self._rebuild_overlay()
 
+    def put_pixels(self, at: QPoint, pixels: QImage) -> None:
+        """Overwrite part of the mask (undo/redo of a step)."""
+        assert self.mask is not None
+        p = QPainter(self.mask)
+        p.setCompositionMode(QPainter.CompositionMode.CompositionMode_Source)
+        p.drawImage(at, pixels)
+        p.end()
+        self._rebuild_overlay()
+
     def set_feather(self, radius: int) -> None:
         self.feather_px = radius
         self._rebuild_overlay()
@@ -226,24 +237,40 @@ class MaskCanvas(QWidget):
         """The mask as saved: ``uint8 [H, W]``, feathered."""
         return feather(gray_to_array(self.mask), self.feather_px)
 
-    def _rebuild_overlay(self) -> None:
+    @staticmethod
+    def _overlay_pixels(m: Any) -> QImage:
         """Masked pixels darkened (seen on any colour of picture) and the mask's half-way
         contour in white, so thin or feathered masks are still visible."""
         import numpy as np
 
+        h, w = m.shape
+        inside = m >= 128
+        edge = np.zeros_like(inside)
+        edge[:-1] |= inside[:-1] != inside[1:]
+        edge[:, :-1] |= inside[:, :-1] != inside[:, 1:]
+        rgba = np.zeros((h, w, 4), np.uint8)
+        rgba[..., 3] = (m.astype(np.uint16) * OVERLAY_ALPHA // 255).astype(np.uint8)
+        rgba[edge] = (255, 255, 255, 255)
+        return QImage(rgba.tobytes(), w, h, w * 4, QImage.Format.Format_RGBA8888).copy()
+
+    def _rebuild_overlay(self, rect: QRect | None = None) -> None:
+        """The whole overlay (feathered as saved), or during a stroke only ``rect``, sharp: a brush
+        move on a large picture then costs the brush's area, not the picture's."""
         if self.mask is None:
             self._overlay = None
+        elif rect is None or self._overlay is None:
+            self._overlay = self._overlay_pixels(self.final_mask())
         else:
-            m = self.final_mask()
-            h, w = m.shape
-            inside = m >= 128
-            edge = np.zeros_like(inside)
-            edge[:-1] |= inside[:-1] != inside[1:]
-            edge[:, :-1] |= inside[:, :-1] != inside[:, 1:]
-            rgba = np.zeros((h, w, 4), np.uint8)
-            rgba[..., 3] = (m.astype(np.uint16) * OVERLAY_ALPHA // 255).astype(np.uint8)
-            rgba[edge] = (255, 255, 255, 255)
-            self._overlay = QImage(rgba.tobytes(), w, h, w * 4, QImage.Format.Format_RGBA8888).copy()
+            r = rect.intersected(self.mask.rect())
+            if r.isEmpty():
+                return
+            # one more row and column: the contour of a pixel looks at its right and lower neighbours
+            ext = QRect(r.x(), r.y(), r.width() + 1, r.height() + 1).intersected(self.mask.rect())
+            sub = self._overlay_pixels(gray_to_array(self.mask.copy(ext)))
+            p = QPainter(self._overlay)
+            p.setCompositionMode(QPainter.CompositionMode.CompositionMode_Source)
+            p.drawImage(r.topLeft(), sub.copy(0, 0, r.width(), r.height()))
+            p.end()
         self.changed.emit()
         self.update()
 
@@ -290,6 +317,7 @@ class MaskCanvas(QWidget):
             return
         erasing = self.erase or event.button() == Qt.MouseButton.RightButton
         self._stroke = (self.mask.copy(), erasing)
+        self._dirty = QRect()
         self._last = self.to_image(event.position())
         self._dab(self._last, self._last)
 
@@ -301,11 +329,15 @@ class MaskCanvas(QWidget):
         self._last = pos
 
     def mouseReleaseEvent(self, event: QMouseEvent) -> None:  # noqa: N802 - Qt API
-        if self._stroke is None:
+        if self._stroke is None or self.mask is None:
             return
         before, erasing = self._stroke
         self._stroke, self._last = None, None
-        self.undo.push(MaskStep(self, before, self.mask.copy(), "Erase" if erasing else "Paint"))
+        r = self._dirty.intersected(self.mask.rect())
+        if not r.isEmpty():
+            self.undo.push(MaskStep(self, r, before.copy(r), self.mask.copy(r), "Erase" if erasing else "Paint"))
+        if self.feather_px:
+            self._rebuild_overlay()  # the feathered preview, once per stroke
 
     def _dab(self, a: QPointF, b: QPointF) -> None:
         assert self.mask is not None and self._stroke is not None
@@ -316,7 +348,10 @@ class MaskCanvas(QWidget):
                       Qt.PenJoinStyle.RoundJoin))
         p.drawLine(a, b)
         p.end()
-        self._rebuild_overlay()
+        reach = self.brush / 2 + 2
+        seg = QRectF(a, b).normalized().adjusted(-reach, -reach, reach, reach).toAlignedRect()
+        self._dirty = self._dirty.united(seg)
+        self._rebuild_overlay(seg)  # the brush's area only, sharp; feathered again on release
 
     def replace_mask(self, new: QImage, text: str) -> None:
         """Clear / Invert: an undoable whole-mask change."""
@@ -324,7 +359,7 @@ class MaskCanvas(QWidget):
             return
         before = self.mask.copy()
         self.set_mask(new)
-        self.undo.push(MaskStep(self, before, new.copy(), text))
+        self.undo.push(MaskStep(self, new.rect(), before, new.copy(), text))
 
 
 # -- the dialog ------------------------------------------------------------------------------------

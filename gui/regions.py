@@ -21,6 +21,7 @@ that, any such node in the graph; failing that, the editor asks.
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -234,7 +235,7 @@ def area_values(spec: Any, kind: str, rect: QRectF, size: tuple[int, int]) -> di
         inp = _widget(spec, k)
         step = int(inp.step or 1)
         lo = int(inp.min if inp.min is not None else 0)
-        snapped = int(round(val / step)) * step
+        snapped = math.floor(val / step + 0.5) * step  # half steps round up, not to even
         ints[k] = max(lo, min(snapped, max(lo, (limit // step) * step)))
     # keep the rectangle inside the canvas after snapping
     ints["x"] = max(0, min(int(ints["x"]), cw - int(ints["width"])))
@@ -285,16 +286,23 @@ def paint_areas(painter: QPainter, target: QRectF, size: tuple[int, int], areas:
                              a.label)
 
 
+def fallback_size(graph: Graph, spec_of: SpecOf, nid: str) -> tuple[int, int]:
+    """The canvas assumed when no latent size is found: 512 x 512, grown to hold a pixel area."""
+    rect = area_rect(graph, spec_of, nid, (512, 512))
+    if rect is None or area_kind(spec_of(graph.node(nid).type)) == "fractions":
+        return 512, 512
+    return max(512, int(rect.right())), max(512, int(rect.bottom()))
+
+
 def area_thumbnail(graph: Graph, spec_of: SpecOf, nid: str) -> QImage | None:
     """The overlay shown on an area node: its canvas with this area (and the graph's others)."""
     size = canvas_size(graph, spec_of, nid)
+    found = size is not None
     node = graph.nodes.get(nid)
     if node is None:
         return None
     if size is None:
-        size = (512, 512) if area_kind(spec_of(node.type)) == "fractions" else None
-    if size is None:
-        return None
+        size = fallback_size(graph, spec_of, nid)
     areas = graph_areas(graph, spec_of, size, first=nid)
     if not areas or areas[0].node_id != nid:
         return None
@@ -313,8 +321,9 @@ def area_thumbnail(graph: Graph, spec_of: SpecOf, nid: str) -> QImage | None:
     font = QFont(p.font())
     font.setPointSizeF(7.5)
     p.setFont(font)
+    note = "" if found else " (assumed)"
     p.drawText(target.adjusted(3, 0, -3, -2), Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignBottom,
-               f"{cw}×{ch} · click to edit")
+               f"{cw}×{ch}{note} · click to edit")
     p.end()
     return img
 

@@ -80,9 +80,9 @@ def test_area_overlay_opens_the_editor_and_a_drawn_rectangle_sets_the_node(windo
     qtbot.addWidget(dlg)
     assert dlg.canvas.size_px == (96, 64)  # found through Combine -> KSampler -> Empty Latent
     assert [a.node_id for a in dlg.canvas.areas] == ["left", "right"]  # the other area is shown too
-    # Drag from (40, 8) to (95, 60) in image pixels: snapped to Set Area's 8 px step.
+    # Drag from (41, 9) to (97, 65) in image pixels: snapped to Set Area's 8 px step, clamped to the canvas.
     c = dlg.canvas
-    _drag(c, c.from_pixels(QPointF(41, 9)), c.from_pixels(QPointF(95, 61)))
+    _drag(c, c.from_pixels(QPointF(41, 9)), c.from_pixels(QPointF(97, 65)))  # snaps far from a half step
     assert dlg.values() == {"x": 40, "y": 8, "width": 56, "height": 56}
     assert g.node("left").values["x"] == 0  # nothing written before Apply
     undo_before = window.undo.count()
@@ -183,6 +183,7 @@ def test_paint_undo_save_reopen_and_run_use_the_mask(window, qtbot, tmp_path):
     _drag(c, _at(c, 10, 17), _at(c, 14, 17), button=Qt.MouseButton.RightButton)
     erased = gray_to_array(c.mask)
     assert erased[17, 12] == 0 and erased[17, 20] == 255  # right drag erases
+    assert c._overlay == c._overlay_pixels(erased)  # drawn stroke by stroke = drawn at once
     QTest.mouseClick(dlg.undo_button, Qt.MouseButton.LeftButton)
     np.testing.assert_array_equal(gray_to_array(c.mask), both)
     QTest.mouseClick(dlg.undo_button, Qt.MouseButton.LeftButton)
@@ -268,3 +269,28 @@ def test_mask_editor_refuses_a_colour_channel_mask(window, qtbot, tmp_path, monk
     window.set_graph(g, None)
     assert open_mask_editor(window.scene, "load", window.view) is None and "channel" in shown[-1]
     assert open_mask_editor(window.scene, "setmask", window.view) is None and "Load Image" in shown[-1]
+    window.scene.set_value("load", "channel", "alpha")
+    dlg = open_mask_editor(window.scene, "load", window.view)  # p.png is not in the input folder
+    qtbot.addWidget(dlg)
+    with qtbot.waitSignal(dlg.loaded, timeout=5000) as sig:
+        pass
+    assert "p.png" in sig.args[0] and "p.png" in dlg.status.text() and not dlg.save_button.isEnabled()
+
+
+def test_area_node_without_a_latent_assumes_a_canvas_that_holds_it(window, qtbot):
+    from gui.area_editor import AreaEditorDialog
+
+    g = Graph()
+    g.add_node("diffusion.conditioning_set_area", {"width": 256, "height": 64, "x": 512, "y": 0}, id="a")
+    window.set_graph(g, None)
+    item = window.view.gscene.node_items["a"]
+    assert item.preview is not None  # the overlay (and its click-to-edit) is there without a latent
+    QTest.mouseClick(window.view.viewport(), Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier,
+                     _overlay_point(window.view, "a"))
+    dlg = _dialogs(AreaEditorDialog)[0]
+    qtbot.addWidget(dlg)
+    assert dlg.canvas.size_px == (768, 512) and "no Empty Latent" in dlg.size_note.text()
+    dlg.w_box.setValue(1024)  # the user says what the canvas is
+    c = dlg.canvas
+    _drag(c, c.from_pixels(QPointF(904, 104)), c.from_pixels(QPointF(1100, 304)))  # multiples of 8: ±1 px safe
+    assert dlg.values() == {"x": 904, "y": 104, "width": 120, "height": 200}  # clamped to the canvas
