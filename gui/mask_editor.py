@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import re
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -63,6 +64,8 @@ if TYPE_CHECKING:
     from .canvas.scene import GraphScene
 
 MASK_FOLDER = "clipspace"
+NEW_MASK_NAME = "painted.png"  # the stem of masks painted from scratch (clipspace/painted-mask-<hash>.png)
+NEW_MASK_GREY = 48  # the blank canvas a new mask is painted on (its RGB is stored, but only alpha is read)
 _MASK_SUFFIX = re.compile(r"-mask-[0-9a-f]{12}$")
 MAX_FEATHER = 64
 OVERLAY_ALPHA = 170  # how dark a fully masked pixel is drawn
@@ -165,6 +168,19 @@ def store_masked(folder: Path, image_name: str, data: bytes) -> str:
         target.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(target, data)
     return name
+
+
+@dataclass(frozen=True)
+class NewMask:
+    """Paint a mask from scratch for a node whose MASK input is not connected: a blank canvas of
+    ``size`` (the latent's pixels); Save adds a ``loader_type`` node (its ``output`` MASK wired
+    to the node's ``input``) reading the saved file, with channel alpha when it has a channel."""
+
+    size: tuple[int, int]
+    loader_type: str
+    output: str
+    input: str
+    has_channel: bool
 
 
 # -- undo steps inside the editor ----------------------------------------------------------------------
@@ -374,12 +390,19 @@ class MaskEditorDialog(QDialog):
     _done = Signal(str, object)  # kind, payload (from the worker thread)
 
     def __init__(self, scene: GraphScene, node_id: str, settings: dict[str, Any],
-                 parent: QWidget | None = None) -> None:
+                 parent: QWidget | None = None, *, new_mask: NewMask | None = None) -> None:
         super().__init__(parent)
         self.scene, self.node_id = scene, node_id
         self.folder = input_folder(settings)
-        self.image_name = str(scene.graph.node(node_id).values.get("image", ""))
-        self.setWindowTitle(f"Edit mask — {scene.node_label(node_id)} ({self.image_name})")
+        self.new_mask = new_mask
+        self.created_node: str | None = None  # the mask loader a new mask added
+        if new_mask is None:
+            self.image_name = str(scene.graph.node(node_id).values.get("image", ""))
+            self.setWindowTitle(f"Edit mask — {scene.node_label(node_id)} ({self.image_name})")
+        else:
+            self.image_name = NEW_MASK_NAME
+            w, h = new_mask.size
+            self.setWindowTitle(f"New mask for {scene.node_label(node_id)} ({w}×{h})")
         self.undo = QUndoStack(self)
         self.canvas = MaskCanvas(self.undo, self)
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nodegraph-mask")
@@ -446,8 +469,16 @@ class MaskEditorDialog(QDialog):
         lay.addWidget(self.status)
         lay.addLayout(actions)
         self.resize(640, 640)
-        path = self.folder / self.image_name
-        self._submit("loaded", lambda: load_picture(path))
+        if new_mask is None:
+            path = self.folder / self.image_name
+            self._submit("loaded", lambda: load_picture(path))
+        else:  # a blank canvas of the latent's size: nothing to read
+            import numpy as np
+
+            w, h = new_mask.size
+            canvas = QImage(w, h, QImage.Format.Format_RGB888)
+            canvas.fill(QColor(NEW_MASK_GREY, NEW_MASK_GREY, NEW_MASK_GREY))
+            self._on_done("loaded", (canvas, np.zeros((h, w), np.uint8)))
 
     # worker plumbing
     def _submit(self, kind: str, job: Any) -> None:
@@ -506,10 +537,34 @@ class MaskEditorDialog(QDialog):
 
     def _point_node_at(self, name: str) -> None:
         graph = self.scene.graph
-        if self.node_id in graph.nodes and graph.node(self.node_id).values.get("image") != name:
+        if self.new_mask is not None:
+            self._add_mask_node(name)
+        elif self.node_id in graph.nodes and graph.node(self.node_id).values.get("image") != name:
             self.scene.push(cmd.SetValueCommand(graph, self.node_id, "image", name, merge=False))
         self.saved.emit(name)
         self.accept()
+
+    def _add_mask_node(self, name: str) -> None:
+        """A new mask loader reading the saved file, wired into the mask input: one undo step."""
+        from .canvas.placement import free_spot
+
+        nm, sc, graph = self.new_mask, self.scene, self.scene.graph
+        assert nm is not None
+        if self.node_id not in graph.nodes or graph.link_into(self.node_id, nm.input) is not None:
+            return  # the node went away or got a mask meanwhile: the file stays, the graph is not touched
+        values = {"image": name, **({"channel": "alpha"} if nm.has_channel else {})}
+        item = sc.node_items.get(self.node_id)
+        pos = item.pos() - QPointF(300, 0) if item is not None else QPointF(0, 0)
+        spot = free_spot(sc, pos)
+        sc.undo_stack.beginMacro(f"Paint mask for {sc.node_label(self.node_id)}")
+        try:
+            add = cmd.AddNodeCommand(graph, nm.loader_type, values=values,
+                                     ui={"pos": [round(spot.x()), round(spot.y())]})
+            sc.push(add)
+            sc.push(cmd.ConnectCommand(graph, add.node_id, nm.output, self.node_id, nm.input))
+        finally:
+            sc.undo_stack.endMacro()
+        self.created_node = add.node_id
 
     def done(self, result: int) -> None:  # noqa: D102 - Qt API: also stops the worker
         self._pool.shutdown(wait=False, cancel_futures=True)

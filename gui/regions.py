@@ -376,12 +376,46 @@ def open_area_editor(scene: GraphScene, nid: str, parent: QWidget | None = None)
     return dlg
 
 
+def mask_loader_spec(scene: GraphScene) -> Any:
+    """The registry's picture-to-mask loader for new masks: a mask source whose only output is
+    MASK and that reads alpha (Load Image (as Mask)), else any mask source (Load Image)."""
+    sources = [s for s in scene.registry if is_mask_source(s)]
+    for spec in sources:
+        ch = _widget(spec, "channel")
+        if [o.type for o in spec.outputs] == ["MASK"] and ch is not None and "alpha" in ch.choice_list({}):
+            return spec
+    return sources[0] if sources else None
+
+
+def new_mask_for(scene: GraphScene, nid: str) -> Any:
+    """What painting a new mask for mask user ``nid`` needs (a :class:`gui.mask_editor.NewMask`),
+    or None if ``nid`` is not a mask user with an unconnected MASK input or no loader exists."""
+    from .mask_editor import NewMask
+
+    node = scene.graph.nodes.get(nid)
+    spec = scene.spec(node.type) if node is not None else None
+    if not is_mask_user(spec):
+        return None
+    name = next(i.name for i in spec.inputs if i.type == "MASK")
+    loader = mask_loader_spec(scene)
+    if scene.graph.link_into(nid, name) is not None or loader is None:
+        return None
+    size = canvas_size(scene.graph, scene.spec, nid) or (512, 512)
+    output = next(o.name for o in loader.outputs if o.type == "MASK")
+    return NewMask(size, loader.type_id, output, name, _widget(loader, "channel") is not None)
+
+
 def open_mask_editor(scene: GraphScene, nid: str, parent: QWidget | None = None) -> Any:
     """Open the mask editor on the mask source of ``nid`` (itself or what feeds its MASK)."""
     from .mask_editor import MaskEditorDialog
 
     src = mask_source_for(scene.graph, scene.spec, nid)
     if src is None:
+        new = new_mask_for(scene, nid)
+        if new is not None:  # an unconnected mask input: paint one from scratch on the latent's canvas
+            dlg = MaskEditorDialog(scene, nid, settings_for(scene, parent), parent, new_mask=new)
+            dlg.show()
+            return dlg
         QMessageBox.information(parent, "Edit Mask", "This node's mask does not come from a Load Image node. "
                                  "Connect a Load Image's MASK output to it, then edit the mask there.")
         return None

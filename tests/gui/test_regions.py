@@ -266,6 +266,8 @@ def test_mask_editor_refuses_a_colour_channel_mask(window, qtbot, tmp_path, monk
     g = Graph()
     g.add_node("image.load_mask", {"image": "p.png", "channel": "red"}, id="load")
     g.add_node("diffusion.conditioning_set_mask", {}, id="setmask")
+    g.add_node("image.invert_mask", {}, id="invert")  # a mask made by another node: nothing to paint on
+    g.connect("invert", "MASK", "setmask", "mask")
     window.set_graph(g, None)
     assert open_mask_editor(window.scene, "load", window.view) is None and "channel" in shown[-1]
     assert open_mask_editor(window.scene, "setmask", window.view) is None and "Load Image" in shown[-1]
@@ -294,3 +296,42 @@ def test_area_node_without_a_latent_assumes_a_canvas_that_holds_it(window, qtbot
     c = dlg.canvas
     _drag(c, c.from_pixels(QPointF(904, 104)), c.from_pixels(QPointF(1100, 304)))  # multiples of 8: ±1 px safe
     assert dlg.values() == {"x": 904, "y": 104, "width": 120, "height": 200}  # clamped to the canvas
+
+
+def test_a_new_mask_for_an_unconnected_set_mask_is_painted_on_the_latent_canvas(window, qtbot, tmp_path):
+    """Set Mask with nothing on its mask input: "Edit Mask…" paints on a blank canvas of the latent's size;
+    Save adds a Load Image (as Mask) reading the saved file, wired in -- one undo step."""
+    from gui.mask_editor import gray_to_array
+
+    inputs = tmp_path / "input"
+    window.settings["input_dir"] = str(inputs)  # not created yet: Save makes it
+    g = regional_graph()
+    g.add_node("diffusion.conditioning_set_mask", {"strength": 1.0, "set_cond_area": "default"}, id="setmask",
+               ui={"pos": [320, 420]})
+    g.connect("setmask", "CONDITIONING", "combine", "conditioning_2")
+    window.set_graph(g, None)
+    graph = window.graph
+    nodes_before = set(graph.nodes)
+    dlg = _open_mask_editor(window, qtbot, "setmask")
+    c = dlg.canvas
+    assert (c.picture.width(), c.picture.height()) == (96, 64)  # the Empty Latent's size
+    dlg.brush.setValue(6)
+    _drag(c, _at(c, 60, 10), _at(c, 60, 50))
+    painted = gray_to_array(c.mask)
+    assert painted[30, 58:62].min() == 255 and not painted[:, :50].any()
+    undo_before = window.undo.count()
+    with qtbot.waitSignal(dlg.saved, timeout=5000) as sig:
+        QTest.mouseClick(dlg.save_button, Qt.MouseButton.LeftButton)
+    new = dlg.created_node
+    assert set(graph.nodes) - nodes_before == {new} and window.undo.count() == undo_before + 1
+    assert graph.node(new).type == "image.load_mask"
+    assert graph.node(new).values == {"image": sig.args[0], "channel": "alpha"}
+    link = graph.link_into("setmask", "mask")
+    assert (link.src, link.src_output) == (new, "MASK")
+    ex = Executor(window.scene.registry, device="cpu", output_dir=tmp_path / "out", settings={"input_dir": str(inputs)})
+    report = ex.run(graph.copy(), outputs=[new])
+    assert report.status == "ok", report.error
+    np.testing.assert_allclose(report.results[new]["MASK"][0].numpy() * 255, painted.astype(np.float32),
+                               rtol=0, atol=255 * 4 * np.finfo(np.float32).eps)
+    window.undo.undo()
+    assert set(graph.nodes) == nodes_before and graph.link_into("setmask", "mask") is None
