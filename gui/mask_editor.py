@@ -473,6 +473,9 @@ class MaskEditorDialog(QDialog):
             path = self.folder / self.image_name
             self._submit("loaded", lambda: load_picture(path))
         else:  # a blank canvas of the latent's size: nothing to read
+            self.status.setText("Paint where the prompt should act (left drag paints, right drag erases). Save "
+                                f"stores the mask under {MASK_FOLDER}/ in the input folder and adds a node "
+                                "loading it, wired into the mask input.")
             import numpy as np
 
             w, h = new_mask.size
@@ -498,7 +501,7 @@ class MaskEditorDialog(QDialog):
         if kind == "loaded":
             picture, mask = payload
             self.canvas.set_picture(picture, array_to_gray(mask))
-            self.brush.setValue(max(2, min(picture.width(), picture.height()) // 20))  # sized to the picture
+            self.brush.setValue(max(4, min(picture.width(), picture.height()) // 20))  # sized to the picture
             self.save_button.setEnabled(True)
             self.loaded.emit("")
         elif kind == "saved":
