@@ -44,6 +44,7 @@ class AreaCanvas(QWidget):
         self.areas = areas
         self.rect_px = QRectF(areas[0].rect) if areas else QRectF()
         self._anchor: QPointF | None = None
+        self._move_from: tuple[QPointF, QRectF] | None = None  # press point and rectangle while moving
         self.setMinimumSize(CANVAS_PX, CANVAS_PX)
         self.setCursor(Qt.CursorShape.CrossCursor)
         self.setMouseTracking(False)
@@ -79,19 +80,48 @@ class AreaCanvas(QWidget):
         p.end()
 
     def mousePressEvent(self, event: QMouseEvent) -> None:  # noqa: N802 - Qt API
-        if event.button() == Qt.MouseButton.LeftButton:
-            self._anchor = self.to_pixels(event.position())
-            self._drag_to(event.position())
+        """A drag starting inside the rectangle moves it; anywhere else draws a new one."""
+        if event.button() != Qt.MouseButton.LeftButton:
+            return
+        p = self.to_pixels(event.position())
+        cw, ch = self.size_px
+        r = self.rect_px
+        if r.contains(p) and (r.width() < cw or r.height() < ch):  # a whole-canvas area cannot move
+            self._move_from = (p, QRectF(self.rect_px))
+            self.setCursor(Qt.CursorShape.ClosedHandCursor)
+            return
+        self._anchor = p
+        self._drag_to(event.position())
 
     def mouseMoveEvent(self, event: QMouseEvent) -> None:  # noqa: N802 - Qt API
-        if self._anchor is not None:
+        if self._move_from is not None:
+            self._move_to(event.position())
+        elif self._anchor is not None:
             self._drag_to(event.position())
 
     def mouseReleaseEvent(self, event: QMouseEvent) -> None:  # noqa: N802 - Qt API
-        if self._anchor is not None and event.button() == Qt.MouseButton.LeftButton:
+        if event.button() != Qt.MouseButton.LeftButton:
+            return
+        if self._move_from is not None:
+            self._move_to(event.position())
+            self._move_from = None
+            self.setCursor(Qt.CursorShape.CrossCursor)
+            self.released.emit()
+        elif self._anchor is not None:
             self._drag_to(event.position())
             self._anchor = None
             self.released.emit()
+
+    def _move_to(self, pos: QPointF) -> None:
+        assert self._move_from is not None
+        start, rect = self._move_from
+        p = self.to_pixels(pos)
+        cw, ch = self.size_px
+        x = min(max(rect.x() + p.x() - start.x(), 0.0), cw - rect.width())
+        y = min(max(rect.y() + p.y() - start.y(), 0.0), ch - rect.height())
+        self.rect_px = QRectF(x, y, rect.width(), rect.height())
+        self.rectChanged.emit(self.rect_px)
+        self.update()
 
     def _drag_to(self, pos: QPointF) -> None:
         assert self._anchor is not None
@@ -141,7 +171,7 @@ class AreaEditorDialog(QDialog):
         buttons.rejected.connect(self.reject)
         lay = QVBoxLayout(self)
         lay.addLayout(top)
-        lay.addWidget(QLabel("Drag a rectangle where this prompt should act. "
+        lay.addWidget(QLabel("Drag a rectangle where this prompt should act (drag inside it to move it). "
                              "Other areas of the graph are shown dashed.", self))
         lay.addWidget(self.canvas, 1)
         lay.addWidget(self.readout)

@@ -80,9 +80,14 @@ def test_area_overlay_opens_the_editor_and_a_drawn_rectangle_sets_the_node(windo
     qtbot.addWidget(dlg)
     assert dlg.canvas.size_px == (96, 64)  # found through Combine -> KSampler -> Empty Latent
     assert [a.node_id for a in dlg.canvas.areas] == ["left", "right"]  # the other area is shown too
-    # Drag from (41, 9) to (97, 65) in image pixels: snapped to Set Area's 8 px step, clamped to the canvas.
+    # Drag from (97, 65) to (41, 9) in image pixels (outside the current area: a new rectangle), snapped to
+    # Set Area's 8 px step, clamped to the canvas.
     c = dlg.canvas
-    _drag(c, c.from_pixels(QPointF(41, 9)), c.from_pixels(QPointF(97, 65)))  # snaps far from a half step
+    _drag(c, c.from_pixels(QPointF(97, 65)), c.from_pixels(QPointF(41, 9)))  # snaps far from a half step
+    assert dlg.values() == {"x": 40, "y": 8, "width": 56, "height": 56}
+    _drag(c, c.from_pixels(QPointF(60, 30)), c.from_pixels(QPointF(40, 42)))  # inside it: moves it
+    assert dlg.values() == {"x": 24, "y": 8, "width": 56, "height": 56}  # up is clamped at the canvas edge
+    _drag(c, c.from_pixels(QPointF(60, 30)), c.from_pixels(QPointF(76, 30)))
     assert dlg.values() == {"x": 40, "y": 8, "width": 56, "height": 56}
     assert g.node("left").values["x"] == 0  # nothing written before Apply
     undo_before = window.undo.count()
@@ -111,7 +116,7 @@ def test_percentage_area_is_written_as_fractions_and_the_size_follows_the_latent
     dlg = _dialogs(AreaEditorDialog)[0]
     qtbot.addWidget(dlg)
     c = dlg.canvas
-    _drag(c, c.from_pixels(QPointF(72, 16)), c.from_pixels(QPointF(24, 48)))  # dragged up-left: normalised
+    _drag(c, c.from_pixels(QPointF(24, 48)), c.from_pixels(QPointF(72, 16)))  # dragged up-right: normalised
     QTest.mouseClick(dlg.apply_button, Qt.MouseButton.LeftButton)
     assert {k: g.node("right").values[k] for k in ("x", "y", "width", "height")} == \
         {"x": 0.25, "y": 0.25, "width": 0.5, "height": 0.5}
