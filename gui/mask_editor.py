@@ -225,8 +225,10 @@ class MaskCanvas(QWidget):
         self._stroke: tuple[QImage, bool] | None = None  # mask before the stroke, erasing?
         self._last: QPointF | None = None
         self._dirty = QRect()  # image pixels the current stroke touched
+        self._hover: QPointF | None = None  # where the brush outline is drawn (widget coordinates)
         self.setMinimumSize(420, 420)
         self.setCursor(Qt.CursorShape.CrossCursor)
+        self.setMouseTracking(True)  # the brush outline follows the pointer
 
     def set_picture(self, picture: QImage, mask: QImage) -> None:
         self.picture = picture
@@ -325,7 +327,18 @@ class MaskCanvas(QWidget):
             p.drawImage(t, self._overlay)
         p.setPen(QPen(QColor("#5b616b"), 1))
         p.drawRect(t)
+        if self._hover is not None:  # the brush's size on screen
+            r = self.brush / 2 * t.width() / self.picture.width()
+            p.setRenderHint(QPainter.RenderHint.Antialiasing)
+            p.setPen(QPen(QColor(0, 0, 0, 160), 3))
+            p.drawEllipse(self._hover, r, r)
+            p.setPen(QPen(QColor(255, 255, 255, 220), 1))
+            p.drawEllipse(self._hover, r, r)
         p.end()
+
+    def leaveEvent(self, event: Any) -> None:  # noqa: N802 - Qt API
+        self._hover = None
+        self.update()
 
     # painting
     def mousePressEvent(self, event: QMouseEvent) -> None:  # noqa: N802 - Qt API
@@ -338,7 +351,9 @@ class MaskCanvas(QWidget):
         self._dab(self._last, self._last)
 
     def mouseMoveEvent(self, event: QMouseEvent) -> None:  # noqa: N802 - Qt API
+        self._hover = event.position()
         if self._stroke is None or self._last is None:
+            self.update()
             return
         pos = self.to_image(event.position())
         self._dab(self._last, pos)
