@@ -411,6 +411,7 @@ class MaskEditorDialog(QDialog):
         self.folder = input_folder(settings)
         self.new_mask = new_mask
         self.created_node: str | None = None  # the mask loader a new mask added
+        self._closed = False
         if new_mask is None:
             self.image_name = str(scene.graph.node(node_id).values.get("image", ""))
             self.setWindowTitle(f"Edit mask — {scene.node_label(node_id)} ({self.image_name})")
@@ -513,6 +514,8 @@ class MaskEditorDialog(QDialog):
         self._pool.submit(work)
 
     def _on_done(self, kind: str, payload: Any) -> None:
+        if self._closed:  # a load or save that finished after Cancel: nothing to show or point at
+            return
         if kind == "loaded":
             picture, mask = payload
             self.canvas.set_picture(picture, array_to_gray(mask))
@@ -520,8 +523,7 @@ class MaskEditorDialog(QDialog):
             self.save_button.setEnabled(True)
             self.loaded.emit("")
         elif kind == "saved":
-            if self.isVisible():  # not after Cancel
-                self._point_node_at(str(payload))
+            self._point_node_at(str(payload))
         else:
             self.status.setText(f"Error: {payload} -> check that the picture exists in {self.folder} "
                                 "and that the folder is writable")
@@ -585,5 +587,10 @@ class MaskEditorDialog(QDialog):
         self.created_node = add.node_id
 
     def done(self, result: int) -> None:  # noqa: D102 - Qt API: also stops the worker
+        """Closing stops the worker and lets go of the picture, mask, overlay and stroke history
+        (a large picture's undo steps are big); the small dialog shell goes with its parent."""
+        self._closed = True
         self._pool.shutdown(wait=False, cancel_futures=True)
         super().done(result)
+        self.undo.clear()
+        self.canvas.picture = self.canvas.mask = self.canvas._overlay = None
