@@ -12,7 +12,9 @@ run with rounds interleaved (order reversed every other round) so load drift hit
 * ``3_single``  -- the same three entries, one model call per entry (4 calls of batch 1);
 * ``3_areas_batched`` / ``3_areas_single`` -- whole-image prompt + left and right half *areas*
   (Set Area): the halves are crops, so the model runs on half-size inputs; batched, the whole
-  prompt + negative share one call and the two halves + their same-area negatives another.
+  prompt + negative share one call and the two halves + their same-area negatives another;
+* ``2_areas_batched`` -- only the two half areas (what ``workflows/regional.json`` does): the
+  halves and their same-area negatives in one call, plus the whole-image negative.
 
 Reports medians and the ratios to ``one``.  On a CPU the compute grows with the batch, so
 batching saves the per-call overhead (and lets the kernels work on larger tensors), not the
@@ -68,6 +70,8 @@ def main() -> None:
     cond1, uncond1 = sampling_inputs(model, whole, neg, 1, h * f, w * f, None, f)
     cond3, uncond3 = sampling_inputs(model, three, neg, 1, h * f, w * f, None, f)
     conda, uncanda = sampling_inputs(model, areas, neg, 1, h * f, w * f, None, f)
+    halves = ConditioningList(areas.entries[1:])
+    condh, uncandh = sampling_inputs(model, halves, neg, 1, h * f, w * f, None, f)
     den = model.denoiser()
     fns = {
         "one": cfg_denoiser(den, cond1, uncond1, 5.0),
@@ -75,6 +79,7 @@ def main() -> None:
         "3_single": composite_denoiser(den, cond3, [Region(uncond3)], 5.0, max_batch=1),
         "3_areas_batched": composite_denoiser(den, conda, [Region(uncanda)], 5.0),
         "3_areas_single": composite_denoiser(den, conda, [Region(uncanda)], 5.0, max_batch=1),
+        "2_areas_batched": composite_denoiser(den, condh, [Region(uncandh)], 5.0),
     }
     x = torch.randn(1, model.latent_channels, h, w, generator=torch.Generator().manual_seed(0)) * 3
     sigma = torch.tensor([model.schedule.percent_to_sigma(0.5)])

@@ -15,6 +15,7 @@ from PySide6.QtGui import QUndoStack
 from PySide6.QtWidgets import QInputDialog, QMenu, QWidget
 
 from . import commands as cmd
+from . import regions
 from .alignment import align
 from .canvas import GraphScene, GraphView
 from .canvas.group_item import GROUP_TITLE_H
@@ -153,6 +154,7 @@ class EditActions:
             subgraphs = getattr(self.parent, "subgraph_actions", None)
             if subgraphs is not None:
                 subgraphs.context_items(menu, item.node_id)
+            regions.context_items(menu, self.scene, item.node_id, self.parent)  # Edit Area…/Edit Mask…
         else:
             scene_pos = self.view.mapToScene(pos)
             menu.addAction("Add Node…").triggered.connect(lambda _=False: self.view.open_search(scene_pos))

@@ -19,7 +19,7 @@ from PySide6.QtWidgets import QGraphicsScene, QGraphicsSceneMouseEvent
 from nodegraph import Graph, GraphChange, Link, Registry, Widget
 
 from .. import commands as cmd
-from .. import theme
+from .. import regions, theme
 from .group_item import GroupItem
 from .layout import REROUTE_TYPE
 from .node_item import NodeItem
@@ -62,6 +62,7 @@ class GraphScene(QGraphicsScene):
         self._press_positions: dict[str, QPointF] = {}
         self._drag_wires: list[WireItem] = []
         self.editor = None  # the one open inline value editor (see editors.py)
+        self.area_nodes: set[str] = set()  # nodes showing an area overlay (see gui.regions)
         self._loading = False
         self.far = False
         self.zooming = False
@@ -104,6 +105,8 @@ class GraphScene(QGraphicsScene):
         finally:
             self._loading = False
         self._unsubscribe = graph.subscribe(self._on_change)
+        self.area_nodes.clear()
+        regions.refresh_overlays(self)
         self.graphChanged.emit()
 
     # -- model -> items ---------------------------------------------------------------------
@@ -166,6 +169,8 @@ class GraphScene(QGraphicsScene):
             gi = self.group_items.get(gid)
             if gi is not None:
                 gi.sync()
+        if k in regions.OVERLAY_KINDS:
+            regions.refresh_overlays(self, ch)  # area nodes show their rectangle on the canvas
         self.graphChanged.emit()
 
     def _add_node_item(self, nid: str) -> None:

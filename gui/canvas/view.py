@@ -34,7 +34,7 @@ from nodegraph import Widget
 from nodegraph.types import compatible
 
 from .. import commands as cmd
-from .. import theme
+from .. import regions, theme
 from ..search import PortFilter, SearchPalette
 from .editors import open_editor
 from .layout import REROUTE_TYPE, TITLE_H
@@ -325,6 +325,10 @@ class GraphView(QGraphicsView):
         sc = self.gscene
         if item.collapse_toggle_rect().contains(local) and not item.is_reroute:
             sc.toggle_collapse(item.node_id)
+            return True
+        if item.node_id in sc.area_nodes and item.layout.preview is not None and item.preview is not None \
+                and item.layout.preview.contains(local):
+            regions.open_area_editor(sc, item.node_id, self)  # the area overlay opens its editor
             return True
         row = item.row_at(local)
         if row is None or row.input is None:

@@ -17,6 +17,8 @@ _CANNY = ("Canny thresholds converted from ComfyUI's 0-1 scale to OpenCV's 0-255
 
 MAPS: tuple[NodeMap, ...] = (
     NodeMap("LoadImage", "image.load", (W("image", kind="image"),), ("IMAGE", "MASK"), ui_widgets=("upload",)),
+    NodeMap("LoadImageMask", "image.load_mask", (W("image", kind="image"), W("channel")), ("MASK",),
+            ui_widgets=("upload",)),
     NodeMap("SaveImage", "image.save", (L("images"), W("filename_prefix"))),
     NodeMap("PreviewImage", "image.preview", (L("images"),)),
     NodeMap("ImageScale", "image.scale",

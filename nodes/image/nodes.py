@@ -106,6 +106,30 @@ def load_image_path(ctx: NodeContext, path: str) -> tuple[Any, Any]:
     return _load(resolve_image_path(path, ctx.settings, "path"), "path")
 
 
+_MASK_LOAD_CHANNELS = ("alpha", "red", "green", "blue")  # ComfyUI's LoadImageMask order
+
+
+def _mask_load_preflight(values: Mapping[str, Any], upstream: Mapping[str, Any],
+                         settings: Mapping[str, Any]) -> dict[str, Estimate] | None:
+    est = _load_preflight(values, upstream, settings)
+    return None if est is None else {"MASK": est["MASK"]}
+
+
+@node("image.load_mask", category="mask", display_name="Load Image (as Mask)",
+      inputs=[Combo("image", list_input_images, tooltip="a file in the input folder (settings: input_dir)"),
+              Combo("channel", list(_MASK_LOAD_CHANNELS), "alpha",
+                    tooltip="alpha: 1 where the picture is transparent (what the mask editor paints); "
+                            "a colour: that channel's brightness")],
+      outputs=[Out("MASK", "MASK")], fingerprint=_input_fingerprint, preflight=_mask_load_preflight)
+def load_image_mask(ctx: NodeContext, image: str, channel: str) -> Any:
+    """A mask straight from a picture in the input folder (ComfyUI's Load Image Mask): ``1 - alpha``
+    for channel alpha (an opaque picture gives an empty mask), else the colour channel, 0..1."""
+    img, mask = _load(resolve_input_name(image, ctx.settings, "image"), "image")
+    if channel == "alpha":
+        return mask
+    return img[..., ("red", "green", "blue").index(channel)].contiguous()
+
+
 # -- saving / preview --------------------------------------------------------------------------------
 
 
@@ -344,7 +368,7 @@ def canny_edges(ctx: NodeContext, image: Any, low_threshold: int, high_threshold
 
 
 NODES = [
-    load_image, load_image_path, save_image, preview_image,
+    load_image, load_image_path, load_image_mask, save_image, preview_image,
     scale_image, scale_image_by, scale_to_total_pixels, crop_image, pad_for_outpaint, composite_images,
     batch_images, invert_image,
     image_to_mask, mask_to_image, invert_mask, grow_mask, blur_mask,

@@ -178,6 +178,24 @@ def test_load_from_input_folder_with_alpha_gives_mask(env) -> None:
     assert_close(mask[0].numpy(), 1.0 - rgba[..., 3] / 255.0)  # transparent -> 1
 
 
+def test_load_image_as_mask_reads_alpha_or_a_colour_channel(env) -> None:
+    """ComfyUI's LoadImageMask: channel alpha gives 1 - alpha (an opaque picture: all 0), a colour
+    channel its brightness."""
+    ex, inp, _ = env
+    rng = np.random.default_rng(1)
+    rgba = rng.integers(0, 256, (5, 6, 4), dtype=np.uint8)
+    write_png(inp / "m.png", rgba)
+    write_png(inp / "opaque.png", rgba[..., :3].copy())
+    for image, channel, expected in (("m.png", "alpha", 1.0 - rgba[..., 3] / 255.0),
+                                     ("m.png", "green", rgba[..., 1] / 255.0),
+                                     ("opaque.png", "alpha", np.zeros((5, 6)))):
+        g = Graph()
+        g.add_node("image.load_mask", {"image": image, "channel": channel}, id="m")
+        mask = run_node(ex, g, "m")["MASK"]
+        assert mask.shape == (1, 5, 6) and mask.dtype == torch.float32
+        assert_close(mask[0].numpy(), expected)
+
+
 def test_opaque_image_has_zero_mask_and_exif_rotation_applied(env) -> None:
     ex, inp, _ = env
     arr = np.arange(2 * 4 * 3, dtype=np.uint8).reshape(2, 4, 3) * 10
