@@ -229,9 +229,9 @@ class QueuePanel(QWidget):
     def reopen_selected(self) -> bool:
         """Show the selected run's workflow in the editor (as an untitled document)."""
         e = self._selected_entry()
-        if e is None or not self.win.document.maybe_discard():
+        if e is None:
             return False
-        self.win.set_graph(e.graph(), None)
+        self.win.open_graph(e.graph())  # in a tab of its own: the open workflows stay
         self.win.statusBar().showMessage(f"Opened the workflow of run #{e.job_id}", 4000)
         return True
 
