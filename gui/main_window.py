@@ -89,6 +89,7 @@ class MainWindow(QMainWindow):
         self.runner.busyChanged.connect(self.progress.setVisible)
         self.resize(1500, 900)
         self._update_title()
+        self.tabs.remember = True
 
     # -- the shown tab ---------------------------------------------------------------------------
     @property

@@ -37,6 +37,7 @@ class WorkflowTabs(QTabWidget):
         self.tabCloseRequested.connect(self.close_tab)
         self.currentChanged.connect(self._on_current_changed)
         self.shownChanged: Callable[[Workspace], None] | None = None  # the window's hook
+        self.remember = False  # save the session on changes (off while the window is being built)
 
     # -- which tabs -----------------------------------------------------------------------------
     def workspaces(self) -> list[Workspace]:
@@ -88,12 +89,15 @@ class WorkflowTabs(QTabWidget):
         if existing is not None:
             self.setCurrentIndex(self.index_of(existing))
             return True
+        before = self.current()
         ws, fresh = self.target()
         if ws.document.open_path(path, ask=False):
             self.save_session()
             return True
         if fresh:
             self.remove(ws)
+            if before is not None:
+                self.setCurrentIndex(self.index_of(before))
         return False
 
     def close_tab(self, index: int) -> bool:
@@ -130,6 +134,7 @@ class WorkflowTabs(QTabWidget):
         if i >= 0:
             self.setTabText(i, ws.tab_title())
             self.setTabToolTip(i, str(ws.document.path) if ws.document.path else "Not saved yet")
+            self.save_session()  # saved under a new name
 
     def _on_current_changed(self, _index: int) -> None:
         ws = self.current()
@@ -139,6 +144,8 @@ class WorkflowTabs(QTabWidget):
     # -- the session ----------------------------------------------------------------------------
     def save_session(self) -> None:
         """Remember which files are open (untitled work is kept by crash recovery only)."""
+        if not self.remember:
+            return
         paths = [str(ws.document.path.resolve()) for ws in self.workspaces() if ws.document.path is not None]
         self.qsettings.setValue("session/tabs", paths)
         cur = self.current()
@@ -149,11 +156,11 @@ class WorkflowTabs(QTabWidget):
         """Open the files the last session had open (those still on disk); returns how many."""
         value = self.qsettings.value("session/tabs", [])
         paths = [value] if isinstance(value, str) else [str(v) for v in (value or [])]
+        current = str(self.qsettings.value("session/current", "") or "")  # read first: opening saves
         opened = 0
         for p in paths:
             if Path(p).is_file() and self.open_path(p):
                 opened += 1
-        current = str(self.qsettings.value("session/current", "") or "")
         ws = self.find(current) if current else None
         if ws is not None:
             self.setCurrentIndex(self.index_of(ws))
