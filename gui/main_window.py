@@ -411,7 +411,7 @@ class MainWindow(QMainWindow):
     def ask_save_changes(self) -> str:
         """"save" | "discard" | "cancel" — asked before unsaved changes would be lost."""
         res = QMessageBox.question(
-            self, "Unsaved changes", "Save changes to this workflow before continuing?",
+            self, "Unsaved changes", f"Save changes to {self.document.display_name()} before continuing?",
             QMessageBox.StandardButton.Save | QMessageBox.StandardButton.Discard | QMessageBox.StandardButton.Cancel)
         return {QMessageBox.StandardButton.Save: "save", QMessageBox.StandardButton.Discard: "discard"}.get(
             res, "cancel")
