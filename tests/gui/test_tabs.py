@@ -242,3 +242,20 @@ def test_crash_recovery_brings_back_every_tab(window, qtbot, tmp_path, registry)
     for ws in window.tabs.workspaces():
         ws.undo.setClean()
     HOLD_OPEN.set()
+
+
+def test_quitting_asks_for_each_unsaved_tab(window, qtbot):
+    window.set_graph(chain(), None)
+    window.scene.set_value("a", "size", 9)
+    key(window, Qt.Key.Key_T, CTRL)  # an untouched tab: nothing to ask
+    key(window, Qt.Key.Key_T, CTRL)
+    window.set_graph(small_graph(), None)
+    window.scene.set_value("m", "size", 3)
+    asked = []
+    answers = iter(["discard", "cancel"])
+    window.ask_save_changes = lambda: asked.append(window.tabs.currentIndex()) or next(answers)
+    key(window, Qt.Key.Key_Q, CTRL)
+    assert asked == [0, 2] and window.isVisible()  # each unsaved tab shown and asked; cancel keeps the window
+    window.ask_save_changes = lambda: "discard"
+    key(window, Qt.Key.Key_Q, CTRL)
+    assert not window.isVisible()
