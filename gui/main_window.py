@@ -26,6 +26,7 @@ from typing import Any
 from PySide6.QtCore import QPointF, QSettings, Qt, QTimer
 from PySide6.QtGui import QAction, QCloseEvent, QGuiApplication, QKeySequence, QShowEvent, QUndoGroup
 from PySide6.QtWidgets import (
+    QDialog,
     QDockWidget,
     QFileDialog,
     QLabel,
@@ -36,6 +37,7 @@ from PySide6.QtWidgets import (
 
 from nodegraph import Executor, Graph, Registry
 
+from . import preferences
 from .clipboard import read_clipboard
 from .default_workflow import default_graph
 from .image_import import ImageImporter
@@ -63,6 +65,7 @@ class MainWindow(QMainWindow):
         self.qsettings = qsettings or QSettings("nodegraph", "nodegraph")
         self.executor = executor or Executor(registry, output_dir=output_dir, settings=self.settings)
         self.runner = RunController(self.executor, self)  # one worker for every tab's runs
+        preferences.apply_stored(self)  # threads / cache budget kept in QSettings (gui/preferences.py)
         self.undo_group = QUndoGroup(self)  # Undo/Redo act on the shown tab's stack
         self.history_store = make_store(history_path)
         self.last_error = ""
@@ -224,6 +227,8 @@ class MainWindow(QMainWindow):
         m_edit.addSeparator()
         self._action("Add Node…", lambda: self.view.open_search(self.view.mapToScene(
             self.view.viewport().rect().center())), None, m_edit)
+        m_edit.addSeparator()
+        self._action("Preferences…", lambda: preferences.edit(self), "Ctrl+,", m_edit)
 
     def _build_node_menu(self, m_node: Any) -> None:
         def ed(verb: str, *args: Any) -> Any:
@@ -334,25 +339,11 @@ class MainWindow(QMainWindow):
         return self.document.recent_files()
 
     def offer_recovery(self) -> bool:
-        """At start-up: offer back each workflow a crashed session left unsaved, one tab
-        each (a declined one is deleted, not offered again)."""
-        recovered = False
-        while True:
-            ws, fresh = self.tabs.target()
-            info = ws.autosaver.pending()
-            if info is not None and self.ask_recover(info):
-                graph, source = ws.autosaver.load()
-                ws.document.set_graph(graph, source, modified=True)
-                recovered = True
-                continue
-            if info is not None:
-                ws.autosaver.discard()
-            if fresh:
-                self.tabs.remove(ws)
-            if info is None:
-                if recovered:
-                    self.statusBar().showMessage("Recovered unsaved work", 6000)
-                return recovered
+        """At start-up: offer back each workflow a crashed session left unsaved, one tab each."""
+        recovered = self.tabs.recover(self.ask_recover)
+        if recovered:
+            self.statusBar().showMessage(f"Recovered unsaved work ({recovered} workflow(s))", 6000)
+        return recovered > 0
 
     def restore_session(self) -> int:
         """Open again the files the last session had open in tabs; returns how many."""
@@ -459,6 +450,10 @@ class MainWindow(QMainWindow):
             f"nodegraph did not close cleanly. Recover unsaved changes to {src}?") == \
             QMessageBox.StandardButton.Yes
 
+    def ask_preferences(self, prefs: preferences.Preferences) -> preferences.Preferences | None:
+        dialog = preferences.PreferencesDialog(prefs, self)
+        return dialog.preferences() if dialog.exec() == QDialog.DialogCode.Accepted else None
+
     def ask_open_path(self) -> str | None:
         path, _ = QFileDialog.getOpenFileName(self, "Open workflow", str(self.document.last_dir()),
                                               "Workflows and images (*.json *.png);;All files (*)")
@@ -471,12 +466,9 @@ class MainWindow(QMainWindow):
 
     # -- closing ------------------------------------------------------------------------------
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt API
-        for ws in self.tabs.workspaces():  # each unsaved workflow asks, shown in its tab
-            if ws.document.modified:
-                self.tabs.setCurrentIndex(self.tabs.index_of(ws))
-                if not ws.document.maybe_discard():
-                    event.ignore()
-                    return
+        if not self.tabs.may_close_all():
+            event.ignore()
+            return
         self.tabs.save_session()
         # Never block here: a node that cannot be interrupted (a checkpoint load) would
         # freeze the closing window.  The run is cancelled and the worker detached; the

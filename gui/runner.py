@@ -90,6 +90,9 @@ def array_to_qimage(arr: Any) -> QImage | None:
     return QImage(a.data, w, h, w * c, fmt).copy()  # copy: own the pixels, drop the numpy buffer
 
 
+_UNSET = object()
+
+
 @dataclass
 class RunJob:
     """One queued run: the graph snapshot taken when the user pressed Run."""
@@ -99,6 +102,7 @@ class RunJob:
     outputs: list[str] | None = None
     cancel: CancelToken = field(default_factory=CancelToken)
     owner: Any = None  # who queued it (the editor's tab): its events are shown there
+    config: dict[str, Any] = field(default_factory=dict)  # executor settings in force for this run
 
 
 class _Worker(QObject):
@@ -110,6 +114,24 @@ class _Worker(QObject):
     def __init__(self, executor: Executor) -> None:
         super().__init__()
         self.executor = executor
+        self._applied: dict[str, Any] = {}
+
+    def _configure(self, config: dict[str, Any]) -> None:
+        """On the worker thread, between runs: settings changed in the editor (threads, cache
+        budget) reach the executor here, so a running node never sees them change."""
+        from nodegraph.executor import cache_budget
+
+        changed = {k: v for k, v in config.items() if self._applied.get(k, _UNSET) != v}
+        if not changed:
+            return
+        for key, value in changed.items():
+            if value is None:
+                self.executor.settings.pop(key, None)
+            else:
+                self.executor.settings[key] = value
+        self._applied.update(changed)
+        if "cache_budget" in changed:  # None: the default again (half the RAM available now)
+            self.executor.cache.set_budget(cache_budget(None, self.executor.settings))
 
     @Slot(object)
     def run(self, job: RunJob) -> None:
@@ -120,6 +142,7 @@ class _Worker(QObject):
             self.event.emit(job.job_id, ev, preview)
 
         try:
+            self._configure(job.config)
             if job.cancel.cancelled:
                 self.finished.emit(job.job_id, None)
                 return
@@ -154,6 +177,7 @@ class RunController(QObject):
         self._queue: deque[RunJob] = deque()
         self._current: RunJob | None = None
         self._signal_job: RunJob | None = None  # set while a job's signals are emitted
+        self._config: dict[str, Any] = {}  # executor settings for the runs queued from now on
         self.thread = QThread()
         self.thread.setObjectName("nodegraph-runner")
         self._worker = _Worker(executor)
@@ -186,11 +210,21 @@ class RunController(QObject):
         ``owner`` tags the job (the editor tab that queued it): runs of every tab share
         this one worker and its executor cache, and while a job's signals are emitted
         :attr:`signal_owner` says whose they are."""
-        job = RunJob(next(self._ids), graph.copy(), outputs, owner=owner)
+        job = RunJob(next(self._ids), graph.copy(), outputs, owner=owner, config=dict(self._config))
         self._queue.append(job)
         self._pump()
         self.queueChanged.emit(len(self._queue))
         return job.job_id
+
+    def configure(self, **settings: Any) -> None:
+        """Executor settings (``threads``, ``cache_budget``; None = back to the default) for
+        the runs queued from now on.  The worker applies them before such a run starts: the
+        executor is only ever touched on its own thread, and never during a run."""
+        self._config.update(settings)
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return dict(self._config)
 
     def pending(self) -> list[RunJob]:
         """The runs waiting, in the order they will run (not the running one)."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from PySide6.QtCore import QSettings
 from PySide6.QtWidgets import QTabWidget
@@ -113,6 +114,34 @@ class WorkflowTabs(QTabWidget):
         self.remove(ws)
         self.save_session()
         return True
+
+    def may_close_all(self) -> bool:
+        """Before the window closes: each unsaved workflow asks, shown in its tab."""
+        for ws in self.workspaces():
+            if ws.document.modified:
+                self.setCurrentIndex(self.index_of(ws))
+                if not ws.document.maybe_discard():
+                    return False
+        return True
+
+    def recover(self, ask: Callable[[dict[str, Any]], bool]) -> int:
+        """Offer back each recovery file a crashed session left (newest first), each into a tab
+        of its own; a declined one is deleted, not offered again.  Returns how many came back."""
+        recovered = 0
+        while True:
+            ws, fresh = self.target()
+            info = ws.autosaver.pending()
+            if info is not None and ask(info):
+                graph, source = ws.autosaver.load()
+                ws.document.set_graph(graph, source, modified=True)
+                recovered += 1
+                continue
+            if info is not None:
+                ws.autosaver.discard()
+            if fresh:
+                self.remove(ws)
+            if info is None:
+                return recovered
 
     def remove(self, ws: Workspace) -> None:
         """Close ``ws`` without asking (its work was saved, discarded or never existed)."""
