@@ -61,6 +61,7 @@ class GraphScene(QGraphicsScene):
         self._unsubscribe: Callable[[], None] | None = None
         self._press_positions: dict[str, QPointF] = {}
         self._drag_wires: list[WireItem] = []
+        self._rigid_wires: list[tuple[WireItem, QPointF]] = []  # wires moving with both their nodes
         self.editor = None  # the one open inline value editor (see editors.py)
         self._loading = False
         self.far = False
@@ -454,7 +455,14 @@ class GraphScene(QGraphicsScene):
             z = 2 if nid in self._press_positions else 1
             if item.zValue() != z:
                 item.setZValue(z)
-        self._drag_wires = self._wires_touching(self._press_positions)
+        # A wire between two dragged nodes moves rigidly with them: shifting the item is far
+        # cheaper than re-routing its curve (dragging all 500 nodes moves 600 wires per move).
+        self._drag_wires, self._rigid_wires = [], []
+        for w in self._wires_touching(self._press_positions):
+            if w.link.src in self._press_positions and w.link.dst in self._press_positions:
+                self._rigid_wires.append((w, QPointF(w.pos())))
+            else:
+                self._drag_wires.append(w)
 
     def _wires_touching(self, ids: Mapping[str, Any]) -> list[WireItem]:
         """Each wire with an end on one of ``ids``, once (a wire between two dragged
@@ -482,6 +490,24 @@ class GraphScene(QGraphicsScene):
         if self._press_positions:  # nodes being dragged drag their wires along
             for w in self._drag_wires:
                 self._place_wire(w)
+            if self._rigid_wires:
+                self._move_rigid_wires()
+
+    def _move_rigid_wires(self) -> None:
+        moved = {nid: self.node_items[nid].pos() - p for nid, p in self._press_positions.items()
+                 if nid in self.node_items}
+        deltas = set((round(d.x(), 6), round(d.y(), 6)) for d in moved.values())
+        if len(deltas) == 1:  # the usual case: every dragged node moved by the same amount
+            (dx, dy), = deltas
+            for w, start in self._rigid_wires:
+                w.setPos(start.x() + dx, start.y() + dy)
+            return
+        for w, start in self._rigid_wires:
+            a, b = moved.get(w.link.src), moved.get(w.link.dst)
+            if a is not None and a == b:
+                w.setPos(start + a)
+            else:  # the ends moved apart (snapping rounds each node): route it again
+                self._place_wire(w)
 
     def mouseReleaseEvent(self, event: QGraphicsSceneMouseEvent) -> None:  # noqa: N802
         super().mouseReleaseEvent(event)
@@ -494,7 +520,7 @@ class GraphScene(QGraphicsScene):
             if item is not None and (item.pos() - p).manhattanLength() > 0.01:
                 moves[nid] = ((p.x(), p.y()), (item.pos().x(), item.pos().y()))
         self._press_positions = {}
-        self._drag_wires = []
+        self._drag_wires, self._rigid_wires = [], []
         if moves:
             self.push(cmd.MoveCommand(self.graph, moves, text=f"Move {len(moves)} node(s)"))
 
