@@ -247,17 +247,23 @@ class GraphScene(QGraphicsScene):
         self._apply_cache_mode()
 
     def set_zooming(self, zooming: bool) -> None:
-        """While the zoom changes step by step (wheel), paint nodes directly: each step
-        would otherwise re-rasterise every visible node's cache at the new scale and use
-        it once.  The caches come back when the zoom settles (see GraphView)."""
+        """While the zoom changes step by step (wheel), nodes keep a picture in item
+        coordinates that each step only scales: a device-coordinate cache would be
+        re-rasterised at every new scale and used once, and painting directly redraws every
+        row (0.56x the CPU per step in an interleaved A/B on 500 nodes).  The picture is a
+        little soft while the wheel turns; the sharp device caches come back when the zoom
+        settles (see GraphView)."""
         if zooming == self.zooming:
             return
         self.zooming = zooming
         self._apply_cache_mode()
 
     def _cache_mode(self) -> NodeItem.CacheMode:
-        direct = self.far or self.zooming
-        return NodeItem.CacheMode.NoCache if direct else NodeItem.CacheMode.DeviceCoordinateCache
+        if self.far:
+            return NodeItem.CacheMode.NoCache
+        if self.zooming:
+            return NodeItem.CacheMode.ItemCoordinateCache
+        return NodeItem.CacheMode.DeviceCoordinateCache
 
     def _apply_cache_mode(self) -> None:
         mode = self._cache_mode()
