@@ -9,10 +9,11 @@ those are per-canvas presentation, not part of the model.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from PySide6.QtCore import QPointF, QRectF, Signal
+from PySide6.QtCore import QPointF, QRectF, QSize, Signal
 from PySide6.QtGui import QColor, QImage, QUndoStack
 from PySide6.QtWidgets import QGraphicsScene, QGraphicsSceneMouseEvent
 
@@ -66,6 +67,7 @@ class GraphScene(QGraphicsScene):
         self._loading = False
         self.far = False
         self.zooming = False
+        self._zoom_scale = 1.0  # the zoom when a wheel gesture started (sizes the pictures)
         self.snap_grid = 0.0  # > 0: dragged nodes snap to this grid (View ▸ Snap to Grid)
         cmd.learn_display_names({s.type_id: s.display_name for s in registry})
         self.setBackgroundBrush(theme.CANVAS_BG)
@@ -246,16 +248,18 @@ class GraphScene(QGraphicsScene):
         self.far = far
         self._apply_cache_mode()
 
-    def set_zooming(self, zooming: bool) -> None:
+    def set_zooming(self, zooming: bool, scale: float = 1.0) -> None:
         """While the zoom changes step by step (wheel), nodes keep a picture in item
         coordinates that each step only scales: a device-coordinate cache would be
         re-rasterised at every new scale and used once, and painting directly redraws every
         row (0.56x the CPU per step in an interleaved A/B on 500 nodes).  The picture is a
         little soft while the wheel turns; the sharp device caches come back when the zoom
-        settles (see GraphView)."""
+        settles (see GraphView).  ``scale`` (the zoom when the gesture starts) sizes those
+        pictures so that the first step is as sharp as the view was."""
         if zooming == self.zooming:
             return
         self.zooming = zooming
+        self._zoom_scale = min(2.0, max(0.35, scale))
         self._apply_cache_mode()
 
     def _cache_mode(self) -> NodeItem.CacheMode:
@@ -267,6 +271,12 @@ class GraphScene(QGraphicsScene):
 
     def _apply_cache_mode(self) -> None:
         mode = self._cache_mode()
+        if mode == NodeItem.CacheMode.ItemCoordinateCache:
+            k = self._zoom_scale
+            for item in self.node_items.values():
+                r = item.boundingRect()
+                item.setCacheMode(mode, QSize(max(1, math.ceil(r.width() * k)), max(1, math.ceil(r.height() * k))))
+            return
         for item in self.node_items.values():
             item.setCacheMode(mode)
 
