@@ -90,6 +90,7 @@ class MainWindow(QMainWindow):
         self._build_actions()
         self.runner.queueChanged.connect(lambda n: self.queue_label.setText(f"{n} queued" if n else ""))
         self.runner.busyChanged.connect(self.progress.setVisible)
+        self.runner.runFinished.connect(self._on_run_finished)
         self.resize(1500, 900)
         self._update_title()
         self.tabs.remember = True
@@ -121,6 +122,10 @@ class MainWindow(QMainWindow):
         ws.shown()
         self._update_title()
         self.tabs.save_session()
+
+    def _on_run_finished(self, _report: Any) -> None:
+        if getattr(self.runner.signal_owner, "closed", False):  # its tab is gone: nobody else says it ended
+            self.status_label.setText("Run of a closed tab cancelled")
 
     def new_tab(self, graph: Graph | None = None) -> Workspace:
         """Ctrl+T: another workflow beside the open ones."""

@@ -13,7 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QSettings
+from PySide6.QtCore import QEvent, QObject, QSettings, Qt
+from PySide6.QtGui import QMouseEvent
 from PySide6.QtWidgets import QTabWidget
 
 from nodegraph import Graph
@@ -36,6 +37,7 @@ class WorkflowTabs(QTabWidget):
         self.setUsesScrollButtons(True)
         self.setElideMode(self.tabBar().elideMode().ElideMiddle)
         self.tabCloseRequested.connect(self.close_tab)
+        self.tabBar().installEventFilter(self)  # middle click closes a tab, as in browsers
         self.currentChanged.connect(self._on_current_changed)
         self.shownChanged: Callable[[Workspace], None] | None = None  # the window's hook
         self.remember = False  # save the session on changes (off while the window is being built)
@@ -157,6 +159,15 @@ class WorkflowTabs(QTabWidget):
         """Ctrl+Tab / Ctrl+Shift+Tab: the next / previous tab, wrapping around."""
         if self.count() > 1:
             self.setCurrentIndex((self.currentIndex() + delta) % self.count())
+
+    def eventFilter(self, obj: QObject, event: QEvent) -> bool:  # noqa: N802 - Qt API
+        if obj is self.tabBar() and event.type() == QEvent.Type.MouseButtonRelease \
+                and isinstance(event, QMouseEvent) and event.button() == Qt.MouseButton.MiddleButton:
+            index = self.tabBar().tabAt(event.position().toPoint())
+            if index >= 0:
+                self.close_tab(index)
+                return True
+        return super().eventFilter(obj, event)
 
     def _retitle(self, ws: Workspace) -> None:
         i = self.index_of(ws)

@@ -187,6 +187,30 @@ def test_closing_a_tab_drops_its_queued_runs(window, qtbot):
     tab_b = window.workspace
     qtbot.waitUntil(lambda: tab_b.presenter.last_report is not None, timeout=15_000)
     assert tab_b.presenter.last_report.status == "ok"
+    assert tab_b.scene.states["s"] == "executed"
+
+
+def test_closing_the_tab_of_the_running_job_says_it_was_cancelled(window, qtbot):
+    window.set_graph(chain(steps=400), None)
+    tab_a = window.workspace
+    key(window, Qt.Key.Key_Return, CTRL)
+    qtbot.waitUntil(lambda: tab_a.scene.states.get("b") == "running", timeout=10_000)
+    key(window, Qt.Key.Key_T, CTRL)
+    window.tabs.setCurrentIndex(0)
+    tab_a.undo.setClean()
+    key(window, Qt.Key.Key_W, CTRL)
+    qtbot.waitUntil(lambda: not window.runner.busy, timeout=10_000)
+    assert window.status_label.text() == "Run of a closed tab cancelled" and not window.progress.isVisible()
+
+
+def test_middle_click_closes_a_tab(window, qtbot, tmp_path):
+    window.open_path(write(tmp_path, "a.json", chain()))
+    window.open_path(write(tmp_path, "b.json", small_graph()))
+    bar = window.tabs.tabBar()
+    QTest.mouseClick(bar, Qt.MouseButton.MiddleButton, Qt.KeyboardModifier.NoModifier, bar.tabRect(0).center())
+    assert window.tabs.count() == 1 and bar.tabText(0) == "b.json"
+    QTest.mouseClick(bar, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, bar.tabRect(0).center())
+    assert window.tabs.count() == 1  # a left click only shows the tab
 
 
 def test_session_reopens_the_tabs(window, qtbot, tmp_path, registry):
