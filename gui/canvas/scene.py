@@ -269,6 +269,13 @@ class GraphScene(QGraphicsScene):
             return NodeItem.CacheMode.ItemCoordinateCache
         return NodeItem.CacheMode.DeviceCoordinateCache
 
+    def drop_node_caches(self) -> None:
+        """Throw every node's cached picture away (they are drawn afresh on the next paint).
+        For a view shown again: updates made while it was hidden may not reach its caches."""
+        for item in self.node_items.values():
+            item.setCacheMode(NodeItem.CacheMode.NoCache)
+        self._apply_cache_mode()
+
     def _apply_cache_mode(self) -> None:
         mode = self._cache_mode()
         if mode == NodeItem.CacheMode.ItemCoordinateCache:

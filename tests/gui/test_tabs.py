@@ -283,3 +283,22 @@ def test_quitting_asks_for_each_unsaved_tab(window, qtbot):
     window.ask_save_changes = lambda: "discard"
     key(window, Qt.Key.Key_Q, CTRL)
     assert not window.isVisible()
+
+
+def test_a_tab_shows_what_its_background_run_did_when_it_comes_back(window, qtbot):
+    window.set_graph(chain(steps=400), None)
+    tab_a = window.workspace
+    key(window, Qt.Key.Key_Return, CTRL)
+    qtbot.waitUntil(lambda: tab_a.scene.states.get("b") == "running", timeout=10_000)
+    tab_a.view.viewport().repaint()  # on screen: nodes drawn (and cached) as queued / running
+    key(window, Qt.Key.Key_T, CTRL)
+    RELEASE.set()
+    qtbot.waitUntil(lambda: tab_a.presenter.last_report is not None, timeout=15_000)
+    key(window, Qt.Key.Key_Tab, CTRL)
+    assert window.workspace is tab_a
+    shown = tab_a.view.viewport().grab().toImage()
+    for item in tab_a.scene.node_items.values():  # what drawing every node from scratch gives
+        item.setCacheMode(item.CacheMode.NoCache)
+        item.setCacheMode(item.CacheMode.DeviceCoordinateCache)
+    fresh = tab_a.view.viewport().grab().toImage()
+    assert shown == fresh  # no node keeps the picture it had when the tab was left
