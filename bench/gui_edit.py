@@ -138,6 +138,7 @@ def validation_ui_cost(app: object, tmp: Path, files: int, trials: int) -> dict[
     from gui.default_workflow import default_graph
     from gui.main_window import MainWindow
     from nodes.diffusion import paths
+    from nodes.shared import model_paths  # the folder-listing cache lives here now
 
     models = tmp / "models"
     old = time.time() - 3600  # model folders are not being written to while one edits
@@ -154,14 +155,14 @@ def validation_ui_cost(app: object, tmp: Path, files: int, trials: int) -> dict[
     pres = win.presenter
     out: dict[str, list[float]] = {"sync": [], "cached": [], "ui": [], "total": []}
     for _ in range(trials):
-        paths._LISTINGS.clear()  # as before the listing cache: every folder read again
+        model_paths._LISTINGS.clear()  # as before the listing cache: every folder read again
         t0 = time.perf_counter()
         pres.revalidate()
         out["sync"].append(time.perf_counter() - t0)
         t0 = time.perf_counter()
         pres.revalidate()  # folders unchanged since: listings from the cache
         out["cached"].append(time.perf_counter() - t0)
-        paths._LISTINGS.clear()  # the background check below pays for the listing again
+        model_paths._LISTINGS.clear()  # the background check below pays for the listing again
         pres.schedule_validation()
         pres.validate_timer.stop()
         t0 = time.perf_counter()

@@ -80,12 +80,15 @@ def create_window(workflow: str | None = None, *, models_dir: str | None = None,
     registry.load_default_subgraphs(workflow)
     executor = Executor(registry, device=device, output_dir=output_dir, settings=settings)
     win = MainWindow(registry, settings=settings, executor=executor, output_dir=output_dir, **window_kwargs)
-    if recover and win.offer_recovery():
-        return win
+    # A real start-up (recover=True) brings back the last session: unsaved work from a
+    # crash (one tab each), then the files that were open; a workflow named on the
+    # command line opens in a tab of its own beside them.
+    opened = bool(recover and win.offer_recovery())
+    if recover and not workflow:
+        opened = win.restore_session() > 0 or opened
     if workflow:
-        if not win.open_path(workflow, ask=False):
-            win.set_graph(default_graph(), None)
-    else:
+        opened = win.open_path(workflow) or opened
+    if not opened:
         win.set_graph(default_graph(), None)
     return win
 

@@ -27,15 +27,16 @@ MAX_RECENT = 10
 
 
 class Document(QObject):
-    """Owns the path, the clean/dirty state (the undo stack's) and the recovery file."""
+    """Owns the path, the clean/dirty state (the undo stack's) and the recovery file of
+    one workflow tab; ``win`` asks the questions and shows the messages."""
 
     replaced = Signal()  # a different graph is shown (new, opened, recovered)
     titleChanged = Signal()  # path or modified state changed
     recentChanged = Signal()
 
     def __init__(self, win: MainWindow, scene: GraphScene, undo: QUndoStack, qsettings: QSettings,
-                 autosaver: Autosaver) -> None:
-        super().__init__(win)
+                 autosaver: Autosaver, parent: QObject | None = None) -> None:
+        super().__init__(parent or win)
         self.win = win
         self.scene = scene
         self.undo = undo
@@ -54,6 +55,10 @@ class Document(QObject):
 
     def display_name(self) -> str:
         return self.path.name if self.path else "Untitled"
+
+    def untouched(self) -> bool:
+        """A fresh empty document nobody has edited: opening a file may reuse its tab."""
+        return self.path is None and len(self.graph) == 0 and self.undo.count() == 0
 
     def set_graph(self, graph: Graph, path: str | Path | None, *, modified: bool = False) -> None:
         """Show ``graph`` as the document saved at ``path`` (None: untitled)."""
@@ -93,13 +98,6 @@ class Document(QObject):
         if self.maybe_discard():
             self.autosaver.discard()
             self.set_graph(Graph(), None)
-
-    def open_dialog(self) -> None:
-        if not self.maybe_discard():
-            return
-        path = self.win.ask_open_path()
-        if path:
-            self.open_path(path, ask=False)
 
     def open_path(self, path: str | Path, *, ask: bool = True) -> bool:
         """Open a workflow: ours (.json or a PNG we wrote) or ComfyUI's (UI/API JSON or PNG).
@@ -168,19 +166,7 @@ class Document(QObject):
         self.qsettings.setValue("recent", items[:MAX_RECENT])
         self.recentChanged.emit()
 
-    # -- recovery ------------------------------------------------------------------------------
-    def offer_recovery(self) -> bool:
-        """At start-up: if the last session left unsaved work, offer it back."""
-        info = self.autosaver.pending()
-        if info is None:
-            return False
-        if not self.win.ask_recover(info):
-            self.autosaver.discard()
-            return False
-        graph, source = self.autosaver.load()
-        self.set_graph(graph, source, modified=True)
-        self.win.statusBar().showMessage("Recovered unsaved work", 6000)
-        return True
+
 
 
 class _Marker(QUndoCommand):

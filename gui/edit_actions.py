@@ -26,8 +26,10 @@ from .node_style import add_input_links
 class EditActions:
     """The editing verbs of one canvas."""
 
-    def __init__(self, parent: QWidget, scene: GraphScene, view: GraphView, undo: QUndoStack) -> None:
-        self.parent = parent
+    def __init__(self, parent: QWidget, scene: GraphScene, view: GraphView, undo: QUndoStack,
+                 owner: Any = None) -> None:
+        self.parent = parent  # dialogs and menus
+        self.owner = owner if owner is not None else parent  # has the tab's ``subgraph_actions``
         self.scene = scene
         self.view = view
         self.undo = undo
@@ -44,7 +46,7 @@ class EditActions:
         ids = self.scene.selected_node_ids()
         if ids:
             doc = fragment(self.graph, ids, self.scene.selected_group_ids())
-            subgraphs = getattr(self.parent, "subgraph_actions", None)
+            subgraphs = getattr(self.owner, "subgraph_actions", None)
             if subgraphs is not None:  # subgraph nodes travel with their definitions
                 subgraphs.attach_definitions(doc)
             copy_to_clipboard(add_input_links(doc, self.graph, ids))  # for Ctrl+Shift+V
@@ -57,7 +59,7 @@ class EditActions:
         target = at if at is not None else self.view._last_scene_pos
         ox, oy = fragment_origin(doc)
         command = cmd.AddFragmentCommand(self.graph, doc, (target.x() - ox, target.y() - oy))
-        subgraphs = getattr(self.parent, "subgraph_actions", None)
+        subgraphs = getattr(self.owner, "subgraph_actions", None)
         self.undo.beginMacro(command.text())
         if subgraphs is not None:
             subgraphs.add_missing_definitions(doc)
@@ -151,7 +153,7 @@ class EditActions:
                              ("Duplicate", self.duplicate), ("Group", lambda: self.group_selection()),
                              ("Delete", self.delete_selection)):
                 menu.addAction(text).triggered.connect(lambda _=False, f=fn: f())
-            subgraphs = getattr(self.parent, "subgraph_actions", None)
+            subgraphs = getattr(self.owner, "subgraph_actions", None)
             if subgraphs is not None:
                 subgraphs.context_items(menu, item.node_id)
             regions.context_items(menu, self.scene, item.node_id, self.parent)  # Edit Area…/Edit Mask…

@@ -109,7 +109,7 @@ class ImageImporter(QObject):
     after each import with the new node's id, or "" if it opened a workflow or failed."""
 
     finished = Signal(str)
-    _done = Signal(str, object, object)  # kind, payload, scene position
+    _done = Signal(str, object, object)  # kind, payload, (scene position, tab)
 
     def __init__(self, win: MainWindow) -> None:
         super().__init__(win)
@@ -121,13 +121,15 @@ class ImageImporter(QObject):
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     def _submit(self, job: Any, pos: QPointF) -> None:
+        target = getattr(self.win, "workspace", None)  # the tab dropped on: the node goes there
+
         def work() -> None:
             try:
                 result = job()
             except (OSError, ValueError) as exc:
                 result = ("error", str(exc))
             try:
-                self._done.emit(result[0], result[1], pos)
+                self._done.emit(result[0], result[1], (pos, target))
             except RuntimeError:  # the window is gone
                 pass
 
@@ -164,19 +166,23 @@ class ImageImporter(QObject):
         img = image.copy()  # the clipboard's image may change under us
         self._submit(lambda: ("image", store_png(encode_png(img), folder)), scene_pos)
 
-    def _on_done(self, kind: str, payload: Any, pos: QPointF) -> None:
+    def _on_done(self, kind: str, payload: Any, where: tuple[QPointF, Any]) -> None:
+        pos, target = where
         if kind == "workflow":
             self.win.open_path(payload)
         elif kind == "image":
-            self.finished.emit(self.add_load_image(payload, pos))
+            self.finished.emit(self.add_load_image(payload, pos, target))
             return
         else:
             self.win.show_error("Cannot add the image", payload)
         self.finished.emit("")
 
-    def add_load_image(self, name: str, pos: QPointF) -> str:
-        """A Load Image node for ``name`` (a file in the input folder) at a free spot; one undo step."""
-        scene = self.win.scene
+    def add_load_image(self, name: str, pos: QPointF, target: Any = None) -> str:
+        """A Load Image node for ``name`` (a file in the input folder) at a free spot; one undo step.
+        ``target``: the tab the picture was dropped on (still open), else the shown one."""
+        if target is None or getattr(target, "closed", True):
+            target = self.win
+        scene = target.scene
         if scene.registry.get(LOAD_IMAGE) is None:
             self.win.show_error("Cannot add the image", "this editor has no Load Image node (the image pack "
                                 "is not installed) -> install nodegraph with its image nodes")
@@ -184,7 +190,7 @@ class ImageImporter(QObject):
         spot = free_spot(scene, pos)
         add = cmd.AddNodeCommand(scene.graph, LOAD_IMAGE, values={"image": name},
                                  ui={"pos": [round(spot.x()), round(spot.y())]}, text=f"Add image {name}")
-        self.win.undo.push(add)
+        target.undo.push(add)
         scene.select_nodes([add.node_id])
         self.win.statusBar().showMessage(f"Added {name} (in {input_folder(self.win.settings)})", 4000)
         return add.node_id

@@ -1,11 +1,17 @@
 """The editor window: canvas, panels, menus and the status bar, wired together.
 
-What the window *does* lives in three collaborators it owns:
+Several workflows can be open, one per tab (:class:`gui.tabs.WorkflowTabs`); each
+tab is a :class:`gui.workspace.Workspace` with its own scene, undo stack and
+these collaborators:
 
 * :class:`gui.document.Document` — open/save/recent files/autosave/recovery;
 * :class:`gui.run_presenter.RunPresenter` — validation and run events → canvas,
   Problems panel, gallery, status bar;
 * :class:`gui.edit_actions.EditActions` — the editing verbs on the selection.
+
+``win.scene``, ``win.view``, ``win.undo``, ``win.document`` … are the shown tab's.
+The window owns what is shared: menus (acting on the shown tab), docks, status
+bar, and the one runner whose worker owns the executor.
 
 Dialogs are reached through small ``ask_*`` methods so that tests (and other
 front-ends) can answer them without a modal loop.
@@ -18,8 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QPointF, QSettings, Qt, QTimer
-from PySide6.QtGui import QAction, QCloseEvent, QGuiApplication, QKeySequence, QShowEvent, QUndoStack
+from PySide6.QtGui import QAction, QCloseEvent, QGuiApplication, QKeySequence, QShowEvent, QUndoGroup
 from PySide6.QtWidgets import (
+    QDialog,
     QDockWidget,
     QFileDialog,
     QLabel,
@@ -30,24 +37,21 @@ from PySide6.QtWidgets import (
 
 from nodegraph import Executor, Graph, Registry
 
-from .autosave import Autosaver
-from .canvas import GraphScene, GraphView
+from . import preferences
 from .clipboard import read_clipboard
 from .default_workflow import default_graph
-from .document import Document
-from .edit_actions import EditActions
 from .image_import import ImageImporter
 from .layout_actions import arrange_nodes
 from .node_style import GRID, NODE_COLORS, paste_with_links, set_color
 from .panels.gallery import GalleryPanel
 from .panels.legend import StateLegend
 from .panels.library import LibraryPanel
-from .panels.minimap import Minimap
 from .panels.problems import Problem, ProblemsPanel
 from .panels.queue import QueuePanel, make_store
-from .run_presenter import RunPresenter
 from .runner import RunController
 from .subgraph_actions import SubgraphActions
+from .tabs import WorkflowTabs
+from .workspace import Workspace
 
 
 class MainWindow(QMainWindow):
@@ -58,39 +62,80 @@ class MainWindow(QMainWindow):
         super().__init__()
         self.registry = registry
         self.settings = dict(settings or {})
-        self.undo = QUndoStack(self)
-        self.scene = GraphScene(registry, self.undo, self.settings)
-        self.view = GraphView(self.scene)
-        self.setCentralWidget(self.view)
-        self.minimap = Minimap(self.view)
+        self.qsettings = qsettings or QSettings("nodegraph", "nodegraph")
         self.executor = executor or Executor(registry, output_dir=output_dir, settings=self.settings)
-        self.runner = RunController(self.executor, self)
-        self.autosaver = Autosaver(recovery_path, autosave_ms, self)
-        self.document = Document(self, self.scene, self.undo, qsettings or QSettings("nodegraph", "nodegraph"),
-                                 self.autosaver)
-        self.edits = EditActions(self, self.scene, self.view, self.undo)
-        self.subgraph_actions = SubgraphActions(self)  # breadcrumb, open/convert/unpack (gui/subgraph_actions.py)
+        self.runner = RunController(self.executor, self)  # one worker for every tab's runs
+        preferences.apply_stored(self)  # threads / cache budget kept in QSettings (gui/preferences.py)
+        self.undo_group = QUndoGroup(self)  # Undo/Redo act on the shown tab's stack
         self.history_store = make_store(history_path)
         self.last_error = ""
         self.last_info = ""
         self.quiet = False  # True: no modal error dialogs (tests, scripted use)
         self._pending_dialogs: list[tuple[str, str, str]] = []
+        self.images = ImageImporter(self)
 
+        def make_workspace() -> Workspace:
+            ws = Workspace(self, recovery_path=recovery_path, autosave_ms=autosave_ms, validate_ms=validate_ms)
+            self.undo_group.addStack(ws.undo)
+            ws.titleChanged.connect(lambda: self._update_title() if self.is_current(ws) else None)
+            ws.document.recentChanged.connect(self._update_recent_menu)
+            return ws
+
+        self.tabs = WorkflowTabs(make_workspace, self.qsettings)
+        self.tabs.shownChanged = self._on_tab_shown
+        self.setCentralWidget(self.tabs)
         self._build_panels()
         self._build_status()
-        self.presenter = RunPresenter(self, validate_ms)
+        self.tabs.new_tab()
         self._build_actions()
-        self.scene.graphChanged.connect(self._on_graph_changed)
-        self.document.titleChanged.connect(self._update_title)
-        self.document.replaced.connect(self._on_document_replaced)
-        self.document.recentChanged.connect(self._update_recent_menu)
-        self.images = ImageImporter(self)
-        self.view.filesDropped.connect(lambda paths: self.images.drop(paths, self.view._last_scene_pos))
-        self.view.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
-        self.view.customContextMenuRequested.connect(self.edits.context_menu)
-        self.view.statusMessage.connect(lambda m: self.statusBar().showMessage(m, 4000))
+        self.runner.queueChanged.connect(lambda n: self.queue_label.setText(f"{n} queued" if n else ""))
+        self.runner.busyChanged.connect(self.progress.setVisible)
+        self.runner.runFinished.connect(self._on_run_finished)
         self.resize(1500, 900)
-        self.set_graph(Graph(), None)
+        self._update_title()
+        self.tabs.remember = True
+
+    # -- the shown tab ---------------------------------------------------------------------------
+    @property
+    def workspace(self) -> Workspace:
+        """The tab on screen (there is always one)."""
+        ws = self.tabs.current()
+        assert ws is not None
+        return ws
+
+    def is_current(self, ws: Workspace) -> bool:
+        cur = self.tabs.current()
+        return cur is None or cur is ws  # None: the first tab is being built
+
+    scene = property(lambda self: self.workspace.scene, doc="The shown tab's scene.")
+    view = property(lambda self: self.workspace.view)
+    undo = property(lambda self: self.workspace.undo)
+    document = property(lambda self: self.workspace.document)
+    edits = property(lambda self: self.workspace.edits)
+    presenter = property(lambda self: self.workspace.presenter)
+    subgraph_actions = property(lambda self: self.workspace.subgraph_actions)
+    minimap = property(lambda self: self.workspace.minimap)
+    autosaver = property(lambda self: self.workspace.autosaver)
+
+    def _on_tab_shown(self, ws: Workspace) -> None:
+        self.undo_group.setActiveStack(ws.undo)
+        ws.shown()
+        self._update_title()
+        self.tabs.save_session()
+
+    def _on_run_finished(self, _report: Any) -> None:
+        if getattr(self.runner.signal_owner, "closed", False):  # its tab is gone: nobody else says it ended
+            self.status_label.setText("Run of a closed tab cancelled")
+
+    def new_tab(self, graph: Graph | None = None) -> Workspace:
+        """Ctrl+T: another workflow beside the open ones."""
+        ws = self.tabs.new_tab(graph)
+        ws.view.setFocus()
+        return ws
+
+    def close_tab(self, index: int | None = None) -> bool:
+        """Ctrl+W: close the shown tab (or tab ``index``), asking before unsaved work is lost."""
+        return self.tabs.close_tab(self.tabs.currentIndex() if index is None else index)
 
     # -- construction -----------------------------------------------------------------------
     def _build_panels(self) -> None:
@@ -129,17 +174,20 @@ class MainWindow(QMainWindow):
 
     def _build_actions(self) -> None:
         mb = self.menuBar()
-        doc = self.document
         m_file = mb.addMenu("&File")
-        self.act_new = self._action("New", doc.new, QKeySequence.StandardKey.New, m_file)
-        self.act_open = self._action("Open…", doc.open_dialog, QKeySequence.StandardKey.Open, m_file)
+        self.act_new = self._action("New", lambda: self.document.new(), QKeySequence.StandardKey.New, m_file)
+        self.act_new_tab = self._action("New Tab", self.new_tab, "Ctrl+T", m_file)
+        self.act_open = self._action("Open…", self.open_dialog, QKeySequence.StandardKey.Open, m_file)
         self.recent_menu = m_file.addMenu("Open Recent")
-        self._action("Open Default Workflow", lambda: doc.maybe_discard() and self.set_graph(default_graph(), None),
-                     None, m_file)
+        self._action("Open Default Workflow", lambda: self.new_tab(default_graph()), None, m_file)
         m_file.addSeparator()
         self.act_save = self._action("Save", self.save, QKeySequence.StandardKey.Save, m_file)
         self.act_save_as = self._action("Save As…", self.save_as, "Ctrl+Shift+S", m_file)
         m_file.addSeparator()
+        self.act_close_tab = self._action("Close Tab", self.close_tab, "Ctrl+W", m_file)
+        self._action("Next Tab", lambda: self.tabs.step(1), ["Ctrl+Tab", "Ctrl+PgDown"], m_file)
+        self._action("Previous Tab", lambda: self.tabs.step(-1), ["Ctrl+Shift+Tab", "Ctrl+Backtab", "Ctrl+PgUp"],
+                     m_file)
         self._action("Quit", self.close, "Ctrl+Q", m_file)
         self._build_edit_menu(mb.addMenu("&Edit"))
         self._build_node_menu(mb.addMenu("&Node"))
@@ -155,7 +203,7 @@ class MainWindow(QMainWindow):
         tb = self.addToolBar("Main")
         tb.setObjectName("toolbar_main")
         tb.setMovable(False)
-        for a in (self.act_new, self.act_open, self.act_save):
+        for a in (self.act_new_tab, self.act_open, self.act_save):
             tb.addAction(a)
         tb.addSeparator()
         tb.addAction(self.act_run)
@@ -163,10 +211,12 @@ class MainWindow(QMainWindow):
         self._update_recent_menu()
 
     def _build_edit_menu(self, m_edit: Any) -> None:
-        ed = self.edits
-        undo = self.undo.createUndoAction(self, "Undo")
+        def ed(verb: str, *args: Any) -> Any:  # the shown tab's verb, looked up when chosen
+            return lambda: getattr(self.edits, verb)(*args)
+
+        undo = self.undo_group.createUndoAction(self, "Undo")
         undo.setShortcuts([QKeySequence("Ctrl+Z")])
-        redo = self.undo.createRedoAction(self, "Redo")
+        redo = self.undo_group.createRedoAction(self, "Redo")
         redo.setShortcuts([QKeySequence("Ctrl+Shift+Z"), QKeySequence("Ctrl+Y")])
         for a in (undo, redo):
             self.addAction(a)
@@ -174,43 +224,47 @@ class MainWindow(QMainWindow):
         m_edit.addSeparator()
         self._action("Copy", self.copy, QKeySequence("Ctrl+C"), m_edit)
         self._action("Paste", self.paste_any, QKeySequence("Ctrl+V"), m_edit)
-        self._action("Paste with Links", lambda: paste_with_links(ed, read_clipboard()),
+        self._action("Paste with Links", lambda: paste_with_links(self.edits, read_clipboard()),
                      QKeySequence("Ctrl+Shift+V"), m_edit)
-        self._action("Duplicate", ed.duplicate, QKeySequence("Ctrl+D"), m_edit)
-        self._action("Delete", ed.delete_selection, [QKeySequence("Delete"), QKeySequence("Backspace")], m_edit)
-        self._action("Select All", ed.select_all, QKeySequence("Ctrl+A"), m_edit)
+        self._action("Duplicate", ed("duplicate"), QKeySequence("Ctrl+D"), m_edit)
+        self._action("Delete", ed("delete_selection"), [QKeySequence("Delete"), QKeySequence("Backspace")], m_edit)
+        self._action("Select All", ed("select_all"), QKeySequence("Ctrl+A"), m_edit)
         m_edit.addSeparator()
         self._action("Add Node…", lambda: self.view.open_search(self.view.mapToScene(
             self.view.viewport().rect().center())), None, m_edit)
+        m_edit.addSeparator()
+        self._action("Preferences…", lambda: preferences.edit(self), "Ctrl+,", m_edit)
 
     def _build_node_menu(self, m_node: Any) -> None:
-        ed = self.edits
-        self._action("Bypass", lambda: ed.toggle_mode("bypass"), QKeySequence("Ctrl+B"), m_node)
-        self._action("Mute", lambda: ed.toggle_mode("mute"), QKeySequence("Ctrl+M"), m_node)
-        self._action("Collapse", ed.toggle_collapse, QKeySequence("Alt+C"), m_node)
-        self._action("Rename…", ed.rename_selected, QKeySequence("F2"), m_node)
-        self._action("Group", lambda: ed.group_selection(), QKeySequence("Ctrl+G"), m_node)
+        def ed(verb: str, *args: Any) -> Any:
+            return lambda: getattr(self.edits, verb)(*args)
+
+        self._action("Bypass", ed("toggle_mode", "bypass"), QKeySequence("Ctrl+B"), m_node)
+        self._action("Mute", ed("toggle_mode", "mute"), QKeySequence("Ctrl+M"), m_node)
+        self._action("Collapse", ed("toggle_collapse"), QKeySequence("Alt+C"), m_node)
+        self._action("Rename…", ed("rename_selected"), QKeySequence("F2"), m_node)
+        self._action("Group", ed("group_selection"), QKeySequence("Ctrl+G"), m_node)
         m_align = m_node.addMenu("Align")
         for label, how in (("Left", "left"), ("Right", "right"), ("Top", "top"), ("Bottom", "bottom"),
                            ("Centre Horizontally", "hcenter"), ("Centre Vertically", "vcenter"),
                            ("Distribute Horizontally", "distribute_h"), ("Distribute Vertically", "distribute_v")):
-            self._action(label, lambda h=how: ed.align_selection(h), None, m_align)
-        self.subgraph_actions.build_menu(m_node)
+            self._action(label, ed("align_selection", how), None, m_align)
+        SubgraphActions.build_menu(self, m_node)
         self.act_arrange = self._action("Arrange", self.arrange, QKeySequence("Ctrl+L"), m_node)
         m_color = m_node.addMenu("Colour")
         for label, color in NODE_COLORS.items():
             self._action(label, lambda c=color: set_color(self.scene, self.undo, c), None, m_color)
 
     def _build_view_menu(self, m_view: Any) -> None:
-        v = self.view
-        self._action("Frame Selection", v.frame_selection, QKeySequence("F"), m_view)
-        self._action("Frame All", v.frame_all, QKeySequence("Home"), m_view)
-        self._action("Zoom In", lambda: v.set_zoom(v.zoom() * 1.2), QKeySequence("Ctrl+="), m_view)
-        self._action("Zoom Out", lambda: v.set_zoom(v.zoom() / 1.2), QKeySequence("Ctrl+-"), m_view)
+        self._action("Frame Selection", lambda: self.view.frame_selection(), QKeySequence("F"), m_view)
+        self._action("Frame All", lambda: self.view.frame_all(), QKeySequence("Home"), m_view)
+        self._action("Zoom In", lambda: self.view.set_zoom(self.view.zoom() * 1.2), QKeySequence("Ctrl+="), m_view)
+        self._action("Zoom Out", lambda: self.view.set_zoom(self.view.zoom() / 1.2), QKeySequence("Ctrl+-"), m_view)
         self.act_snap = self._action("Snap to Grid", self.toggle_snap, None, m_view)
         self.act_snap.setCheckable(True)
-        self.act_snap.setChecked(self.document.qsettings.value("snap_to_grid", False, type=bool))
-        self.scene.snap_grid = GRID if self.act_snap.isChecked() else 0.0
+        self.act_snap.setChecked(self.qsettings.value("snap_to_grid", False, type=bool))
+        for ws in self.tabs.workspaces():
+            ws.scene.snap_grid = self.snap_grid()
         m_view.addSeparator()
         for dock in (self.dock_nodes, self.dock_problems, self.dock_gallery,  # type: ignore[attr-defined]
                      self.dock_queue):  # type: ignore[attr-defined]
@@ -243,16 +297,6 @@ class MainWindow(QMainWindow):
         self.setWindowTitle(f"{self.document.display_name()}[*] — nodegraph")
         self.setWindowModified(self.document.modified)
 
-    def _on_document_replaced(self) -> None:
-        self.presenter.reset()
-        QTimer.singleShot(0, self.view.frame_all)
-        self.view.frame_all()
-        self.minimap.place()
-
-    def _on_graph_changed(self) -> None:
-        self.presenter.schedule_validation()
-        self.document.on_graph_edited()
-
     # -- the window's public API (used by app.py, tests and scripts) ------------------------------
     @property
     def graph(self) -> Graph:
@@ -275,7 +319,20 @@ class MainWindow(QMainWindow):
         self.document.set_graph(graph, path, modified=modified)
 
     def open_path(self, path: str | Path, *, ask: bool = True) -> bool:
-        return self.document.open_path(path, ask=ask)
+        """Open a workflow in a tab of its own (or the empty untouched one, or the tab that
+        has the file already).  Nothing open is replaced, so ``ask`` is no longer needed."""
+        return self.tabs.open_path(path)
+
+    def open_dialog(self) -> None:
+        path = self.ask_open_path()
+        if path:
+            self.open_path(path)
+
+    def open_graph(self, graph: Graph) -> Workspace:
+        """Show ``graph`` as an untitled workflow in a tab (the empty untouched one or a new one)."""
+        ws, _fresh = self.tabs.target()
+        ws.document.set_graph(graph, None)
+        return ws
 
     def save(self) -> bool:
         return self.document.save()
@@ -287,7 +344,15 @@ class MainWindow(QMainWindow):
         return self.document.recent_files()
 
     def offer_recovery(self) -> bool:
-        return self.document.offer_recovery()
+        """At start-up: offer back each workflow a crashed session left unsaved, one tab each."""
+        recovered = self.tabs.recover(self.ask_recover)
+        if recovered:
+            self.statusBar().showMessage(f"Recovered unsaved work ({recovered} workflow(s))", 6000)
+        return recovered > 0
+
+    def restore_session(self) -> int:
+        """Open again the files the last session had open in tabs; returns how many."""
+        return self.tabs.restore_session()
 
     def revalidate(self) -> list[Problem]:
         return self.presenter.revalidate()
@@ -323,8 +388,14 @@ class MainWindow(QMainWindow):
     def toggle_snap(self) -> None:
         """Snap dragged nodes to the canvas grid (remembered between sessions)."""
         on = self.act_snap.isChecked()
-        self.scene.snap_grid = GRID if on else 0.0
-        self.document.qsettings.setValue("snap_to_grid", on)
+        for ws in self.tabs.workspaces():
+            ws.scene.snap_grid = GRID if on else 0.0
+        self.qsettings.setValue("snap_to_grid", on)
+
+    def snap_grid(self) -> float:
+        act = getattr(self, "act_snap", None)
+        on = act.isChecked() if act is not None else self.qsettings.value("snap_to_grid", False, type=bool)
+        return GRID if on else 0.0
 
     def arrange(self) -> int:
         """Lay out the selection (or everything) left to right by dependency; undoable."""
@@ -336,7 +407,7 @@ class MainWindow(QMainWindow):
     def ask_save_changes(self) -> str:
         """"save" | "discard" | "cancel" — asked before unsaved changes would be lost."""
         res = QMessageBox.question(
-            self, "Unsaved changes", "Save changes to this workflow before continuing?",
+            self, "Unsaved changes", f"Save changes to {self.document.display_name()} before continuing?",
             QMessageBox.StandardButton.Save | QMessageBox.StandardButton.Discard | QMessageBox.StandardButton.Cancel)
         return {QMessageBox.StandardButton.Save: "save", QMessageBox.StandardButton.Discard: "discard"}.get(
             res, "cancel")
@@ -384,6 +455,10 @@ class MainWindow(QMainWindow):
             f"nodegraph did not close cleanly. Recover unsaved changes to {src}?") == \
             QMessageBox.StandardButton.Yes
 
+    def ask_preferences(self, prefs: preferences.Preferences) -> preferences.Preferences | None:
+        dialog = preferences.PreferencesDialog(prefs, self)
+        return dialog.preferences() if dialog.exec() == QDialog.DialogCode.Accepted else None
+
     def ask_open_path(self) -> str | None:
         path, _ = QFileDialog.getOpenFileName(self, "Open workflow", str(self.document.last_dir()),
                                               "Workflows and images (*.json *.png);;All files (*)")
@@ -396,24 +471,24 @@ class MainWindow(QMainWindow):
 
     # -- closing ------------------------------------------------------------------------------
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt API
-        if not self.document.maybe_discard():
+        if not self.tabs.may_close_all():
             event.ignore()
             return
+        self.tabs.save_session()
         # Never block here: a node that cannot be interrupted (a checkpoint load) would
         # freeze the closing window.  The run is cancelled and the worker detached; the
         # process waits for it only after the window is gone (gui.runner._DETACHED).
         self.runner.shutdown(timeout_ms=100)
-        self.presenter.shutdown()
         self.images.shutdown()
         self.queue_panel.shutdown()
-        self.autosaver.discard()
-        self.autosaver.timer.stop()
+        for ws in self.tabs.workspaces():
+            ws.close()
         event.accept()
 
     def shutdown(self) -> None:
-        """Stop the worker without asking (tests, and the crash path)."""
+        """Stop the worker without asking (tests, and the crash path): recovery files stay."""
         self.runner.shutdown()
-        self.presenter.shutdown()
         self.images.shutdown()
         self.queue_panel.shutdown()
-        self.autosaver.timer.stop()
+        for ws in self.tabs.workspaces():
+            ws.close(clean=False)

@@ -39,7 +39,13 @@ if TYPE_CHECKING:
 
 
 class RunPresenter(QObject):
-    """Validation and run feedback for one window.
+    """Validation and run feedback for one workflow tab.
+
+    Runs of every tab share the window's one runner (one worker, one executor cache);
+    each job is tagged with the tab that queued it, and this presenter takes only its
+    own tab's events (or, for a job queued without a tab, those of the tab shown).  The
+    shared widgets (Problems panel, status label) show the tab on screen; run state of
+    a tab in the background still lands on its own canvas.
 
     Validation after an edit runs on a background thread, on a snapshot of the graph:
     it may list model folders (thousands of files) and must never stall typing or
@@ -48,16 +54,18 @@ class RunPresenter(QObject):
 
     _validated = Signal(int, object)  # generation, list[ValidationIssue] | Exception
 
-    def __init__(self, win: MainWindow, validate_ms: int) -> None:
-        super().__init__(win)
+    def __init__(self, win: MainWindow, tab: Any, validate_ms: int) -> None:
+        super().__init__(tab)
         self.win = win
-        self.scene = win.scene
+        self.tab = tab
+        self.scene = tab.scene
         self.runner = win.runner
         self.validation: list[Problem] = []
         self.run_problems: list[Problem] = []
         self.run_graph: Graph | None = None
         self.last_report: Any = None
         self._done = 0
+        self._memory_line = ""  # the device-memory line of the run in progress (NodeStats "memory")
         self.timer = NodeTimer()
         self.validate_timer = QTimer(self)
         self.validate_timer.setSingleShot(True)
@@ -69,12 +77,39 @@ class RunPresenter(QObject):
         self._closed = False
         self._validated.connect(self._on_validated)
         r = self.runner
-        r.event.connect(self.on_event)
-        r.invalid.connect(self.on_invalid)
-        r.failed.connect(lambda m: self.add_run_problem(Problem(None, None, m, source="run")))
-        r.runFinished.connect(self.on_finished)
-        r.queueChanged.connect(lambda n: win.queue_label.setText(f"{n} queued" if n else ""))
-        r.busyChanged.connect(win.progress.setVisible)
+        r.event.connect(self._event)
+        r.invalid.connect(self._invalid)
+        r.failed.connect(self._failed)
+        r.runFinished.connect(self._finished)
+
+    # -- routing: the runner is shared by every tab ------------------------------------------
+    def _mine(self) -> bool:
+        if self._closed:
+            return False
+        owner = self.runner.signal_owner
+        return owner is self.tab or (owner is None and self.win.is_current(self.tab))
+
+    def _event(self, ev: Any, preview: QImage | None) -> None:
+        if self._mine():
+            self.on_event(ev, preview)
+
+    def _invalid(self, issues: list) -> None:
+        if self._mine():
+            self.on_invalid(issues)
+
+    def _failed(self, message: str) -> None:
+        if self._mine():
+            self.add_run_problem(Problem(None, None, message, source="run"))
+
+    def _finished(self, report: Any) -> None:
+        if self._mine():
+            self.on_finished(report)
+
+    def _status(self, text: str) -> None:
+        """The run state in the status bar, naming the tab when it is not the one shown."""
+        if not self.win.is_current(self.tab):
+            text = f"{self.tab.document.display_name()}: {text}"
+        self.win.status_label.setText(text)
 
     def reset(self) -> None:
         """A different document: forget the previous one's run problems and re-check."""
@@ -136,7 +171,8 @@ class RunPresenter(QObject):
 
     def _apply_validation(self, issues: Any) -> None:
         if isinstance(issues, Exception):
-            self.win.statusBar().showMessage(f"validation failed: {issues}", 5000)
+            if self.win.is_current(self.tab):
+                self.win.statusBar().showMessage(f"validation failed: {issues}", 5000)
             issues = []
         self.validation = [Problem.from_issue(i) for i in issues if i.kind != "no_outputs"]
         self.show_problems()
@@ -150,16 +186,19 @@ class RunPresenter(QObject):
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     def show_problems(self) -> None:
+        """Marks on this tab's canvas; the Problems panel too if this tab is shown."""
         problems = self.run_problems + self.validation
-        self.win.problems.set_problems(problems, self.win.subgraph_actions.editor.node_label)
+        editor = self.tab.subgraph_actions.editor
         by_node: dict[str, list[tuple[str | None, str]]] = {}
         for p in problems:
             shown = self._local(p.node_id)  # an inner node's problem marks its subgraph node
             if shown:
-                own = p.node_id == self.win.subgraph_actions.editor.prefix() + shown
+                own = p.node_id == editor.prefix() + shown
                 by_node.setdefault(shown, []).append((p.input if own else None, p.message))
         self.scene.set_issues(by_node)
-        self.win.dock_problems.setWindowTitle(f"Problems ({len(problems)})" if problems else "Problems")
+        if self.win.is_current(self.tab):
+            self.win.problems.set_problems(problems, editor.node_label)
+            self.win.dock_problems.setWindowTitle(f"Problems ({len(problems)})" if problems else "Problems")
 
     def add_run_problem(self, p: Problem) -> None:
         self.run_problems.append(p)
@@ -169,8 +208,9 @@ class RunPresenter(QObject):
     def run(self) -> int:
         """Queue a run of the current graph (a snapshot: keep editing meanwhile)."""
         self.scene.close_editor(commit=True)
-        job = self.runner.submit(self.scene.root)
-        self.win.status_label.setText("Queued" if self.runner.busy else "Starting…")
+        job = self.runner.submit(self.scene.root, owner=self.tab)
+        self._status("Queued" if self.runner.current_job is not None and self.runner.current_job.job_id != job
+                     else "Starting…")
         self.advance_seeds()
         return job
 
@@ -179,8 +219,8 @@ class RunPresenter(QObject):
         snapshot, as ComfyUI does after queueing: the run uses the seed shown when Run
         was pressed, and runs queued back to back each get a new seed (applying it only
         when a run *finishes* would queue the same seed several times)."""
-        graph, undo = self.scene.root, self.win.undo
-        specs = SpecSource(self.win.subgraph_actions.editor)  # promoted seeds on subgraph nodes too
+        graph, undo = self.scene.root, self.tab.undo
+        specs = SpecSource(self.tab.subgraph_actions.editor)  # promoted seeds on subgraph nodes too
         updates = next_seeds(graph, specs)  # type: ignore[arg-type]
         if updates and self._runnable():
             undo.beginMacro("Update seeds after run")
@@ -202,7 +242,7 @@ class RunPresenter(QObject):
     def _local(self, nid: str | None) -> str | None:
         """The node shown on the canvas for an engine node id: itself at the top level, the
         subgraph node holding it for an inner node (``outer/inner``), None if not on this level."""
-        return self.win.subgraph_actions.editor.local(nid)
+        return self.tab.subgraph_actions.editor.local(nid)
 
     def on_event(self, ev: Any, preview: QImage | None) -> None:
         sc, win = self.scene, self.win
@@ -212,11 +252,11 @@ class RunPresenter(QObject):
             self.timer.clear()
             self.run_problems = []
             self.show_problems()
-            self.win.subgraph_actions.editor.run_started(list(ev.nodes))
+            self.tab.subgraph_actions.editor.run_started(list(ev.nodes))
             for nid in {self._local(n) for n in ev.nodes} - {None}:
                 sc.set_state(nid, "queued")
             self.run_graph = self.runner.current_graph or sc.root.copy()  # what this run really used
-            win.status_label.setText("Running…")
+            self._status("Running…")
             self._memory_line = ""
             win.progress.setRange(0, max(1, len(ev.nodes)))
             win.progress.setValue(0)
@@ -225,13 +265,13 @@ class RunPresenter(QObject):
             if local:
                 sc.set_state(local, "running")
                 self.timer.start(local)
-            win.status_label.setText(f"Running {sc.node_label(local) if local else ev.node_id}…")
+            self._status(f"Running {sc.node_label(local) if local else ev.node_id}…")
         elif isinstance(ev, NodeProgress):
             if local:
                 sc.set_progress(local, ev.step, ev.total, preview)
                 sc.set_badge(local, self.timer.progress_text(local, ev.step, ev.total))
         elif isinstance(ev, NodeFinished):
-            last = self.win.subgraph_actions.editor.run_node_finished(ev.node_id)
+            last = self.tab.subgraph_actions.editor.run_node_finished(ev.node_id)
             if local and sc.states.get(local) != "error":  # a subgraph node is done when its last inner node is
                 status, seconds = self.timer.finish(local, ev.status, ev.seconds)
                 sc.set_state(local, status if last else "running")
@@ -248,13 +288,11 @@ class RunPresenter(QObject):
             self.add_run_problem(Problem(ev.node_id, ev.input, first_line, source="run"))
         elif isinstance(ev, NodeStats):
             if ev.name == "memory" and ev.line:
-                win.status_label.setText(f"Running {sc.node_label(local) if local else ev.node_id}… "
-                                         f"| memory: {ev.line}")
+                self._status(f"Running {sc.node_label(local) if local else ev.node_id}… | memory: {ev.line}")
                 self._memory_line = ev.line
         elif isinstance(ev, RunFinished):
-            memory = getattr(self, "_memory_line", "")
-            win.status_label.setText(f"Run {ev.status} in {ev.seconds:.2f} s" + (f" | memory: {memory}" if memory
-                                                                                   else ""))
+            memory = self._memory_line
+            self._status(f"Run {ev.status} in {ev.seconds:.2f} s" + (f" | memory: {memory}" if memory else ""))
 
     def show_node_ui(self, nid: str, ui: Mapping[str, Any], status: str) -> None:
         """Preview and text on the node shown for ``nid`` (its subgraph node for an inner
@@ -283,7 +321,7 @@ class RunPresenter(QObject):
             if (i.node_id, i.input, i.message) not in shown:
                 self.run_problems.append(Problem(i.node_id, i.input, i.message, i.fix, "run"))
         self.show_problems()
-        self.win.status_label.setText(f"Cannot run: {len(issues)} problem(s)")
+        self._status(f"Cannot run: {len(issues)} problem(s)")
 
     def on_finished(self, report: Any) -> None:
         """A run ended (done, cancelled, failed or refused): nodes it never reached must

@@ -90,6 +90,9 @@ def array_to_qimage(arr: Any) -> QImage | None:
     return QImage(a.data, w, h, w * c, fmt).copy()  # copy: own the pixels, drop the numpy buffer
 
 
+_UNSET = object()
+
+
 @dataclass
 class RunJob:
     """One queued run: the graph snapshot taken when the user pressed Run."""
@@ -98,6 +101,8 @@ class RunJob:
     graph: Graph
     outputs: list[str] | None = None
     cancel: CancelToken = field(default_factory=CancelToken)
+    owner: Any = None  # who queued it (the editor's tab): its events are shown there
+    config: dict[str, Any] = field(default_factory=dict)  # executor settings in force for this run
 
 
 class _Worker(QObject):
@@ -109,6 +114,24 @@ class _Worker(QObject):
     def __init__(self, executor: Executor) -> None:
         super().__init__()
         self.executor = executor
+        self._applied: dict[str, Any] = {}
+
+    def _configure(self, config: dict[str, Any]) -> None:
+        """On the worker thread, between runs: settings changed in the editor (threads, cache
+        budget) reach the executor here, so a running node never sees them change."""
+        from nodegraph.executor import cache_budget
+
+        changed = {k: v for k, v in config.items() if self._applied.get(k, _UNSET) != v}
+        if not changed:
+            return
+        for key, value in changed.items():
+            if value is None:
+                self.executor.settings.pop(key, None)
+            else:
+                self.executor.settings[key] = value
+        self._applied.update(changed)
+        if "cache_budget" in changed:  # None: the default again (half the RAM available now)
+            self.executor.cache.set_budget(cache_budget(None, self.executor.settings))
 
     @Slot(object)
     def run(self, job: RunJob) -> None:
@@ -119,6 +142,7 @@ class _Worker(QObject):
             self.event.emit(job.job_id, ev, preview)
 
         try:
+            self._configure(job.config)
             if job.cancel.cancelled:
                 self.finished.emit(job.job_id, None)
                 return
@@ -152,6 +176,8 @@ class RunController(QObject):
         self._ids = itertools.count(1)
         self._queue: deque[RunJob] = deque()
         self._current: RunJob | None = None
+        self._signal_job: RunJob | None = None  # set while a job's signals are emitted
+        self._config: dict[str, Any] = {}  # executor settings for the runs queued from now on
         self.thread = QThread()
         self.thread.setObjectName("nodegraph-runner")
         self._worker = _Worker(executor)
@@ -178,13 +204,27 @@ class RunController(QObject):
     def queued(self) -> int:
         return len(self._queue)
 
-    def submit(self, graph: Graph, outputs: list[str] | None = None) -> int:
-        """Queue a run of a *snapshot* of ``graph`` (later edits do not affect it)."""
-        job = RunJob(next(self._ids), graph.copy(), outputs)
+    def submit(self, graph: Graph, outputs: list[str] | None = None, owner: Any = None) -> int:
+        """Queue a run of a *snapshot* of ``graph`` (later edits do not affect it).
+
+        ``owner`` tags the job (the editor tab that queued it): runs of every tab share
+        this one worker and its executor cache, and while a job's signals are emitted
+        :attr:`signal_owner` says whose they are."""
+        job = RunJob(next(self._ids), graph.copy(), outputs, owner=owner, config=dict(self._config))
         self._queue.append(job)
         self._pump()
         self.queueChanged.emit(len(self._queue))
         return job.job_id
+
+    def configure(self, **settings: Any) -> None:
+        """Executor settings (``threads``, ``cache_budget``; None = back to the default) for
+        the runs queued from now on.  The worker applies them before such a run starts: the
+        executor is only ever touched on its own thread, and never during a run."""
+        self._config.update(settings)
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return dict(self._config)
 
     def pending(self) -> list[RunJob]:
         """The runs waiting, in the order they will run (not the running one)."""
@@ -193,6 +233,12 @@ class RunController(QObject):
     @property
     def current_job(self) -> RunJob | None:
         return self._current
+
+    @property
+    def signal_owner(self) -> Any:
+        """The owner of the job whose signal is being delivered (event, invalid, failed,
+        runFinished, jobFinished); None outside of them or for jobs queued without one."""
+        return self._signal_job.owner if self._signal_job is not None else None
 
     def remove(self, job_id: int) -> bool:
         """Drop a waiting run (the running one is stopped with :meth:`cancel`)."""
@@ -226,6 +272,17 @@ class RunController(QObject):
         if self._current is not None:
             self._current.cancel.cancel()
 
+    def cancel_owner(self, owner: Any) -> None:
+        """Drop the waiting runs ``owner`` queued and stop its running one (a tab closes)."""
+        mine = [job for job in self._queue if job.owner is owner]
+        for job in mine:
+            job.cancel.cancel()
+            self._queue.remove(job)
+        if mine:
+            self.queueChanged.emit(len(self._queue))
+        if self._current is not None and self._current.owner is owner:
+            self._current.cancel.cancel()
+
     def _pump(self) -> None:
         if self._current is None and self._queue:
             self._current = self._queue.popleft()
@@ -236,24 +293,31 @@ class RunController(QObject):
     def _is_current(self, job_id: int) -> bool:
         return self._current is not None and self._current.job_id == job_id
 
+    def _emit_for(self, job: RunJob | None, signal: Any, *args: Any) -> None:
+        self._signal_job = job
+        try:
+            signal.emit(*args)
+        finally:
+            self._signal_job = None
+
     def _on_event(self, job_id: int, ev: Event, preview: QImage | None) -> None:
         if self._is_current(job_id):
-            self.event.emit(ev, preview)
+            self._emit_for(self._current, self.event, ev, preview)
 
     def _on_invalid(self, job_id: int, issues: list) -> None:
         if self._is_current(job_id):
-            self.invalid.emit(issues)
+            self._emit_for(self._current, self.invalid, issues)
 
     def _on_failed(self, job_id: int, message: str) -> None:
         if self._is_current(job_id):
-            self.failed.emit(message)
+            self._emit_for(self._current, self.failed, message)
 
     def _on_finished(self, job_id: int, report: Any) -> None:
         if not self._is_current(job_id):
             return
         job, self._current = self._current, None
-        self.jobFinished.emit(job_id, job.graph if job is not None else None, report)
-        self.runFinished.emit(report)
+        self._emit_for(job, self.jobFinished, job_id, job.graph if job is not None else None, report)
+        self._emit_for(job, self.runFinished, report)
         self.busyChanged.emit(False)
         self._release_memory()
         self._pump()

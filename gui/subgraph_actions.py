@@ -55,11 +55,15 @@ class InterfaceEdit:
 
 
 class SubgraphActions(QObject):
-    def __init__(self, win: MainWindow) -> None:
-        super().__init__(win)
+    """Subgraph verbs of one workflow tab (``tab``: its scene, view, undo stack, document,
+    edits and presenter); ``win`` answers dialogs and owns the menus."""
+
+    def __init__(self, win: MainWindow, tab: Any) -> None:
+        super().__init__(tab)
         self.win = win
-        self.scene, self.view, self.undo = win.scene, win.view, win.undo
-        self.editor = SubgraphEditor(win.scene, win.registry)
+        self.tab = tab
+        self.scene, self.view, self.undo = tab.scene, tab.view, tab.undo
+        self.editor = SubgraphEditor(tab.scene, win.registry)
         self._views: list[tuple[QTransform, QPointF]] = []  # the view of each level above, to restore on the way up
         self._install_breadcrumb()
         self.marks = SubgraphMarks(self.scene, self.editor)
@@ -67,31 +71,35 @@ class SubgraphActions(QObject):
         self.view.search.extra_specs = self.editor.local_specs
         self.view.installEventFilter(self)
         self.view.viewport().installEventFilter(self)
-        win.document.replaced.connect(self._on_replaced)
+        tab.document.replaced.connect(self._on_replaced)
         self.editor.pathChanged.connect(self._on_path)
 
     def _install_breadcrumb(self) -> None:
+        """The tab's page: the breadcrumb bar over the canvas (``self.container``)."""
         self.breadcrumb = BreadcrumbBar()
         self.breadcrumb.levelClicked.connect(self.go_to)
-        container = QWidget()
-        lay = QVBoxLayout(container)
+        self.container = QWidget()
+        lay = QVBoxLayout(self.container)
         lay.setContentsMargins(0, 0, 0, 0)
         lay.setSpacing(0)
-        self.win.takeCentralWidget()  # keep the view alive: setCentralWidget would delete it
         lay.addWidget(self.breadcrumb)
         lay.addWidget(self.view, 1)
-        self.win.setCentralWidget(container)
 
-    def build_menu(self, menu: Any) -> None:
-        """Entries of the Node menu (with shortcuts)."""
+    @staticmethod
+    def build_menu(win: MainWindow, menu: Any) -> None:
+        """Entries of the Node menu (with shortcuts); each acts in the tab shown when chosen."""
         menu.addSeparator()
-        act = self.win._action
-        self.act_convert = act("Convert to Subgraph", self.convert_selection, QKeySequence("Ctrl+Shift+G"), menu)
-        act("Open Subgraph", self.open_selected, QKeySequence("Ctrl+Shift+E"), menu)
-        act("Go Up One Level", self.go_up, QKeySequence("Alt+Up"), menu)
-        act("Edit Subgraph Interface…", self.edit_interface_selected, None, menu)
-        act("Promote Inner Widget…", self.promote_selected, None, menu)
-        act("Unpack Subgraph", self.unpack_selected, QKeySequence("Ctrl+Shift+U"), menu)
+        act = win._action
+
+        def on_current(verb: str) -> Any:
+            return lambda: getattr(win.subgraph_actions, verb)()
+
+        act("Convert to Subgraph", on_current("convert_selection"), QKeySequence("Ctrl+Shift+G"), menu)
+        act("Open Subgraph", on_current("open_selected"), QKeySequence("Ctrl+Shift+E"), menu)
+        act("Go Up One Level", on_current("go_up"), QKeySequence("Alt+Up"), menu)
+        act("Edit Subgraph Interface…", on_current("edit_interface_selected"), None, menu)
+        act("Promote Inner Widget…", on_current("promote_selected"), None, menu)
+        act("Unpack Subgraph", on_current("unpack_selected"), QKeySequence("Ctrl+Shift+U"), menu)
 
     def context_items(self, menu: QMenu, node_id: str) -> None:
         """Context-menu entries for the node under the mouse (already selected)."""
@@ -313,7 +321,7 @@ class SubgraphActions(QObject):
         """Show a node named by path (a problem's node): open the subgraphs on the way."""
         local = self.editor.reveal(path_id)
         if local is not None:
-            self.win.edits.focus_node(local)
+            self.tab.edits.focus_node(local)
 
     # -- events ----------------------------------------------------------------------------------
     def eventFilter(self, obj: QObject, event: QEvent) -> bool:  # noqa: N802 - Qt API
@@ -341,8 +349,9 @@ class SubgraphActions(QObject):
             del self._views[depth:]
             self.view.setTransform(transform)
             self.view.centerOn(center)
-        if hasattr(self.win, "presenter"):
-            self.win.presenter.show_problems()
+        presenter = getattr(self.tab, "presenter", None)  # None while the tab is being built
+        if presenter is not None:
+            presenter.show_problems()
 
     # -- dialogs (tests replace these) -------------------------------------------------------------
     def ask_subgraph_name(self, default: str) -> str | None:

@@ -146,6 +146,18 @@ class ResultCache:
                 self.evictions += 1
             return True
 
+    def set_budget(self, budget_bytes: int) -> None:
+        """Change the budget (a setting changed between runs); least recently used entries
+        go at once if the cache is now over it."""
+        if budget_bytes < 0:
+            raise ValueError("cache budget must be >= 0 bytes")
+        with self._lock:
+            self.budget_bytes = budget_bytes
+            while self._bytes > self.budget_bytes and self._entries:
+                _, evicted = self._entries.popitem(last=False)
+                self._bytes -= evicted.nbytes
+                self.evictions += 1
+
     def discard(self, key: str) -> None:
         with self._lock:
             old = self._entries.pop(key, None)

@@ -9,10 +9,11 @@ those are per-canvas presentation, not part of the model.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from PySide6.QtCore import QPointF, QRectF, Signal
+from PySide6.QtCore import QPointF, QRectF, QSize, Signal
 from PySide6.QtGui import QColor, QImage, QUndoStack
 from PySide6.QtWidgets import QGraphicsScene, QGraphicsSceneMouseEvent
 
@@ -61,11 +62,13 @@ class GraphScene(QGraphicsScene):
         self._unsubscribe: Callable[[], None] | None = None
         self._press_positions: dict[str, QPointF] = {}
         self._drag_wires: list[WireItem] = []
+        self._rigid_wires: list[tuple[WireItem, QPointF]] = []  # wires moving with both their nodes
         self.editor = None  # the one open inline value editor (see editors.py)
         self.area_nodes: set[str] = set()  # nodes showing an area overlay (see gui.regions)
         self._loading = False
         self.far = False
         self.zooming = False
+        self._zoom_scale = 1.0  # the zoom when a wheel gesture started (sizes the pictures)
         self.snap_grid = 0.0  # > 0: dragged nodes snap to this grid (View ▸ Snap to Grid)
         cmd.learn_display_names({s.type_id: s.display_name for s in registry})
         self.setBackgroundBrush(theme.CANVAS_BG)
@@ -250,21 +253,42 @@ class GraphScene(QGraphicsScene):
         self.far = far
         self._apply_cache_mode()
 
-    def set_zooming(self, zooming: bool) -> None:
-        """While the zoom changes step by step (wheel), paint nodes directly: each step
-        would otherwise re-rasterise every visible node's cache at the new scale and use
-        it once.  The caches come back when the zoom settles (see GraphView)."""
+    def set_zooming(self, zooming: bool, scale: float = 1.0) -> None:
+        """While the zoom changes step by step (wheel), nodes keep a picture in item
+        coordinates that each step only scales: a device-coordinate cache would be
+        re-rasterised at every new scale and used once, and painting directly redraws every
+        row (0.56x the CPU per step in an interleaved A/B on 500 nodes).  The picture is a
+        little soft while the wheel turns; the sharp device caches come back when the zoom
+        settles (see GraphView).  ``scale`` (the zoom when the gesture starts) sizes those
+        pictures so that the first step is as sharp as the view was."""
         if zooming == self.zooming:
             return
         self.zooming = zooming
+        self._zoom_scale = min(2.0, max(0.35, scale))
         self._apply_cache_mode()
 
     def _cache_mode(self) -> NodeItem.CacheMode:
-        direct = self.far or self.zooming
-        return NodeItem.CacheMode.NoCache if direct else NodeItem.CacheMode.DeviceCoordinateCache
+        if self.far:
+            return NodeItem.CacheMode.NoCache
+        if self.zooming:
+            return NodeItem.CacheMode.ItemCoordinateCache
+        return NodeItem.CacheMode.DeviceCoordinateCache
+
+    def drop_node_caches(self) -> None:
+        """Throw every node's cached picture away (they are drawn afresh on the next paint).
+        For a view shown again: updates made while it was hidden may not reach its caches."""
+        for item in self.node_items.values():
+            item.setCacheMode(NodeItem.CacheMode.NoCache)
+        self._apply_cache_mode()
 
     def _apply_cache_mode(self) -> None:
         mode = self._cache_mode()
+        if mode == NodeItem.CacheMode.ItemCoordinateCache:
+            k = self._zoom_scale
+            for item in self.node_items.values():
+                r = item.boundingRect()
+                item.setCacheMode(mode, QSize(max(1, math.ceil(r.width() * k)), max(1, math.ceil(r.height() * k))))
+            return
         for item in self.node_items.values():
             item.setCacheMode(mode)
 
@@ -459,7 +483,14 @@ class GraphScene(QGraphicsScene):
             z = 2 if nid in self._press_positions else 1
             if item.zValue() != z:
                 item.setZValue(z)
-        self._drag_wires = self._wires_touching(self._press_positions)
+        # A wire between two dragged nodes moves rigidly with them: shifting the item is far
+        # cheaper than re-routing its curve (dragging all 500 nodes moves 600 wires per move).
+        self._drag_wires, self._rigid_wires = [], []
+        for w in self._wires_touching(self._press_positions):
+            if w.link.src in self._press_positions and w.link.dst in self._press_positions:
+                self._rigid_wires.append((w, QPointF(w.pos())))
+            else:
+                self._drag_wires.append(w)
 
     def _wires_touching(self, ids: Mapping[str, Any]) -> list[WireItem]:
         """Each wire with an end on one of ``ids``, once (a wire between two dragged
@@ -487,6 +518,24 @@ class GraphScene(QGraphicsScene):
         if self._press_positions:  # nodes being dragged drag their wires along
             for w in self._drag_wires:
                 self._place_wire(w)
+            if self._rigid_wires:
+                self._move_rigid_wires()
+
+    def _move_rigid_wires(self) -> None:
+        moved = {nid: self.node_items[nid].pos() - p for nid, p in self._press_positions.items()
+                 if nid in self.node_items}
+        deltas = set((round(d.x(), 6), round(d.y(), 6)) for d in moved.values())
+        if len(deltas) == 1:  # the usual case: every dragged node moved by the same amount
+            (dx, dy), = deltas
+            for w, start in self._rigid_wires:
+                w.setPos(start.x() + dx, start.y() + dy)
+            return
+        for w, start in self._rigid_wires:
+            a, b = moved.get(w.link.src), moved.get(w.link.dst)
+            if a is not None and a == b:
+                w.setPos(start + a)
+            else:  # the ends moved apart (snapping rounds each node): route it again
+                self._place_wire(w)
 
     def mouseReleaseEvent(self, event: QGraphicsSceneMouseEvent) -> None:  # noqa: N802
         super().mouseReleaseEvent(event)
@@ -499,7 +548,7 @@ class GraphScene(QGraphicsScene):
             if item is not None and (item.pos() - p).manhattanLength() > 0.01:
                 moves[nid] = ((p.x(), p.y()), (item.pos().x(), item.pos().y()))
         self._press_positions = {}
-        self._drag_wires = []
+        self._drag_wires, self._rigid_wires = [], []
         if moves:
             self.push(cmd.MoveCommand(self.graph, moves, text=f"Move {len(moves)} node(s)"))
 

@@ -426,7 +426,7 @@ class GraphView(QGraphicsView):
             return super().wheelEvent(event)
         steps = event.angleDelta().y() / 120.0
         if steps:
-            self.gscene.set_zooming(True)
+            self.gscene.set_zooming(True, self.zoom())
             self._zoom_settle.start()
             self.set_zoom(self.zoom() * math.pow(1.15, steps), self.mapToScene(event.position().toPoint()))
 

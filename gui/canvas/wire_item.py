@@ -36,6 +36,10 @@ class WireItem(QGraphicsPathItem):
                          Qt.PenCapStyle.RoundCap)
 
     def set_ends(self, a: QPointF, b: QPointF) -> None:
+        """Route the curve between scene points ``a`` and ``b`` (the item back at the origin:
+        a drag of both its nodes may have shifted it, see GraphScene.mouseMoveEvent)."""
+        if not self.pos().isNull():
+            self.setPos(0.0, 0.0)
         self._shape = None
         self._path = wire_path(a, b)
         self.setPath(self._path)

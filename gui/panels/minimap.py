@@ -11,7 +11,7 @@ the picture on every repaint of the canvas, so it follows pans and zooms at once
 from __future__ import annotations
 
 from PySide6.QtCore import QEvent, QObject, QPointF, QRectF, Qt, QTimer
-from PySide6.QtGui import QColor, QMouseEvent, QPainter, QPaintEvent, QPen, QPixmap
+from PySide6.QtGui import QColor, QMouseEvent, QPainter, QPaintEvent, QPen, QPixmap, QShowEvent
 from PySide6.QtWidgets import QWidget
 
 from .. import theme
@@ -28,6 +28,7 @@ class Minimap(QWidget):
         self.setFixedSize(220, 140)
         self.setCursor(Qt.CursorShape.PointingHandCursor)
         self._picture: QPixmap | None = None
+        self._stale = False  # changed while hidden (see redraw)
         self._source = QRectF()  # the scene rectangle the picture shows
         self._target = QRectF()  # where inside this widget it is drawn
         # One refit per burst of changes, not per change: a paste of 500 nodes notifies
@@ -75,8 +76,12 @@ class Minimap(QWidget):
             self._redraw_timer.start()
 
     def redraw(self) -> None:
-        """Render the scene into the overview picture."""
+        """Render the scene into the overview picture (when on screen: see showEvent)."""
         self._redraw_timer.stop()
+        if not self.isVisible():  # a tab in the background (a run there changes it): drawn when shown
+            self._stale = True
+            return
+        self._stale = False
         self.redraws += 1
         ratio = self.devicePixelRatioF()
         pm = QPixmap(int(self.width() * ratio), int(self.height() * ratio))
@@ -93,6 +98,11 @@ class Minimap(QWidget):
             painter.end()
         self._picture = pm
         self.update()
+
+    def showEvent(self, event: QShowEvent) -> None:  # noqa: N802 - Qt API
+        super().showEvent(event)
+        if self._stale:
+            self.redraw()
 
     def shown_rect(self) -> QRectF:
         """The scene rectangle the overview shows."""

@@ -124,18 +124,20 @@ class QueuePanel(QWidget):
         self.pending.clear()
         current = self.runner.current_job
         if current is not None:
-            it = QListWidgetItem(f"▶ #{current.job_id}  running · {self._describe(current.graph)}")
+            it = QListWidgetItem(f"▶ #{current.job_id}  running · {self._describe(current.graph, current.owner)}")
             it.setData(Qt.ItemDataRole.UserRole, None)
             it.setFlags(it.flags() & ~Qt.ItemFlag.ItemIsSelectable)
             self.pending.addItem(it)
         for job in self.runner.pending():
-            it = QListWidgetItem(f"#{job.job_id}  {self._describe(job.graph)}")
+            it = QListWidgetItem(f"#{job.job_id}  {self._describe(job.graph, job.owner)}")
             it.setData(Qt.ItemDataRole.UserRole, job.job_id)
             self.pending.addItem(it)
 
-    def _describe(self, graph: Any) -> str:
+    def _describe(self, graph: Any, owner: Any = None) -> str:
+        """The workflow's name (its tab's file name when queued from a tab) and size."""
         name = graph.meta.get("name") if hasattr(graph, "meta") else None
-        return f"{name or self.win.document.display_name()} · {len(graph)} nodes"
+        document = getattr(owner, "document", None) or self.win.document
+        return f"{name or document.display_name()} · {len(graph)} nodes"
 
     def _selected_job(self) -> int | None:
         it = self.pending.currentItem()
@@ -166,7 +168,7 @@ class QueuePanel(QWidget):
     def _on_job_finished(self, job_id: int, graph: Any, report: Any) -> None:
         if graph is None or self._closed:
             return
-        entry = HistoryEntry.from_run(job_id, graph, report, name=self._describe(graph))
+        entry = HistoryEntry.from_run(job_id, graph, report, name=self._describe(graph, self.runner.signal_owner))
         self.store.add(entry)
         self.refresh_history()
 
@@ -229,9 +231,9 @@ class QueuePanel(QWidget):
     def reopen_selected(self) -> bool:
         """Show the selected run's workflow in the editor (as an untitled document)."""
         e = self._selected_entry()
-        if e is None or not self.win.document.maybe_discard():
+        if e is None:
             return False
-        self.win.set_graph(e.graph(), None)
+        self.win.open_graph(e.graph())  # in a tab of its own: the open workflows stay
         self.win.statusBar().showMessage(f"Opened the workflow of run #{e.job_id}", 4000)
         return True
 

@@ -214,6 +214,20 @@ def test_lru_budget_in_bytes_evicts_least_recently_used(tmp_path):
     assert ex.cache.nbytes == sum(ex.cache._entries[k].nbytes for k in ex.cache.keys())
 
 
+def test_lowering_the_budget_evicts_least_recently_used_at_once(tmp_path):
+    ex = make_executor(tmp_path, cache_bytes=10_000_000)
+    g = _bigs()
+    keys = ex.plan(g).keys
+    for k in (1, 2, 3):
+        assert ex.run(g, outputs=[f"b{k}"]).ok
+    assert all(keys[f"b{k}"] in ex.cache for k in (1, 2, 3))
+    ex.cache.set_budget(250_000)  # the editor's preference changed between runs
+    assert ex.cache.nbytes <= 250_000 and ex.cache.budget_bytes == 250_000
+    assert keys["b1"] not in ex.cache and keys["b2"] in ex.cache and keys["b3"] in ex.cache
+    ex.cache.set_budget(10_000_000)  # raising it drops nothing
+    assert keys["b2"] in ex.cache and keys["b3"] in ex.cache
+
+
 def test_evicted_upstream_is_not_recomputed_when_everything_after_it_is_cached(tmp_path):
     """E.g. a checkpoint loader pushed out of the budget by another model: re-running an unchanged workflow
     whose outputs are cached must not reload it."""

@@ -157,3 +157,15 @@ def test_imported_pictures_get_the_mode_open_would_give_not_mkstemps_private_060
         assert stat.S_IMODE(os.stat(folder / name).st_mode) == expected, name
         assert (folder / name).read_bytes() == (tmp_path / "red.png").read_bytes()
     assert not list(folder.glob(".*"))  # no temporary left behind
+
+
+def test_a_picture_lands_in_the_tab_it_was_dropped_on(window, inputs, tmp_path, qtbot):
+    window.set_graph(chain(), None)
+    dropped_on = window.workspace
+    src = picture(tmp_path / "late.png")
+    with qtbot.waitSignal(window.images.finished, timeout=5000) as sig:
+        drop_file(window, src)
+        window.new_tab()  # the user moves on before the copy into the input folder is done
+    assert window.workspace is not dropped_on and len(window.graph) == 0
+    assert dropped_on.graph.node(sig.args[0]).values["image"] == "late.png"
+    assert dropped_on.undo.count() == 1 and window.undo.count() == 0

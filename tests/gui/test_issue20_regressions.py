@@ -264,11 +264,16 @@ def test_dragging_a_selection_moves_each_wire_once_per_mouse_move(window, monkey
     monkeypatch.setattr(window.scene, "_place_wire", lambda w: (placed.append(w), real(w)))
     start = vpos(view, window.scene.node_items["b"].mapToScene(60, 10))
     drag(view, start, start + type(start)(30, 20), steps=3)
-    assert len(placed) == 3 * 2  # two wires, three moves: not twice per wire between dragged nodes
+    assert placed == []  # both wires join dragged nodes: shifted whole, never re-routed per move
     item_a = window.scene.node_items["a"]
     wire = window.scene.wires[("b", "image")]
-    assert (wire.path().pointAtPercent(0) - item_a.port_scene_pos("out", "IMAGE")).manhattanLength() < 0.5
+    start_pt = wire.mapToScene(wire.path().pointAtPercent(0))
+    assert (start_pt - item_a.port_scene_pos("out", "IMAGE")).manhattanLength() < 0.5
     assert window.undo.text(window.undo.index() - 1) == "Move 4 node(s)"
+    window.scene.clearSelection()
+    window.scene.node_items["b"].setSelected(True)  # one node: its two wires are routed again, once per move
+    drag(view, start + type(start)(30, 20), start, steps=3)
+    assert len(placed) == 3 * 2
 
 
 # -- a long prompt grows its box (and the node), then scrolls; it never spills out -----------------
@@ -312,8 +317,8 @@ def test_long_prompt_grows_the_node_then_scrolls_never_overflows(window, qtbot):
     assert node.layout.height == h0  # and undo gives the short box back
 
 
-# -- smooth on big graphs: wheel zoom paints nodes directly until the zoom settles ------------------
-def test_wheel_zoom_paints_directly_then_restores_node_caches(window, qtbot):
+# -- smooth on big graphs: wheel zoom scales item-coordinate pictures until the zoom settles --------
+def test_wheel_zoom_scales_node_pictures_then_restores_device_caches(window, qtbot):
     from PySide6.QtCore import QPoint
     from PySide6.QtGui import QImage, QPainter, QWheelEvent
 
@@ -329,7 +334,7 @@ def test_wheel_zoom_paints_directly_then_restores_node_caches(window, qtbot):
                      Qt.MouseButton.NoButton, Qt.KeyboardModifier.NoModifier, Qt.ScrollPhase.NoScrollPhase, False)
     QApplication.sendEvent(vp, ev)
     assert view.zoom() > z0
-    assert {it.cacheMode() for it in items} == {NodeItem.CacheMode.NoCache}  # mid-gesture
+    assert {it.cacheMode() for it in items} == {NodeItem.CacheMode.ItemCoordinateCache}  # mid-gesture: scaled
     qtbot.waitUntil(lambda: not window.scene.zooming, timeout=2000)
     assert {it.cacheMode() for it in items} == {NodeItem.CacheMode.DeviceCoordinateCache}
     # the grid is drawn without antialiasing, and the items after it get their painter back

@@ -43,9 +43,11 @@ def test_txt2img_runs_in_the_editor_and_its_png_reopens(qtbot, tmp_path):
         png = win.gallery.entries[0].path
         steps_run = win.graph.node(sampler).values["steps"]
         assert win.open_path(png, ask=False)
+        assert win.tabs.count() == 2  # the PNG's workflow opens beside the edited one
         assert win.graph.node(sampler).values["steps"] == steps_run == 2
     finally:
-        win.undo.setClean()
+        for ws in win.tabs.workspaces():
+            ws.undo.setClean()
         win.shutdown()
 
 
@@ -101,5 +103,6 @@ def test_hires_pass_converted_to_a_subgraph_keeps_the_cache_and_edits_inside_rer
         assert win.scene.node_items[inst].preview is not None  # the inner sampler's preview
         assert len(win.gallery.entries) == 2
     finally:
-        win.undo.setClean()
+        for ws in win.tabs.workspaces():
+            ws.undo.setClean()
         win.shutdown()
