@@ -83,12 +83,16 @@ def build_clip(sd: Mapping[str, torch.Tensor], *, activation: str, device: torch
 
 
 def load_checkpoint(path: str | os.PathLike[str], *, device: torch.device | str = "cpu",
-                    prediction: str = "auto", dtype: torch.dtype | None = None) -> Checkpoint:
+                    prediction: str = "auto", dtype: torch.dtype | None = None,
+                    home: torch.device | str | None = None) -> Checkpoint:
     """Load an all-in-one checkpoint.  ``prediction`` ("auto", "eps", "v") overrides the
     family rule / metadata for the rare file that gets it wrong.  ``dtype`` overrides the
     device policy (fp32 on CPU, stored precision on GPUs), e.g. to keep fp16 weights
-    memory-mapped instead of converting them."""
+    memory-mapped instead of converting them.  ``home``: where the UNet and text encoders are
+    put when it is not ``device`` (RAM, so the device-memory manager moves them to the GPU under
+    its budget, as for split files); they still compute on ``device``."""
     device = torch.device(device) if not isinstance(device, torch.device) else device
+    where = torch.device(home) if home is not None else device  # the weights' home
     sd, metadata = load_state_dict(path)
     family = _transformer_family(sd)
     if family is not None:
@@ -114,7 +118,7 @@ def load_checkpoint(path: str | os.PathLike[str], *, device: torch.device | str 
     try:
         unet_sd = strip_prefix(sd, UNET)
         config = infer_unet_config(unet_sd, metadata)
-        unet = UNetModel.from_state_dict(unet_sd, metadata, device=device, dtype=dtype, config=config)
+        unet = UNetModel.from_state_dict(unet_sd, metadata, device=where, dtype=dtype, config=config)
     except Exception as exc:
         raise _ctx(path, "UNet", exc) from exc
     rules = rules_for(config.family, metadata, prediction)
@@ -133,21 +137,21 @@ def load_checkpoint(path: str | os.PathLike[str], *, device: torch.device | str 
     head_count = int(heads) if heads else None
     try:
         if has_prefix(sd, SDXL_CLIP_L) and has_prefix(sd, SDXL_CLIP_G):
-            clip_l = build_clip(strip_prefix(sd, SDXL_CLIP_L), activation="quick_gelu", device=device,
+            clip_l = build_clip(strip_prefix(sd, SDXL_CLIP_L), activation="quick_gelu", device=where,
                                 dtype=dtype, name="CLIP-L text encoder")
-            clip_g = build_clip(openclip_to_hf(strip_prefix(sd, SDXL_CLIP_G)), activation="gelu", device=device,
+            clip_g = build_clip(openclip_to_hf(strip_prefix(sd, SDXL_CLIP_G)), activation="gelu", device=where,
                                 dtype=dtype, name="CLIP-G text encoder")
             clip = TextEncoder((clip_l, clip_g), default_tokenizer(), rules, device)
         elif has_prefix(sd, SDXL_REFINER_CLIP_G):
             clip_g = build_clip(openclip_to_hf(strip_prefix(sd, SDXL_REFINER_CLIP_G)), activation="gelu",
-                                device=device, dtype=dtype, name="CLIP-G text encoder")
+                                device=where, dtype=dtype, name="CLIP-G text encoder")
             clip = TextEncoder((clip_g,), default_tokenizer(), rules, device)
         elif has_prefix(sd, SD2_CLIP):
             enc = build_clip(openclip_to_hf(strip_prefix(sd, SD2_CLIP)), activation=rules.clip_activation,
-                             device=device, dtype=dtype, heads=head_count)
+                             device=where, dtype=dtype, heads=head_count)
             clip = TextEncoder((enc,), tokenizer_for(metadata, enc.config.vocab_size), rules, device)
         elif has_prefix(sd, SD1_CLIP):
-            enc = build_clip(strip_prefix(sd, SD1_CLIP), activation=rules.clip_activation, device=device,
+            enc = build_clip(strip_prefix(sd, SD1_CLIP), activation=rules.clip_activation, device=where,
                              dtype=dtype, heads=head_count)
             clip = TextEncoder((enc,), tokenizer_for(metadata, enc.config.vocab_size), rules, device)
     except Exception as exc:

@@ -480,3 +480,21 @@ def test_peak_is_per_run(tmp_path: Path) -> None:
     assert first.stats["memory"]["peak"] == max(unet_bytes, encoder_bytes) > unet_bytes
     again = ex.run(txt2img_graph(ckpt.name, steps=1, seed=7), outputs=["sampler"])
     assert again.nodes["positive"].status == "cached" and again.stats["memory"]["peak"] == unet_bytes
+
+
+def test_load_checkpoint_keeps_unet_and_text_encoder_at_home_for_the_manager(tmp_path):
+    """On a GPU the all-in-one loader must leave the UNet and text encoder in RAM (their home) so the
+    device-memory manager moves them under its budget, as the split loaders do; they still compute on
+    the device.  The meta device stands in for a GPU here (no VAE in the file: a VAE stays on the device)."""
+    from nodes.diffusion.checkpoint import load_checkpoint
+    from tests.diffusion.pipeline_fixtures import build_checkpoint
+
+    _, flat, _ = build_checkpoint("sd1", 0, 4)
+    no_vae = tuple(k for k in flat if k.startswith("first_stage_model."))
+    path = write_tiny_checkpoint(tmp_path, "sd1", drop_keys=no_vae).path
+    ckpt = load_checkpoint(path, device=torch.device("meta"), home="cpu")
+    assert ckpt.model.device.type == "meta" and ckpt.clip.device.type == "meta"  # where they compute
+    assert {p.device.type for p in ckpt.model.unet.parameters()} == {"cpu"}  # where they live
+    assert {p.device.type for e in ckpt.clip.encoders for p in e.parameters()} == {"cpu"}
+    without_home = load_checkpoint(path, device="cpu")  # no home: weights where they compute, as before
+    assert {p.device.type for p in without_home.model.unet.parameters()} == {"cpu"}

@@ -58,10 +58,11 @@ def checkpoint_loader(ctx: NodeContext, ckpt_name: str, prediction: str = "auto"
     """Load UNet, text encoder(s) and VAE from one checkpoint file; architecture is read
     from tensor shapes, the rest from family rules and the file's metadata."""
     from ..checkpoint import load_checkpoint
+    from .device_memory import home_device
 
     path = resolve_model(ctx.settings, "checkpoints", ckpt_name, "ckpt_name")
     try:
-        ckpt = load_checkpoint(path, device=ctx.device, prediction=prediction)
+        ckpt = load_checkpoint(path, device=ctx.device, prediction=prediction, home=home_device(ctx))
     except Exception as exc:
         raise load_error("ckpt_name", exc) from exc
     if ckpt.clip is None or ckpt.vae is None:
