@@ -40,7 +40,7 @@ from typing import Any, TextIO
 
 from .context import CancelToken
 from .errors import NodegraphError, OverrideError, WorkflowInvalid
-from .events import Event, EventListener, NodeProgress, NodeStarted
+from .events import Event, EventListener, NodeProgress, NodeStarted, NodeStats
 from .executor import Executor, RunReport
 from .fileio import atomic_write_text
 from .graph import Graph
@@ -511,9 +511,14 @@ class BatchResult:
         return [e for e in self.manifest["items"] if e["status"] not in ("ok",)]
 
 
+#: Width of the batch status line (it overwrites itself, so it is padded to this width).
+LINE_WIDTH = 200
+
+
 class BatchProgress:
     """One self-overwriting status line over the whole batch (drawn only on a TTY):
-    items done, the item running, its current node step, and an ETA."""
+    items done, the item running, its current node step, an ETA, and the last line of each
+    statistic nodes publish (e.g. a pack's device-memory line)."""
 
     def __init__(self, total: int, stream: TextIO | None = None, *, enabled: bool | None = None) -> None:
         self.stream = stream or sys.stderr
@@ -526,6 +531,7 @@ class BatchProgress:
         self._t0 = time.monotonic()
         self._ran = 0
         self._last = 0.0
+        self.stats: dict[str, str] = {}  # last line per published statistic (NodeStats)
 
     def start_item(self, name: str) -> None:
         self.current, self.node = name, ""
@@ -548,6 +554,9 @@ class BatchProgress:
         elif isinstance(event, NodeProgress):
             self.node = f"{event.node_id} {event.step}/{event.total}"
             self._draw()
+        elif isinstance(event, NodeStats) and event.line:
+            self.stats[event.name] = event.line
+            self._draw()
 
     def _draw(self, force: bool = False) -> None:
         if not self.enabled:
@@ -565,13 +574,14 @@ class BatchProgress:
             left = per * (self.total - self.done)
             eta = f" {per:.2f}s/item eta {int(left // 60)}m{int(left % 60):02d}s"
         fail = f" {self.failed} failed" if self.failed else ""
-        line = f"[{bar}] {self.done}/{self.total}{fail}{eta} {self.current} {self.node}"
-        self.stream.write("\r" + line[:150].ljust(150))
+        extra = "".join(f" | {name}: {text}" for name, text in self.stats.items())
+        line = f"[{bar}] {self.done}/{self.total}{fail}{eta} {self.current} {self.node}{extra}"
+        self.stream.write("\r" + line[:LINE_WIDTH].ljust(LINE_WIDTH))
         self.stream.flush()
 
     def close(self) -> None:
         if self.enabled:
-            self.stream.write("\r" + " " * 150 + "\r")
+            self.stream.write("\r" + " " * LINE_WIDTH + "\r")
             self.stream.flush()
 
 

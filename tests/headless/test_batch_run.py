@@ -270,3 +270,17 @@ def test_a_failed_item_never_adopts_a_file(tmp_path):
     stray.write_text("not from this batch")
     again = run_batch(text_graph(), SWEEPS, registry=primitives_registry(), output_dir=out, progress=False)
     assert again.manifest["items"][0]["status"] == "error"
+
+
+def test_progress_bar_shows_the_statistics_nodes_publish():
+    """A pack's device-memory line (a NodeStats event) shows on the batch line, as on the run line."""
+    from nodegraph.events import NodeStats
+
+    stream = io.StringIO()
+    bar = BatchProgress(2, stream, enabled=True)
+    bar.start_item("a")
+    bar(NodeStats(run_id="r", node_id="s", name="memory", data={"line": "device 16.4 MiB / 19.1 MiB (peak 16.4 MiB)"}))
+    bar.finish_item("ok")
+    assert "| memory: device 16.4 MiB / 19.1 MiB (peak 16.4 MiB)" in stream.getvalue()
+    bar(NodeStats(run_id="r", node_id="s", name="memory", data={}))  # no line: nothing replaces the last one
+    assert bar.stats == {"memory": "device 16.4 MiB / 19.1 MiB (peak 16.4 MiB)"}
