@@ -209,8 +209,8 @@ class RunPresenter(QObject):
         """Queue a run of the current graph (a snapshot: keep editing meanwhile)."""
         self.scene.close_editor(commit=True)
         job = self.runner.submit(self.scene.root, owner=self.tab)
-        self._status("Queued" if self.runner.current_job is not None and self.runner.current_job.job_id != job
-                     else "Starting…")
+        busy = self.runner.current_job is not None and self.runner.current_job.job_id != job
+        self._status("Waiting for the current run…" if busy else "Starting…")  # the queue label says "N queued"
         self.advance_seeds()
         return job
 

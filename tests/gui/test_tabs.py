@@ -142,7 +142,7 @@ def test_a_run_lands_in_the_tab_that_queued_it_while_another_is_edited(window, q
     assert window.runner.queued == 1
     assert tab_b.scene.states.get("b") is None  # A's progress is not painted on B
     assert tab_a.scene.node_items["b"].progress is not None
-    assert window.status_label.text() == "Queued"
+    assert window.status_label.text() == "Waiting for the current run…"  # beside "N queued", not "Queued N queued"
 
     RELEASE.set()
     qtbot.waitUntil(lambda: tab_a.presenter.last_report is not None and tab_b.presenter.last_report is not None,
