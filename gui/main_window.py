@@ -91,7 +91,7 @@ class MainWindow(QMainWindow):
         self.runner.queueChanged.connect(lambda n: self.queue_label.setText(f"{n} queued" if n else ""))
         self.runner.busyChanged.connect(self.progress.setVisible)
         self.runner.runFinished.connect(self._on_run_finished)
-        self.resize(1500, 900)
+        self.resize(*initial_size(self.screen()))
         self._update_title()
         self.tabs.remember = True
 
@@ -492,3 +492,18 @@ class MainWindow(QMainWindow):
         self.queue_panel.shutdown()
         for ws in self.tabs.workspaces():
             ws.close(clean=False)
+
+
+#: The window's preferred first size, and room kept for the window manager's title bar and panels.
+PREFERRED_SIZE = (1500, 900)
+DECORATION_MARGIN = 64
+
+
+def initial_size(screen: Any) -> tuple[int, int]:
+    """The first window size: the preferred one, shrunk to the screen's free area so that a
+    1366×768 laptop shows the status bar and the right-hand panels instead of cutting them off."""
+    w, h = PREFERRED_SIZE
+    if screen is None:
+        return w, h
+    area = screen.availableGeometry()
+    return min(w, area.width() - 16), min(h, area.height() - DECORATION_MARGIN)

@@ -94,3 +94,23 @@ def test_the_editor_offers_subgraph_components_from_the_folder_next_to_workflows
     finally:
         win.undo.setClean()
         win.shutdown()
+
+
+def test_first_window_size_fits_a_small_screen():
+    """On a 1366×768 laptop the window must not start taller or wider than the free screen area
+    (the status bar and right-hand panels were cut off); on a big screen it keeps its preferred size."""
+    from PySide6.QtCore import QRect
+
+    from gui.main_window import DECORATION_MARGIN, PREFERRED_SIZE, initial_size
+
+    class Screen:
+        def __init__(self, w: int, h: int) -> None:
+            self.rect = QRect(0, 0, w, h)
+
+        def availableGeometry(self) -> QRect:  # noqa: N802 (Qt's name)
+            return self.rect
+
+    w, h = initial_size(Screen(1366, 740))  # 768 minus a 28 px panel
+    assert w <= 1366 and h + DECORATION_MARGIN <= 740
+    assert initial_size(Screen(2560, 1400)) == PREFERRED_SIZE
+    assert initial_size(None) == PREFERRED_SIZE
