@@ -19,8 +19,9 @@ from nodes.diffusion.paths import DEMO_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKFLOWS = sorted((ROOT / "workflows").glob("*.json"))
-# Workflows for models nodegraph does not ship (FLUX): run on tiny files written by the tests.
-DEMO_WORKFLOWS = [p for p in WORKFLOWS if not p.stem.startswith("flux")]
+# Workflows for models nodegraph does not ship (real FLUX files): run on tiny files written by the tests.
+# flux_demo runs on the shipped FLUX-layout demo files.
+DEMO_WORKFLOWS = [p for p in WORKFLOWS if p.stem != "flux_txt2img"]
 DEMO_CKPT = DEMO_DIR / "checkpoints" / "nodegraph-shapes-v1.safetensors"
 needs_demo = pytest.mark.skipif(not DEMO_CKPT.exists(), reason="demo models not trained yet")
 
@@ -43,7 +44,7 @@ def test_shipped_workflow_validates_against_installed_packs(path: Path) -> None:
 
 
 @needs_demo
-@pytest.mark.parametrize("name", ["txt2img", "img2img", "controlnet", "upscale", "hiresfix", "inpaint"])
+@pytest.mark.parametrize("name", ["txt2img", "img2img", "controlnet", "upscale", "hiresfix", "inpaint", "flux_demo"])
 def test_readme_command_runs_each_workflow(name: str, tmp_path: Path) -> None:
     report = tmp_path / "report.json"
     proc = subprocess.run([sys.executable, "-m", "nodegraph.cli", "run", str(ROOT / "workflows" / f"{name}.json"),
