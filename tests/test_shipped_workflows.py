@@ -49,7 +49,8 @@ def test_readme_command_runs_each_workflow(name: str, tmp_path: Path) -> None:
     report = tmp_path / "report.json"
     proc = subprocess.run([sys.executable, "-m", "nodegraph.cli", "run", str(ROOT / "workflows" / f"{name}.json"),
                            "-o", str(tmp_path / "out"), "--report", str(report), "--device", "cpu"],
-                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})  # this checkout's packs and demo files
     assert proc.returncode == 0, proc.stderr
     data = json.loads(report.read_text())
     assert data["status"] == "ok"
