@@ -297,8 +297,13 @@ def main() -> None:
     ap.add_argument("--edge-weight", type=float, default=4.0)
     ap.add_argument("--new-cycle", action="store_true")
     ap.add_argument("--export", action="store_true", help="write the demo files from the saved EMA weights")
+    ap.add_argument("--evaluate", action="store_true",
+                    help="grade the exported files through the app's loaders (12 prompts x 3 seeds, 40 held-out x 5)")
     args = ap.parse_args()
     setup_torch(args.threads)
+    if args.evaluate:
+        evaluate_files()
+        return
     work_dir()
     if args.export:
         export()
@@ -423,6 +428,23 @@ def main() -> None:
     save()
     evaluate()
     log(f"done: {step} steps, {timer.elapsed / 60:.1f} min")
+
+
+def evaluate_files(position_seeds: tuple[int, ...] = (0, 1, 2, 3, 4)) -> None:
+    """The shipped files' scores, loaded as Load Diffusion Model / DualCLIPLoader / Load VAE load them."""
+    from nodes.diffusion.checkpoint import load_vae_file
+    from nodes.diffusion.split_files import flux_text_encoder, load_diffusion_model_file, load_text_encoder_part
+    from training.common import EVAL_SEEDS
+
+    model = load_diffusion_model_file(FLUX_MODEL_PATH)
+    clip = flux_text_encoder([load_text_encoder_part(CLIP_L_PATH), load_text_encoder_part(T5_PATH)], "cpu")
+    vae = load_vae_file(AE_PATH)
+    r = model.rules
+    imgs = sample_images(model, clip, vae, EVAL_PROMPTS, EVAL_SEEDS, cfg=r.default_cfg, steps=r.default_steps,
+                         scheduler=r.default_scheduler)
+    log(f"12 prompts x 3 seeds: {grade(imgs, EVAL_PROMPTS, EVAL_SEEDS)}")
+    log(f"held-out position/size prompts, 40 x {len(position_seeds)}: "
+        f"{evaluate_positions(model, clip, vae, seeds=position_seeds, cfg=r.default_cfg)}")
 
 
 def export() -> None:
