@@ -499,6 +499,9 @@ class TextEncoderPart:
     module: Any
     tokenizer: Any
     dtype: Any = None  # compute dtype, for encoders that take it per call (Qwen3)
+    #: T5 only: pad prompts to at least this many tokens (None = FLUX's 256).  From the file's
+    #: ``nodegraph.t5.min_tokens`` metadata: a small encoder trained on short padding (our demo) says so.
+    min_tokens: int | None = None
 
 
 def load_text_encoder_part(path: str | os.PathLike[str], *, device: Any = "cpu",
@@ -521,7 +524,8 @@ def load_text_encoder_part(path: str | os.PathLike[str], *, device: Any = "cpu",
     if identity.kind == "t5":
         model = build_t5_from_state_dict(sd).to(home or device)
         model.compute_dtype = dtype
-        return TextEncoderPart("t5", model, T5Tokenizer.beside(p))
+        min_tokens = (metadata or {}).get("nodegraph.t5.min_tokens")
+        return TextEncoderPart("t5", model, T5Tokenizer.beside(p), min_tokens=int(min_tokens) if min_tokens else None)
     if identity.kind == "qwen3":
         from .models.qwen3 import build_qwen3_from_state_dict
 
@@ -530,7 +534,9 @@ def load_text_encoder_part(path: str | os.PathLike[str], *, device: Any = "cpu",
     if identity.kind in ("clip", "openclip"):
         hf = openclip_to_hf(sd) if identity.kind == "openclip" else sd
         # HF-layout files are OpenAI CLIP-L (quick GELU) except bigG (width 1280: SDXL/SD3's clip_g, GELU)
+        # (a file's nodegraph.clip.activation metadata wins: our demo CLIP uses GELU)
         activation = "quick_gelu" if identity.kind == "clip" and identity.info.get("width") != 1280 else "gelu"
+        activation = (metadata or {}).get("nodegraph.clip.activation") or activation
         model = build_clip(hf, activation=activation, device=torch.device(home or device), dtype=dtype, name=p.name)
         return TextEncoderPart("clip", model, tokenizer_for(metadata or {}, model.config.vocab_size))
     raise WrongModelFile(f"{p.name!r} is {identity.description}, not a text encoder", fix_for(identity))
@@ -578,13 +584,14 @@ def flux_text_encoder(parts: list[TextEncoderPart], device: Any) -> Any:
     import torch
 
     from .families import FAMILIES
-    from .flux_runtime import FluxTextEncoder
+    from .flux_runtime import T5_MIN_TOKENS, FluxTextEncoder
 
     clip = next((q for q in parts if q.kind == "clip"), None)
     t5 = next((q for q in parts if q.kind == "t5"), None)
     return FluxTextEncoder(clip.module if clip else None, t5.module if t5 else None,
                            clip.tokenizer if clip else None, t5.tokenizer if t5 else None,
-                           FAMILIES["flux-dev"], torch.device(device))
+                           FAMILIES["flux-dev"], torch.device(device),
+                           t5_min_tokens=(t5.min_tokens if t5 and t5.min_tokens else T5_MIN_TOKENS))
 
 
 def sd3_text_encoder(parts: list[TextEncoderPart | None], device: Any) -> Any:

@@ -1,0 +1,480 @@
+"""Train the FLUX-layout demo: a tiny FLUX.1 transformer and its T5-layout text encoder, on cached latents.
+
+See :mod:`training.flux_demo` for the file set.  What is trained and what is reused:
+
+* VAE: the UNet demo's, converted exactly to the FLUX ``ae`` layout (not trained here).  Latents of
+  the training images are encoded once (fp16-rounded weights, as shipped) and cached with their
+  normalisation, measured here: shift = mean, scale = 1 / std of the 4 used channels (written into
+  the VAE file's metadata, so VAE Encode/Decode and the sampler agree on unit-variance latents).
+* CLIP-L slot: the UNet demo's text encoder, frozen; its pooled vector (final-norm EOS feature, what
+  :func:`nodes.diffusion.flux_runtime.clip_pooled` returns) is cached per caption.
+* T5 slot: a 2-layer T5 v1.1-layout encoder trained jointly with the transformer, reading the
+  prompt through the app's own T5 path (:func:`nodes.diffusion.flux_runtime._t5_tokens`, padded
+  to :data:`~training.flux_demo.T5_MIN_TOKENS`, unmasked).
+* Transformer: rectified flow (``x_t = (1 - s) x0 + s noise``, target velocity ``noise - x0``),
+  sigmas drawn logit-normal then shifted by :data:`~training.flux_demo.FLOW_SHIFT` (SD3/FLUX
+  training), the same fixed shift the exported schedule samples with.  adaLN-zero init.  The
+  12 latent channels the VAE does not use are cut off: ``img_in`` columns and ``final_layer`` rows
+  for them are zero and stay zero (the network never reads them and predicts 0 there), and the
+  loss covers the 4 used channels, with the UNet demo's outline weight (squares need it).
+* Position and size words: captions carry them with probability 0.75 each (the UNet demo: 0.5),
+  and samples are drawn so that every 3x3 position cell is equally likely (the generator puts
+  ~40 % of objects in the center cell and ~3 % in each corner).  The (shape, colour, background,
+  position) combinations of :func:`held_out_prompts` never occur in training.
+* 10 % empty captions, so CFG has an unconditional model.  EMA weights are exported.
+
+Usage (resumes from ``$NODEGRAPH_TRAIN_DIR/flux.pt``; time-budgeted like the other scripts)::
+
+    OMP_WAIT_POLICY=PASSIVE .venv/bin/python -m training.train_flux --minutes 80
+    .venv/bin/python -m training.train_flux --export      # write the four demo files
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from nodes.diffusion.families import rules_for
+from nodes.diffusion.flux_runtime import FluxModel, FluxTextEncoder, _t5_tokens, clip_pooled
+from nodes.diffusion.models.flux import FluxTransformer
+from nodes.diffusion.models.t5 import T5Encoder, T5Tokenizer
+from nodes.diffusion.models.vae import AutoencoderKL, infer_vae_config
+from nodes.diffusion.runtime import VAEModel
+from nodes.diffusion.sampling.model_sampling import FlowSchedule
+from training.captions import POSITIONS, caption_for
+from training.common import (
+    EMPTY_CAPTION_PROB,
+    EVAL_PROMPTS,
+    IMAGE_SIZE,
+    WORK,
+    Timer,
+    grade,
+    images_to_tensor,
+    load_work,
+    log,
+    outline_ring,
+    sample_images,
+    setup_torch,
+    work_dir,
+)
+from training.flux_demo import (
+    AE_PATH,
+    CLIP_L_PATH,
+    FLOW_SHIFT,
+    FLUX_CONFIG,
+    FLUX_MODEL_PATH,
+    LATENT_CHANNELS,
+    T5_MIN_TOKENS,
+    T5_PATH,
+    T5_TOKENIZER_PATH,
+    USED_CHANNELS,
+    ae_state,
+    build_t5_tokenizer,
+    clip_l_metadata,
+    clip_l_state,
+    t5_config,
+)
+from training.shapes import generate, generate_batch
+
+LATENT_SEED = 2100
+HELD_OUT_SEED = 9700
+CAPTION_WORD_PROB = 0.75
+DEFAULTS = {"steps": 10, "cfg": 4.0, "sampler": "euler", "scheduler": "simple"}
+
+
+# ----------------------------------------------------------------------------- held-out prompts
+
+
+def held_out_prompts(n: int = 40) -> list[tuple[str, dict]]:
+    """``n`` prompts naming a position and a size ("a small red star in the top left on a blue background"),
+    from held-out samples (seed 9700+), each position 4-5 times; their (shape, colour, background,
+    position) combinations are excluded from training.  Returns (prompt, attrs)."""
+    rng = np.random.default_rng(HELD_OUT_SEED)
+    out: list[tuple[str, dict]] = []
+    per_cell = {p: 0 for p in POSITIONS}
+    i = 0
+    while len(out) < n:
+        s = generate(HELD_OUT_SEED + i)
+        i += 1
+        a = s.attrs
+        if a["size"] == "medium" or per_cell[a["position"]] >= math.ceil(n / len(POSITIONS)):
+            continue
+        per_cell[a["position"]] += 1
+        prompt = caption_for(a, rng, with_size=True, with_position=True)
+        out.append((prompt, a))
+    return out
+
+
+def _combo(a: dict) -> tuple[str, str, str, str]:
+    return a["shape"], a["color"], a["background"], a["position"]
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def load_ae(scale: float = 1.0, shift: float = 0.0) -> AutoencoderKL:
+    sd = {k: v.half().float() for k, v in ae_state().items()}
+    vae = AutoencoderKL(infer_vae_config(sd, scale, shift))
+    vae.load_state_dict(sd)
+    return vae.eval().requires_grad_(False)
+
+
+def latent_set(n: int) -> dict:
+    """Raw 4-channel ae latents, attrs, masks and the measured (scale, shift), cached."""
+    path = WORK / f"flux_latents_{LATENT_SEED}_{n}.pt"
+    if path.exists():
+        return load_work(path)
+    log(f"generating and encoding {n} images")
+    b = generate_batch(LATENT_SEED, n, IMAGE_SIZE)
+    vae = load_ae()
+    chunks = []
+    with torch.no_grad():
+        for i in range(0, n, 64):
+            mean, _ = vae.encode_moments(images_to_tensor(b.images[i : i + 64]))
+            chunks.append(mean[:, :USED_CHANNELS].clone())
+    latents = torch.cat(chunks)
+    d = {"latents": latents, "attrs": b.attrs, "masks": b.masks, "shift": float(latents.mean()),
+         "scale": float(1.0 / latents.std())}  # fmt: skip
+    torch.save(d, path)
+    log(f"latents cached: shift {d['shift']:.4f} scale {d['scale']:.4f}")
+    return d
+
+
+def sampling_weights(attrs: list[dict], held: set) -> np.ndarray:
+    """Per-sample draw probabilities: each position cell equally likely; held-out combinations never."""
+    cells = [a["position"] for a in attrs]
+    counts = {c: cells.count(c) for c in set(cells)}
+    w = np.array([0.0 if _combo(a) in held else 1.0 / counts[a["position"]] for a in attrs])
+    return w / w.sum()
+
+
+# ----------------------------------------------------------------------------- models
+
+
+def _joint_attention_autograd(txt, img, pe):
+    """:func:`nodes.diffusion.models.flux.joint_attention` without ``out=`` buffers (which autograd
+    refuses): the same rotation and attention, concatenating instead of writing into slices."""
+    from nodes.diffusion.models.flux import apply_rope, sdpa_merge_heads
+
+    cos, sin = pe
+    q = torch.cat([txt[0], img[0]], dim=2)
+    k = torch.cat([txt[1], img[1]], dim=2)
+    return sdpa_merge_heads(apply_rope(q, cos, sin), apply_rope(k, cos, sin), torch.cat([txt[2], img[2]], dim=2))
+
+
+def enable_training_attention() -> None:
+    """Make the app's FLUX blocks differentiable (inference keeps the buffer-writing version)."""
+    import nodes.diffusion.models.flux as flux_module
+
+    flux_module.joint_attention = _joint_attention_autograd
+
+
+def new_transformer(seed: int) -> FluxTransformer:
+    g = torch.Generator().manual_seed(seed)
+    model = FluxTransformer(FLUX_CONFIG).init_weights(g)
+    with torch.no_grad():  # adaLN-zero: every block starts as the identity, the output at zero
+        for name, p in model.named_parameters():
+            if ("_mod.lin" in name or "modulation.lin" in name or "adaLN_modulation" in name
+                    or name.startswith("final_layer.linear")):
+                p.zero_()
+        cut_unused_channels(model)
+    return model
+
+
+def cut_unused_channels(model: FluxTransformer) -> None:
+    """Zero the patch features of latent channels >= USED_CHANNELS in img_in (columns) and final_layer (rows).
+
+    Patchified feature index = channel * 4 + (row, col) in the 2x2 patch, so channel c owns 4c..4c+3.
+    """
+    k = 4 * USED_CHANNELS
+    with torch.no_grad():
+        model.img_in.weight[:, k:] = 0
+        model.final_layer.linear.weight[k:] = 0
+        model.final_layer.linear.bias[k:] = 0
+
+
+def new_t5(vocab: int, seed: int) -> T5Encoder:
+    g = torch.Generator().manual_seed(seed + 1)
+    t5 = T5Encoder(t5_config(vocab)).init_weights(g)
+    cfg = t5.config
+    with torch.no_grad():  # T5 does not scale attention logits: scale q down instead (HF's init does too)
+        t5.shared.weight.mul_(0.5)
+        for block in t5.encoder.block:
+            block.layer[0].SelfAttention.q.weight.mul_(cfg.d_kv**-0.5)
+        t5.encoder.block[0].layer[0].SelfAttention.relative_attention_bias.weight.normal_(0, 0.1, generator=g)
+    return t5
+
+
+def load_clip():
+    """The demo CLIP exactly as the app loads the exported CLIP-L-layout file (activation, tokenizer)."""
+    from nodes.diffusion.split_files import load_text_encoder_part
+
+    export_fixed_files()
+    part = load_text_encoder_part(CLIP_L_PATH)
+    return part.module.float(), part.tokenizer
+
+
+def export_fixed_files() -> None:
+    """The files that do not change with training: CLIP-L-layout encoder, T5 tokenizer (written if missing)."""
+    from safetensors.torch import save_file
+
+    if not CLIP_L_PATH.exists():
+        CLIP_L_PATH.parent.mkdir(parents=True, exist_ok=True)
+        tmp = CLIP_L_PATH.with_suffix(".tmp")
+        save_file(clip_l_state(), str(tmp), metadata=clip_l_metadata())
+        tmp.chmod(0o644)
+        tmp.replace(CLIP_L_PATH)
+    if not T5_TOKENIZER_PATH.exists():
+        build_t5_tokenizer(T5_TOKENIZER_PATH)
+
+
+def model_metadata(scale: float, shift: float, step: int) -> dict[str, str]:
+    return {
+        "nodegraph.family": "flux-schnell",
+        "nodegraph.schedule": json.dumps({"kind": "flow", "shift": FLOW_SHIFT, "multiplier": 1.0}),
+        "nodegraph.default_size": str(IMAGE_SIZE),
+        "nodegraph.default_steps": str(DEFAULTS["steps"]),
+        "nodegraph.default_cfg": str(DEFAULTS["cfg"]),
+        "nodegraph.default_sampler": DEFAULTS["sampler"],
+        "nodegraph.default_scheduler": DEFAULTS["scheduler"],
+        "nodegraph.vae.scaling_factor": f"{scale:.6f}",
+        "nodegraph.vae.shift_factor": f"{shift:.6f}",
+        "nodegraph.training.steps": str(step),
+        "nodegraph.description": (
+            "nodegraph shapes demo, FLUX layout: a tiny FLUX.1-schnell-architecture transformer (BFL keys, "
+            f"hidden {FLUX_CONFIG.hidden_size}, {FLUX_CONFIG.depth} double + {FLUX_CONFIG.depth_single_blocks} "
+            "single blocks) trained with rectified flow on 64x64 images of one coloured shape on a plain "
+            "background; use with the demo's CLIP-L, T5 and ae files. Prompts like 'a small red circle in the "
+            "top left on a blue background'."),
+    }
+
+
+def runtime_objects(model: FluxTransformer, t5: T5Encoder, t5_tok: T5Tokenizer, clip, clip_tok, scale, shift):
+    """Wrap the training modules in the app's runtime objects (same code path as inference)."""
+    rules = rules_for("flux-schnell", model_metadata(scale, shift, 0))
+    schedule = FlowSchedule(shift=FLOW_SHIFT)
+    fm = FluxModel(model, schedule, rules, torch.device("cpu"), torch.float32)
+    text = FluxTextEncoder(clip, t5, clip_tok, t5_tok, rules, torch.device("cpu"), t5_min_tokens=T5_MIN_TOKENS)
+    vae = VAEModel(load_ae(scale, shift), torch.device("cpu"), torch.float32)
+    return fm, text, vae
+
+
+def evaluate_positions(model, text, vae, seeds=(0,), n: int = 40, cfg: float = DEFAULTS["cfg"]) -> dict:
+    from training.captions import parse_caption
+    from training.checker import check, compare
+
+    prompts = [p for p, _ in held_out_prompts(n)]
+    imgs = sample_images(model, text, vae, prompts, seeds, cfg=cfg, scheduler=DEFAULTS["scheduler"])
+    res = {"position_ok": 0, "size_ok": 0, "color_ok": 0, "background_ok": 0, "shape_ok": 0}
+    for i, p in enumerate(prompts):
+        for s in range(len(seeds)):
+            ok = compare(check(imgs[i * len(seeds) + s]), parse_caption(p))
+            for k in res:
+                res[k] += ok[k]
+    return {k: v / (len(prompts) * len(seeds)) for k, v in res.items()}
+
+
+# ----------------------------------------------------------------------------- training
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--steps", type=int, default=1_000_000)
+    ap.add_argument("--minutes", type=float, default=80.0)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--lr", type=float, default=8e-4)
+    ap.add_argument("--data", type=int, default=12000)
+    ap.add_argument("--ema", type=float, default=0.995)
+    ap.add_argument("--eval-every", type=int, default=500)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--edge-weight", type=float, default=4.0)
+    ap.add_argument("--new-cycle", action="store_true")
+    ap.add_argument("--export", action="store_true", help="write the demo files from the saved EMA weights")
+    ap.add_argument("--evaluate", action="store_true",
+                    help="grade the exported files through the app's loaders (12 prompts x 3 seeds, 40 held-out x 5)")
+    args = ap.parse_args()
+    setup_torch(args.threads)
+    if args.evaluate:
+        evaluate_files()
+        return
+    work_dir()
+    if args.export:
+        export()
+        return
+    timer = Timer()
+    enable_training_attention()
+    data = latent_set(args.data)
+    scale, shift = data["scale"], data["shift"]
+    latents = (data["latents"] - shift) * scale
+    attrs = data["attrs"]
+    pixel_w = 1.0 + args.edge_weight * F.avg_pool2d(outline_ring(data["masks"]), IMAGE_SIZE // latents.shape[-1])
+    held = {_combo(a) for _, a in held_out_prompts()}
+    probs = sampling_weights(attrs, held)
+    clip, clip_tok = load_clip()
+    clip.requires_grad_(False)
+    t5_tok = T5Tokenizer(T5_TOKENIZER_PATH)
+    vocab = t5_tok._tok.get_vocab_size()
+    torch.manual_seed(args.seed)
+    model = new_transformer(args.seed)
+    t5 = new_t5(vocab, args.seed)
+    params = list(model.parameters()) + list(t5.parameters())
+    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01, betas=(0.9, 0.99))
+    ema_model, ema_t5 = copy.deepcopy(model).requires_grad_(False), copy.deepcopy(t5).requires_grad_(False)
+    step = warm_from = 0
+    gen = torch.Generator().manual_seed(args.seed)
+    ckpt = WORK / "flux.pt"
+    if ckpt.exists():
+        s = load_work(ckpt)
+        model.load_state_dict(s["model"])
+        t5.load_state_dict(s["t5"])
+        ema_model.load_state_dict(s["ema_model"])
+        ema_t5.load_state_dict(s["ema_t5"])
+        fresh = "opt" not in s or args.new_cycle
+        if not fresh:
+            opt.load_state_dict(s["opt"])
+            gen.set_state(s["gen"])
+            warm_from = s.get("warm_from", 0)
+        else:
+            warm_from = s["step"]
+        step, timer = s["step"], Timer(0.0 if fresh else s["elapsed"])
+        log(f"resumed at step {step}" + (" with a fresh optimizer and LR cycle" if fresh else ""))
+    log(f"transformer {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M, T5 "
+        f"{sum(p.numel() for p in t5.parameters()) / 1e6:.3f} M params; scale {scale:.4f} shift {shift:.4f}; "
+        f"{len(held)} held-out combinations")
+
+    def save() -> None:
+        tmp = ckpt.with_suffix(".tmp")
+        torch.save({"model": model.state_dict(), "t5": t5.state_dict(), "ema_model": ema_model.state_dict(),
+                    "ema_t5": ema_t5.state_dict(), "opt": opt.state_dict(), "gen": gen.get_state(), "step": step,
+                    "elapsed": timer.elapsed, "scale": scale, "shift": shift, "warm_from": warm_from,
+                    "vocab": vocab}, tmp)  # fmt: skip
+        tmp.replace(ckpt)
+
+    def evaluate() -> None:
+        objs = runtime_objects(ema_model, ema_t5, t5_tok, clip, clip_tok, scale, shift)
+        imgs = sample_images(*objs, EVAL_PROMPTS, (0,), cfg=DEFAULTS["cfg"], scheduler=DEFAULTS["scheduler"])
+        log(f"step {step} eval (EMA, 12 prompts x 1 seed): {grade(imgs, EVAL_PROMPTS, (0,))}")
+        log(f"step {step} held-out positions/sizes (40 x 1): {evaluate_positions(*objs)}")
+
+    pooled_cache: dict[str, torch.Tensor] = {}
+
+    def pooled(caps: list[str]) -> torch.Tensor:
+        with torch.no_grad():
+            for c in caps:
+                if c not in pooled_cache:
+                    pooled_cache[c] = clip_pooled(clip, clip_tok, c)[0]
+        return torch.stack([pooled_cache[c] for c in caps])
+
+    rng = np.random.default_rng(args.seed + step)
+    k = USED_CHANNELS
+    running = None
+    model.train()
+    t5.train()
+    while step < args.steps:
+        frac = max(step / args.steps, timer.elapsed / (60 * args.minutes) if args.minutes else 0.0)
+        if frac >= 1.0:
+            break
+        idx = rng.choice(len(latents), args.batch, p=probs)
+        caps = [caption_for(attrs[i], rng, with_size=bool(rng.random() < CAPTION_WORD_PROB),
+                            with_position=bool(rng.random() < CAPTION_WORD_PROB))
+                if rng.random() >= EMPTY_CAPTION_PROB else "" for i in idx]  # fmt: skip
+        ids = torch.tensor([_t5_tokens(t5_tok, c, T5_MIN_TOKENS)[0] for c in caps], dtype=torch.long)
+        x0 = torch.zeros(args.batch, LATENT_CHANNELS, *latents.shape[-2:])
+        x0[:, :k] = latents[idx]
+        u = torch.randn(args.batch, generator=gen).sigmoid()
+        sig = FLOW_SHIFT * u / (1 + (FLOW_SHIFT - 1) * u)
+        noise = torch.randn(x0.shape, generator=gen)
+        sv = sig.view(-1, 1, 1, 1)
+        x_t = (1 - sv) * x0 + sv * noise
+        target = noise - x0
+        lr = args.lr * min(1.0, (step - warm_from + 1) / 200) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
+        for g in opt.param_groups:
+            g["lr"] = lr
+        ctx = t5(ids)
+        pred = model(x_t, sig, ctx, pooled(caps))
+        err = F.mse_loss(pred[:, :k], target[:, :k], reduction="none") * pixel_w[idx]
+        loss = err.mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        model.img_in.weight.grad[:, 4 * k :] = 0
+        model.final_layer.linear.weight.grad[4 * k :] = 0
+        model.final_layer.linear.bias.grad[4 * k :] = 0
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        cut_unused_channels(model)  # weight decay of exact zeros is zero; this guards against drift
+        step += 1
+        decay = min(args.ema, (1 + step) / (10 + step))
+        with torch.no_grad():
+            for e, p in zip(ema_model.parameters(), model.parameters(), strict=True):
+                e.lerp_(p, 1 - decay)
+            for e, p in zip(ema_t5.parameters(), t5.parameters(), strict=True):
+                e.lerp_(p, 1 - decay)
+        running = float(loss.detach()) if running is None else 0.98 * running + 0.02 * float(loss.detach())
+        if step % 50 == 0:
+            log(f"step {step} loss {running:.4f} lr {lr:.2e} elapsed {timer.elapsed / 60:.1f} min")
+        if step % 200 == 0:
+            save()
+        if step % args.eval_every == 0:
+            model.eval()
+            evaluate()
+            model.train()
+    save()
+    evaluate()
+    log(f"done: {step} steps, {timer.elapsed / 60:.1f} min")
+
+
+def evaluate_files(position_seeds: tuple[int, ...] = (0, 1, 2, 3, 4)) -> None:
+    """The shipped files' scores, loaded as Load Diffusion Model / DualCLIPLoader / Load VAE load them."""
+    from nodes.diffusion.checkpoint import load_vae_file
+    from nodes.diffusion.split_files import flux_text_encoder, load_diffusion_model_file, load_text_encoder_part
+    from training.common import EVAL_SEEDS
+
+    model = load_diffusion_model_file(FLUX_MODEL_PATH)
+    clip = flux_text_encoder([load_text_encoder_part(CLIP_L_PATH), load_text_encoder_part(T5_PATH)], "cpu")
+    vae = load_vae_file(AE_PATH)
+    r = model.rules
+    imgs = sample_images(model, clip, vae, EVAL_PROMPTS, EVAL_SEEDS, cfg=r.default_cfg, steps=r.default_steps,
+                         scheduler=r.default_scheduler)
+    log(f"12 prompts x 3 seeds: {grade(imgs, EVAL_PROMPTS, EVAL_SEEDS)}")
+    log(f"held-out position/size prompts, 40 x {len(position_seeds)}: "
+        f"{evaluate_positions(model, clip, vae, seeds=position_seeds, cfg=r.default_cfg)}")
+
+
+def export() -> None:
+    """Write the four demo files (fp16 safetensors, BFL / HF T5 / ae layouts) from the EMA weights."""
+    from safetensors.torch import save_file
+
+    s = load_work(WORK / "flux.pt")
+    export_fixed_files()
+
+    def fp16(sd: dict) -> dict:
+        return {k: v.detach().to(torch.float16).contiguous() for k, v in sd.items()}
+
+    def write(path, sd, meta) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        save_file(fp16(sd), str(tmp), metadata=meta)
+        tmp.chmod(0o644)  # package data: readable by everyone (the work folder's umask is private)
+        tmp.replace(path)
+        log(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB)")
+
+    write(FLUX_MODEL_PATH, s["ema_model"], model_metadata(s["scale"], s["shift"], s["step"]))
+    write(T5_PATH, s["ema_t5"], {"nodegraph.t5.min_tokens": str(T5_MIN_TOKENS),
+                                 "nodegraph.training.steps": str(s["step"]),
+                                 "nodegraph.description": "nodegraph shapes demo: a 2-layer T5 v1.1-layout encoder "
+                                 "trained with the FLUX demo; tokenizer beside it"})  # fmt: skip
+    write(AE_PATH, ae_state(), {"nodegraph.vae.scaling_factor": f"{s['scale']:.6f}",
+                                "nodegraph.vae.shift_factor": f"{s['shift']:.6f}",
+                                "nodegraph.description": "nodegraph shapes demo: the UNet demo's VAE converted "
+                                "exactly to the FLUX ae layout (16 latent channels, 4 used)"})  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
