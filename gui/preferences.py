@@ -1,5 +1,6 @@
-"""Editor preferences (Edit ▸ Preferences…): CPU threads for model work and the result
-cache's memory budget, kept in QSettings and handed to the runner's worker.
+"""Editor preferences (Edit ▸ Preferences…): CPU threads for model work, the result cache's
+memory budget and the device-memory budget for model weights (``--vram-budget``), kept in
+QSettings and handed to the runner's worker.
 
 Why here and not only on the command line: an artist who sees the machine crawl while
 another program runs wants to give the editor fewer threads without restarting it from a
@@ -30,7 +31,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from nodegraph.memory import parse_size
+from nodegraph.memory import check_vram_budget, parse_size
 from nodegraph.threads import ENV_VAR, ThreadsError, available_cores, parse_threads
 
 if TYPE_CHECKING:
@@ -38,16 +39,19 @@ if TYPE_CHECKING:
 
 KEY_THREADS = "preferences/threads"
 KEY_CACHE = "preferences/cache_budget"
+KEY_VRAM = "preferences/vram_budget"
 MAX_THREADS = 256
 
 
 @dataclass(frozen=True)
 class Preferences:
     """``threads``: None = automatic; ``cache_budget``: None = the default (half the RAM
-    available), else a size as ``--cache-budget`` takes it ("4G", "25%")."""
+    available), else a size as ``--cache-budget`` takes it ("4G", "25%"); ``vram_budget``: None =
+    the default (``NODEGRAPH_VRAM_BUDGET`` or auto), else as ``--vram-budget`` takes it."""
 
     threads: int | None = None
     cache_budget: str | None = None
+    vram_budget: str | None = None
 
     @classmethod
     def load(cls, qsettings: QSettings) -> Preferences:
@@ -62,11 +66,18 @@ class Preferences:
                 parse_size(cache)
             except ValueError:
                 cache = None
-        return cls(threads, cache)
+        vram = str(qsettings.value(KEY_VRAM, "") or "").strip() or None
+        if vram is not None:
+            try:
+                vram = check_vram_budget(vram)
+            except ValueError:
+                vram = None
+        return cls(threads, cache, vram)
 
     def save(self, qsettings: QSettings) -> None:
         qsettings.setValue(KEY_THREADS, str(self.threads) if self.threads else "auto")
         qsettings.setValue(KEY_CACHE, self.cache_budget or "")
+        qsettings.setValue(KEY_VRAM, self.vram_budget or "")
 
 
 def current(win: MainWindow) -> Preferences:
@@ -74,16 +85,18 @@ def current(win: MainWindow) -> Preferences:
     config = win.runner.config
     threads = config.get("threads", win.settings.get("threads"))
     cache = config.get("cache_budget", win.settings.get("cache_budget"))
+    vram = config.get("vram_budget", win.settings.get("vram_budget"))
     try:
         n = parse_threads(threads)
     except ThreadsError:
         n = None
-    return Preferences(n, str(cache) if cache else None)
+    return Preferences(n, str(cache) if cache else None, str(vram) if vram else None)
 
 
 def apply(win: MainWindow, prefs: Preferences, *, keep: tuple[str, ...] = ()) -> None:
     """Hand ``prefs`` to the runner for the next runs (except the settings named in ``keep``)."""
-    updates: dict[str, Any] = {"threads": prefs.threads, "cache_budget": prefs.cache_budget}
+    updates: dict[str, Any] = {"threads": prefs.threads, "cache_budget": prefs.cache_budget,
+                               "vram_budget": prefs.vram_budget}
     for name in keep:
         updates.pop(name, None)
     win.runner.configure(**updates)
@@ -97,13 +110,14 @@ def apply(win: MainWindow, prefs: Preferences, *, keep: tuple[str, ...] = ()) ->
 def apply_stored(win: MainWindow) -> None:
     """At start-up: the stored preferences, except where the command line said otherwise."""
     stored = Preferences.load(win.qsettings)
-    keep = tuple(name for name in ("threads", "cache_budget") if win.settings.get(name) not in (None, ""))
+    keep = tuple(name for name in ("threads", "cache_budget", "vram_budget")
+                 if win.settings.get(name) not in (None, ""))
     if stored != Preferences() or keep:
         apply(win, stored, keep=keep)
 
 
 class PreferencesDialog(QDialog):
-    """Threads (Automatic or a number) and cache budget; OK checks the budget's syntax."""
+    """Threads (Automatic or a number), cache budget and device budget; OK checks the budgets' syntax."""
 
     def __init__(self, prefs: Preferences, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -121,6 +135,10 @@ class PreferencesDialog(QDialog):
         self.cache = QLineEdit(prefs.cache_budget or "")
         self.cache.setPlaceholderText("default: half the RAM available")
         self.cache.setToolTip("Memory for cached results, e.g. 4G, 512M or 25% (of the RAM available)")
+        self.vram = QLineEdit(prefs.vram_budget or "")
+        self.vram.setPlaceholderText("default: auto (free VRAM minus a reserve; no limit on CPU)")
+        self.vram.setToolTip("Device memory for model weights, e.g. 6G or 50% of the device's memory, auto or "
+                             "unlimited; models that do not fit stream their blocks (slower, same image)")
         self.error = QLabel("")
         self.error.setStyleSheet("color: #e06c75")
         self.error.setWordWrap(True)
@@ -130,6 +148,7 @@ class PreferencesDialog(QDialog):
         note.setWordWrap(True)
         form.addRow("", note)
         form.addRow("Result cache budget", self.cache)
+        form.addRow("Device memory for models", self.vram)
         applies = QLabel("Changes apply to the runs queued after OK.")
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
         buttons.accepted.connect(self._accept)
@@ -141,16 +160,19 @@ class PreferencesDialog(QDialog):
         lay.addWidget(buttons)
 
     def preferences(self) -> Preferences | None:
-        """The values entered, or None (with the reason shown) if the budget is not a size."""
+        """The values entered, or None (with the reason shown) if a budget does not parse."""
         text = self.cache.text().strip()
-        if text:
-            try:
+        vram = self.vram.text().strip()
+        try:
+            if text:
                 parse_size(text)
-            except ValueError as exc:
-                self.error.setText(str(exc))
-                return None
+            if vram:
+                vram = check_vram_budget(vram)
+        except ValueError as exc:
+            self.error.setText(str(exc))
+            return None
         self.error.setText("")
-        return Preferences(self.threads.value() or None, text or None)
+        return Preferences(self.threads.value() or None, text or None, vram or None)
 
     def _accept(self) -> None:
         if self.preferences() is not None:
@@ -165,6 +187,6 @@ def edit(win: MainWindow) -> Preferences | None:
     prefs.save(win.qsettings)
     apply(win, prefs)
     threads = prefs.threads or "automatic"
-    win.statusBar().showMessage(f"Preferences saved: threads {threads}, cache "
-                                f"{prefs.cache_budget or 'default'} (for the next runs)", 5000)
+    win.statusBar().showMessage(f"Preferences saved: threads {threads}, cache {prefs.cache_budget or 'default'}, "
+                                f"device {prefs.vram_budget or 'default'} (for the next runs)", 5000)
     return prefs

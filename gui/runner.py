@@ -217,7 +217,7 @@ class RunController(QObject):
         return job.job_id
 
     def configure(self, **settings: Any) -> None:
-        """Executor settings (``threads``, ``cache_budget``; None = back to the default) for
+        """Executor settings (``threads``, ``cache_budget``, ``vram_budget``; None = back to the default) for
         the runs queued from now on.  The worker applies them before such a run starts: the
         executor is only ever touched on its own thread, and never during a run."""
         self._config.update(settings)

@@ -64,16 +64,12 @@ def _vram_budget(text: str) -> str:
     """``--vram-budget`` as argparse type: ``auto``, ``unlimited`` or a size (``4G``, ``50%`` of the
     device's memory); checked now (exit 2 with the accepted forms), kept as text for the packs that
     manage device memory (they read ``settings["vram_budget"]``, else NODEGRAPH_VRAM_BUDGET)."""
-    from .memory import parse_size
+    from .memory import check_vram_budget
 
-    if text.strip().lower() in ("auto", "unlimited", "none", "off"):
-        return text.strip().lower()
     try:
-        if parse_size(text) <= 0:
-            raise ValueError(f"{text!r}: a device budget must be more than 0 bytes; use e.g. 4G, 512M, 50%")
+        return check_vram_budget(text)
     except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"{exc}; or auto (free VRAM minus a reserve) or unlimited") from None
-    return text
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 _VRAM_HELP = ("device memory the models' weights may use, e.g. 6G or 50%% of the device's memory; auto (default: "

@@ -125,3 +125,24 @@ def parse_size(text: str | int) -> int:
     if value < 0:
         raise ValueError(f"{text!r}: a size cannot be negative; use e.g. 4G, 512M, 25% (of available RAM) or bytes")
     return value
+
+
+#: Device-budget words besides sizes: ``auto`` = free VRAM minus a reserve; the others = no budget.
+VRAM_WORDS = ("auto", "unlimited", "none", "off")
+
+
+def check_vram_budget(text: str) -> str:
+    """A device-memory budget as ``--vram-budget`` and the editor's Preferences take it: ``auto``,
+    ``unlimited`` or a size (``4G``, ``50%`` of the device's memory), returned normalised.  Only the
+    syntax is checked here (the engine manages no device); packs that do read
+    ``settings["vram_budget"]``.  Raises ValueError naming the accepted forms."""
+    word = text.strip().lower()
+    if word in VRAM_WORDS:
+        return word
+    try:
+        size = parse_size(text)
+    except ValueError as exc:
+        raise ValueError(f"{exc}; or auto (free VRAM minus a reserve) or unlimited") from None
+    if size <= 0:
+        raise ValueError(f"{text!r}: a device budget must be more than 0 bytes; use e.g. 4G, 512M, 50%")
+    return text.strip()

@@ -42,7 +42,7 @@ def run_and_wait(window, qtbot) -> None:
     qtbot.waitUntil(lambda: len(SEEN) == n + 1 and not window.runner.busy, timeout=10_000)
 
 
-def drive_dialog(window, threads_keys: str, cache_text: str, qtbot):
+def drive_dialog(window, threads_keys: str, cache_text: str, qtbot, vram_text: str = ""):
     """An ``ask_preferences`` that types into the real dialog and presses its buttons."""
     from gui.preferences import PreferencesDialog
 
@@ -53,6 +53,8 @@ def drive_dialog(window, threads_keys: str, cache_text: str, qtbot):
         QTest.keyClicks(dialog.threads, threads_keys)
         dialog.cache.clear()
         QTest.keyClicks(dialog.cache, cache_text)
+        dialog.vram.clear()
+        QTest.keyClicks(dialog.vram, vram_text)
         ok = dialog.findChild(QDialogButtonBox).button(QDialogButtonBox.StandardButton.Ok)
         QTest.mouseClick(ok, Qt.MouseButton.LeftButton)
         accepted = bool(dialog.result())
@@ -94,7 +96,7 @@ def test_threads_and_budget_apply_to_the_next_runs_and_persist(window, qtbot, re
                         qsettings=window.qsettings, history_path=tmp_path / "h2.json")
     qtbot.addWidget(second)
     try:  # a new session starts with the stored preferences
-        assert second.runner.config == {"threads": 3, "cache_budget": "64M"}
+        assert second.runner.config == {"threads": 3, "cache_budget": "64M", "vram_budget": None}
     finally:
         second.shutdown()
 
@@ -114,9 +116,33 @@ def test_the_command_line_wins_for_its_session(qtbot, tmp_path, registry):
                      recovery_path=tmp_path / "rec" / "a.json", qsettings=qs, history_path=tmp_path / "h.json")
     qtbot.addWidget(win)
     try:
-        assert win.runner.config == {"cache_budget": "1G"}  # threads: --threads 2 holds
+        assert win.runner.config == {"cache_budget": "1G", "vram_budget": None}  # threads: --threads 2 holds
         from gui.preferences import current
 
         assert current(win).threads == 2 and current(win).cache_budget == "1G"
     finally:
         win.shutdown()
+
+
+def test_device_budget_reaches_the_runs_and_bad_values_are_refused(window, qtbot, tmp_path):
+    """The device-memory budget (--vram-budget) is a preference too: it reaches the executor's
+    settings for the next run (where the diffusion pack's manager reads it), persists, and a value
+    that is neither a size nor auto/unlimited is refused with the accepted forms."""
+    window.set_graph(probe_graph(), None)
+    window.ask_preferences = drive_dialog(window, "0", "", qtbot, vram_text="48M")
+    QTest.keyClick(window.view.viewport(), Qt.Key.Key_Comma, Qt.KeyboardModifier.ControlModifier)
+    assert window.qsettings.value("preferences/vram_budget") == "48M"
+    assert window.executor.settings.get("vram_budget") is None  # not touched from the UI thread
+    run_and_wait(window, qtbot)
+    assert window.executor.settings["vram_budget"] == "48M"
+
+    bad = drive_dialog(window, "0", "", qtbot, vram_text="huge")
+    window.ask_preferences = bad
+    QTest.keyClick(window.view.viewport(), Qt.Key.Key_Comma, Qt.KeyboardModifier.ControlModifier)
+    assert "unlimited" in bad.rejected_with and "not a size" in bad.rejected_with
+    assert window.qsettings.value("preferences/vram_budget") == "48M"
+
+    window.ask_preferences = drive_dialog(window, "0", "", qtbot, vram_text="Unlimited")
+    QTest.keyClick(window.view.viewport(), Qt.Key.Key_Comma, Qt.KeyboardModifier.ControlModifier)
+    run_and_wait(window, qtbot)
+    assert window.executor.settings["vram_budget"] == "unlimited"
