@@ -79,44 +79,6 @@ def flux_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return models
 
 
-def _run_flux_cli(models: Path, tmp_path: Path) -> subprocess.CompletedProcess:
-    small = ["latent.width=64", "latent.height=64", "msf.width=64", "msf.height=64", "sampler.steps=4"]
-    cmd = [sys.executable, "-m", "nodegraph.cli", "run", str(ROOT / "workflows" / "flux_txt2img.json"),
-           "-o", str(tmp_path / "out"), "--report", str(tmp_path / "report.json"), "--device", "cpu",
-           "--models-dir", str(models), "--quiet"]
-    for s in small:
-        cmd += ["--set", s]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path,
-                          env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)})
-
-
-def test_flux_workflow_validates_with_the_files_in_place(flux_models: Path) -> None:
-    graph = nodegraph.load_workflow(ROOT / "workflows" / "flux_txt2img.json")
-    registry = nodegraph.Registry.with_installed_packs(strict=True)
-    assert validate(graph, registry, settings={"models_dir": str(flux_models), "include_demo_models": False}) == []
-
-
-def test_flux_workflow_runs_end_to_end_to_a_png(flux_models: Path, tmp_path: Path) -> None:
-    proc = _run_flux_cli(flux_models, tmp_path)
-    assert proc.returncode == 0, proc.stderr
-    data = json.loads((tmp_path / "report.json").read_text())
-    assert data["status"] == "ok" and len(data["outputs"]) == 1
-    image = np.asarray(Image.open(data["outputs"][0]))
-    assert image.shape == (64, 64, 3)
-    assert image.std() > 1  # random tiny weights: not a picture, but not a flat fill either
-
-
-def test_flux_workflow_without_the_files_says_which_file_goes_where(tmp_path: Path) -> None:
-    empty = tmp_path / "models"
-    empty.mkdir()
-    proc = _run_flux_cli(empty, tmp_path)
-    assert proc.returncode == 2
-    assert "Traceback" not in proc.stderr
-    for needle in ("unet_name", "flux1-dev.safetensors", "diffusion_models", "clip_name2", "t5xxl_fp16.safetensors",
-                   "text_encoders", "ae.safetensors"):
-        assert needle in proc.stderr, (needle, proc.stderr)
-
-
 @pytest.fixture(scope="module")
 def zimage_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Tiny random Z-Image files under the names the shipped workflow uses (ComfyUI's official names)."""
@@ -133,24 +95,42 @@ def zimage_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return models
 
 
-def _run_zimage_cli(models: Path, tmp_path: Path) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "nodegraph.cli", "run", str(ROOT / "workflows" / "zimage_txt2img.json"),
+#: Shipped workflows for models nodegraph does not ship, run on tiny random files written under the
+#: names the workflow uses: (workflow, its files' fixture, --set values that keep it small, what a
+#: missing-files error must name: the input, the file and the folder it goes in).
+SPLIT_FILE_WORKFLOWS = {
+    "flux_txt2img": ("flux_models",
+                     ["latent.width=64", "latent.height=64", "msf.width=64", "msf.height=64", "sampler.steps=4"],
+                     ("unet_name", "flux1-dev.safetensors", "diffusion_models", "clip_name2",
+                      "t5xxl_fp16.safetensors", "text_encoders", "ae.safetensors")),
+    "zimage_txt2img": ("zimage_models", ["latent.width=64", "latent.height=64", "sampler.steps=3"],
+                       ("unet_name", "z_image_turbo_bf16.safetensors", "diffusion_models", "clip_name",
+                        "qwen_3_4b.safetensors", "text_encoders", "ae.safetensors")),
+}
+
+
+def _run_cli(name: str, models: Path, tmp_path: Path) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "nodegraph.cli", "run", str(ROOT / "workflows" / f"{name}.json"),
            "-o", str(tmp_path / "out"), "--report", str(tmp_path / "report.json"), "--device", "cpu",
            "--models-dir", str(models), "--quiet"]
-    for s in ["latent.width=64", "latent.height=64", "sampler.steps=3"]:
+    for s in SPLIT_FILE_WORKFLOWS[name][1]:
         cmd += ["--set", s]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path,
                           env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)})
 
 
-def test_zimage_workflow_validates_with_the_files_in_place(zimage_models: Path) -> None:
-    graph = nodegraph.load_workflow(ROOT / "workflows" / "zimage_txt2img.json")
+@pytest.mark.parametrize("name", sorted(SPLIT_FILE_WORKFLOWS))
+def test_split_file_workflow_validates_with_the_files_in_place(name: str, request: pytest.FixtureRequest) -> None:
+    models = request.getfixturevalue(SPLIT_FILE_WORKFLOWS[name][0])
+    graph = nodegraph.load_workflow(ROOT / "workflows" / f"{name}.json")
     registry = nodegraph.Registry.with_installed_packs(strict=True)
-    assert validate(graph, registry, settings={"models_dir": str(zimage_models), "include_demo_models": False}) == []
+    assert validate(graph, registry, settings={"models_dir": str(models), "include_demo_models": False}) == []
 
 
-def test_zimage_workflow_runs_end_to_end_to_a_png(zimage_models: Path, tmp_path: Path) -> None:
-    proc = _run_zimage_cli(zimage_models, tmp_path)
+@pytest.mark.parametrize("name", sorted(SPLIT_FILE_WORKFLOWS))
+def test_split_file_workflow_runs_end_to_end_to_a_png(name: str, request: pytest.FixtureRequest,
+                                                      tmp_path: Path) -> None:
+    proc = _run_cli(name, request.getfixturevalue(SPLIT_FILE_WORKFLOWS[name][0]), tmp_path)
     assert proc.returncode == 0, proc.stderr
     data = json.loads((tmp_path / "report.json").read_text())
     assert data["status"] == "ok" and len(data["outputs"]) == 1
@@ -159,12 +139,12 @@ def test_zimage_workflow_runs_end_to_end_to_a_png(zimage_models: Path, tmp_path:
     assert image.std() > 1  # random tiny weights: not a picture, but not a flat fill either
 
 
-def test_zimage_workflow_without_the_files_says_which_file_goes_where(tmp_path: Path) -> None:
+@pytest.mark.parametrize("name", sorted(SPLIT_FILE_WORKFLOWS))
+def test_split_file_workflow_without_the_files_says_which_file_goes_where(name: str, tmp_path: Path) -> None:
     empty = tmp_path / "models"
     empty.mkdir()
-    proc = _run_zimage_cli(empty, tmp_path)
+    proc = _run_cli(name, empty, tmp_path)
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
-    for needle in ("unet_name", "z_image_turbo_bf16.safetensors", "diffusion_models", "clip_name",
-                   "qwen_3_4b.safetensors", "text_encoders", "ae.safetensors"):
+    for needle in SPLIT_FILE_WORKFLOWS[name][2]:
         assert needle in proc.stderr, (needle, proc.stderr)

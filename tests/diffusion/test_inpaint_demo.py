@@ -32,31 +32,13 @@ import nodegraph
 from nodegraph import Executor
 from nodes.diffusion.paths import DEMO_DIR
 from tests.comfy.helpers import full_registry
+from tests.diffusion.fake_context import FakeContext
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO_CKPT = DEMO_DIR / "checkpoints" / "nodegraph-shapes-v1.safetensors"
 pytestmark = pytest.mark.skipif(not DEMO_CKPT.exists(), reason="demo models not exported")
 checker = pytest.importorskip("training.checker")
 captions = pytest.importorskip("training.captions")
-
-
-class _Ctx:
-    """The parts of NodeContext the sampler nodes use (settings, per-executor services, device)."""
-
-    def __init__(self) -> None:
-        self.settings: dict[str, Any] = {}
-        self.services: dict[str, Any] = {}
-        self.device = "cpu"
-        self.workflow = None
-
-    def stats(self, name: str, data: Any) -> None:
-        pass
-
-    def log(self, message: str) -> None:
-        pass
-
-    def progress(self, *args: Any) -> None:
-        pass
 
 
 def _load_png(name: str) -> torch.Tensor:
@@ -74,7 +56,7 @@ def test_inpainting_the_object_with_a_new_prompt_changes_it_and_keeps_the_backgr
     from nodes.diffusion.pack.sampler import run_sampler
 
     torch.set_num_threads(1)
-    ctx: Any = _Ctx()
+    ctx: Any = FakeContext()
     ck = load_checkpoint(DEMO_CKPT)
     image = _load_png("red_circle_on_blue.png")[None]
     mask = _load_png("circle_mask.png")[None, ..., 0]

@@ -34,6 +34,7 @@ from nodes.diffusion.runtime import ConditioningList, Latent
 from nodes.diffusion.sampling.composite import blend
 from nodes.diffusion.sampling.noise import initial_noise
 from tests.comfy.helpers import full_registry
+from tests.diffusion.fake_context import FakeContext
 from tests.diffusion.ldm_fixtures import TINY_UNET_ROUNDING, diffusers_unet
 from tests.diffusion.pipeline_fixtures import HEIGHT, WIDTH, write_tiny_checkpoint
 from tests.tolerance import assert_close
@@ -48,26 +49,7 @@ pytestmark = [pytest.mark.filterwarnings("ignore:__array__ implementation:Deprec
 LATENT_ROUNDING = {"reduction": TINY_UNET_ROUNDING["reduction"], "depth": STEPS * TINY_UNET_ROUNDING["depth"]}
 
 
-class _Ctx:
-    """The parts of NodeContext the sampler nodes use (settings, per-executor services, device)."""
-
-    def __init__(self) -> None:
-        self.settings: dict[str, Any] = {}
-        self.services: dict[str, Any] = {}
-        self.device = "cpu"
-        self.workflow = None
-
-    def stats(self, name: str, data: Any) -> None:
-        pass
-
-    def log(self, message: str) -> None:
-        pass
-
-    def progress(self, *args: Any) -> None:
-        pass
-
-
-CTX: Any = _Ctx()
+CTX: Any = FakeContext()
 
 
 def _image(seed: int = 1, h: int = HEIGHT, w: int = WIDTH) -> torch.Tensor:
