@@ -144,5 +144,6 @@ def check_vram_budget(text: str) -> str:
     except ValueError as exc:
         raise ValueError(f"{exc}; or auto (free VRAM minus a reserve) or unlimited") from None
     if size <= 0:
-        raise ValueError(f"{text!r}: a device budget must be more than 0 bytes; use e.g. 4G, 512M, 50%")
+        raise ValueError(f"{text!r}: a device budget must be more than 0 bytes; use e.g. 4G, 512M, 50%, "
+                         "or auto (free VRAM minus a reserve) or unlimited")
     return text.strip()
