@@ -580,7 +580,6 @@ def build_flux_from_state_dict(
     if layout == "diffusers":
         sd = convert_diffusers_flux_to_bfl(sd)
     cfg = config or flux_config_from_state_dict(sd)
-    with torch.device("meta"):
-        model = FluxTransformer(cfg)
-    model.load_state_dict(dict(sd), strict=True, assign=True)
-    return model.eval().requires_grad_(False)
+    from .loading import adopt_on_meta
+
+    return adopt_on_meta(FluxTransformer, cfg, sd)

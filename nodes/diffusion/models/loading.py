@@ -333,6 +333,15 @@ def build_on_meta(factory: Callable[..., M], *args: Any, **kwargs: Any) -> M:
         return factory(*args, **kwargs)
 
 
+def adopt_on_meta(factory: Callable[..., M], config: Any, sd: Mapping[str, Any]) -> M:
+    """``factory(config)`` built on meta (:func:`build_on_meta`) with ``sd`` adopted strictly as stored
+    (memory-mapped tensors stay mapped, any dtype), frozen for inference: the one tail of every
+    ``build_*_from_state_dict`` once its layout is converted and its config known."""
+    model = build_on_meta(factory, config)
+    model.load_state_dict(dict(sd), strict=True, assign=True)
+    return model.eval().requires_grad_(False)
+
+
 # In-place ops that only write values (never shapes, strides or flags): meaningless on a meta tensor.
 _VALUE_ONLY_INPLACE = frozenset({
     "normal_", "uniform_", "fill_", "zero_", "random_", "bernoulli_", "exponential_", "log_normal_", "cauchy_",

@@ -498,7 +498,6 @@ def build_mmdit_from_state_dict(sd: Mapping[str, torch.Tensor], config: MMDiTCon
     if layout == "diffusers":
         sd = convert_diffusers_mmdit_to_original(sd)
     cfg = config or mmdit_config_from_state_dict(sd)
-    with torch.device("meta"):
-        model = MMDiT(cfg)
-    model.load_state_dict(dict(sd), strict=True, assign=True)
-    return model.eval().requires_grad_(False)
+    from .loading import adopt_on_meta
+
+    return adopt_on_meta(MMDiT, cfg, sd)

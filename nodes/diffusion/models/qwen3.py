@@ -253,10 +253,9 @@ def build_qwen3_from_state_dict(sd: Mapping[str, torch.Tensor], base: Qwen3Confi
         raise ValueError("not a Qwen3 text encoder state dict (no model.embed_tokens / per-head q_norm weights)")
     cfg = qwen3_config_from_state_dict(sd, base)
     weights = {k: v for k, v in sd.items() if not k.startswith("lm_head.")}
-    with torch.device("meta"):
-        model = Qwen3Encoder(cfg)
-    model.load_state_dict(weights, strict=True, assign=True)
-    return model.eval().requires_grad_(False)
+    from .loading import adopt_on_meta
+
+    return adopt_on_meta(Qwen3Encoder, cfg, weights)
 
 
 # --------------------------------------------------------------------------------------------

@@ -258,14 +258,12 @@ def build_t5_from_state_dict(sd: Mapping[str, torch.Tensor], config: T5Config | 
     """Build on the meta device and adopt the (prefix-stripped) HF-named tensors strictly, as stored."""
     sd = clean_t5_state_dict(sd)
     cfg = config or t5_config_from_state_dict(sd)
-    with torch.device("meta"):
-        model = T5Encoder(cfg)
     from ..quant.layers import load_quantized, needs_quantized_load
+    from .loading import adopt_on_meta, build_on_meta
 
     if needs_quantized_load(sd):  # GGUF / fp8 files: weights stay in storage dtype, expanded per layer
-        return load_quantized(model, sd, name="T5 text encoder")
-    model.load_state_dict(sd, strict=True, assign=True)
-    return model.eval().requires_grad_(False)
+        return load_quantized(build_on_meta(T5Encoder, cfg), sd, name="T5 text encoder")
+    return adopt_on_meta(T5Encoder, cfg, sd)
 
 
 # --------------------------------------------------------------------------------------------

@@ -452,7 +452,6 @@ def build_zimage_from_state_dict(
         sd = convert_diffusers_zimage_to_comfy(sd)
     weights = {k: v for k, v in sd.items() if k != "norm_final.weight"}
     cfg = config or zimage_config_from_state_dict(weights)
-    with torch.device("meta"):
-        model = ZImageTransformer(cfg)
-    model.load_state_dict(weights, strict=True, assign=True)
-    return model.eval().requires_grad_(False)
+    from .loading import adopt_on_meta
+
+    return adopt_on_meta(ZImageTransformer, cfg, weights)
