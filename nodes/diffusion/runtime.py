@@ -97,8 +97,9 @@ class Conditioning:
     concat_latent: torch.Tensor | None = None
     concat_mask: torch.Tensor | None = None
     concat_scaling: tuple[float, float] | None = None
-    #: SDXL refiner micro-conditioning set by its text encode node (ComfyUI's CLIPTextEncodeSDXLRefiner):
-    #: (height, width, crop_h, crop_w, aesthetic score); the model turns it into ``y`` when sampling.
+    #: SDXL micro-conditioning set by a text encode node: (height, width, crop_h, crop_w, aesthetic score)
+    #: for the refiner (ComfyUI's CLIPTextEncodeSDXLRefiner), (height, width, crop_h, crop_w, target_height,
+    #: target_width) for the base (CLIPTextEncodeSDXL); the model turns it into ``y`` when sampling.
     size_cond: tuple[float, ...] | None = None
 
     @property
@@ -265,9 +266,14 @@ class TextEncoder:
     def __nodegraph_nbytes__(self) -> int:
         return sum(t.element_size() * t.nelement() for e in self.encoders for t in (*e.parameters(), *e.buffers()))
 
-    def encode(self, text: str, embeddings: EmbeddingSlots | None = None) -> Conditioning:
+    def encode(self, text: str, embeddings: EmbeddingSlots | None = None, *,
+               text_l: str | None = None) -> Conditioning:
         """Encode a prompt the way this family was trained (layer, final norm, padding);
-        ``embeddings`` resolves ``embedding:name`` words (textual inversion)."""
+        ``embeddings`` resolves ``embedding:name`` words (textual inversion).
+
+        ``text_l`` (SDXL only, ComfyUI's CLIPTextEncodeSDXL) gives CLIP-L its own prompt while bigG
+        reads ``text``; the shorter of the two is padded with empty-prompt chunks, as ComfyUI pads
+        the token lists, so both halves of the context keep the same length."""
         skip = self.clip_skip
         if len(self.encoders) == 1:
             key = "clip_g" if self.rules.name == REFINER else None  # the refiner's encoder is SDXL's bigG
@@ -275,13 +281,29 @@ class TextEncoder:
                                   clip_skip=skip, window=self.window, embeddings=embeddings, embedding_key=key)
             return Conditioning(cond.float().cpu(), pooled.float().cpu())
         clip_l, clip_g = self.encoders
-        cond_l, _ = encode(clip_l, self.tokenizer, text, settings=self.rules.encoder, clip_skip=skip,
-                           window=self.window, embeddings=embeddings, embedding_key="clip_l")
-        cond_g, pooled = encode(clip_g, self.tokenizer, text, settings=SDXL_G_SETTINGS, clip_skip=skip,
-                                window=self.window, embeddings=embeddings, embedding_key="clip_g")
-        n = min(cond_l.shape[1], cond_g.shape[1])
-        context = torch.cat([cond_l[:, :n], cond_g[:, :n]], dim=-1).float().cpu()
+
+        def run_l(prompt: str) -> torch.Tensor:
+            return encode(clip_l, self.tokenizer, prompt, settings=self.rules.encoder, clip_skip=skip,
+                          window=self.window, embeddings=embeddings, embedding_key="clip_l")[0]
+
+        def run_g(prompt: str) -> tuple[torch.Tensor, torch.Tensor]:
+            return encode(clip_g, self.tokenizer, prompt, settings=SDXL_G_SETTINGS, clip_skip=skip,
+                          window=self.window, embeddings=embeddings, embedding_key="clip_g")
+
+        cond_l = run_l(text if text_l is None else text_l)
+        cond_g, pooled = run_g(text)
+        if cond_l.shape[1] < cond_g.shape[1]:
+            cond_l = _pad_chunks(cond_l, run_l(""), cond_g.shape[1])
+        elif cond_g.shape[1] < cond_l.shape[1]:
+            cond_g = _pad_chunks(cond_g, run_g("")[0], cond_l.shape[1])
+        context = torch.cat([cond_l, cond_g], dim=-1).float().cpu()
         return Conditioning(context, pooled.float().cpu())
+
+
+def _pad_chunks(cond: torch.Tensor, empty: torch.Tensor, length: int) -> torch.Tensor:
+    """``cond`` [B, n, D] extended to ``length`` tokens with repeats of the empty prompt's chunk ``empty``."""
+    repeats = (length - cond.shape[1]) // empty.shape[1]
+    return torch.cat([cond, empty.expand(cond.shape[0], -1, -1).repeat(1, repeats, 1)], dim=1)
 
 
 @dataclass(frozen=True)
@@ -381,7 +403,11 @@ def _unet_context(cond: Conditioning, batch: int, model: DiffusionModel, height:
                 raise ValueError("this SDXL refiner conditioning carries base-model size numbers; encode the "
                                  "prompt with the refiner's text encode node")
         else:
-            numbers = (height, width, 0, 0, height, width)
+            # SDXL base: (original h, w, crop top, left, target h, w) from Text Encode (SDXL), else the image size
+            numbers = cond.size_cond or (height, width, 0, 0, height, width)
+            if len(numbers) != 6:
+                raise ValueError("this conditioning carries the SDXL refiner's aesthetic score; encode the prompt "
+                                 "for the base model with Text Encode or Text Encode (SDXL)")
         embed_dim = (adm - pooled.shape[-1]) // len(numbers)
         sizes = torch.tensor([list(numbers)], dtype=torch.float32).expand(batch, -1)
         kw["y"] = sdxl_vector_condition(pooled, sizes, embed_dim)

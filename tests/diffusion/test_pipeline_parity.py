@@ -120,8 +120,9 @@ class Conditioning:
     pooled: torch.Tensor | None = None
 
 
-def _reference_text(ckpt: TinyCheckpoint, vocab_dir: Path, text: str) -> Conditioning:
-    """The prompt encoded the way diffusers' pipelines encode it for this family."""
+def _reference_text(ckpt: TinyCheckpoint, vocab_dir: Path, text: str, text_l: str | None = None) -> Conditioning:
+    """The prompt encoded the way diffusers' pipelines encode it for this family (SDXL: ``text_l``, if
+    given, is CLIP-L's prompt, diffusers' ``prompt``, and ``text`` bigG's, its ``prompt_2``)."""
     with torch.no_grad():
         if ckpt.kind == "sd1":
             model = transformers.CLIPTextModel(_clip_config(CLIP_L_WIDTH, CLIP_LAYERS, "quick_gelu")).eval()
@@ -143,7 +144,8 @@ def _reference_text(ckpt: TinyCheckpoint, vocab_dir: Path, text: str) -> Conditi
             _clip_config(CLIP_G_WIDTH, CLIP_LAYERS, "gelu", projection=ckpt.unet_config.adm_in_channels
                          - 6 * SDXL_TIME_EMBED_DIM)).eval()
         _load(clip_g, sfu.convert_open_clip_checkpoint(clip_g, ckpt.component(SDXL_CLIP_G), prefix=SDXL_CLIP_G))
-        out_l = clip_l(input_ids=_tokenize(vocab_dir, text, False), output_hidden_states=True)
+        out_l = clip_l(input_ids=_tokenize(vocab_dir, text if text_l is None else text_l, False),
+                       output_hidden_states=True)
         out_g = clip_g(input_ids=_tokenize(vocab_dir, text, True), output_hidden_states=True)
         context = torch.cat([out_l.hidden_states[-2], out_g.hidden_states[-2]], dim=-1)
         return Conditioning(context, out_g.text_embeds)
@@ -162,9 +164,15 @@ def _reference_vae(ckpt: TinyCheckpoint):
     return vae
 
 
-def reference_txt2img(ckpt: TinyCheckpoint, vocab_dir: Path) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(final latents, image [B,H,W,C] in 0..1, sigmas) from diffusers/transformers alone."""
-    cond = _reference_text(ckpt, vocab_dir, PROMPT)
+def reference_txt2img(ckpt: TinyCheckpoint, vocab_dir: Path, *, prompt_l: str | None = None,
+                      time_ids: tuple[int, ...] = (HEIGHT, WIDTH, 0, 0, HEIGHT, WIDTH),
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(final latents, image [B,H,W,C] in 0..1, sigmas) from diffusers/transformers alone.
+
+    SDXL only: ``prompt_l`` is CLIP-L's positive prompt (bigG's stays :data:`PROMPT`), ``time_ids`` the
+    positive prompt's size conditioning (original h, w, crop top, left, target h, w); the negative keeps
+    the image size, as diffusers' ``negative_original_size`` defaults do."""
+    cond = _reference_text(ckpt, vocab_dir, PROMPT, prompt_l)
     uncond = _reference_text(ckpt, vocab_dir, NEGATIVE)
     assert (cond.context - uncond.context).abs().max() > 0.1
     unet_sd = {k.removeprefix(UNET_PREFIX): v for k, v in ckpt.component(UNET_PREFIX).items()}
@@ -182,7 +190,7 @@ def reference_txt2img(ckpt: TinyCheckpoint, vocab_dir: Path) -> tuple[torch.Tens
     context = torch.cat([cond.context, uncond.context])
     extra = {}
     if ckpt.kind == "sdxl":
-        time_ids = torch.tensor([[HEIGHT, WIDTH, 0, 0, HEIGHT, WIDTH]] * 2, dtype=torch.float32)
+        time_ids = torch.tensor([list(time_ids), [HEIGHT, WIDTH, 0, 0, HEIGHT, WIDTH]], dtype=torch.float32)
         extra["added_cond_kwargs"] = {"text_embeds": torch.cat([cond.pooled, uncond.pooled]), "time_ids": time_ids}
     with torch.no_grad():
         for t in scheduler.timesteps:
@@ -225,3 +233,63 @@ def test_txt2img_matches_diffusers(kind: str, models_dir: Path, hf_vocab_dir: Pa
     assert ((ours_image > 0) & (ours_image < 1)).float().mean() > 0.5, "image mostly clamped"
     assert_close(ours_latent, ref_latent, **LATENT_ROUNDING)
     assert_close(ours_image, ref_image, **IMAGE_ROUNDING)
+
+
+def test_sdxl_text_encode_with_two_prompts_and_sizes_matches_diffusers(models_dir: Path, hf_vocab_dir: Path,
+                                                                      tmp_path: Path) -> None:
+    """Text Encode (SDXL) = ComfyUI's CLIPTextEncodeSDXL: CLIP-L and bigG read their own prompts and the
+    size numbers reach SDXL's vector input -- against diffusers' ``prompt`` / ``prompt_2`` and
+    ``original_size`` / ``crops_coords_top_left`` / ``target_size`` on the same tiny weights."""
+    torch.set_num_threads(1)
+    ckpt = write_tiny_checkpoint(models_dir, "sdxl")
+    executor = make_executor(models_dir, tmp_path / "out")
+    graph = txt2img_graph(ckpt.name, prompt=PROMPT, negative=NEGATIVE, seed=SEED, steps=STEPS, cfg=CFG,
+                          sampler="euler", scheduler="normal", width=WIDTH, height=HEIGHT)
+    graph.remove_node("positive")
+    sizes = {"width": 96, "height": 80, "crop_w": 16, "crop_h": 8, "target_width": 64, "target_height": 40}
+    graph.add_node("diffusion.text_encode_sdxl", {**sizes, "text_g": PROMPT, "text_l": "a blue bird"},
+                   id="positive")
+    graph.connect("ckpt", "CLIP", "positive", "clip")
+    graph.connect("positive", "CONDITIONING", "sampler", "positive")
+    report = executor.run(graph, outputs=["sampler"])
+    report.raise_for_status()
+    ours = report.results["sampler"]["LATENT"].samples
+
+    time_ids = (sizes["height"], sizes["width"], sizes["crop_h"], sizes["crop_w"], sizes["target_height"],
+                sizes["target_width"])
+    ref, _, _ = reference_txt2img(ckpt, hf_vocab_dir, prompt_l="a blue bird", time_ids=time_ids)
+    assert_close(ours, ref, **LATENT_ROUNDING)
+    # Each input matters: dropping CLIP-L's own prompt, or the size numbers, moves the reference far away.
+    err = float((ours - ref).abs().max())
+    one_prompt, _, _ = reference_txt2img(ckpt, hf_vocab_dir, time_ids=time_ids)
+    image_size, _, _ = reference_txt2img(ckpt, hf_vocab_dir, prompt_l="a blue bird")
+    assert float((one_prompt - ref).abs().max()) > 100 * err
+    assert float((image_size - ref).abs().max()) > 100 * err
+
+
+def test_sdxl_text_encode_pads_the_shorter_prompt_and_refuses_one_encoder(models_dir: Path) -> None:
+    """A CLIP-L prompt two chunks long beside a one-chunk bigG prompt: bigG's half is padded with its
+    empty-prompt chunk (ComfyUI pads the token lists the same way); an SD1 CLIP is refused on ``clip``."""
+    from nodegraph.errors import NodeInputError
+    from nodes.diffusion.checkpoint import load_checkpoint
+    from nodes.diffusion.pack.conditioning import text_encode_sdxl
+    from tests.diffusion.fake_context import FakeContext
+
+    torch.set_num_threads(1)
+    sdxl = load_checkpoint(models_dir / "checkpoints" / write_tiny_checkpoint(models_dir, "sdxl").name)
+    long_l = ", ".join(["a red fox in the snow"] * 20)  # > 75 tokens: two chunks
+    sizes = {"width": WIDTH, "height": HEIGHT, "crop_w": 0, "crop_h": 0, "target_width": WIDTH,
+             "target_height": HEIGHT}
+    cond = text_encode_sdxl.fn(FakeContext(), **sizes, text_g=PROMPT, text_l=long_l, clip=sdxl.clip)
+    assert cond.context.shape == (1, 2 * MAX_POS, CLIP_L_WIDTH + CLIP_G_WIDTH)
+    g_half = cond.context[0, :, CLIP_L_WIDTH:]
+    empty_g = sdxl.clip.encode("").context[0, :, CLIP_L_WIDTH:]
+    short_g = sdxl.clip.encode(PROMPT).context[0, :, CLIP_L_WIDTH:]
+    assert_close(g_half[:MAX_POS], short_g, reduction=CLIP_G_WIDTH, depth=4)
+    assert_close(g_half[MAX_POS:], empty_g, reduction=CLIP_G_WIDTH, depth=4)
+    assert cond.size_cond == (HEIGHT, WIDTH, 0, 0, HEIGHT, WIDTH)
+
+    sd1 = load_checkpoint(models_dir / "checkpoints" / write_tiny_checkpoint(models_dir, "sd1").name)
+    with pytest.raises(NodeInputError) as err:
+        text_encode_sdxl.fn(FakeContext(), **sizes, text_g=PROMPT, text_l=PROMPT, clip=sd1.clip)
+    assert err.value.input == "clip" and "Text Encode (Prompt)" in err.value.fix

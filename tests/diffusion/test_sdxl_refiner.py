@@ -194,8 +194,8 @@ def test_base_then_refiner_workflow_runs_on_tiny_files(refiner: SimpleNamespace,
 @pytest.mark.parametrize("name", ["refiner_ui.json", "refiner_api.json"])
 def test_comfy_refiner_example_imports_and_exports(name: str) -> None:
     """ComfyUI's base + refiner example (tests/comfy/fixtures/make_refiner_fixtures.py) imports with the
-    refiner's aesthetic-score encoders as ours (widgets ascore, width, height, text in ComfyUI's order)
-    and exports back to the same class and inputs."""
+    refiner's aesthetic-score encoders and the base's CLIPTextEncodeSDXL as ours (widgets in ComfyUI's
+    order) and exports back to the same classes and inputs."""
     import nodegraph
     from nodegraph.comfy import export_comfy_api, load_comfy
 
@@ -212,3 +212,10 @@ def test_comfy_refiner_example_imports_and_exports(name: str) -> None:
     assert {k: exported["inputs"][k] for k in ("ascore", "width", "height")} == {"ascore": 6.0, "width": 1024,
                                                                                  "height": 1024}
     assert exported["inputs"]["clip"] == ["2", 1]
+    # the base's positive prompt: CLIPTextEncodeSDXL, widgets in ComfyUI's order (sizes, text_g, text_l)
+    base = g.node("3")
+    assert base.type == "diffusion.text_encode_sdxl"
+    assert base.values == {"width": 2048, "height": 2048, "crop_w": 0, "crop_h": 0, "target_width": 1024,
+                           "target_height": 1024, "text_g": pos.values["text"], "text_l": "galaxy bottle"}
+    assert prompt["3"]["class_type"] == "CLIPTextEncodeSDXL"
+    assert {k: v for k, v in prompt["3"]["inputs"].items() if k != "clip"} == base.values

@@ -46,6 +46,9 @@ MAPS: tuple[NodeMap, ...] = (
             (W("control_net_name", kind="model:controlnet"),), ("CONTROL_NET",)),
     # -- conditioning
     NodeMap("CLIPTextEncode", "diffusion.text_encode", (W("text"), L("clip")), ("CONDITIONING",)),
+    NodeMap("CLIPTextEncodeSDXL", "diffusion.text_encode_sdxl",
+            (W("width"), W("height"), W("crop_w"), W("crop_h"), W("target_width"), W("target_height"), W("text_g"),
+             L("clip"), W("text_l")), ("CONDITIONING",)),
     NodeMap("CLIPTextEncodeSDXLRefiner", "diffusion.text_encode_sdxl_refiner",
             (W("ascore"), W("width"), W("height"), W("text"), L("clip")), ("CONDITIONING",)),
     NodeMap("CLIPSetLastLayer", "diffusion.clip_set_last_layer", (L("clip"), W("stop_at_clip_layer")), ("CLIP",)),

@@ -74,6 +74,45 @@ def text_encode_sdxl_refiner(ctx: NodeContext, ascore: float, width: int, height
     return replace(cond, size_cond=(float(height), float(width), 0.0, 0.0, float(ascore)))
 
 
+def _size(name: str, default: int, tooltip: str) -> Int:
+    return Int(name, default, min=0, max=MAX_RESOLUTION, tooltip=tooltip)
+
+
+@node("diffusion.text_encode_sdxl", category="conditioning", display_name="Text Encode (SDXL)",
+      inputs=[_size("width", 1024, "original image width SDXL is told (its size conditioning)"),
+              _size("height", 1024, "original image height SDXL is told"),
+              _size("crop_w", 0, "left edge of the crop SDXL is told, in pixels (0 = uncropped)"),
+              _size("crop_h", 0, "top edge of the crop SDXL is told, in pixels"),
+              _size("target_width", 1024, "target image width SDXL is told"),
+              _size("target_height", 1024, "target image height SDXL is told"),
+              String("text_g", "", multiline=True,
+                     tooltip="prompt for the OpenCLIP bigG encoder (and the pooled vector)"),
+              String("text_l", "", multiline=True, tooltip="prompt for the CLIP-L encoder"),
+              In("clip", "CLIP")],
+      outputs=[Out("CONDITIONING", "CONDITIONING")])
+def text_encode_sdxl(ctx: NodeContext, width: int, height: int, crop_w: int, crop_h: int,  # noqa: ANN201
+                     target_width: int, target_height: int, text_g: str, text_l: str, clip):  # noqa: ANN001
+    """ComfyUI's CLIPTextEncodeSDXL: a prompt per SDXL text encoder plus the size micro-conditioning
+    SDXL was trained with (original size, crop offset, target size), which plain Text Encode fills
+    with the generated image's size and no crop."""
+    from dataclasses import replace
+
+    from ..runtime import TextEncoder
+
+    if clip is None:
+        raise NodeInputError("clip", "the checkpoint has no text encoder", "connect a CLIP output that has one")
+    if not isinstance(clip, TextEncoder) or len(clip.encoders) != 2:
+        raise NodeInputError("clip", "Text Encode (SDXL) needs SDXL's two text encoders (CLIP-L and OpenCLIP bigG)",
+                             "use Text Encode (Prompt) for this model")
+
+    def encode(text: str, embeddings=None):  # noqa: ANN001, ANN202
+        return clip.encode(text, embeddings, text_l=text_l)
+
+    cond = encode_prompt(ctx, clip, text_g, "text_g", encode=encode)
+    return replace(cond, size_cond=(float(height), float(width), float(crop_h), float(crop_w),
+                                    float(target_height), float(target_width)))
+
+
 @node("diffusion.clip_set_last_layer", category="conditioning", display_name="CLIP Set Last Layer",
       inputs=[In("clip", "CLIP"), Int("stop_at_clip_layer", -1, min=-24, max=-1,
                                       tooltip="-1 = last layer, -2 = penultimate (\"clip skip 2\")")],
@@ -136,4 +175,5 @@ def controlnet_apply_advanced(ctx: NodeContext, positive, negative, control_net,
     return _attach(positive, c), _attach(negative, c)
 
 
-NODES = [text_encode, text_encode_sdxl_refiner, clip_set_last_layer, controlnet_apply, controlnet_apply_advanced]
+NODES = [text_encode, text_encode_sdxl, text_encode_sdxl_refiner, clip_set_last_layer, controlnet_apply,
+         controlnet_apply_advanced]
