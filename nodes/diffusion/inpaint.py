@@ -12,6 +12,10 @@ conditioned on.  This module builds that extra input, with ComfyUI's meaning
   ``concat_latent`` or else the sampler's input latent (VAE Encode for
   Inpainting's grey-filled encode).  With no mask at all: mask 1 everywhere and
   the latent of a black image (ComfyUI's constants), i.e. "repaint everything".
+* SD1/SDXL InstructPix2Pix UNets (in 8 = 4 latent + 4 image latent): ``[image latent]``,
+  the conditioning's ``concat_latent`` as the VAE made it, *unscaled* (ComfyUI's
+  ``process_ip2p_image_in`` is the identity for these models; diffusers' pipeline
+  concatenates ``latent_dist.mode()``), zeros when none is given.
 * FLUX Fill (img_in 384 = 4 x (16 + 16 + 64)): ``[masked image latent, mask]``
   where the mask is kept at pixel resolution and folded 8 x 8 into 64 channels
   (pixel-unshuffle), not rounded.
@@ -114,12 +118,15 @@ def in_scaling(z: torch.Tensor, scaling: tuple[float, float] | None,
 def unet_concat(cond: Any, *, concat_channels: int, latent_channels: int, batch: int, h: int, w: int,
                 scaling: tuple[float, float] | None, latent_image: torch.Tensor | None = None,
                 denoise_mask: torch.Tensor | None = None) -> torch.Tensor:
-    """The ``[batch, 1 + C, h, w]`` extra input of a 9-channel inpainting UNet (mask, masked latent)."""
+    """The extra input of a 9-channel inpainting UNet (``[batch, 1 + C, h, w]``: mask, masked latent) or
+    of an 8-channel InstructPix2Pix UNet (``[batch, C, h, w]``: the image latent)."""
+    if concat_channels == latent_channels:
+        return ip2p_concat(cond, latent_channels=latent_channels, batch=batch, h=h, w=w, scaling=scaling)
     if concat_channels != latent_channels + 1:
         raise InpaintInputError(
             f"this UNet takes {latent_channels + concat_channels} input channels ({concat_channels} beyond the "
             f"{latent_channels}-channel latent); nodegraph samples inpainting UNets ({latent_channels + 1} extra: "
-            "mask + masked image) but not this kind (e.g. InstructPix2Pix)")
+            f"mask + masked image) and InstructPix2Pix UNets ({latent_channels} extra), not this kind")
     mask = cond.concat_mask if cond.concat_mask is not None else denoise_mask
     if mask is None:
         blank = torch.zeros(batch, latent_channels, h, w)
@@ -136,6 +143,18 @@ def unet_concat(cond: Any, *, concat_channels: int, latent_channels: int, batch:
     image = resize_to_batch(resize_center(image, h, w), batch)
     m = resize_to_batch(resize_center(as_mask4d(mask).cpu(), h, w).round(), batch)
     return torch.cat([m, image], dim=1)
+
+
+def ip2p_concat(cond: Any, *, latent_channels: int, batch: int, h: int, w: int,
+                scaling: tuple[float, float] | None) -> torch.Tensor:
+    """An InstructPix2Pix UNet's extra input: the image latent of InstructPixToPix Conditioning in the
+    VAE's own (unscaled) units, resized to the latent; zeros without one (ComfyUI's ``IP2P.concat_cond``)."""
+    if cond.concat_latent is None:
+        return torch.zeros(batch, latent_channels, h, w)
+    _check_channels(cond.concat_latent, latent_channels, "InstructPix2Pix UNet")
+    scale, shift = cond.concat_scaling or scaling or (1.0, 0.0)
+    raw = cond.concat_latent.float().cpu() / scale + shift
+    return resize_to_batch(resize_center(raw, h, w), batch)
 
 
 def flux_concat(cond: Any, *, concat_channels: int, latent_channels: int, batch: int, h: int, w: int,

@@ -187,7 +187,8 @@ class DiffusionModel:
 
     @property
     def concat_channels(self) -> int:
-        """Input channels beyond the latent (5 for 9-channel inpainting UNets: mask + masked image)."""
+        """Input channels beyond the latent (5 for 9-channel inpainting UNets: mask + masked image; 4 for
+        8-channel InstructPix2Pix UNets: the image latent)."""
         cfg = self.unet.config
         return max(0, cfg.in_channels - cfg.out_channels)
 

@@ -220,15 +220,15 @@ def test_mask_of_another_size_is_resized_to_the_image(models: Path) -> None:
 
 
 def test_unsupported_extra_channels_are_a_clear_error(tmp_path: Path) -> None:
-    """An 8-channel UNet (InstructPix2Pix) is not an inpainting model: sampling blames the model."""
-    ck = write_tiny_checkpoint(tmp_path / "models", "sd1", name="ip2p.safetensors", in_channels=8)
+    """A 7-channel UNet is neither an inpainting nor an InstructPix2Pix model: sampling blames the model."""
+    ck = write_tiny_checkpoint(tmp_path / "models", "sd1", name="odd.safetensors", in_channels=7)
     loaded = load_checkpoint(ck.path)
     with torch.inference_mode():
         pos = loaded.clip.encode("a cat")
     with pytest.raises(NodeInputError) as err:
         sampling_inputs(loaded.model, pos, None, 1, HEIGHT, WIDTH, None, F_VAE,
                         Latent(torch.zeros(1, 4, HEIGHT // F_VAE, WIDTH // F_VAE), downscale=F_VAE))
-    assert err.value.input == "model" and "InstructPix2Pix" in str(err.value)
+    assert err.value.input == "model" and "InstructPix2Pix" in str(err.value) and "7 input channels" in str(err.value)
 
 
 # ----------------------------------------------------------------------------- diffusers parity
@@ -439,3 +439,109 @@ def test_two_images_share_one_mask(models: Path) -> None:
     assert cat.shape == (2, 5, HEIGHT // F_VAE, WIDTH // F_VAE)
     torch.testing.assert_close(cat[0, :1], cat[1, :1])  # one mask for both
     assert (cat[0, 1:] - cat[1, 1:]).abs().max() > 0.01  # each its own masked image
+
+
+# ----------------------------------------------------------------------------- InstructPix2Pix (8 channels)
+
+
+def _ip2p_graph(ckpt: str, image: Path, prompt: str = PROMPT) -> Graph:
+    """Load Image -> InstructPixToPix Conditioning (both prompts, the checkpoint's VAE) -> KSampler on the
+    node's empty latent: ComfyUI's InstructPix2Pix graph."""
+    g = Graph()
+    g.add_node("diffusion.checkpoint_loader", {"ckpt_name": ckpt, "prediction": "auto"}, id="ckpt")
+    g.add_node("diffusion.text_encode", {"text": prompt}, id="positive")
+    g.add_node("diffusion.text_encode", {"text": NEGATIVE}, id="negative")
+    g.add_node("image.load_path", {"path": str(image)}, id="load")
+    g.add_node("diffusion.instruct_pix2pix_conditioning", {}, id="ip2p")
+    g.add_node("diffusion.ksampler", {"seed": SEED, "steps": STEPS, "cfg": CFG, "sampler_name": "euler",
+                                      "scheduler": "normal", "denoise": 1.0}, id="sampler")
+    for src, out, dst, inp in [("ckpt", "CLIP", "positive", "clip"), ("ckpt", "CLIP", "negative", "clip"),
+                               ("positive", "CONDITIONING", "ip2p", "positive"),
+                               ("negative", "CONDITIONING", "ip2p", "negative"), ("ckpt", "VAE", "ip2p", "vae"),
+                               ("load", "IMAGE", "ip2p", "pixels"), ("ckpt", "MODEL", "sampler", "model"),
+                               ("ip2p", "positive", "sampler", "positive"), ("ip2p", "negative", "sampler", "negative"),
+                               ("ip2p", "latent", "sampler", "latent_image")]:
+        g.connect(src, out, dst, inp)
+    return g
+
+
+@pytest.fixture(scope="module")
+def ip2p_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("ip2p") / "models"
+    write_tiny_checkpoint(d, "sd1", name="ip2p_sd1.safetensors", in_channels=8)
+    return d
+
+
+def test_ip2p_unet_input_is_latent_and_unscaled_image_latent(ip2p_models: Path) -> None:
+    """The 8-channel UNet sees [scaled noisy latent, the image's VAE latent in the VAE's own units]; without
+    InstructPixToPix Conditioning the image half is zeros (ComfyUI's IP2P.concat_cond)."""
+    ck = _load(ip2p_models, "ip2p_sd1.safetensors")
+    assert ck.model.concat_channels == 4 and ck.model.latent_channels == 4
+    from nodes.diffusion.pack.inpaint import instruct_pix2pix_conditioning
+    from nodes.diffusion.pack.sampler import ksampler
+
+    pixels = _image()
+    with torch.inference_mode():
+        pos, neg = ck.clip.encode(PROMPT), ck.clip.encode(NEGATIVE)
+    p2, n2, latent = instruct_pix2pix_conditioning.fn(CTX, pos, neg, ck.vae, pixels)
+    assert latent.samples.shape == (1, 4, HEIGHT // F_VAE, WIDTH // F_VAE) and not latent.samples.any()
+    with torch.inference_mode():
+        scaled = ck.vae.encode(pixels)
+    raw = scaled / ck.vae.vae.config.scaling_factor
+    for cond, expect in ((p2, raw), (pos, torch.zeros_like(raw))):
+        with _Capture(ck.model.unet) as cap, torch.inference_mode():
+            ksampler.fn(CTX, ck.model, SEED, 1, CFG, "euler", "normal", cond, cond, latent, 1.0)
+        x = cap.inputs[0]
+        assert x.shape[1] == 8
+        assert_close(x[:1, 4:], expect, reduction=1, depth=1)
+
+
+def test_ip2p_unet_matches_diffusers_instruct_pix2pix_pipeline(ip2p_models: Path, tmp_path: Path) -> None:
+    """Same file, seed and sigmas: ours against diffusers' ``StableDiffusionInstructPix2PixPipeline`` at
+    ``image_guidance_scale`` 1, which is what CFG over two prompts that both carry the image computes
+    (uncond + g (text - image) + 1 (image - uncond) = image + g (text - image))."""
+    diffusers = pytest.importorskip("diffusers")
+    pytest.importorskip("transformers")
+    from nodes.diffusion.models.unet import UNET_PREFIX
+    from nodes.diffusion.text.tokenizer import default_tokenizer
+    from tests.diffusion.pipeline_fixtures import TinyCheckpoint, build_checkpoint
+    from tests.diffusion.test_pipeline_parity import _reference_text, _reference_vae
+    from tests.diffusion.text_fixtures import write_hf_tokenizer_files
+
+    torch.set_num_threads(1)
+    img = (np.random.default_rng(5).random((HEIGHT, WIDTH, 3)) * 255).astype(np.uint8)
+    _write_png(tmp_path / "image.png", img)
+    executor = Executor(full_registry(), device="cpu", output_dir=tmp_path / "out",
+                        settings={"models_dir": str(ip2p_models), "include_demo_models": False})
+    report = executor.run(_ip2p_graph("ip2p_sd1.safetensors", tmp_path / "image.png"), outputs=["load", "sampler"])
+    report.raise_for_status()
+    ours = report.results["sampler"]["LATENT"].samples
+    pixels = report.results["load"]["IMAGE"]
+
+    cfg, flat, metadata = build_checkpoint("sd1", 0, 8)
+    ckpt = TinyCheckpoint("sd1", ip2p_models / "checkpoints" / "ip2p_sd1.safetensors", cfg, flat, metadata)
+    vocab = tmp_path / "vocab"
+    vocab.mkdir()
+    write_hf_tokenizer_files(default_tokenizer(), vocab)
+    cond, uncond = _reference_text(ckpt, vocab, PROMPT), _reference_text(ckpt, vocab, NEGATIVE)
+    unet = diffusers_unet(cfg, {k.removeprefix(UNET_PREFIX): v for k, v in ckpt.component(UNET_PREFIX).items()})
+    scheduler = diffusers.EulerDiscreteScheduler(
+        num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+        prediction_type="epsilon", timestep_spacing="linspace", final_sigmas_type="zero")
+    pipe = diffusers.StableDiffusionInstructPix2PixPipeline(
+        vae=_reference_vae(ckpt), text_encoder=None, tokenizer=None, unet=unet, scheduler=scheduler,
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    pipe.set_progress_bar_config(disable=True)
+    noise = initial_noise((1, 4, HEIGHT // F_VAE, WIDTH // F_VAE), SEED)
+
+    def run(image: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return pipe(prompt_embeds=cond.context, negative_prompt_embeds=uncond.context, image=image,
+                        num_inference_steps=STEPS, guidance_scale=CFG, image_guidance_scale=1.0, latents=noise,
+                        output_type="latent").images
+
+    ref = run(pixels.permute(0, 3, 1, 2))
+    assert ours.shape == ref.shape and ours.std() > 0.1
+    assert_close(ours, ref, **LATENT_ROUNDING)
+    # not vacuous: the image reaches the model (another image gives other latents)
+    assert (run(1 - pixels.permute(0, 3, 1, 2)) - ref).abs().max() > 100 * (ours - ref).abs().max()

@@ -97,13 +97,15 @@ def inpaint_model_conditioning(ctx: NodeContext, positive: Any, negative: Any, v
 @node("diffusion.instruct_pix2pix_conditioning", category="conditioning/instructpix2pix",
       display_name="InstructPixToPix Conditioning",
       inputs=[In("positive", "CONDITIONING"), In("negative", "CONDITIONING"), In("vae", "VAE"),
-              In("pixels", "IMAGE", tooltip="the control image (FLUX Canny/Depth: the edge or depth map)")],
+              In("pixels", "IMAGE", tooltip="the image to edit (InstructPix2Pix) or the control map "
+                                            "(FLUX Canny/Depth: the edge or depth map)")],
       outputs=[Out("positive", "CONDITIONING"), Out("negative", "CONDITIONING"), Out("latent", "LATENT")],
       preflight=_latent_estimate)
 def instruct_pix2pix_conditioning(ctx: NodeContext, positive: Any, negative: Any, vae: Any,
                                   pixels: Any) -> tuple[Any, Any, Any]:
     """Attach an encoded image to both prompts for models that take it as extra input channels
-    (FLUX Canny/Depth); the latent is an empty one of the image's size."""
+    (InstructPix2Pix UNets: the picture to edit; FLUX Canny/Depth: the control map); the latent is an
+    empty one of the image's size."""
     import torch
 
     from ..runtime import Latent
