@@ -66,6 +66,7 @@ class RunPresenter(QObject):
         self.last_report: Any = None
         self._done = 0
         self._memory_line = ""  # the device-memory line of the run in progress (NodeStats "memory")
+        self.last_status = ""  # this tab's latest run state, shown again when the tab comes back on screen
         self.timer = NodeTimer()
         self.validate_timer = QTimer(self)
         self.validate_timer.setSingleShot(True)
@@ -107,6 +108,7 @@ class RunPresenter(QObject):
 
     def _status(self, text: str) -> None:
         """The run state in the status bar, naming the tab when it is not the one shown."""
+        self.last_status = text
         if not self.win.is_current(self.tab):
             text = f"{self.tab.document.display_name()}: {text}"
         self.win.status_label.setText(text)

@@ -88,11 +88,12 @@ class Workspace(QObject):
         self._frame_when_shown = not self.win.is_current(self)  # a hidden view's size is not final
 
     def shown(self) -> None:
-        """The tab came on screen: the shared panels show this workflow, and every node is
+        """The tab came on screen: the shared panels and the status label show this workflow, and every node is
         drawn afresh: a node updated while its view was hidden (a run of this tab went on
         in the background) would otherwise show its old cached picture."""
         self.scene.drop_node_caches()
         self.presenter.show_problems()
+        self.win.status_label.setText(self.presenter.last_status)  # not the previous tab's run state
         self.minimap.place()
         if self._frame_when_shown:
             self._frame_when_shown = False

@@ -302,3 +302,23 @@ def test_a_tab_shows_what_its_background_run_did_when_it_comes_back(window, qtbo
         item.setCacheMode(item.CacheMode.DeviceCoordinateCache)
     fresh = tab_a.view.viewport().grab().toImage()
     assert shown == fresh  # no node keeps the picture it had when the tab was left
+
+
+def test_status_label_follows_the_shown_tab(window, qtbot):
+    """Switching tabs shows that tab's own last run state, not the run message of the tab left behind."""
+    window.set_graph(chain(middle="test.fail"), None)
+    tab_a = window.workspace
+    key(window, Qt.Key.Key_Return, CTRL)
+    qtbot.waitUntil(lambda: tab_a.presenter.last_report is not None, timeout=10_000)
+    assert window.status_label.text().startswith("Run error")
+    key(window, Qt.Key.Key_T, CTRL)  # a new tab has run nothing yet
+    assert window.status_label.text() == ""
+    window.set_graph(chain(), None)
+    tab_b = window.workspace
+    key(window, Qt.Key.Key_Return, CTRL)
+    qtbot.waitUntil(lambda: tab_b.presenter.last_report is not None, timeout=10_000)
+    assert window.status_label.text().startswith("Run ok")
+    key(window, Qt.Key.Key_Tab, CTRL | SHIFT)
+    assert window.workspace is tab_a and window.status_label.text().startswith("Run error")
+    key(window, Qt.Key.Key_Tab, CTRL)
+    assert window.workspace is tab_b and window.status_label.text().startswith("Run ok")
