@@ -95,8 +95,8 @@ CORPUS = [
 def tokenizer_dir(tmp_path_factory):
     """A small SentencePiece-unigram vocabulary trained here, saved by transformers' T5Tokenizer.
 
-    The real T5 ``tokenizer.json`` cannot be downloaded in tests; a transformers-written file
-    has the same structure (Metaspace pre-tokenizer, unigram model, ``</s>`` post-processor).
+    Tiny encoders need a tiny vocabulary (the real one, shipped, is tested below); a transformers-written
+    file has the real one's structure (Metaspace pre-tokenizer, unigram model, ``</s>`` post-processor).
     """
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
     from transformers import T5Tokenizer as HFT5Tokenizer
