@@ -164,7 +164,7 @@ def _identify_llm(keys: Mapping[str, Any]) -> FileIdentity | None:
     if is_qwen3_state_dict({f"model.{k}" for k in bare}):
         name = "Qwen3-4B" if (width, layers) == (2560, 36) else "Qwen3"
         return FileIdentity("qwen3", f"a {name} text encoder (width {width}, {layers} layers)",
-                            {"width": width, "layers": layers})
+                            {"width": width, "layers": layers, "vocab": vocab})
     name = "Qwen2.5" if "layers.0.self_attn.q_proj.bias" in bare else "LLaMA-style"
     return FileIdentity("llm", f"a {name} language-model text encoder (width {width}, {layers} layers; not "
                         "Qwen3)", {"width": width, "layers": layers})
@@ -172,10 +172,11 @@ def _identify_llm(keys: Mapping[str, Any]) -> FileIdentity | None:
 
 def _identify_text_encoder(keys: Mapping[str, Any]) -> FileIdentity | None:
     if "encoder.block.0.layer.0.SelfAttention.q.weight" in keys:
-        width = keys["shared.weight"][1][1] if "shared.weight" in keys else keys[
-            "encoder.embed_tokens.weight"][1][1] if "encoder.embed_tokens.weight" in keys else None
+        embedding = next((keys[k][1] for k in ("shared.weight", "encoder.embed_tokens.weight") if k in keys), None)
+        vocab, width = embedding if embedding is not None else (None, None)
         name = "T5-XXL" if width == 4096 else "T5"
-        return FileIdentity("t5", f"a {name} text encoder (width {width})", {"width": width})
+        # vocab: embedding rows, which decide whether the shipped T5 tokenizer fits (models.t5.shipped_t5_fits)
+        return FileIdentity("t5", f"a {name} text encoder (width {width})", {"width": width, "vocab": vocab})
     for prefix in ("text_model.", ""):
         key = prefix + "embeddings.token_embedding.weight"
         if key in keys and _has(keys, prefix + "encoder.layers."):
@@ -324,8 +325,7 @@ def _check_qwen3_slot(identity: FileIdentity, name: str, wanted: str, clip_type:
             return
         raise WrongModelFile(f"{name!r} is {identity.description}, but type {clip_type!r} (Z-Image) needs the "
                              "Qwen3-4B text encoder here",
-                             "pick Z-Image's text encoder (qwen_3_4b.safetensors, with its tokenizer.json beside "
-                             "it) in clip_name")
+                             "pick Z-Image's text encoder (qwen_3_4b.safetensors) in clip_name")
     if identity.kind == "qwen3":
         raise WrongModelFile(f"{name!r} is {identity.description} (Z-Image's encoder), but type {clip_type!r} "
                              "needs a CLIP or T5 file here", "load it with Load CLIP, type lumina2 (Z-Image)")
@@ -525,12 +525,13 @@ def load_text_encoder_part(path: str | os.PathLike[str], *, device: Any = "cpu",
         model = build_t5_from_state_dict(sd).to(home or device)
         model.compute_dtype = dtype
         min_tokens = (metadata or {}).get("nodegraph.t5.min_tokens")
-        return TextEncoderPart("t5", model, T5Tokenizer.beside(p), min_tokens=int(min_tokens) if min_tokens else None)
+        return TextEncoderPart("t5", model, T5Tokenizer.beside(p, model.config.vocab_size),
+                               min_tokens=int(min_tokens) if min_tokens else None)
     if identity.kind == "qwen3":
         from .models.qwen3 import build_qwen3_from_state_dict
 
         model = build_qwen3_from_state_dict(sd).to(home or device)
-        return TextEncoderPart("qwen3", model, qwen3_tokenizer_beside(p), dtype)
+        return TextEncoderPart("qwen3", model, qwen3_tokenizer_beside(p, model.config.vocab_size), dtype)
     if identity.kind in ("clip", "openclip"):
         hf = openclip_to_hf(sd) if identity.kind == "openclip" else sd
         # HF-layout files are OpenAI CLIP-L (quick GELU) except bigG (width 1280: SDXL/SD3's clip_g, GELU)
@@ -550,22 +551,33 @@ class MissingTokenizer(WrongModelFile):
     """A text encoder file whose tokenizer.json is not beside it."""
 
 
-def qwen3_tokenizer_path(encoder: str | os.PathLike[str]) -> Path:
-    """The tokenizer.json of a Qwen3 encoder file, or :class:`MissingTokenizer` naming where it may go."""
+def qwen3_tokenizer_path(encoder: str | os.PathLike[str], vocab_rows: int | None = None) -> Path | None:
+    """The tokenizer.json beside a Qwen3 encoder file; None when there is none but the encoder's embedding
+    (``vocab_rows`` rows) fits the Qwen2/Qwen3 vocabulary built into nodegraph
+    (:func:`~.models.qwen3.shipped_qwen_fits`); else :class:`MissingTokenizer` naming where it may go."""
+    from .models.qwen3 import QWEN_VOCAB_ROWS, shipped_qwen_fits
+
     p = Path(encoder)
     tried = [p.parent / c.format(stem=p.stem) for c in QWEN3_TOKENIZER_CANDIDATES]
     for candidate in tried:
         if candidate.is_file():
             return candidate
-    raise MissingTokenizer(f"no Qwen3 tokenizer for {p.name!r}",
+    if shipped_qwen_fits(vocab_rows):
+        return None
+    why = "" if vocab_rows is None else (f" (its {vocab_rows}-token vocabulary is not Qwen3's {QWEN_VOCAB_ROWS}, "
+                                         "the one built into nodegraph)")
+    raise MissingTokenizer(f"no Qwen3 tokenizer for {p.name!r}{why}",
                            f"put the model's tokenizer.json (from the Qwen3-4B / Z-Image release's tokenizer "
                            f"folder) beside it as {tried[0].name} or tokenizer.json")
 
 
-def qwen3_tokenizer_beside(encoder: str | os.PathLike[str]) -> Any:
-    from .models.qwen3 import Qwen3Tokenizer
+def qwen3_tokenizer_beside(encoder: str | os.PathLike[str], vocab_rows: int | None = None) -> Any:
+    """The Qwen3 tokenizer of an encoder file: the tokenizer.json beside it, else the built-in Qwen2/Qwen3
+    one when the vocabulary fits (see :func:`qwen3_tokenizer_path`)."""
+    from .models.qwen3 import Qwen3Tokenizer, shipped_qwen_tokenizer
 
-    return Qwen3Tokenizer(qwen3_tokenizer_path(encoder))
+    path = qwen3_tokenizer_path(encoder, vocab_rows)
+    return Qwen3Tokenizer(shipped_qwen_tokenizer() if path is None else path)
 
 
 def zimage_text_encoder(part: TextEncoderPart, device: Any) -> Any:

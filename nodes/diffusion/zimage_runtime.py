@@ -73,7 +73,7 @@ class ZImageModel(FlowTransformerModel):
 
 @dataclass(frozen=True)
 class ZImageTextEncoder:
-    """CLIP: Z-Image's Qwen3 text encoder with its tokenizer (read from the encoder's tokenizer.json)."""
+    """CLIP: Z-Image's Qwen3 text encoder with its tokenizer (the encoder's tokenizer.json, or the built-in one)."""
 
     qwen3: Qwen3Encoder
     tokenizer: Qwen3Tokenizer

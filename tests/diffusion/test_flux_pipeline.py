@@ -521,6 +521,30 @@ def test_t5_without_its_tokenizer_file(dev: FluxFiles, tmp_path: Path) -> None:
     assert len(executor.cache) == 0
 
 
+def test_t5xxl_vocabulary_uses_the_built_in_tokenizer(dev: FluxFiles, tmp_path: Path) -> None:
+    """A T5 whose embedding has T5-XXL's 32,128 rows needs no tokenizer.json: validation passes and the
+    prompt is tokenised by the shipped T5 tokenizer (a tokenizer.json beside the file would still win)."""
+    from nodes.diffusion.models.t5 import T5Tokenizer
+
+    models = tmp_path / "models"
+    shutil.copytree(dev.models_dir, models)
+    (models / "text_encoders" / "tiny_t5xxl.tokenizer.json").unlink()
+    shutil.rmtree(models / "text_encoders" / "_t5tok")
+    t5_path = models / "text_encoders" / dev.t5
+    sd = load_file(t5_path)
+    shared = sd["shared.weight"]
+    torch.manual_seed(0)
+    extra = torch.randn(32128 - shared.shape[0], shared.shape[1], dtype=shared.dtype) * shared.std()
+    save_file({**sd, "shared.weight": torch.cat([shared, extra])}, str(t5_path))
+    executor = make_executor(models, tmp_path / "out")
+    graph = flux_graph(FluxFiles(models, dev.unet, dev.clip_l, dev.t5, dev.vae, True, None))
+    report = executor.run(graph, outputs=["clip", "positive"])  # validation raises WorkflowInvalid on any issue
+    report.raise_for_status()
+    clip = report.results["clip"]["CLIP"]
+    assert clip.t5_tokenizer._tok is T5Tokenizer.shipped()._tok
+    assert torch.isfinite(report.results["positive"]["CONDITIONING"].context).all()
+
+
 def test_every_sampler_and_scheduler_on_a_flux_model(dev: FluxFiles, tmp_path: Path) -> None:
     """Node level: each sampler runs on FLUX (SDE samplers are refused on the sampler_name input before
     sampling), and each scheduler gives a finite, distinct result."""

@@ -1,4 +1,5 @@
-"""Qwen3 text encoder: hidden states equal transformers' Qwen3Model on a tiny random model; tokenizer.json reading.
+"""Qwen3 text encoder: hidden states equal transformers' Qwen3Model on a tiny random model; tokenizer.json reading;
+the built-in Qwen tokenizer equals transformers' Qwen2Tokenizer reading the same merges.
 
 The tiny reference has grouped-query attention (4 query heads sharing 2 key/value heads),
 a head width that is not hidden/heads (as Qwen3-4B: 32 x 128 != 2560) and a non-default
@@ -22,6 +23,7 @@ from nodes.diffusion.models.qwen3 import (
     is_qwen3_state_dict,
     qwen3_config_from_json,
     qwen3_config_from_state_dict,
+    shipped_qwen_tokenizer,
 )
 from tests.diffusion.flux_fixtures import assert_rel_close, randomize_
 
@@ -176,3 +178,137 @@ def test_tokenizer_truncates(tmp_path) -> None:
     ours = Qwen3Tokenizer(_tiny_tokenizer_file(tmp_path), max_length=6)
     ids, mask = ours("the quick brown fox " * 10)
     assert ids.shape == (1, 6) and mask.all()
+
+
+# ----------------------------------------------------------------------------- the built-in Qwen tokenizer
+
+#: English prompts, Chinese, mixed scripts, digits, punctuation runs, contractions, newlines / CRLF, runs of
+#: spaces and tabs, emoji, a decomposed accent (NFC), code, and Z-Image's chat template with its markers.
+QWEN_CORPUS = [
+    "a photo of a cat sitting on a windowsill, golden hour, 35mm, f/1.8",
+    "A serene Japanese garden with cherry blossoms; koi pond & stone lanterns!!!",
+    "一只橘猫坐在窗台上，阳光洒在它的毛上。",
+    "中文和English混合的提示词 with 数字 2024年12月4日",
+    "numbers 12345 and 3.14159 and 1,000,000 and -42",
+    'punctuation runs: ?!?! ... --- *** ((( ))) "quoted" \'single\' ~~~///\\\\',
+    "don't I'LL we've they're IT'S you'd she's",
+    "line one\nline two\n\n\nline three\r\nline four\n",
+    "multiple   spaces    here\t\ttabs  \n  indented",
+    "   leading and trailing spaces   ",
+    "emoji 🐱🎨🌸 and accents café naïve cafe\u0301 Ångström",
+    "Ünïcödé Ελληνικά русский العربية हिन्दी 한국어 日本語のテキスト",
+    "code: def f(x):\n    return x**2  # square\n",
+    "URL https://example.com/path?q=1&r=2 and a.b@c.de",
+    "",
+    ZIMAGE_TEMPLATE.format("a red square on a blue background"),
+    ZIMAGE_TEMPLATE.format("一只猫在雪地里，水彩画风格"),
+    "<|im_start|>system\nYou are helpful.<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n",
+]
+
+
+@pytest.fixture(scope="module")
+def qwen_pair(tmp_path_factory):
+    """(ours, transformers' Qwen2Tokenizer): transformers reads a vocab.json + merges.txt + tokenizer_config.json
+    folder written here from the shipped merges (transformers' own byte alphabet; its Qwen2 class defines the
+    normaliser, split pattern and byte-level steps itself).  Built once: ~1 s each."""
+    import gzip
+
+    from transformers import Qwen2Tokenizer
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    from nodes.diffusion.models.qwen3 import QWEN_SPECIAL_TOKENS, SHIPPED_MERGES
+
+    with gzip.open(SHIPPED_MERGES, "rt", encoding="utf-8") as fh:
+        lines = [line for line in fh.read().split("\n") if line]
+    vocab = {ch: i for i, ch in enumerate(bytes_to_unicode().values())}
+    for line in lines:
+        vocab[line.replace(" ", "", 1)] = len(vocab)
+    directory = tmp_path_factory.mktemp("qwen2tok")
+    (directory / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
+    (directory / "merges.txt").write_text("#version: 0.2\n" + "\n".join(lines) + "\n", encoding="utf-8")
+    added = {str(len(vocab) + i): {"content": t, "lstrip": False, "normalized": False, "rstrip": False,
+                                   "single_word": False, "special": True} for i, t in enumerate(QWEN_SPECIAL_TOKENS)}
+    config = {"tokenizer_class": "Qwen2Tokenizer", "added_tokens_decoder": added, "eos_token": "<|endoftext|>",
+              "pad_token": "<|endoftext|>", "unk_token": None, "bos_token": None}
+    (directory / "tokenizer_config.json").write_text(json.dumps(config), encoding="utf-8")
+    return shipped_qwen_tokenizer(), Qwen2Tokenizer.from_pretrained(str(directory))
+
+
+def test_builtin_qwen_tokenizer_matches_transformers(qwen_pair) -> None:
+    import unicodedata
+
+    ours, hf = qwen_pair
+    for text in QWEN_CORPUS:
+        ids = ours.encode(text, add_special_tokens=False).ids
+        assert ids == hf.encode(text, add_special_tokens=False), text
+        assert ours.decode(ids, skip_special_tokens=False) == unicodedata.normalize("NFC", text)
+    assert len(hf) == ours.get_vocab_size() == 151669
+    # The added tokens sit where Qwen's tokenizer_config puts them.
+    for token, expected in {"<|endoftext|>": 151643, "<|im_start|>": 151644, "<|im_end|>": 151645,
+                            "<|vision_pad|>": 151654, "<think>": 151667, "</think>": 151668}.items():
+        assert ours.token_to_id(token) == hf.convert_tokens_to_ids(token) == expected, token
+    # Numbers split into single digits; the chat markers are single tokens.
+    assert ours.encode("12345", add_special_tokens=False).ids == [ours.token_to_id(d) for d in "12345"]
+    assert shipped_qwen_tokenizer() is ours  # built once per process
+
+
+def test_qwen3_tokenizer_from_a_prepared_tokenizer_applies_the_template(qwen_pair) -> None:
+    ours, hf = qwen_pair
+    tok = Qwen3Tokenizer(ours)
+    prompts = ["a red square", "一只猫在雪地里"]
+    ids, mask = tok(prompts)
+    for i, p in enumerate(prompts):
+        expected = hf(ZIMAGE_TEMPLATE.format(p), add_special_tokens=False)["input_ids"]
+        assert ids[i, : int(mask[i].sum())].tolist() == expected
+    assert ids[0, 0] == 151644 and tok.pad_id == 151643
+    assert (ids[mask == 0] == 151643).all() and mask[0].sum() != mask[1].sum()
+
+
+def _qwen3_file(path, vocab: int) -> None:
+    """A one-layer Qwen3 with ``vocab`` embedding rows (narrow, so a 151,936-row table is ~5 MB in fp16)."""
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    cfg = Qwen3Config(vocab_size=vocab, hidden_size=16, intermediate_size=24, num_layers=1, num_heads=2,
+                      num_kv_heads=1, head_dim=8)
+    save_file({k: v.half().contiguous() for k, v in Qwen3Encoder(cfg).state_dict().items()}, str(path))
+
+
+def test_builtin_qwen_tokenizer_only_for_qwen_vocabularies(qwen_pair, tmp_path) -> None:
+    """No tokenizer.json beside a Qwen3 encoder: Qwen's 151,936-row vocabulary (read from the header at
+    validation, from the model at load) gets the built-in tokenizer; a tiny test vocabulary keeps the error
+    naming where to put the file; a tokenizer.json beside the encoder wins."""
+    from nodegraph.errors import NodeInputError
+    from nodes.diffusion.pack.flux import _need_qwen3_tokenizer
+    from nodes.diffusion.split_files import (
+        MissingTokenizer,
+        identify_file,
+        load_text_encoder_part,
+        qwen3_tokenizer_beside,
+        qwen3_tokenizer_path,
+    )
+
+    ours, hf = qwen_pair
+    big, small = tmp_path / "big" / "qwen_3_4b.safetensors", tmp_path / "small" / "tiny_qwen.safetensors"
+    for path, vocab in ((big, 151936), (small, 300)):
+        path.parent.mkdir()
+        _qwen3_file(path, vocab)
+        identity = identify_file(path)
+        assert identity.kind == "qwen3" and identity.info["vocab"] == vocab
+    assert qwen3_tokenizer_path(big, 151936) is None
+    _need_qwen3_tokenizer(big, "clip_name", identify_file(big).info["vocab"])
+    for rows in (300, 151643, 151937, None):
+        with pytest.raises(MissingTokenizer, match="no Qwen3 tokenizer"):
+            qwen3_tokenizer_path(small, rows)
+    with pytest.raises(NodeInputError, match="no Qwen3 tokenizer") as err:
+        _need_qwen3_tokenizer(small, "clip_name", identify_file(small).info["vocab"])
+    assert "tiny_qwen.tokenizer.json" in err.value.fix
+    part = load_text_encoder_part(big)
+    text = "a cat, 12345!"
+    assert part.tokenizer._tok is ours
+    assert part.tokenizer.token_ids(text) == hf(ZIMAGE_TEMPLATE.format(text), add_special_tokens=False)["input_ids"]
+    # A tokenizer.json beside the encoder takes precedence over the built-in one.
+    (big.parent / "tokenizer.json").write_text(ours.to_str().replace('"<think>"', '"<thinking>"'), encoding="utf-8")
+    assert qwen3_tokenizer_path(big, 151936) == big.parent / "tokenizer.json"
+    beside = qwen3_tokenizer_beside(big, 151936)
+    assert beside._tok is not ours and beside._tok.token_to_id("<thinking>") == 151667

@@ -95,8 +95,8 @@ CORPUS = [
 def tokenizer_dir(tmp_path_factory):
     """A small SentencePiece-unigram vocabulary trained here, saved by transformers' T5Tokenizer.
 
-    The real T5 ``tokenizer.json`` cannot be downloaded in tests; a transformers-written file
-    has the same structure (Metaspace pre-tokenizer, unigram model, ``</s>`` post-processor).
+    Tiny encoders need a tiny vocabulary (the real one, shipped, is tested below); a transformers-written
+    file has the real one's structure (Metaspace pre-tokenizer, unigram model, ``</s>`` post-processor).
     """
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
     from transformers import T5Tokenizer as HFT5Tokenizer
@@ -147,3 +147,99 @@ def test_t5_detection_and_incomplete_file(reference) -> None:
     partial = {k: v for k, v in sd.items() if "DenseReluDense" not in k}
     with pytest.raises(ValueError, match="DenseReluDense.*is missing"):
         t5_config_from_state_dict(partial)
+
+
+# ----------------------------------------------------------------------------- the shipped T5 tokenizer
+
+
+@pytest.fixture(scope="module")
+def shipped() -> T5Tokenizer:
+    return T5Tokenizer.shipped()  # parsed once per process (lru_cache); the fixture only names it
+
+
+def test_shipped_tokenizer_gives_the_documented_ids(shipped) -> None:
+    """The ids Hugging Face's T5 documentation prints for its training example (input and labels, with
+    ``</s>`` = 1 appended), through our padding call."""
+    documented = {
+        "translate English to German: The house is wonderful.": [13959, 1566, 12, 2968, 10, 37, 629, 19, 1627, 5, 1],
+        "Das Haus ist wunderbar.": [644, 4598, 229, 19250, 5, 1],
+    }
+    for text, expected in documented.items():
+        ids, mask = shipped(text, max_length=16)
+        n = len(expected)
+        assert ids[0, :n].tolist() == expected and mask[0, :n].all()
+        assert ids[0, n:].eq(shipped.pad_id).all() and not mask[0, n:].any()
+    assert (shipped.pad_id, shipped.eos_id) == (0, 1) and shipped.path is None
+    assert shipped._tok.get_vocab_size() == 32100
+    assert T5Tokenizer.shipped()._tok is shipped._tok  # one parse per process
+
+
+def test_shipped_tokenizer_only_for_t5_v11_vocabularies(shipped, tokenizer_dir, tmp_path) -> None:
+    """No tokenizer.json beside the encoder: T5 v1.1 / T5-XXL (32,128 rows; 32,100 ids) get the shipped one;
+    a tiny test vocabulary, mT5/umT5 (~250k rows) or an unknown size keep the error naming where to put it."""
+    encoder = tmp_path / "t5xxl_fp16.safetensors"
+    encoder.write_bytes(b"")
+    for rows in (32128, 32100):
+        assert T5Tokenizer.beside(encoder, rows)._tok is shipped._tok
+    for rows in (100, 32099, 32129, 250112, 256384, None):
+        with pytest.raises(T5TokenizerError, match="put the T5 tokenizer.json at one of"):
+            T5Tokenizer.beside(encoder, rows)
+    with pytest.raises(T5TokenizerError, match="256384-token vocabulary is not T5 v1.1's 32128"):
+        T5Tokenizer.beside(encoder, 256384)
+    # A tokenizer.json beside the encoder wins even when the shipped one would fit.
+    directory, hf = tokenizer_dir
+    (tmp_path / "tokenizer.json").write_text((directory / "tokenizer.json").read_text())
+    beside = T5Tokenizer.beside(encoder, 32128)
+    assert beside.path == tmp_path / "tokenizer.json"
+    text = "a red circle in the top left"
+    assert beside.encode(text) == hf(text, add_special_tokens=False)["input_ids"] != shipped.encode(text)
+
+
+def _t5_file(path, vocab: int) -> dict[str, torch.Tensor]:
+    """A one-block T5 v1.1 encoder with ``vocab`` embedding rows, saved as safetensors."""
+    from safetensors.torch import save_file
+
+    from nodes.diffusion.models.t5 import T5Encoder
+
+    torch.manual_seed(0)
+    cfg = T5Config(vocab_size=vocab, d_model=16, d_kv=4, num_heads=2, d_ff=24, num_layers=1)
+    sd = {k: v.contiguous() for k, v in T5Encoder(cfg).state_dict().items()}
+    save_file(sd, str(path))
+    return sd
+
+
+def test_header_vocab_decides_validation_and_load(shipped, tmp_path) -> None:
+    """The embedding rows come from the file header at validation (safetensors and GGUF) and from the
+    model at load; a 32,128-row T5 without a tokenizer.json validates and loads with the shipped tokenizer,
+    a 100-row one is refused at validation with the put-it-beside message."""
+    from nodegraph.errors import NodeInputError
+    from nodes.diffusion.pack.flux import _need_t5_tokenizer
+    from nodes.diffusion.split_files import identify_file, load_text_encoder_part
+
+    big, small = tmp_path / "big" / "t5xxl_fp16.safetensors", tmp_path / "small" / "tiny_t5.safetensors"
+    for path, vocab in ((big, 32128), (small, 100)):
+        path.parent.mkdir()
+        _t5_file(path, vocab)
+        identity = identify_file(path)
+        assert identity.kind == "t5" and identity.info["vocab"] == vocab and identity.info["width"] == 16
+    _need_t5_tokenizer(big, "clip_name2", identify_file(big).info["vocab"])
+    with pytest.raises(NodeInputError, match="no T5 tokenizer") as err:
+        _need_t5_tokenizer(small, "clip_name2", identify_file(small).info["vocab"])
+    assert "tiny_t5.tokenizer.json" in err.value.fix
+    part = load_text_encoder_part(big)
+    assert part.tokenizer._tok is shipped._tok and part.tokenizer.encode("Hello world") == [8774, 296]
+    with pytest.raises(T5TokenizerError, match="put the T5 tokenizer.json"):
+        load_text_encoder_part(small)
+
+
+def test_gguf_header_carries_the_vocab(tmp_path) -> None:
+    import numpy as np
+
+    from nodes.diffusion.quant.gguf_write import write_gguf
+    from nodes.diffusion.split_files import identify_file
+
+    tensors = {"token_embd.weight": np.zeros((32128, 32), np.float32),
+               "enc.blk.0.attn_q.weight": np.zeros((32, 32), np.float32)}
+    write_gguf(tmp_path / "t5-Q8_0.gguf", tensors, 8, arch="t5encoder")
+    identity = identify_file(tmp_path / "t5-Q8_0.gguf")
+    assert identity.kind == "t5" and (identity.info["vocab"], identity.info["width"]) == (32128, 32)

@@ -208,6 +208,27 @@ def test_missing_tokenizer_json(zimage: ZImageFiles, tmp_path: Path) -> None:
     assert len(executor.cache) == 0
 
 
+def test_qwen_vocabulary_uses_the_built_in_tokenizer(zimage: ZImageFiles, tmp_path: Path) -> None:
+    """A Qwen3 encoder whose embedding has Qwen's 151,936 rows needs no tokenizer.json: validation passes and
+    the prompt is tokenised by the tokenizer built from the shipped merges."""
+    from nodes.diffusion.models.qwen3 import shipped_qwen_tokenizer
+
+    models = tmp_path / "models"
+    shutil.copytree(zimage.models_dir, models)
+    (models / "text_encoders" / zimage.tokenizer).unlink()
+    path = models / "text_encoders" / zimage.qwen3
+    sd = load_file(path)
+    embed = sd["model.embed_tokens.weight"]
+    torch.manual_seed(0)
+    extra = torch.randn(151936 - embed.shape[0], embed.shape[1], dtype=embed.dtype) * embed.std()
+    save_file({**sd, "model.embed_tokens.weight": torch.cat([embed, extra])}, str(path))
+    executor = make_executor(models, tmp_path / "out")
+    report = executor.run(zimage_graph(zimage), outputs=["clip", "positive"])  # WorkflowInvalid on any issue
+    report.raise_for_status()
+    assert report.results["clip"]["CLIP"].tokenizer._tok is shipped_qwen_tokenizer()
+    assert torch.isfinite(report.results["positive"]["CONDITIONING"].context).all()
+
+
 def test_zimage_model_with_an_sd_vae(zimage: ZImageFiles, mixed: Path, tmp_path: Path) -> None:
     """An SD VAE (4-channel) to decode Z-Image's 16-channel latent: refused at validation, before the
     text encoder, the DiT or the sampler run, naming VAE Decode's vae input, the file and the fix."""

@@ -19,15 +19,20 @@ their real tokens as unpadded ones.
 
 :class:`Qwen3Tokenizer` reads the tokenizer from the encoder's own ``tokenizer.json``
 with the ``tokenizers`` package and wraps prompts in the chat template Z-Image was
-trained with (:data:`ZIMAGE_TEMPLATE`).
+trained with (:data:`ZIMAGE_TEMPLATE`).  Without that file, :func:`shipped_qwen_tokenizer`
+builds the Qwen2/Qwen3 byte-level BPE in memory from the merge list shipped in
+``nodes/diffusion/text/vocab/qwen2_merges.txt.gz`` (the vocabulary is implied by the merges).
 """
 
 from __future__ import annotations
 
+import functools
+import gzip
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -44,6 +49,8 @@ __all__ = [
     "is_qwen3_state_dict",
     "qwen3_config_from_json",
     "qwen3_config_from_state_dict",
+    "shipped_qwen_fits",
+    "shipped_qwen_tokenizer",
 ]
 
 #: The prompt wrapper of Z-Image: Qwen3's chat template for one user turn with the generation
@@ -263,20 +270,86 @@ def build_qwen3_from_state_dict(sd: Mapping[str, torch.Tensor], base: Qwen3Confi
 # --------------------------------------------------------------------------------------------
 
 
+#: The Qwen2/Qwen2.5/Qwen3 BPE merge list shipped with nodegraph (151,387 lines ``left right``, no
+#: header; see ``text/vocab/README.md``).
+SHIPPED_MERGES = Path(__file__).resolve().parent.parent / "text" / "vocab" / "qwen2_merges.txt.gz"
+#: Qwen's added tokens, ids 151643 onwards (after the 256 byte symbols and the 151,387 merges).
+QWEN_SPECIAL_TOKENS = (
+    "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>", "<|box_start|>",
+    "<|box_end|>", "<|quad_start|>", "<|quad_end|>", "<|vision_start|>", "<|vision_end|>", "<|vision_pad|>",
+    "<|image_pad|>", "<|video_pad|>", "<tool_call>", "</tool_call>", "<|fim_prefix|>", "<|fim_middle|>",
+    "<|fim_suffix|>", "<|fim_pad|>", "<|repo_name|>", "<|file_sep|>", "<tool_response>", "</tool_response>",
+    "<think>", "</think>",
+)
+#: Qwen2's pre-tokenization pattern (contractions, letter runs with one leading non-letter, single digits,
+#: punctuation runs, newlines, whitespace), as in its tokenizer.json.
+QWEN_PRETOKENIZE_REGEX = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+                          r"|\s*[\r\n]+|\s+(?!\S)|\s+")
+#: Token ids of the built-in vocabulary (151,643 BPE tokens + 26 added) and the embedding rows of the
+#: encoders that use it (Qwen2/Qwen2.5/Qwen3 pad to 151,936: Qwen3-4B, Z-Image's encoder).
+QWEN_TOKENS = 256 + 151387 + len(QWEN_SPECIAL_TOKENS)
+QWEN_VOCAB_ROWS = 151936
+
+
+def shipped_qwen_fits(vocab_rows: int | None) -> bool:
+    """Whether an encoder whose embedding has ``vocab_rows`` rows (None: unknown) uses Qwen's vocabulary, so
+    the built-in tokenizer may stand in for a missing ``tokenizer.json``."""
+    return vocab_rows is not None and QWEN_TOKENS <= int(vocab_rows) <= QWEN_VOCAB_ROWS
+
+
+@functools.lru_cache(maxsize=1)
+def shipped_qwen_tokenizer() -> Any:
+    """Qwen2/Qwen3's tokenizer as a ``tokenizers.Tokenizer``, built once per process from the shipped merges.
+
+    Vocabulary: the 256 byte symbols in GPT-2's ``bytes_to_unicode`` order (ids 0..255), then each
+    merge's concatenation in file order (256..151642), then :data:`QWEN_SPECIAL_TOKENS` (151643..).
+    Pipeline as in Qwen's tokenizer.json: NFC, the :data:`QWEN_PRETOKENIZE_REGEX` split (isolated),
+    byte-level mapping without prefix space, BPE without unknown token, byte-level decoder."""
+    from tokenizers import AddedToken, Regex, Tokenizer, decoders, normalizers, pre_tokenizers
+    from tokenizers.models import BPE
+
+    from ..text.tokenizer import bytes_to_unicode
+
+    with gzip.open(SHIPPED_MERGES, "rt", encoding="utf-8") as fh:
+        merges = [tuple(line.split(" ", 1)) for line in fh.read().splitlines() if line]
+    vocab = {symbol: i for i, symbol in enumerate(bytes_to_unicode().values())}
+    for left, right in merges:
+        vocab.setdefault(left + right, len(vocab))
+    if len(vocab) + len(QWEN_SPECIAL_TOKENS) != QWEN_TOKENS:  # a damaged file would shift every id
+        expected = QWEN_TOKENS - len(QWEN_SPECIAL_TOKENS)
+        raise ValueError(f"{SHIPPED_MERGES}: {len(vocab)} distinct BPE tokens, expected {expected}")
+    tok = Tokenizer(BPE(vocab=vocab, merges=merges, dropout=None, unk_token=None, continuing_subword_prefix="",
+                        end_of_word_suffix="", fuse_unk=False, byte_fallback=False))
+    tok.normalizer = normalizers.NFC()
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(QWEN_PRETOKENIZE_REGEX), behavior="isolated", invert=False),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+    ])
+    tok.decoder = decoders.ByteLevel()
+    tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in QWEN_SPECIAL_TOKENS])
+    return tok
+
+
 class Qwen3Tokenizer:
     """The encoder's own ``tokenizer.json`` (byte-level BPE) plus Z-Image's chat template.
 
-    Prompts are wrapped in ``template``, tokenised without extra special tokens (Qwen adds
-    none) and cut at ``max_length`` tokens (diffusers' ZImagePipeline uses 512).
+    ``path``: a ``tokenizer.json`` or a prepared ``tokenizers.Tokenizer`` (such as
+    :func:`shipped_qwen_tokenizer`).  Prompts are wrapped in ``template``, tokenised without
+    extra special tokens (Qwen adds none) and cut at ``max_length`` tokens (diffusers'
+    ZImagePipeline uses 512).
     """
 
-    def __init__(self, path: str | Path, template: str = ZIMAGE_TEMPLATE, max_length: int = 512) -> None:
+    def __init__(self, path: str | Path | Any, template: str = ZIMAGE_TEMPLATE, max_length: int = 512) -> None:
         from tokenizers import Tokenizer
 
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"Qwen3 tokenizer file {path} not found: put the model's tokenizer.json there")
-        self._tok = Tokenizer.from_file(str(path))
+        if isinstance(path, Tokenizer):
+            self._tok = path
+        else:
+            path = Path(path)
+            if not path.is_file():
+                raise FileNotFoundError(f"Qwen3 tokenizer file {path} not found: put the model's tokenizer.json "
+                                        "there")
+            self._tok = Tokenizer.from_file(str(path))
         self.template = template
         self.max_length = max_length
         pad = self._tok.token_to_id("<|endoftext|>")

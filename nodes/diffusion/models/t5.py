@@ -14,16 +14,22 @@ original T5 (``wi``).  Computation runs in :attr:`T5Encoder.compute_dtype` (floa
 default); weights stored in fp16/bf16/fp8 are upcast one layer at a time.
 
 :class:`T5Tokenizer` reads a Hugging Face ``tokenizer.json`` (SentencePiece unigram) with
-the ``tokenizers`` package and pads like FLUX (EOS appended, ``<pad>`` to 256/512).
+the ``tokenizers`` package and pads like FLUX (EOS appended, ``<pad>`` to 256/512).  A
+``tokenizer.json`` beside the encoder file wins; without one, encoders whose embedding has
+T5 v1.1's vocabulary (32,128 rows: FLUX's and SD3's T5-XXL) use the copy shipped in
+``nodes/diffusion/text/vocab/t5_tokenizer.json.gz`` (:meth:`T5Tokenizer.shipped`).
 """
 
 from __future__ import annotations
 
+import functools
+import gzip
 import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -40,6 +46,7 @@ __all__ = [
     "clean_t5_state_dict",
     "is_t5_state_dict",
     "relative_position_bucket",
+    "shipped_t5_fits",
     "t5_config_from_state_dict",
 ]
 
@@ -278,26 +285,54 @@ class T5TokenizerError(ValueError):
 #: File names looked for beside a T5 encoder file, in order (``{stem}`` = encoder file name without suffix).
 TOKENIZER_CANDIDATES = ("{stem}.tokenizer.json", "tokenizer.json", "t5_tokenizer/tokenizer.json")
 
+#: The T5 tokenizer shipped with nodegraph: Google's T5 SentencePiece vocabulary (32,000 pieces and
+#: 100 ``<extra_id_N>`` sentinels) as a Hugging Face ``tokenizer.json``; see ``text/vocab/README.md``.
+SHIPPED_TOKENIZER = Path(__file__).resolve().parent.parent / "text" / "vocab" / "t5_tokenizer.json.gz"
+#: Token ids of the shipped vocabulary, and the embedding rows of the encoders it belongs to (T5 v1.1 /
+#: T5-XXL pad 32,100 to 32,128).  umT5 / mT5 (~250k rows) and tiny test vocabularies do not fit.
+SHIPPED_PIECES = 32100
+T5_VOCAB_ROWS = 32128
+
+
+def shipped_t5_fits(vocab_rows: int | None) -> bool:
+    """Whether an encoder whose embedding has ``vocab_rows`` rows (None: unknown) uses T5 v1.1's vocabulary,
+    so the shipped tokenizer may stand in for a missing ``tokenizer.json``."""
+    return vocab_rows is not None and SHIPPED_PIECES <= int(vocab_rows) <= T5_VOCAB_ROWS
+
+
+@functools.lru_cache(maxsize=1)
+def _shipped_tokenizer() -> Any:
+    """The shipped ``tokenizer.json``, parsed once per process (read-only afterwards: encoding only)."""
+    from tokenizers import Tokenizer
+
+    with gzip.open(SHIPPED_TOKENIZER, "rt", encoding="utf-8") as fh:
+        return Tokenizer.from_str(fh.read())
+
 
 class T5Tokenizer:
     """SentencePiece-unigram T5 tokenizer read from a Hugging Face ``tokenizer.json``.
 
-    The vocabulary is not in the encoder's weights and could not be shipped with nodegraph
-    (no redistributable copy was available offline), so it is read from a file placed next
-    to the encoder (see :meth:`beside`) -- the file ComfyUI and diffusers ship as
-    ``t5_tokenizer/tokenizer.json``.
+    The vocabulary is not in the encoder's weights: it is read from a file placed next to the
+    encoder (see :meth:`beside`) -- the file ComfyUI and diffusers ship as
+    ``t5_tokenizer/tokenizer.json`` -- or, for T5 v1.1 / T5-XXL encoders without one, from the
+    copy shipped with nodegraph (:meth:`shipped`).  ``path`` may also be a prepared
+    ``tokenizers.Tokenizer``.
     """
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str] | Any) -> None:
         try:
             from tokenizers import Tokenizer
         except ImportError as exc:  # pragma: no cover - tokenizers ships with transformers
             raise T5TokenizerError("the 'tokenizers' package is needed to read T5 tokenizer files") from exc
-        self.path = Path(path)
-        try:
-            self._tok = Tokenizer.from_file(str(self.path))
-        except Exception as exc:  # the Rust side raises plain Exception subclasses
-            raise T5TokenizerError(f"{self.path}: not a readable tokenizer.json ({exc})") from exc
+        if isinstance(path, Tokenizer):
+            self.path: Path | None = None
+            self._tok = path
+        else:
+            self.path = Path(path)
+            try:
+                self._tok = Tokenizer.from_file(str(self.path))
+            except Exception as exc:  # the Rust side raises plain Exception subclasses
+                raise T5TokenizerError(f"{self.path}: not a readable tokenizer.json ({exc})") from exc
         self.pad_id = self._special("<pad>", 0)
         self.eos_id = self._special("</s>", 1)
 
@@ -306,15 +341,27 @@ class T5Tokenizer:
         return default if found is None else int(found)
 
     @classmethod
-    def beside(cls, encoder_path: str | os.PathLike[str]) -> T5Tokenizer:
-        """The tokenizer stored next to an encoder file (names in :data:`TOKENIZER_CANDIDATES`)."""
+    def shipped(cls) -> T5Tokenizer:
+        """The T5 v1.1 / T5-XXL tokenizer shipped with nodegraph (parsed once per process)."""
+        return cls(_shipped_tokenizer())
+
+    @classmethod
+    def beside(cls, encoder_path: str | os.PathLike[str], vocab_rows: int | None = None) -> T5Tokenizer:
+        """The tokenizer stored next to an encoder file (names in :data:`TOKENIZER_CANDIDATES`); without one,
+        the shipped tokenizer when the encoder's embedding has ``vocab_rows`` rows that fit it
+        (:func:`shipped_t5_fits`), else :class:`T5TokenizerError` saying where to put the file."""
         encoder = Path(encoder_path)
         tried = [encoder.parent / c.format(stem=encoder.stem) for c in TOKENIZER_CANDIDATES]
         for candidate in tried:
             if candidate.is_file():
                 return cls(candidate)
+        if shipped_t5_fits(vocab_rows):
+            return cls.shipped()
         names = ", ".join(str(p) for p in tried)
-        raise T5TokenizerError(f"no T5 tokenizer found for {encoder}: put the T5 tokenizer.json at one of {names}")
+        why = "" if vocab_rows is None else (
+            f" (its {vocab_rows}-token vocabulary is not T5 v1.1's {T5_VOCAB_ROWS}, the one built into nodegraph)")
+        raise T5TokenizerError(f"no T5 tokenizer found for {encoder}{why}: put the T5 tokenizer.json at one of "
+                               f"{names}")
 
     def encode(self, text: str) -> list[int]:
         """Token ids of ``text`` without special tokens."""

@@ -61,31 +61,33 @@ def _checked_fingerprint(kind: str, inputs: Sequence[str],
         check(values, identities, [str(values.get(i) or "") for i in inputs])
         for input_name, (path, identity) in zip(inputs, found, strict=True):
             if identity is not None and identity.kind == "t5":
-                _need_t5_tokenizer(path, input_name)
+                _need_t5_tokenizer(path, input_name, identity.info.get("vocab"))
             if identity is not None and identity.kind == "qwen3":
-                _need_qwen3_tokenizer(path, input_name)
+                _need_qwen3_tokenizer(path, input_name, identity.info.get("vocab"))
         return {i: fp(values, settings) for i, fp in zip(inputs, prints, strict=True) if i in present}
 
     return fingerprint
 
 
-def _need_t5_tokenizer(path: Path, input_name: str) -> None:
-    """A T5 encoder is useless without its vocabulary file beside it: say so at validation."""
+def _need_t5_tokenizer(path: Path, input_name: str, vocab_rows: int | None = None) -> None:
+    """A T5 encoder needs its vocabulary: a tokenizer.json beside it, or (T5 v1.1 / T5-XXL vocabulary,
+    ``vocab_rows`` from the header) the built-in one.  Say so at validation."""
     from ..models.t5 import T5Tokenizer, T5TokenizerError
 
     try:
-        T5Tokenizer.beside(path)
+        T5Tokenizer.beside(path, vocab_rows)
     except T5TokenizerError as exc:
         raise NodeInputError(input_name, f"no T5 tokenizer for {path.name!r}",
                              f"{exc} (the tokenizer.json from a T5/FLUX release's t5_tokenizer folder)") from None
 
 
-def _need_qwen3_tokenizer(path: Path, input_name: str) -> None:
-    """Z-Image's Qwen3 encoder needs its tokenizer.json beside it (not in the weights): say so at validation."""
+def _need_qwen3_tokenizer(path: Path, input_name: str, vocab_rows: int | None = None) -> None:
+    """Z-Image's Qwen3 encoder needs its vocabulary: a tokenizer.json beside it, or (Qwen3's vocabulary,
+    ``vocab_rows`` from the header) the built-in one.  Say so at validation."""
     from ..split_files import WrongModelFile, qwen3_tokenizer_path
 
     try:
-        qwen3_tokenizer_path(path)
+        qwen3_tokenizer_path(path, vocab_rows)
     except WrongModelFile as exc:
         raise NodeInputError(input_name, exc.message, exc.fix) from None
 
@@ -167,8 +169,8 @@ def _sd_text_encoder(part: Any, device: Any) -> Any:
               Combo("type", CLIP_TYPES, "stable_diffusion",
                     tooltip="what the encoder is used for: stable_diffusion (a CLIP file for SD1/SD2), flux "
                             "(one half of FLUX's pair; DualCLIPLoader loads both), sd3 (one of SD3's three; the "
-                            "others are zeros; TripleCLIPLoader loads all three) or lumina2 (Z-Image's Qwen3-4B, "
-                            "with its tokenizer.json beside it)")],
+                            "others are zeros; TripleCLIPLoader loads all three) or lumina2 (Z-Image's Qwen3-4B; "
+                            "its tokenizer is built in, a tokenizer.json beside the file takes precedence)")],
       outputs=[Out("CLIP", "CLIP")],
       fingerprint=_checked_fingerprint("text_encoders", ["clip_name"], _check_clip))
 def clip_loader(ctx: NodeContext, clip_name: str, type: str = "stable_diffusion"):  # noqa: A002, ANN201

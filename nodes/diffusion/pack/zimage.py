@@ -1,7 +1,7 @@
 """Z-Image nodes (ComfyUI's meaning): ModelSamplingAuraFlow.
 
 Z-Image loads with Load Diffusion Model (its DiT), Load CLIP type ``lumina2`` (the Qwen3-4B
-encoder, tokenizer.json beside it) and Load VAE (FLUX's ae.safetensors); its latent comes from
+encoder; its tokenizer is built in) and Load VAE (FLUX's ae.safetensors); its latent comes from
 Empty SD3 Latent Image.  Those nodes live in :mod:`.flux`; this module adds the model-sampling
 node of the official Z-Image workflow.
 """
