@@ -35,7 +35,9 @@ BENCHES = {
     "gui": ["bench/gui_open.py"],
     "gui_edit": ["bench/gui_edit.py"],  # one script per entry: the rest of a list is its command line
     "gui_arrange": ["bench/gui_arrange.py"],
-    "flux_load": ["bench/flux_load.py", "--repeat", "2"],
+    "flux_load": ["bench/split_load.py", "--repeat", "2"],
+    "sd3_load": ["bench/split_load.py", "--family", "sd3", "--repeat", "2"],
+    "zimage_load": ["bench/split_load.py", "--family", "zimage", "--repeat", "2"],
     "batch": ["bench/batch.py"],
     "server_overrides": ["bench/server_overrides.py"],
     "long_run": ["bench/long_run.py", "--runs", "600", "--cache-mb", "16"],  # cache full by run ~280

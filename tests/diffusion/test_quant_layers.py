@@ -277,3 +277,27 @@ def test_linear_subclasses_are_quantized_and_keep_their_other_behaviour(tmp_path
     ref = torch.nn.functional.linear(x, read_gguf(path).state_dict["a.weight"].dequantize(), sd["a.bias"])
     assert rel_err(net.a(x), ref) <= FP32_NOISE
     assert type(net.a) is type(load_quantized(Net().to("meta"), read_gguf(path).state_dict, name="sub").a)
+
+
+def test_fp8_mmdit_keeps_its_position_table_as_stored() -> None:
+    """SD3's position table (226 M values in SD3.5-medium) is cast where the model uses it, so an fp8 load
+    keeps it in the file's bf16 instead of a float32 copy twice its size; the output equals a load with
+    the table upcast."""
+    from nodes.diffusion.models.loading import build_on_meta
+    from nodes.diffusion.models.mmdit import MMDiT, MMDiTConfig
+
+    cfg = MMDiTConfig(hidden_size=64, num_heads=2, depth=2, context_in_dim=32, pooled_dim=16, pos_embed_max_size=8,
+                      attn2_layers=(0,))
+    g = torch.Generator().manual_seed(0)
+    sd = {k: (torch.randn(v.shape, generator=g) * 0.05).to(torch.bfloat16)
+          for k, v in build_on_meta(MMDiT, cfg).state_dict().items()}
+    model = load_quantized(build_on_meta(MMDiT, cfg), sd, name="sd3", weight_dtype=torch.float8_e4m3fn)
+    assert model.pos_embed.dtype == torch.bfloat16 and model.pos_embed.data_ptr() == sd["pos_embed"].data_ptr()
+    assert model.joint_blocks[0].x_block.attn.qkv.storage.dtype == torch.float8_e4m3fn
+    upcast = load_quantized(build_on_meta(MMDiT, cfg), sd, name="sd3", weight_dtype=torch.float8_e4m3fn)
+    upcast.pos_embed = upcast.pos_embed.float()
+    x, ctx = torch.randn(1, 16, 8, 8, generator=g), torch.randn(1, 5, 32, generator=g)
+    t, y = torch.tensor([0.5]), torch.randn(1, 16, generator=g)
+    with torch.no_grad():
+        out, ref = model(x, t, context=ctx, pooled=y), upcast(x, t, context=ctx, pooled=y)
+    assert out.abs().max() > 0 and rel_err(out, ref) < FP32_NOISE

@@ -267,6 +267,9 @@ class MMDiT(nn.Module):
     :func:`build_mmdit_from_state_dict` or call :meth:`init_weights` to train from scratch.
     """
 
+    #: Cast to the compute dtype where used (after cropping), so quantized loads keep it as stored.
+    keep_stored_dtype = ("pos_embed",)
+
     def __init__(self, cfg: MMDiTConfig) -> None:
         super().__init__()
         self.config = cfg

@@ -284,8 +284,18 @@ def load_quantized(
             quant_keys.add(key[: -len("weight")] + _SCALE_WEIGHT)
     if mismatched:
         raise CheckpointError(f"{name}: shape mismatch for {len(mismatched)} tensors: {'; '.join(mismatched[:5])}")
-    rest = {k: _expand(t, scales.get(k), dtype) for k, t in plain.items() if k not in quant_keys}
+    # Tensors the model casts itself where it uses them (``keep_stored_dtype``, e.g. SD3's position table:
+    # 226 M values in SD3.5-medium) stay as stored when that is a float dtype, instead of doubling in fp32.
+    keep = set(getattr(module, "keep_stored_dtype", ()))
+    rest = {k: t if k in keep and _plain_float(t, scales.get(k)) else _expand(t, scales.get(k), dtype)
+            for k, t in plain.items() if k not in quant_keys}
     return _assign_rest(module, rest, quant_keys, name=name, device=device)
+
+
+def _plain_float(t: Any, scale: torch.Tensor | None) -> bool:
+    """A 16/32-bit float torch tensor without an fp8 scale (usable as stored)."""
+    return (isinstance(t, torch.Tensor) and scale is None
+            and t.dtype in (torch.float16, torch.bfloat16, torch.float32))
 
 
 def assign_stored(
