@@ -41,8 +41,11 @@ from .layers import (
     RMSScale,
     block_indices,
     cast_to,
+    chunked_mlp,
+    chunked_mlp_ok,
     concat_pieces,
     init_weights,
+    linear,
     rename_by_prefix,
     sdpa_merge_heads,
 )
@@ -246,8 +249,23 @@ def _modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torc
     return torch.addcmul(shift, F.layer_norm(x, (x.shape[-1],), eps=1e-6), 1 + scale)
 
 
-def _mlp(hidden: int, mlp_hidden: int) -> nn.Sequential:
-    return nn.Sequential(Linear(hidden, mlp_hidden), nn.GELU(approximate="tanh"), Linear(mlp_hidden, hidden))
+class GeluMLP(nn.Sequential):
+    """Linear, GELU (tanh), Linear: BFL's ``nn.Sequential`` and its keys (``0.*``, ``2.*``).
+
+    At CPU inference on plain layers one :func:`.layers.chunked_mlp` call: the GELU fused into
+    the first product by oneDNN where it runs, otherwise over slices of the hidden width."""
+
+    def __init__(self, hidden: int, mlp_hidden: int) -> None:
+        super().__init__(Linear(hidden, mlp_hidden), nn.GELU(approximate="tanh"), Linear(mlp_hidden, hidden))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if chunked_mlp_ok(x, self[0], self[2]):
+            return chunked_mlp(x, self[0], self[2], "gelu_tanh")
+        return super().forward(x)
+
+
+def _mlp(hidden: int, mlp_hidden: int) -> GeluMLP:
+    return GeluMLP(hidden, mlp_hidden)
 
 
 class DoubleStreamBlock(nn.Module):
@@ -296,14 +314,22 @@ class SingleStreamBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, vec: torch.Tensor, pe: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         shift, scale, gate = self.modulation(vec)
-        qkv, mlp = self.linear1(_modulate(x, shift, scale)).split([3 * self.hidden, self.mlp_hidden], -1)
-        q, k, v = split_heads(qkv, self.heads, self.norm)
+        x_mod = _modulate(x, shift, scale)
+        # linear1 as two products on row slices of its weight: q/k/v and the MLP activation each
+        # come out dense (no strided split), the GELU fused into its product where oneDNN runs.
+        w1, b1, n_qkv = cast_to(self.linear1.weight, x), cast_to(self.linear1.bias, x), 3 * self.hidden
+        q, k, v = split_heads(linear(x_mod, w1[:n_qkv], _rows(b1, 0, n_qkv)), self.heads, self.norm)
+        mlp = linear(x_mod, w1[n_qkv:], _rows(b1, n_qkv, None), "gelu_tanh")
         # linear2 over cat(attn, mlp) computed as two products on column slices of its weight:
         # the same sum without materialising the (L, hidden + mlp_hidden) concatenation.
-        w = cast_to(self.linear2.weight, x)
-        out = F.linear(attention(q, k, v, pe), w[:, : self.hidden], cast_to(self.linear2.bias, x))
-        out = torch.addmm(out.flatten(0, 1), F.gelu(mlp, approximate="tanh").flatten(0, 1), w[:, self.hidden :].t())
-        return torch.addcmul(x, gate, out.view_as(x))
+        w2 = cast_to(self.linear2.weight, x)
+        out = linear(attention(q, k, v, pe), w2[:, : self.hidden], cast_to(self.linear2.bias, x))
+        out += linear(mlp, w2[:, self.hidden :])
+        return torch.addcmul(x, gate, out)
+
+
+def _rows(bias: torch.Tensor | None, start: int, stop: int | None) -> torch.Tensor | None:
+    return None if bias is None else bias[start:stop]
 
 
 class LastLayer(nn.Module):

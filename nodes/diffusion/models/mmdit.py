@@ -177,12 +177,8 @@ class Mlp(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if chunked_mlp_ok(x, self.fc1, self.fc2):
-            return chunked_mlp(x, self.fc1, self.fc2, _gelu_)
+            return chunked_mlp(x, self.fc1, self.fc2, "gelu_tanh")
         return self.fc2(F.gelu(self.fc1(x), approximate="tanh"))
-
-
-def _gelu_(h: torch.Tensor) -> torch.Tensor:
-    return torch.ops.aten.gelu_(h, approximate="tanh")
 
 
 def _layer_norm(x: torch.Tensor) -> torch.Tensor:

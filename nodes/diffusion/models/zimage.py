@@ -137,12 +137,8 @@ class FeedForward(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if chunked_mlp_ok(x, self.w1, self.w2, self.w3):  # CPU inference: slices of the hidden width
-            return chunked_mlp(x, self.w1, self.w2, _silu_, gate=self.w3)
+            return chunked_mlp(x, self.w1, self.w2, "silu", gate=self.w3)
         return self.w2(F.silu(self.w1(x)) * self.w3(x))
-
-
-def _silu_(h: torch.Tensor) -> torch.Tensor:
-    return F.silu(h, inplace=True)
 
 
 class TransformerBlock(nn.Module):
