@@ -1,27 +1,17 @@
 """layers.linear and layers.sdpa_merge_heads: the oneDNN path for CPU float32 inference gives F.linear's and
 F.scaled_dot_product_attention's results to float32 rounding, and is taken only where it may be (no autograd,
-float32, enough rows).  Tolerances: float32 epsilon times the reduction length, scaled to the data."""
+float32, enough rows).  Tolerances from tests/tolerance.py (dtype, reduction length, depth)."""
 
 from __future__ import annotations
-
-import math
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 from nodes.diffusion.models import layers
-from tests.diffusion.flux_fixtures import assert_rel_close
+from tests.tolerance import assert_close
 
 pytestmark = pytest.mark.skipif(not layers._ONEDNN_OK, reason="this torch build has no oneDNN linear op")
-
-EPS = torch.finfo(torch.float32).eps
-
-
-def _tol(k: int) -> float:
-    """Relative tolerance for sums of ``k`` float32 products in another order (random-walk error growth)."""
-    return 8 * EPS * math.sqrt(k)
-
 
 def _randn(*shape: int, seed: int = 0) -> torch.Tensor:
     return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
@@ -33,8 +23,8 @@ def test_linear_equals_f_linear(act: str) -> None:
     ref = {"none": lambda y: y, "gelu_tanh": lambda y: F.gelu(y, approximate="tanh"), "silu": F.silu}[act]
     with torch.no_grad():
         assert layers.onednn_ok(x, w)
-        assert_rel_close(layers.linear(x, w, b, act), ref(F.linear(x, w, b)), _tol(96))
-        assert_rel_close(layers.linear(x, w, None, act), ref(F.linear(x, w)), _tol(96))
+        assert_close(layers.linear(x, w, b, act), ref(F.linear(x, w, b)), reduction=96)
+        assert_close(layers.linear(x, w, None, act), ref(F.linear(x, w)), reduction=96)
 
 
 def test_linear_weight_layouts() -> None:
@@ -42,12 +32,12 @@ def test_linear_weight_layouts() -> None:
     weights; strided inputs."""
     x, w = _randn(64, 300, seed=4), _randn(128, 400, seed=5)
     with torch.no_grad():
-        assert_rel_close(layers.linear(x, w[:, 50:350]), F.linear(x, w[:, 50:350]), _tol(300))
-        assert_rel_close(layers.linear(x, w[:100, :300]), F.linear(x, w[:100, :300]), _tol(300))
+        assert_close(layers.linear(x, w[:, 50:350]), F.linear(x, w[:, 50:350]), reduction=300)
+        assert_close(layers.linear(x, w[:100, :300]), F.linear(x, w[:100, :300]), reduction=300)
         wt = _randn(300, 128, seed=6).t()
-        assert_rel_close(layers.linear(x, wt), F.linear(x, wt), _tol(300))
+        assert_close(layers.linear(x, wt), F.linear(x, wt), reduction=300)
         xs = _randn(64, 600, seed=7)[:, ::2]
-        assert_rel_close(layers.linear(xs, w[:, :300]), F.linear(xs, w[:, :300]), _tol(300))
+        assert_close(layers.linear(xs, w[:, :300]), F.linear(xs, w[:, :300]), reduction=300)
 
 
 def test_linear_falls_back_where_onednn_may_not_run(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -57,7 +47,7 @@ def test_linear_falls_back_where_onednn_may_not_run(monkeypatch: pytest.MonkeyPa
     assert torch.equal(y, F.linear(x, w))
     y.sum().backward()
     assert x.grad is not None
-    assert_rel_close(x.grad, w.sum(0).expand(20, -1), _tol(32))
+    assert_close(x.grad, w.sum(0).expand(20, -1), reduction=32)
     with torch.no_grad():
         few = _randn(layers.ONEDNN_MIN_ROWS - 1, 16, seed=10)
         assert not layers.onednn_ok(few, w)
@@ -84,4 +74,4 @@ def test_attention_equals_sdpa(mask_kind: str | None, monkeypatch: pytest.Monkey
         out = layers.sdpa_merge_heads(q, k, v, mask)
         ref = F.scaled_dot_product_attention(q, k, v, attn_mask=mask).transpose(1, 2).flatten(2)
     assert out.shape == (b, n, h * d)
-    assert_rel_close(out, ref, _tol(n))
+    assert_close(out, ref, reduction=max(n, d), depth=2)
