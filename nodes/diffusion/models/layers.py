@@ -53,9 +53,10 @@ def linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None, act:
     """``F.linear(x, w, b)`` (then ``act``: ``"none"``, ``"gelu_tanh"`` or ``"silu"``), for CPU float32
     inference through oneDNN's matmul instead of ATen's BLAS call.
 
-    Why: the BLAS that PyTorch's CPU wheels link (MKL) runs an AVX2 kernel on AMD CPUs, while
-    oneDNN picks its kernel by instruction set; on this project's AMD EPYC (AVX-512) that is
-    about twice the float32 throughput on every product of a transformer step (``bench/flux_step.py``).
+    Why: the BLAS that PyTorch's CPU wheels link (MKL) does not pick its AVX-512 kernels on AMD CPUs,
+    while oneDNN picks its kernel by instruction set; on the bench machine's AMD EPYC (AVX-512) that is
+    about twice the float32 throughput on every product of a transformer step (``bench/flux_step.py``;
+    on Intel CPUs, where MKL runs AVX-512, expect far less).
     Same float32 arithmetic, another summation order: results agree to float32 rounding (~1e-7
     relative).  The activation, when given, is applied by oneDNN to the product's tiles while they
     are still in cache.  Elsewhere (GPU, other dtypes, autograd, a vector or two): ``F.linear``.
