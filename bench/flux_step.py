@@ -9,7 +9,8 @@ diffusers' weights converted to BFL keys by our converter and loaded into our mo
 timing, both outputs are compared (they must agree to 1e-4 relative) so equal work is timed.
 Each round runs both models once, the order reversed every other round so drift on a
 shared machine hits both alike.  Reports median/min/max wall and thread-CPU seconds per
-step and the ratio ours/diffusers (target <= 1.0).  fp32, inference mode.
+step and the ratio ours/diffusers (target <= 1.0).  fp32, inference mode.  ``--no-onednn`` times
+our model with its products on F.linear / PyTorch's SDPA (diffusers' kernels) instead of oneDNN.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 
 from bench._util import emit_summary, interleaved_times, machine  # noqa: E402
+from nodes.diffusion.models import layers  # noqa: E402
 from nodes.diffusion.models.flux import build_flux_from_state_dict, convert_diffusers_flux_to_bfl  # noqa: E402
 from tests.diffusion.flux_fixtures import diffusers_flux_velocity, image_ids, pack_latents, randomize_  # noqa: E402
 
@@ -54,9 +56,12 @@ def main() -> None:
     ap.add_argument("--txt", type=int, default=128, help="text tokens")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--no-onednn", action="store_true",
+                    help="our products through F.linear / PyTorch's SDPA (layers.ONEDNN_LINEAR off), as diffusers'")
     ap.add_argument("--schnell", action="store_true", help="no guidance embedding")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    layers.ONEDNN_LINEAR = not args.no_onednn
 
     ref, ours = _models(args)
     g = torch.Generator().manual_seed(1)
@@ -85,7 +90,8 @@ def main() -> None:
 
         times = interleaved_times({"ours": run_ours, "diffusers": run_diffusers}, args.rounds)
 
-    print(f"machine: {machine()}, torch {torch.__version__}, threads {args.threads}")
+    print(f"machine: {machine()}, torch {torch.__version__}, threads {args.threads}; our products: "
+          f"{'oneDNN' if layers.ONEDNN_LINEAR and layers._ONEDNN_OK else 'F.linear/SDPA'}")
     print(f"config: hidden {args.hidden}, {args.double} double + {args.single} single blocks, latent "
           f"{args.latent}x{args.latent} ({(args.latent // 2) ** 2} image tokens), {args.txt} text tokens, "
           f"{'schnell' if args.schnell else 'dev'}; outputs agree to {rel:.1e} relative")  # fmt: skip

@@ -15,7 +15,8 @@ A 64x64 16-channel latent is 1,024 image tokens for both.  diffusers' weights ar
 to the original/ComfyUI keys by our converters and loaded into our models; outputs are compared
 first (1e-4 relative) so the same work is timed.  Each round runs both once, the order reversed
 every other round.  Reports median/min/max wall and thread-CPU seconds and the ratio
-ours/diffusers (target <= 1.0).
+ours/diffusers (target <= 1.0).  ``--no-onednn`` times our models with their products on
+F.linear / PyTorch's SDPA (diffusers' kernels) instead of oneDNN.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 
 from bench._util import emit_summary, interleaved_times, machine  # noqa: E402
+from nodes.diffusion.models import layers  # noqa: E402
 from nodes.diffusion.models.mmdit import build_mmdit_from_state_dict, convert_diffusers_mmdit_to_original  # noqa: E402
 from nodes.diffusion.models.zimage import build_zimage_from_state_dict, convert_diffusers_zimage_to_comfy  # noqa: E402
 from tests.diffusion.flux_fixtures import randomize_  # noqa: E402
@@ -120,10 +122,14 @@ def main() -> None:
     ap.add_argument("--latent", type=int, default=64, help="latent side (pixels / 8)")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--no-onednn", action="store_true",
+                    help="our products through F.linear / PyTorch's SDPA (layers.ONEDNN_LINEAR off), as diffusers'")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    layers.ONEDNN_LINEAR = not args.no_onednn
     print(f"machine: {machine()}, torch {torch.__version__}, threads {args.threads}, "
-          f"load average {os.getloadavg()[0]:.1f}")  # fmt: skip
+          f"load average {os.getloadavg()[0]:.1f}; our products: "
+          f"{'oneDNN' if layers.ONEDNN_LINEAR and layers._ONEDNN_OK else 'F.linear/SDPA'}")  # fmt: skip
     rows = []
     for family in args.family.split(","):
         run_ours, run_ref, ref_to_image = {"mmdit": _mmdit, "zimage": _zimage, "qwen3": _qwen3}[family](args.latent)

@@ -162,10 +162,9 @@ def _joint_attention_autograd(txt, img, pe):
     refuses): the same rotation and attention, concatenating instead of writing into slices."""
     from nodes.diffusion.models.flux import apply_rope, sdpa_merge_heads
 
-    cos, sin = pe
     q = torch.cat([txt[0], img[0]], dim=2)
     k = torch.cat([txt[1], img[1]], dim=2)
-    return sdpa_merge_heads(apply_rope(q, cos, sin), apply_rope(k, cos, sin), torch.cat([txt[2], img[2]], dim=2))
+    return sdpa_merge_heads(apply_rope(q, pe), apply_rope(k, pe), torch.cat([txt[2], img[2]], dim=2))
 
 
 def enable_training_attention() -> None:

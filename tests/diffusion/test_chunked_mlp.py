@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from nodes.diffusion.models import layers
 from nodes.diffusion.models.layers import Linear, chunked_mlp, chunked_mlp_ok, init_weights
 from tests.diffusion.flux_fixtures import assert_rel_close
 
@@ -19,16 +20,18 @@ def _layers(bias: bool, hidden: int = 170) -> tuple[Linear, Linear, Linear]:
     return up, down, gate
 
 
+@pytest.mark.parametrize("onednn", [False, True])
 @pytest.mark.parametrize("chunks", [1, 3, 4, 7])
 @pytest.mark.parametrize("bias", [True, False])
-def test_equals_the_plain_mlp(chunks: int, bias: bool) -> None:
+def test_equals_the_plain_mlp(chunks: int, bias: bool, onednn: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(layers, "ONEDNN_LINEAR", onednn)  # the fused path (when available) or the slices
     up, down, gate = _layers(bias)
     x = torch.randn(2, 9, 24, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         gelu = down(F.gelu(up(x), approximate="tanh"))
         swiglu = down(F.silu(up(x)) * gate(x))
-        a = chunked_mlp(x, up, down, lambda h: torch.ops.aten.gelu_(h, approximate="tanh"), chunks=chunks)
-        b = chunked_mlp(x, up, down, lambda h: F.silu(h, inplace=True), gate=gate, chunks=chunks)
+        a = chunked_mlp(x, up, down, "gelu_tanh", chunks=chunks)
+        b = chunked_mlp(x, up, down, "silu", gate=gate, chunks=chunks)
     assert a.shape == b.shape == x.shape
     assert_rel_close(a, gelu, 1e-5)
     assert_rel_close(b, swiglu, 1e-5)

@@ -41,8 +41,11 @@ from .layers import (
     RMSScale,
     block_indices,
     cast_to,
+    chunked_mlp,
+    chunked_mlp_ok,
     concat_pieces,
     init_weights,
+    linear,
     rename_by_prefix,
     sdpa_merge_heads,
 )
@@ -176,56 +179,47 @@ def split_heads(qkv: torch.Tensor, heads: int, norm: QKNorm) -> tuple[torch.Tens
     return norm.query_norm(q).transpose(1, 2), norm.key_norm(k).transpose(1, 2), v.transpose(1, 2)
 
 
-def rope_tables(ids: torch.Tensor, axes_dim: tuple[int, ...], theta: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Rotation tables ``(B, 1, L, D)`` for ids ``(B, L, n_axes)``, float32 (angles in float64, as BFL).
-
-    Returned as ``(cos, signed_sin)`` with each angle repeated for its channel pair and the sine
-    negated on the pair's first channel, so that :func:`apply_rope` is one multiply and one
-    multiply-add: ``x * cos + swap_pairs(x) * signed_sin``.
-    """
+def rope_tables(ids: torch.Tensor, axes_dim: tuple[int, ...], theta: int) -> torch.Tensor:
+    """Rotations ``(B, 1, L, D/2)`` for ids ``(B, L, n_axes)``: complex64 ``cos + i sin`` of angles taken
+    in float64 (cos and sin rounded to float32 as BFL's tables are), one per channel pair."""
     angles = []
     for i, dim in enumerate(axes_dim):
         omega = 1.0 / theta ** (torch.arange(0, dim, 2, dtype=torch.float64, device=ids.device) / dim)
         angles.append(ids[..., i].double()[..., None] * omega)
     a = torch.cat(angles, dim=-1).unsqueeze(1)
-    cos = a.cos().repeat_interleave(2, dim=-1)
-    sin = torch.stack([-a.sin(), a.sin()], dim=-1).flatten(-2)
-    return cos.float(), sin.float()
+    return torch.complex(a.cos().float(), a.sin().float())
 
 
-def apply_rope(
-    x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, out: torch.Tensor | None = None
-) -> torch.Tensor:
+def apply_rope(x: torch.Tensor, rope: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     """Rotate consecutive channel pairs ``(x0, x1)`` -> ``(x0 c - x1 s, x1 c + x0 s)``, in float32.
 
-    ``out``: where to write (a slice of a joint text+image buffer saves a concatenation).
-    """
+    One complex multiply of the pairs by ``rope`` (:func:`rope_tables`): a single pass, where the
+    real-valued form (BFL's) needs a pair swap and two multiplies.  ``out``: where to write (a slice
+    of a joint text+image buffer saves a concatenation)."""
     if x.dtype != torch.float32:
-        res = apply_rope(x.float(), cos, sin).to(x.dtype)
+        res = apply_rope(x.float(), rope).to(x.dtype)
         return res if out is None else out.copy_(res)
-    swapped = x.unflatten(-1, (-1, 2)).flip(-1).flatten(-2)
-    res = torch.mul(x, cos, out=out) if out is not None else x * cos
-    return res.addcmul_(swapped, sin)
+    pairs = torch.view_as_complex(x.unflatten(-1, (-1, 2)))
+    if out is None:
+        return torch.view_as_real(pairs * rope).flatten(-2)
+    torch.mul(pairs, rope, out=torch.view_as_complex(out.unflatten(-1, (-1, 2))))
+    return out
 
 
-def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pe: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pe: torch.Tensor) -> torch.Tensor:
     """RoPE on q/k, scaled dot-product attention, heads merged back: ``(B, L, H*D)``."""
-    cos, sin = pe
-    return sdpa_merge_heads(apply_rope(q, cos, sin), apply_rope(k, cos, sin), v)
+    return sdpa_merge_heads(apply_rope(q, pe), apply_rope(k, pe), v)
 
 
-def joint_attention(
-    txt: tuple[torch.Tensor, ...], img: tuple[torch.Tensor, ...], pe: tuple[torch.Tensor, torch.Tensor]
-) -> torch.Tensor:
+def joint_attention(txt: tuple[torch.Tensor, ...], img: tuple[torch.Tensor, ...], pe: torch.Tensor) -> torch.Tensor:
     """Attention over text then image tokens; rotated q/k are written straight into the joint buffers."""
-    cos, sin = pe
     n = txt[0].shape[2]
     joint = []
     for t, i in zip(txt[:2], img[:2], strict=True):
         b, h, _, d = t.shape
         buf = torch.empty(b, h, n + i.shape[2], d, dtype=t.dtype, device=t.device)
-        apply_rope(t, cos[:, :, :n], sin[:, :, :n], out=buf[:, :, :n])
-        apply_rope(i, cos[:, :, n:], sin[:, :, n:], out=buf[:, :, n:])
+        apply_rope(t, pe[:, :, :n], out=buf[:, :, :n])
+        apply_rope(i, pe[:, :, n:], out=buf[:, :, n:])
         joint.append(buf)
     return sdpa_merge_heads(joint[0], joint[1], torch.cat([txt[2], img[2]], dim=2))
 
@@ -246,8 +240,23 @@ def _modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torc
     return torch.addcmul(shift, F.layer_norm(x, (x.shape[-1],), eps=1e-6), 1 + scale)
 
 
-def _mlp(hidden: int, mlp_hidden: int) -> nn.Sequential:
-    return nn.Sequential(Linear(hidden, mlp_hidden), nn.GELU(approximate="tanh"), Linear(mlp_hidden, hidden))
+class GeluMLP(nn.Sequential):
+    """Linear, GELU (tanh), Linear: BFL's ``nn.Sequential`` and its keys (``0.*``, ``2.*``).
+
+    At CPU inference on plain layers one :func:`.layers.chunked_mlp` call: the GELU fused into
+    the first product by oneDNN where it runs, otherwise over slices of the hidden width."""
+
+    def __init__(self, hidden: int, mlp_hidden: int) -> None:
+        super().__init__(Linear(hidden, mlp_hidden), nn.GELU(approximate="tanh"), Linear(mlp_hidden, hidden))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if chunked_mlp_ok(x, self[0], self[2]):
+            return chunked_mlp(x, self[0], self[2], "gelu_tanh")
+        return super().forward(x)
+
+
+def _mlp(hidden: int, mlp_hidden: int) -> GeluMLP:
+    return GeluMLP(hidden, mlp_hidden)
 
 
 class DoubleStreamBlock(nn.Module):
@@ -264,7 +273,7 @@ class DoubleStreamBlock(nn.Module):
         self.txt_mlp = _mlp(h, cfg.mlp_hidden)
 
     def forward(
-        self, img: torch.Tensor, txt: torch.Tensor, vec: torch.Tensor, pe: tuple[torch.Tensor, torch.Tensor]
+        self, img: torch.Tensor, txt: torch.Tensor, vec: torch.Tensor, pe: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         i_shift1, i_scale1, i_gate1, i_shift2, i_scale2, i_gate2 = self.img_mod(vec)
         t_shift1, t_scale1, t_gate1, t_shift2, t_scale2, t_gate2 = self.txt_mod(vec)
@@ -294,16 +303,24 @@ class SingleStreamBlock(nn.Module):
         self.norm = QKNorm(cfg.head_dim)
         self.modulation = Modulation(h, double=False)
 
-    def forward(self, x: torch.Tensor, vec: torch.Tensor, pe: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, vec: torch.Tensor, pe: torch.Tensor) -> torch.Tensor:
         shift, scale, gate = self.modulation(vec)
-        qkv, mlp = self.linear1(_modulate(x, shift, scale)).split([3 * self.hidden, self.mlp_hidden], -1)
-        q, k, v = split_heads(qkv, self.heads, self.norm)
+        x_mod = _modulate(x, shift, scale)
+        # linear1 as two products on row slices of its weight: q/k/v and the MLP activation each
+        # come out dense (no strided split), the GELU fused into its product where oneDNN runs.
+        w1, b1, n_qkv = cast_to(self.linear1.weight, x), cast_to(self.linear1.bias, x), 3 * self.hidden
+        q, k, v = split_heads(linear(x_mod, w1[:n_qkv], _rows(b1, 0, n_qkv)), self.heads, self.norm)
+        mlp = linear(x_mod, w1[n_qkv:], _rows(b1, n_qkv, None), "gelu_tanh")
         # linear2 over cat(attn, mlp) computed as two products on column slices of its weight:
         # the same sum without materialising the (L, hidden + mlp_hidden) concatenation.
-        w = cast_to(self.linear2.weight, x)
-        out = F.linear(attention(q, k, v, pe), w[:, : self.hidden], cast_to(self.linear2.bias, x))
-        out = torch.addmm(out.flatten(0, 1), F.gelu(mlp, approximate="tanh").flatten(0, 1), w[:, self.hidden :].t())
-        return torch.addcmul(x, gate, out.view_as(x))
+        w2 = cast_to(self.linear2.weight, x)
+        out = linear(attention(q, k, v, pe), w2[:, : self.hidden], cast_to(self.linear2.bias, x))
+        out += linear(mlp, w2[:, self.hidden :])
+        return torch.addcmul(x, gate, out)
+
+
+def _rows(bias: torch.Tensor | None, start: int, stop: int | None) -> torch.Tensor | None:
+    return None if bias is None else bias[start:stop]
 
 
 class LastLayer(nn.Module):

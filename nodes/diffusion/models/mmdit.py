@@ -48,6 +48,7 @@ from .layers import (
     chunked_mlp_ok,
     concat_pieces,
     init_weights,
+    linear,
     rename_by_prefix,
     sdpa_merge_heads,
 )
@@ -126,7 +127,7 @@ class PatchConv(nn.Module):
         b, c, h, w = x.shape
         p = self.patch
         patches = x.view(b, c, h // p, p, w // p, p).permute(0, 2, 4, 1, 3, 5).reshape(b, -1, c * p * p)
-        return F.linear(patches, cast_to(self.weight, x).flatten(1), cast_to(self.bias, x))
+        return linear(patches, cast_to(self.weight, x).flatten(1), cast_to(self.bias, x))
 
 
 class PatchEmbed(nn.Module):
@@ -162,7 +163,7 @@ class Attention(nn.Module):
         """
         b, n, _ = x.shape
         w, bias = cast_to(self.qkv.weight, x), cast_to(self.qkv.bias, x)
-        q, k, v = (F.linear(x, wi, bi).view(b, n, self.heads, -1)
+        q, k, v = (linear(x, wi, bi).view(b, n, self.heads, -1)
                    for wi, bi in zip(w.chunk(3), bias.chunk(3), strict=True))  # fmt: skip
         if self.ln_q is not None:
             q, k = self.ln_q(q), self.ln_k(k)
@@ -177,12 +178,8 @@ class Mlp(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if chunked_mlp_ok(x, self.fc1, self.fc2):
-            return chunked_mlp(x, self.fc1, self.fc2, _gelu_)
+            return chunked_mlp(x, self.fc1, self.fc2, "gelu_tanh")
         return self.fc2(F.gelu(self.fc1(x), approximate="tanh"))
-
-
-def _gelu_(h: torch.Tensor) -> torch.Tensor:
-    return torch.ops.aten.gelu_(h, approximate="tanh")
 
 
 def _layer_norm(x: torch.Tensor) -> torch.Tensor:

@@ -36,7 +36,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from .flux import timestep_embedding
-from .layers import Linear, RMSScale, block_indices, cast_to, chunked_mlp, chunked_mlp_ok, init_weights
+from .layers import (
+    Linear,
+    RMSScale,
+    block_indices,
+    cast_to,
+    chunked_mlp,
+    chunked_mlp_ok,
+    init_weights,
+    linear,
+    sdpa_merge_heads,
+)
 
 __all__ = [
     "ZImageConfig",
@@ -113,12 +123,11 @@ class Attention(nn.Module):
         multiply) -- on CPU cheaper than one wide product whose interleaved output every
         later step has to stride through."""
         b, n, _ = x.shape
-        q, k, v = (F.linear(x, w).view(b, n, self.heads, -1) for w in cast_to(self.qkv.weight, x).chunk(3))
+        q, k, v = (linear(x, w).view(b, n, self.heads, -1) for w in cast_to(self.qkv.weight, x).chunk(3))
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
         q, k = _rotate(q, rope), _rotate(k, rope)
-        out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=mask)
-        return self.out(out.transpose(1, 2).flatten(2))
+        return self.out(sdpa_merge_heads(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), mask))
 
 
 def _rotate(x: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
@@ -137,12 +146,8 @@ class FeedForward(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if chunked_mlp_ok(x, self.w1, self.w2, self.w3):  # CPU inference: slices of the hidden width
-            return chunked_mlp(x, self.w1, self.w2, _silu_, gate=self.w3)
+            return chunked_mlp(x, self.w1, self.w2, "silu", gate=self.w3)
         return self.w2(F.silu(self.w1(x)) * self.w3(x))
-
-
-def _silu_(h: torch.Tensor) -> torch.Tensor:
-    return F.silu(h, inplace=True)
 
 
 class TransformerBlock(nn.Module):

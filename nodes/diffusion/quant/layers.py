@@ -29,9 +29,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from ..models.layers import linear
 from ..models.loading import CheckpointError, _preview, check_keys
 from ..models.lora import LoraLayer, lora_delta
 from .gguf_file import GGUFTensor, is_quantized
@@ -138,7 +138,7 @@ class QuantizedLinear(QuantizedWeightMixin, nn.Linear):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         w = self.dequantized_weight(x.dtype, x.device)
         b = None if self.bias is None else self.bias.to(x.device, x.dtype)
-        return F.linear(x, w, b)
+        return linear(x, w, b)
 
 
 class QuantizedConv2d(QuantizedWeightMixin, nn.Conv2d):
