@@ -203,6 +203,7 @@ def main() -> None:
               f"faults) | peak RSS {rss / 2**30:.2f} GiB = {rss / size:.2f}x file = {rss / fp32:.2f}x fp32 weights")
         rows.append({"metric": f"SD1.5-layout load, {name}", "median": wall[1], "min": wall[0], "max": wall[2],
                      "unit": "s", "cpu_median": cpu[1], "peak_rss": rss, "ratio": rss / fp32,
+                     "reference": f"ratio = peak RSS / fp32 weights; process CPU median {cpu[1]:.2f} s",
                      "target": "peak RSS <= 1.1x fp32 weights" if name == "this checkout, fp32" else ""})
     print(f"fp32 weights: {fp32 / 2**30:.2f} GiB ({fp32 / 4e6:.0f}M params); peak RSS target <= 1.1x")
     ours = results["this checkout, fp32"]
