@@ -24,6 +24,7 @@ from .models.loading import (
     CheckpointError,
     assign_weights,
     build_on_meta,
+    collector_paused,
     compute_dtype,
     has_prefix,
     load_state_dict,
@@ -91,6 +92,12 @@ def load_checkpoint(path: str | os.PathLike[str], *, device: torch.device | str 
     memory-mapped instead of converting them.  ``home``: where the UNet and text encoders are
     put when it is not ``device`` (RAM, so the device-memory manager moves them to the GPU under
     its budget, as for split files); they still compute on ``device``."""
+    with collector_paused():
+        return _load_checkpoint(path, device=device, prediction=prediction, dtype=dtype, home=home)
+
+
+def _load_checkpoint(path: str | os.PathLike[str], *, device: torch.device | str, prediction: str,
+                     dtype: torch.dtype | None, home: torch.device | str | None) -> Checkpoint:
     device = torch.device(device) if not isinstance(device, torch.device) else device
     where = torch.device(home) if home is not None else device  # the weights' home
     sd, metadata = load_state_dict(path)

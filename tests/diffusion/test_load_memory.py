@@ -95,3 +95,37 @@ def test_clip_text_encoder_from_a_half_file_releases_its_pages(tmp_path: Path) -
     for key, want in weights.items():
         if not key.endswith("position_ids"):
             torch.testing.assert_close(state[key[len("cond."):]], want.float(), rtol=0, atol=0)
+
+
+def test_collector_paused_restores_the_collector_even_on_error() -> None:
+    """``collector_paused`` (what ``load_checkpoint`` runs under) switches the cyclic collector off for its
+    body and back to exactly what it was: on, or off if the caller had turned it off; also when the body
+    raises (a corrupt file)."""
+    import gc
+
+    from nodes.diffusion.models.loading import collector_paused
+
+    was = gc.isenabled()
+    try:
+        for start in (True, False):
+            (gc.enable if start else gc.disable)()
+            with pytest.raises(RuntimeError), collector_paused():
+                assert not gc.isenabled()
+                raise RuntimeError("corrupt file")
+            assert gc.isenabled() is start
+    finally:
+        (gc.enable if was else gc.disable)()
+
+
+def test_load_checkpoint_leaves_the_collector_on_when_the_file_is_bad(tmp_path: Path) -> None:
+    import gc
+
+    from nodes.diffusion.checkpoint import load_checkpoint
+    from nodes.diffusion.models.loading import CheckpointError
+
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}")
+    assert gc.isenabled()
+    with pytest.raises(CheckpointError):
+        load_checkpoint(bad)
+    assert gc.isenabled()

@@ -22,11 +22,13 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import gc
 import mmap
 import os
 import pickle
 import zipfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import torch
@@ -319,6 +321,23 @@ def strip_prefix(state_dict: Mapping[str, Any], prefix: str) -> Mapping[str, Any
 
 def has_prefix(state_dict: Mapping[str, Any], prefix: str) -> bool:
     return any(k.startswith(prefix) for k in state_dict)
+
+
+@contextmanager
+def collector_paused() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector for the body (a checkpoint load), restoring its state after.
+
+    A load allocates tens of thousands of small objects (modules, parameters, tensor views, key strings) and
+    frees almost none, so the collector's allocation counter triggers generation-0/1 passes and, on a process
+    whose heap holds torch, a full pass over ~190k objects: ~0.1-0.4 s of a full SD1.5 load for no garbage.
+    Reference counting still frees everything that is not cyclic; the paused collector catches up after."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def build_on_meta(factory: Callable[..., M], *args: Any, **kwargs: Any) -> M:
