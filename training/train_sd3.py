@@ -52,6 +52,7 @@ from nodes.diffusion.models.mmdit import MMDiT, MMDiTConfig
 from nodes.diffusion.runtime import VAEModel
 from nodes.diffusion.sampling.model_sampling import FlowSchedule
 from nodes.diffusion.sd3_runtime import CLIP_G_WIDTH, SD3Model
+from training.captions import caption_for
 from training.common import (
     DEMO_DIR,
     EMPTY_CAPTION_PROB,
@@ -67,7 +68,6 @@ from training.common import (
     setup_torch,
     work_dir,
 )
-from training.captions import caption_for
 from training.flux_demo import AE_PATH, CLIP_L_PATH, LATENT_CHANNELS, T5_PATH, T5_TOKENIZER_PATH, USED_CHANNELS
 from training.train_flux import (
     CAPTION_WORD_PROB,
