@@ -193,6 +193,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--edge-weight", type=float, default=4.0)
+    ap.add_argument("--new-cycle", action="store_true",
+                    help="resume the weights with a fresh optimizer, warm-up and LR cycle over --minutes")
     ap.add_argument("--cache-captions", type=int, default=40000, help="max cached caption encodings")
     ap.add_argument("--export", action="store_true", help="write the diffusion model file from the EMA weights")
     ap.add_argument("--evaluate", action="store_true",
@@ -224,17 +226,21 @@ def main() -> None:
     params = list(model.parameters())
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01, betas=(0.9, 0.99))
     ema = copy.deepcopy(model).requires_grad_(False)
-    step = 0
+    step = warm_from = 0
     gen = torch.Generator().manual_seed(args.seed)
     ckpt = WORK / "sd3.pt"
     if ckpt.exists():
         s = load_work(ckpt)
         model.load_state_dict(s["model"])
         ema.load_state_dict(s["ema"])
-        opt.load_state_dict(s["opt"])
-        gen.set_state(s["gen"])
-        step, timer = s["step"], Timer(s["elapsed"])
-        log(f"resumed at step {step}")
+        if args.new_cycle:
+            warm_from = s["step"]
+        else:
+            opt.load_state_dict(s["opt"])
+            gen.set_state(s["gen"])
+            warm_from = s.get("warm_from", 0)
+        step, timer = s["step"], Timer(0.0 if args.new_cycle else s["elapsed"])
+        log(f"resumed at step {step}" + (" with a fresh optimizer and LR cycle" if args.new_cycle else ""))
     log(f"MMDiT {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M params; scale {scale:.4f} shift "
         f"{shift:.4f}; T5 padded to {text.t5_min_tokens} tokens; {len(held)} held-out combinations")
 
@@ -242,7 +248,7 @@ def main() -> None:
         tmp = ckpt.with_suffix(".tmp")
         torch.save({"model": model.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(),
                     "gen": gen.get_state(), "step": step, "elapsed": timer.elapsed, "scale": scale,
-                    "shift": shift}, tmp)  # fmt: skip
+                    "shift": shift, "warm_from": warm_from}, tmp)  # fmt: skip
         tmp.replace(ckpt)
 
     def evaluate() -> None:
@@ -277,7 +283,7 @@ def main() -> None:
     running = None
     model.train()
     while step < args.steps:
-        frac = max(step / args.steps, timer.elapsed / (60 * args.minutes) if args.minutes else 0.0)
+        frac = max((step - warm_from) / args.steps, timer.elapsed / (60 * args.minutes) if args.minutes else 0.0)
         if frac >= 1.0:
             break
         idx = rng.choice(len(latents), args.batch, p=probs)
@@ -293,7 +299,7 @@ def main() -> None:
         sv = sig.view(-1, 1, 1, 1)
         x_t = (1 - sv) * x0 + sv * noise
         target = noise - x0
-        lr = args.lr * min(1.0, (step + 1) / 200) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
+        lr = args.lr * min(1.0, (step - warm_from + 1) / 200) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
         for g in opt.param_groups:
             g["lr"] = lr
         pred = model(x_t, sig, ctx, pooled)
