@@ -29,7 +29,10 @@ from training.train_sd3 import CLIP_WIDTH, CONTEXT_DIM, SD3_DEMO_FILES, SD3_MODE
 
 WORKFLOW = Path(__file__).resolve().parents[2] / "workflows" / "sd3_txt2img.json"
 
-pytestmark = pytest.mark.skipif(not all(p.exists() for p in SD3_DEMO_FILES), reason="SD3 demo not exported")
+# the shared FLUX demo files are shipped; the SD3 transformer only once it meets the bars (training/README.md)
+pytestmark = pytest.mark.skipif(not all(p.exists() for p in SD3_DEMO_FILES if p != SD3_MODEL_PATH),
+                                reason="FLUX demo files not exported")
+needs_model = pytest.mark.skipif(not SD3_MODEL_PATH.exists() or not WORKFLOW.exists(), reason="SD3 demo not shipped")
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -41,10 +44,16 @@ def _one_thread():
 
 
 @pytest.fixture(scope="module")
-def demo():
-    return load_diffusion_model_file(SD3_MODEL_PATH), text_encoder(), load_vae_file(AE_PATH)
+def clip():
+    return text_encoder()
 
 
+@pytest.fixture(scope="module")
+def demo(clip):
+    return load_diffusion_model_file(SD3_MODEL_PATH), clip, load_vae_file(AE_PATH)
+
+
+@needs_model
 def test_file_is_a_stability_layout_mmdit_within_budget():
     assert identify_file(SD3_MODEL_PATH).kind == "sd3"
     sd, meta = load_state_dict(SD3_MODEL_PATH)
@@ -59,6 +68,7 @@ def test_file_is_a_stability_layout_mmdit_within_budget():
     assert sum(os.path.getsize(p) for p in SD3_DEMO_FILES) <= 20e6
 
 
+@needs_model
 def test_loaders_read_the_demo_metadata(demo):
     model, clip, vae = demo
     assert model.rules.name == "sd3" and model.rules.default_size == 64
@@ -71,12 +81,11 @@ def test_loaders_read_the_demo_metadata(demo):
     assert model.transformer.config.context_in_dim == CONTEXT_DIM == model.transformer.config.pooled_dim
 
 
-def test_sd3_conditioning_of_the_demo_encoders(demo):
+def test_sd3_conditioning_of_the_demo_encoders(clip):
     """CLIP-L penultimate states (77 tokens) ++ zeros for the absent CLIP-G, then T5 padded to the file's
     16 tokens (its nodegraph.t5.min_tokens) and zero-padded to the wider CLIP part's width."""
     from nodes.diffusion.flux_runtime import t5_encode
 
-    _, clip, _ = demo
     prompt = "a small red star in the top left on a blue background"
     cond = clip.encode(prompt)
     assert clip.clip_g is None and clip.t5_min_tokens == 16
@@ -96,15 +105,18 @@ def graded(demo):
     return grade(images, EVAL_PROMPTS, EVAL_SEEDS)
 
 
+@needs_model
 def test_object_and_background_colours_follow_the_prompt(graded):
     assert graded["maj_color_ok"] >= 0.95, graded
     assert graded["img_background_ok"] == 1.0, graded
 
 
+@needs_model
 def test_shape_is_recognisable(graded):
     assert graded["img_shape_ok"] >= 0.70, graded
 
 
+@needs_model
 def test_position_and_size_words_are_followed_on_held_out_prompts(demo):
     from training.train_flux import evaluate_positions
 
@@ -114,6 +126,7 @@ def test_position_and_size_words_are_followed_on_held_out_prompts(demo):
     assert res["size_ok"] >= 0.70, res
 
 
+@needs_model
 def test_shipped_workflow_draws_what_the_loaders_draw(demo, tmp_path):
     """DualCLIPLoader (sd3) + Load Diffusion Model + ModelSamplingSD3 + Load VAE in the executor: the image of
     the direct loader path for the same prompt and seed (to uint8 rounding), and it follows its prompt."""
