@@ -122,8 +122,11 @@ class SD3TextEncoder:
                 t5 = torch.zeros(1, clip_ctx.shape[1], clip_ctx.shape[-1])
             if self.clip_l is None and self.clip_g is None:  # no CLIP at all: 77 zero tokens of T5's width
                 clip_ctx = torch.zeros(1, clip_ctx.shape[1], t5.shape[-1])
+            # the narrower part is zero-padded to the wider one's width (CLIP to T5-XXL's 4096 for the released
+            # encoders; a T5 narrower than CLIP-L ++ CLIP-G, as the demo's, is padded instead)
             width = max(t5.shape[-1], clip_ctx.shape[-1])
             clip_ctx = torch.nn.functional.pad(clip_ctx, (0, width - clip_ctx.shape[-1]))
+            t5 = torch.nn.functional.pad(t5, (0, width - t5.shape[-1]))
             context = torch.cat([clip_ctx, t5], dim=1)
         return Conditioning(context, pooled)
 

@@ -611,13 +611,16 @@ def sd3_text_encoder(parts: list[TextEncoderPart | None], device: Any) -> Any:
     import torch
 
     from .families import FAMILIES
-    from .sd3_runtime import SD3TextEncoder
+    from .sd3_runtime import SD3_T5_MIN_TOKENS, SD3TextEncoder
 
     clip_l, clip_g, t5 = parts
     tok = next((q.tokenizer for q in (clip_l, clip_g) if q is not None), None)
+    # A T5 file that says how many tokens it was trained with (nodegraph.t5.min_tokens) is padded to that,
+    # as for FLUX; released T5-XXL files say nothing and get SD3's 77.
     return SD3TextEncoder(clip_l.module if clip_l else None, clip_g.module if clip_g else None,
                           t5.module if t5 else None, tok, t5.tokenizer if t5 else None, FAMILIES["sd3"],
-                          torch.device(device))
+                          torch.device(device),
+                          t5_min_tokens=(t5.min_tokens if t5 and t5.min_tokens else SD3_T5_MIN_TOKENS))
 
 
 def sd3_slot_of(part: TextEncoderPart) -> str:
