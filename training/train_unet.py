@@ -38,6 +38,10 @@
   32-column or 32-row x 64-column images (one aspect per batch, cached latents of their own,
   16x8 / 8x16), so area-conditioned halves of a 64x64 image (regional prompts) are an aspect
   the UNet has seen.  Their captions use the position cells of that canvas and never a size word.
+* ``--layout-high-t P``: a share P of the captions that name a position or size get a timestep
+  from [700, 1000) instead of a uniform one.  Where the object goes is decided in the first,
+  noisiest sampling steps; with uniform timesteps few position-worded examples land there
+  (the FLUX demo's shifted logit-normal sigmas put most of its training there anyway).
 * ``--freeze-text`` keeps the text encoder as it is (the FLUX demo's CLIP-L file is this
   encoder), so only the UNet trains.
 
@@ -69,7 +73,7 @@ from nodes.diffusion.models.unet import UNetModel
 from nodes.diffusion.models.vae import AutoencoderKL
 from nodes.diffusion.runtime import DiffusionModel, TextEncoder, VAEModel
 from nodes.diffusion.sampling import make_schedule
-from training.captions import caption_for
+from training.captions import caption_for, parse_caption
 from training.common import (
     CAPTION_WORD_PROB,
     EMPTY_CAPTION_PROB,
@@ -104,6 +108,7 @@ LATENT_SEED = 2000  # generate_batch seed of the images behind the cached latent
 RECT_CANVASES = {(64, 32): 2200, (32, 64): 2201}
 OFFSET_NOISE = 0.05
 MIN_SNR_GAMMA = 5.0
+LAYOUT_T_FROM = 700  # --layout-high-t draws from [700, 1000): where a 16x16 latent's layout is decided
 
 
 def load_vae(scaling_factor: float = 1.0) -> AutoencoderKL:
@@ -189,6 +194,9 @@ def main() -> None:
     ap.add_argument("--rect-frac", type=float, default=0.0,
                     help="share of steps on a batch of 64x32 or 32x64 images (0 = square only)")
     ap.add_argument("--rect-data", type=int, default=3000, help="cached images per non-square canvas")
+    ap.add_argument("--layout-high-t", type=float, default=0.0,
+                    help=f"share of the captions naming a position or size trained at t >= {LAYOUT_T_FROM} (where the "
+                    "layout is decided) instead of a uniform t")
     args = ap.parse_args()
     setup_torch(args.threads)
     timer = Timer()
@@ -284,6 +292,11 @@ def main() -> None:
                     if rng.random() >= EMPTY_CAPTION_PROB else "" for i in idx]  # fmt: skip
         x0 = b_lat[idx]
         t = torch.randint(0, schedule.num_train_timesteps, (args.batch,), generator=gen)
+        if args.layout_high_t > 0:  # captions naming a position or size: more of their steps at high noise
+            named = torch.tensor([parse_caption(c).keys() & {"position", "size"} != set() for c in caps])
+            high = torch.randint(LAYOUT_T_FROM, schedule.num_train_timesteps, (args.batch,), generator=gen)
+            pick = named & (torch.rand(args.batch, generator=gen) < args.layout_high_t)
+            t = torch.where(pick, high, t)
         noise = torch.randn(x0.shape, generator=gen) + OFFSET_NOISE * torch.randn(
             x0.shape[0], x0.shape[1], 1, 1, generator=gen)
         a = acp[t].sqrt().view(-1, 1, 1, 1)
