@@ -322,12 +322,13 @@ def held_out_combo(a: dict) -> tuple[str, str, str, str]:
     return a["shape"], a["color"], a["background"], a["position"]
 
 
-def sampling_weights(attrs: list[dict], held: set) -> np.ndarray:
-    """Per-sample draw probabilities: each position cell equally likely; held-out combinations never.
+def sampling_weights(attrs: list[dict], held: set, balanced: bool = True) -> np.ndarray:
+    """Per-sample draw probabilities: each position cell equally likely (or, with ``balanced=False``,
+    the generator's own distribution); held-out combinations never.
 
     The generator puts ~40 % of objects in the center cell and ~3 % in each corner."""
     cells = [a["position"] for a in attrs]
-    counts = {c: cells.count(c) for c in set(cells)}
+    counts = {c: cells.count(c) if balanced else 1 for c in set(cells)}
     w = np.array([0.0 if held_out_combo(a) in held else 1.0 / counts[a["position"]] for a in attrs])
     return w / w.sum()
 
