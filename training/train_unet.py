@@ -47,6 +47,17 @@
   from [700, 1000) instead of a uniform one.  Where the object goes is decided in the first,
   noisiest sampling steps; with uniform timesteps few position-worded examples land there
   (the FLUX demo's shifted logit-normal sigmas put most of its training there anyway).
+* ``--first-step-frac P``: a share P of the samples is trained as the sampler's first step sees
+  its input: t = 999 and pure noise (``x_t = sigma_999 * noise``, the v target unchanged).  SD's
+  scaled-linear schedule leaves ``sqrt(alphas_cumprod[999])`` = 0.068 of the image in a t=999
+  training input, enough over a blob of latent pixels for the UNet to read where the object is
+  from the noise itself (Lin et al. 2023, "Common diffusion noise schedules and sample steps are
+  flawed").  A sampler starts from pure noise, so the model then takes a random fluctuation of the
+  seed's noise for the object and the layout follows the seed, not the words: before this the
+  shipped weights put small objects of most held-out prompts at the same spot for seed 0.
+  Trained from pure noise, the first step predicts the caption's mean image instead (the object's
+  colour at the asked place), which later steps sharpen.  The FLUX demo's rectified flow reaches
+  pure noise at sigma 1 and never had this problem.
 * ``--freeze-text`` keeps the text encoder as it is (the FLUX demo's CLIP-L file is this
   encoder), so only the UNet trains.
 
@@ -199,6 +210,8 @@ def main() -> None:
     ap.add_argument("--rect-frac", type=float, default=0.0,
                     help="share of steps on a batch of 64x32 or 32x64 images (0 = square only)")
     ap.add_argument("--rect-data", type=int, default=3000, help="cached images per non-square canvas")
+    ap.add_argument("--first-step-frac", type=float, default=0.0,
+                    help="share of samples trained as the sampler's first step sees it: t=999 from pure noise")
     ap.add_argument("--layout-high-t", type=float, default=0.0,
                     help=f"share of the captions naming a position or size trained at t >= {LAYOUT_T_FROM} (where the "
                     "layout is decided) instead of a uniform t")
@@ -308,11 +321,17 @@ def main() -> None:
             high = torch.randint(LAYOUT_T_FROM, schedule.num_train_timesteps, (args.batch,), generator=gen)
             pick = named & (torch.rand(args.batch, generator=gen) < args.layout_high_t)
             t = torch.where(pick, high, t)
+        first = None
+        if args.first_step_frac > 0:  # the sampler's first step: t = 999 and no image left in the input
+            first = torch.rand(args.batch, generator=gen) < args.first_step_frac
+            t = torch.where(first, schedule.num_train_timesteps - 1, t)
         noise = torch.randn(x0.shape, generator=gen) + OFFSET_NOISE * torch.randn(
             x0.shape[0], x0.shape[1], 1, 1, generator=gen)
         a = acp[t].sqrt().view(-1, 1, 1, 1)
         s = (1 - acp[t]).sqrt().view(-1, 1, 1, 1)
         x_t = a * x0 + s * noise
+        if first is not None:
+            x_t = torch.where(first.view(-1, 1, 1, 1), s * noise, x_t)
         v = a * noise - s * x0
         lr = args.lr * min(1.0, (step - warm_from + 1) / 100) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
         for g in opt.param_groups:
