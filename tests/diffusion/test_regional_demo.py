@@ -7,8 +7,12 @@ the right-coloured object in each half on 9/10 seeds (the test below); the right
 *and* shape in both halves on 7/10 -- under the bar, kept as a strict xfail so it turns red
 the day it passes.  The misses are the square: each half is sampled as a 32x64 crop (8x16
 latent cells), an aspect the demo UNet never saw in training (16x16 only), and its squares
-come out rounded or triangular there; a demo trained on random crops / masked regions (or
-area-conditioned captions) would fix it.  Other prompts measured on the same seeds: without
+come out rounded or triangular there.  A fine-tune with a share of 64x32 / 32x64 batches
+(``train_unet --rect-frac``, 2026-12-04, training/README.md "UNet demo: position words and
+non-square crops") drew squares in 64x32 samples but made this workflow worse (1/10 to 5/10 at
+its checks), so it was not shipped: here the unconditional pass runs on the whole 64x64 latent,
+and with the negative prompt split into the same two areas the shipped weights fall to 1/10.
+Other prompts measured on the same seeds: without
 a background word ("a red circle") each half fills with the object's colour (0/10); white
 and black backgrounds 2/10 and 4/10 (both halves) at 10 steps.
 """
