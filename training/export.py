@@ -58,6 +58,7 @@ def export_checkpoint(path=CHECKPOINT_PATH) -> None:
     meta["nodegraph.training.unet_steps"] = str(s["step"])
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file(flat, str(path), metadata=meta)
+    path.chmod(0o644)  # package data: readable by everyone (the work folder's umask may be private)
     log(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB, UNet step {s['step']})")
 
 
