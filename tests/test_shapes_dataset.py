@@ -85,6 +85,32 @@ def test_samples_are_consistent_with_their_attrs(size: int) -> None:
         assert a["position"] == position_category(a["cx"], a["cy"])
 
 
+@pytest.mark.parametrize("rows, cols", [(64, 32), (32, 64)])
+def test_non_square_canvases(rows: int, cols: int) -> None:
+    """``generate(seed, rows, cols)``: the object fits the canvas, sized by its shorter side, and its
+    position word names the 3x3 cell of that canvas; ``width=size`` is the square sample."""
+    batch = generate_batch(12, 200, rows, cols)
+    assert batch.images.shape == (200, rows, cols, 3) and batch.masks.shape == batch.edges.shape == (200, rows, cols)
+    short = min(rows, cols)
+    assert {a["position"] for a in batch.attrs} == set(POSITIONS)
+    for img, mask, a in zip(batch.images, batch.masks, batch.attrs, strict=True):
+        # Inside the canvas: the geometry keeps a 1 px margin; the 4x supersampled fill may bleed a
+        # supersampled column into the border ring, never half a pixel.
+        assert max(mask[0].max(), mask[-1].max(), mask[:, 0].max(), mask[:, -1].max()) < 128
+        assert np.all(img[mask == 0] == PALETTE[a["background"]])
+        assert np.all(img[mask == 255] == PALETTE[a["color"]])
+        exact_px = unit_area(a["shape"]) * a["radius_px"] ** 2
+        assert a["area_frac"] * rows * cols == pytest.approx(exact_px, rel=2.0 / short)
+        eq_radius = math.sqrt(exact_px / math.pi) / short  # the drawn size, relative to the shorter side
+        assert max(0.10, 4.5 / short) * (1 - 1e-9) <= eq_radius <= 0.28 * (1 + 1e-9)
+        assert a["position"] == position_category(a["cx"], a["cy"])
+        ys, xs = np.nonzero(mask)
+        assert a["cx"] == pytest.approx(np.average(xs + 0.5, weights=mask[ys, xs]) / cols, abs=1e-9)
+        assert a["cy"] == pytest.approx(np.average(ys + 0.5, weights=mask[ys, xs]) / rows, abs=1e-9)
+    square, same = generate(77, 48), generate(77, 48, 48)
+    assert np.array_equal(square.image, same.image) and square.attrs == same.attrs
+
+
 def test_edges_trace_the_mask_outline() -> None:
     for seed in range(30):
         s = generate(seed)

@@ -223,18 +223,22 @@ def sample_images(
     scheduler: str = "normal",
     control=None,
     hints: torch.Tensor | None = None,
+    height: int | None = None,
+    width: int | None = None,
 ) -> np.ndarray:
     """Generate one image per (prompt, seed) through the app's runtime objects.
 
     ``model``/``clip``/``vae`` are :class:`~nodes.diffusion.runtime.DiffusionModel`,
     ``TextEncoder`` and ``VAEModel``; ``control`` an optional ControlNet with
-    per-image ``hints`` [N, 3, H, W] in 0..1.  Returns uint8 [N, H, W, 3] with
-    ``N = len(prompts) * len(seeds)`` in prompt-major order.
+    per-image ``hints`` [N, 3, H, W] in 0..1.  ``height``/``width`` default to the model's
+    default size.  Returns uint8 [N, H, W, 3] with ``N = len(prompts) * len(seeds)`` in
+    prompt-major order.
     """
     from nodes.diffusion.runtime import ControlHint, as_context
     from nodes.diffusion.sampling import sample
 
-    size = model.rules.default_size
+    height = height or model.rules.default_size
+    width = width or model.rules.default_size
     f = vae.downscale
     uncond = clip.encode("")
     out = []
@@ -245,10 +249,10 @@ def sample_images(
             c = cond
             if control is not None:
                 c = type(cond)(cond.context, cond.pooled, cond.y, (ControlHint(control, hints[i : i + 1]),))
-            latent = torch.zeros(1, model.latent_channels, size // f, size // f)
+            latent = torch.zeros(1, model.latent_channels, height // f, width // f)
             z = sample(model.denoiser(), model.schedule, latent, sampler=sampler, scheduler=scheduler,
-                       steps=steps, seed=seed, cfg=cfg, cond_kwargs=as_context(c, 1, model, size, size),
-                       uncond_kwargs=as_context(uncond, 1, model, size, size))
+                       steps=steps, seed=seed, cfg=cfg, cond_kwargs=as_context(c, 1, model, height, width),
+                       uncond_kwargs=as_context(uncond, 1, model, height, width))
             img = vae.decode(z)
             out.append((img[0].numpy() * 255).round().astype(np.uint8))
             i += 1
@@ -278,3 +282,69 @@ def grade(images: np.ndarray, prompts, seeds) -> dict[str, float]:
     return {**{f"img_{k}": v / (n * n_seeds) for k, v in per.items()},
             **{f"maj_{k}": v / n for k, v in maj.items()},
             **{f"shape_ok_{k}": sum(v) / len(v) for k, v in by_shape.items()}}
+
+
+# ----------------------------------------------------------------------------- position and size words
+# Shared by the demo trainers that teach position/size words (train_flux, train_unet --positions) and
+# by their tests: one held-out prompt set, one way to draw training samples, one grading.
+
+HELD_OUT_SEED = 9700
+CAPTION_WORD_PROB = 0.75  # P(size word) and P(position phrase) in a caption when training for them
+
+
+def held_out_prompts(n: int = 40) -> list[tuple[str, dict]]:
+    """``n`` prompts naming a position and a size ("a small red star in the top left on a blue background"),
+    from held-out 64x64 samples (seed 9700+), each position 4-5 times; their (shape, colour, background,
+    position) combinations are excluded from training.  Returns (prompt, attrs)."""
+    import math
+
+    from training.captions import POSITIONS, caption_for
+    from training.shapes import generate
+
+    rng = np.random.default_rng(HELD_OUT_SEED)
+    out: list[tuple[str, dict]] = []
+    per_cell = {p: 0 for p in POSITIONS}
+    i = 0
+    while len(out) < n:
+        s = generate(HELD_OUT_SEED + i)
+        i += 1
+        a = s.attrs
+        if a["size"] == "medium" or per_cell[a["position"]] >= math.ceil(n / len(POSITIONS)):
+            continue
+        per_cell[a["position"]] += 1
+        prompt = caption_for(a, rng, with_size=True, with_position=True)
+        out.append((prompt, a))
+    return out
+
+
+def held_out_combo(a: dict) -> tuple[str, str, str, str]:
+    """The (shape, colour, background, position) a held-out prompt names."""
+    return a["shape"], a["color"], a["background"], a["position"]
+
+
+def sampling_weights(attrs: list[dict], held: set, balanced: bool = True) -> np.ndarray:
+    """Per-sample draw probabilities: each position cell equally likely (or, with ``balanced=False``,
+    the generator's own distribution); held-out combinations never.
+
+    The generator puts ~40 % of objects in the center cell and ~3 % in each corner."""
+    cells = [a["position"] for a in attrs]
+    counts = {c: cells.count(c) if balanced else 1 for c in set(cells)}
+    w = np.array([0.0 if held_out_combo(a) in held else 1.0 / counts[a["position"]] for a in attrs])
+    return w / w.sum()
+
+
+def evaluate_positions(model, text, vae, seeds=(0,), n: int = 40, **sample_kwargs) -> dict[str, float]:
+    """Checker pass rates on the :func:`held_out_prompts` images (runtime objects as for
+    :func:`sample_images`, whose keyword arguments -- cfg, steps, scheduler -- pass through)."""
+    from training.captions import parse_caption
+    from training.checker import check, compare
+
+    prompts = [p for p, _ in held_out_prompts(n)]
+    imgs = sample_images(model, text, vae, prompts, seeds, **sample_kwargs)
+    res = {"position_ok": 0, "size_ok": 0, "color_ok": 0, "background_ok": 0, "shape_ok": 0}
+    for i, p in enumerate(prompts):
+        for s in range(len(seeds)):
+            ok = compare(check(imgs[i * len(seeds) + s]), parse_caption(p))
+            for k in res:
+                res[k] += ok[k]
+    return {k: v / (len(prompts) * len(seeds)) for k, v in res.items()}

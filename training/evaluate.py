@@ -3,20 +3,33 @@
 The tests assert issue 4's bars on 12 fixed prompts x 3 seeds (``EVAL_PROMPTS``); a model
 tuned while watching those could look better there than it is, so this also grades 48
 other prompts (12 per shape, colour pairs drawn at random) on 2 other seeds, and splits
-the shape score by shape (:func:`training.common.grade`).  Loads the file through the app's loaders, like the tests.
+the shape score by shape (:func:`training.common.grade`).  Then the position/size words on
+the held-out prompts (:func:`training.common.held_out_prompts`, 40 x 5 seeds) and
+``workflows/regional.json`` (issue 16's two half-image prompts) on seeds 0-9, graded by the
+checker on each half.  Loads the file through the app's loaders, like the tests.
 
-Usage: ``.venv/bin/python -m training.evaluate [checkpoint.safetensors]`` (~1 min on one core).
+Usage: ``.venv/bin/python -m training.evaluate [checkpoint.safetensors]`` (~3 min on one core).
 """
 
 from __future__ import annotations
 
 import sys
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from nodes.diffusion.checkpoint import load_checkpoint
-from training.common import CHECKPOINT_PATH, EVAL_PROMPTS, EVAL_SEEDS, grade, sample_images
+from training.common import (
+    CHECKPOINT_PATH,
+    EVAL_PROMPTS,
+    EVAL_SEEDS,
+    REPO,
+    evaluate_positions,
+    grade,
+    sample_images,
+)
 from training.geometry import SHAPES
 from training.palette import COLOR_NAMES
 
@@ -34,9 +47,36 @@ def wide_prompts(per_shape: int = 12, seed: int = 77) -> list[str]:
     return out
 
 
+def regional(path: Path, seeds=range(10)) -> list[tuple[str, str, str, str]]:
+    """(left colour, left shape, right colour, right shape) of ``workflows/regional.json`` per seed, run
+    by the executor with ``path`` standing in for the shipped checkpoint."""
+    import nodegraph
+    from nodegraph import Executor
+    from training.checker import check
+
+    workflow = REPO / "workflows" / "regional.json"
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "checkpoints").mkdir()
+        (Path(tmp) / "checkpoints" / CHECKPOINT_PATH.name).symlink_to(Path(path).resolve())
+        ex = Executor(nodegraph.Registry.with_installed_packs(strict=True), device="cpu", output_dir=tmp,
+                      settings={"workflow_dir": str(workflow.parent), "models_dir": tmp})
+        out = []
+        for seed in seeds:
+            graph = nodegraph.load_workflow(workflow)
+            graph.set_value("sampler", "seed", seed)
+            report = ex.run(graph, outputs=["decode"])
+            if report.status != "ok":
+                raise RuntimeError(report.error)
+            img = (report.results["decode"]["IMAGE"][0].numpy() * 255).round().astype(np.uint8)
+            left, right = check(img[:, :32]), check(img[:, 32:])
+            out.append((left.object_color, left.shape, right.object_color, right.shape))
+    return out
+
+
 def main(argv: list[str]) -> None:
     torch.set_num_threads(1)
-    ck = load_checkpoint(argv[0] if argv else CHECKPOINT_PATH)
+    path = Path(argv[0]) if argv else CHECKPOINT_PATH
+    ck = load_checkpoint(path)
     for name, prompts, seeds in (("test prompts", list(EVAL_PROMPTS), EVAL_SEEDS),
                                  ("wider set", wide_prompts(), WIDE_SEEDS)):
         images = sample_images(ck.model, ck.clip, ck.vae, prompts, seeds)
@@ -45,6 +85,14 @@ def main(argv: list[str]) -> None:
               f"background {g['img_background_ok']:.0%}, shape {g['img_shape_ok']:.0%} ("
               + ", ".join(f"{k[len('shape_ok_'):]} {v:.0%}" for k, v in g.items() if k.startswith("shape_ok_"))
               + ")", flush=True)
+    res = evaluate_positions(ck.model, ck.clip, ck.vae, seeds=(0, 1, 2, 3, 4))
+    print("held-out position/size prompts (40 x 5 seeds): " + ", ".join(f"{k} {v:.1%}" for k, v in res.items()),
+          flush=True)
+    halves = regional(path)
+    ok = sum(h == ("red", "circle", "blue", "square") for h in halves)
+    colours = sum((h[0], h[2]) == ("red", "blue") for h in halves)
+    print(f"workflows/regional.json, seeds 0-9: colour and shape right in both halves {ok}/10, colours {colours}/10; "
+          f"{halves}", flush=True)
 
 
 if __name__ == "__main__":

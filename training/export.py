@@ -11,12 +11,14 @@ through the app's ordinary loaders:
 * ``upscale_models/nodegraph-shapes-2x-compact-v1.safetensors``: bare ``body.N.*``.
 
 Usage: ``.venv/bin/python -m training.export [checkpoint|controlnet|upscaler ...]`` (default: all
-whose training checkpoint exists).
+whose training checkpoint exists); ``--out PATH`` writes the checkpoint there instead of the
+shipped path (a candidate to grade with ``training.evaluate PATH``).
 """
 
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
@@ -44,7 +46,7 @@ def _fp16(sd: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
     return {prefix + k: v.detach().to(torch.float16).contiguous() for k, v in sd.items()}
 
 
-def export_checkpoint() -> None:
+def export_checkpoint(path=CHECKPOINT_PATH) -> None:
     vae = load_work(WORK / "vae.pt")["model"]
     s = load_work(WORK / "unet.pt")
     flat = {
@@ -54,9 +56,10 @@ def export_checkpoint() -> None:
     }
     meta = checkpoint_metadata(s["scaling_factor"], DESCRIPTION)
     meta["nodegraph.training.unet_steps"] = str(s["step"])
-    CHECKPOINT_PATH.parent.mkdir(parents=True, exist_ok=True)
-    save_file(flat, str(CHECKPOINT_PATH), metadata=meta)
-    log(f"wrote {CHECKPOINT_PATH} ({CHECKPOINT_PATH.stat().st_size / 1e6:.2f} MB, UNet step {s['step']})")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(flat, str(path), metadata=meta)
+    path.chmod(0o644)  # package data: readable by everyone (the work folder's umask may be private)
+    log(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB, UNet step {s['step']})")
 
 
 def export_controlnet() -> None:
@@ -92,6 +95,14 @@ SOURCES = {"checkpoint": "unet.pt", "controlnet": "controlnet.pt", "upscaler": "
 
 
 def main(argv: list[str]) -> None:
+    if "--out" in argv:
+        i = argv.index("--out")
+        out = Path(argv[i + 1])
+        argv = argv[:i] + argv[i + 2 :]
+        if argv not in ([], ["checkpoint"]):
+            raise SystemExit("--out applies to the checkpoint only")
+        export_checkpoint(out)
+        return
     names = argv or [n for n, f in SOURCES.items() if (WORK / f).exists()]
     for n in names:
         EXPORTS[n]()

@@ -15,7 +15,12 @@ and the checker tests need, all pixel-aligned with the image:
   red/magenta) differ little in luminance, and an edge map that depends on the
   colour pair would teach the ControlNet the wrong thing.
 
-Everything is a pure function of ``(seed, size)``; numpy's PCG64 stream is
+A canvas may be non-square (``generate(seed, size, width)``: ``size`` rows by ``width``
+columns); the object's size is then drawn relative to the shorter side and its position
+word names the 3x3 cell of that canvas.  Square samples are unchanged by this (same
+random draws, same arithmetic).
+
+Everything is a pure function of ``(seed, size, width)``; numpy's PCG64 stream is
 stable across platforms and numpy versions, so datasets can be re-created
 instead of stored.
 """
@@ -62,7 +67,7 @@ PIL_EDGE_BIAS = 0.3  # measured outward shift of PIL's polygon fill, in supersam
 
 @dataclass(frozen=True)
 class Sample:
-    """One training example; all arrays are ``size x size`` and pixel-aligned."""
+    """One training example; all arrays are ``size x width`` (rows x columns) and pixel-aligned."""
 
     image: np.ndarray  # (H, W, 3) uint8 RGB
     caption: str
@@ -82,19 +87,22 @@ class Batch:
     edges: np.ndarray  # (N, H, W) uint8
 
 
-def sample_attrs(rng: np.random.Generator, size: int) -> dict:
+def sample_attrs(rng: np.random.Generator, size: int, width: int | None = None) -> dict:
     """Draw the geometric and colour parameters of one sample.
 
     Returns ``shape``, ``color``, ``background``, ``radius_px``
     (circumradius), ``center_px`` ``(x, y)`` and ``angle`` (degrees).  The
     centre is drawn so the rotated shape's bounding box keeps
-    :data:`MARGIN_PX` free pixels to every image edge.
+    :data:`MARGIN_PX` free pixels to every image edge.  On a ``size x width`` canvas
+    the radius range is relative to the shorter side.
     """
+    width = size if width is None else width
+    short = min(size, width)
     shape = SHAPES[int(rng.integers(len(SHAPES)))]
     color_idx = int(rng.integers(len(COLOR_NAMES)))
     bg_idx = (color_idx + 1 + int(rng.integers(len(COLOR_NAMES) - 1))) % len(COLOR_NAMES)
-    lo = max(MIN_EQ_RADIUS, MIN_EQ_RADIUS_PX / size)
-    eq_radius = rng.uniform(lo, MAX_EQ_RADIUS) * size
+    lo = max(MIN_EQ_RADIUS, MIN_EQ_RADIUS_PX / short)
+    eq_radius = rng.uniform(lo, MAX_EQ_RADIUS) * short
     radius = eq_radius * math.sqrt(math.pi / unit_area(shape))
     angle = 0.0 if shape == "circle" else float(rng.uniform(-MAX_ROTATION_DEG, MAX_ROTATION_DEG))
     if shape == "circle":
@@ -103,7 +111,7 @@ def sample_attrs(rng: np.random.Generator, size: int) -> dict:
         verts = polygon(shape, angle)
         lo_xy, hi_xy = verts.min(axis=0), verts.max(axis=0)
     low = MARGIN_PX - lo_xy * radius
-    high = size - MARGIN_PX - hi_xy * radius
+    high = np.array([width, size]) - MARGIN_PX - hi_xy * radius
     center = rng.uniform(low, np.maximum(high, low))
     return {
         "shape": shape,
@@ -136,8 +144,9 @@ def _inradius(shape: str) -> float:
     return float(2 * area / np.linalg.norm(v - np.roll(v, 1, axis=0), axis=1).sum())
 
 
-def render_mask(shape: str, center_px: tuple[float, float], radius_px: float, angle: float, size: int) -> np.ndarray:
-    """Anti-aliased coverage (uint8, 0..255) of a shape in a ``size x size`` image.
+def render_mask(shape: str, center_px: tuple[float, float], radius_px: float, angle: float, size: int,
+                width: int | None = None) -> np.ndarray:
+    """Anti-aliased coverage (uint8, 0..255) of a shape in a ``size x width`` image (square by default).
 
     Coordinates are continuous with pixel ``(i, j)`` covering ``[i, i+1) x
     [j, j+1)``; the shape is filled at :data:`SUPERSAMPLE` x and box-filtered.
@@ -146,14 +155,15 @@ def render_mask(shape: str, center_px: tuple[float, float], radius_px: float, an
     by that much so the rendered area matches the geometry (within ~1 %).
     """
     s = SUPERSAMPLE
-    canvas = Image.new("L", (size * s, size * s), 0)
+    width = size if width is None else width
+    canvas = Image.new("L", (width * s, size * s), 0)
     # Moving every edge in by e shrinks the circumradius by e / inradius.
     radius = radius_px - PIL_EDGE_BIAS / s / _inradius(shape)
     verts = _outline(shape, angle) * radius + np.asarray(center_px)
     # PIL addresses pixel centres by integer coordinates, hence the -0.5.
     ImageDraw.Draw(canvas).polygon([(s * x - 0.5, s * y - 0.5) for x, y in verts], fill=255)
     # INTER_AREA with an integer factor is an exact box filter, and faster than PIL's.
-    return cv2.resize(np.asarray(canvas), (size, size), interpolation=cv2.INTER_AREA)
+    return cv2.resize(np.asarray(canvas), (width, size), interpolation=cv2.INTER_AREA)
 
 
 def compose(mask: np.ndarray, color: str, background: str) -> np.ndarray:
@@ -179,33 +189,37 @@ def _mask_centroid(mask: np.ndarray) -> tuple[float, float]:
     return float((m.sum(axis=0) @ xs) / total / w), float((m.sum(axis=1) @ ys) / total / h)
 
 
-def _sample_from_rng(rng: np.random.Generator, size: int) -> Sample:
-    attrs = sample_attrs(rng, size)
-    mask = render_mask(attrs["shape"], attrs["center_px"], attrs["radius_px"], attrs["angle"], size)
+def _sample_from_rng(rng: np.random.Generator, size: int, width: int | None = None) -> Sample:
+    width = size if width is None else width
+    attrs = sample_attrs(rng, size, width)
+    mask = render_mask(attrs["shape"], attrs["center_px"], attrs["radius_px"], attrs["angle"], size, width)
     image = compose(mask, attrs["color"], attrs["background"])
     edges = cv2.Canny(mask, CANNY_LOW, CANNY_HIGH, L2gradient=True)
     cx, cy = _mask_centroid(mask)
-    area_frac = float(mask.astype(np.float64).sum() / 255.0 / (size * size))
+    area_px = float(mask.astype(np.float64).sum() / 255.0)
+    area_frac = area_px / (size * width)
+    short = min(size, width)
     attrs.update(
         cx=cx,
         cy=cy,
         area_frac=area_frac,
-        size=size_category(area_frac),
+        size=size_category(area_px / (short * short)),  # relative to the shorter side, as the radius was drawn
         position=position_category(cx, cy),
     )
     caption = caption_for(attrs, rng)
     return Sample(image=image, caption=caption, attrs=attrs, mask=mask, edges=edges)
 
 
-def generate(seed: int, size: int = 64) -> Sample:
-    """The sample for ``seed`` at ``size x size`` pixels (same seed, same sample).
+def generate(seed: int, size: int = 64, width: int | None = None) -> Sample:
+    """The sample for ``seed`` on a ``size`` (rows) x ``width`` (columns, default ``size``) canvas
+    (same seed and canvas, same sample).
 
     ``attrs`` holds ``shape``, ``color``, ``background`` (palette names),
     ``size`` ("small"/"medium"/"large") and ``position`` (3x3 grid name), as
     used in captions, plus the exact ``cx``, ``cy`` (mask centroid, 0..1),
-    ``area_frac``, ``center_px``, ``radius_px`` (circumradius) and ``angle``.
+    ``area_frac`` (of the whole canvas), ``center_px``, ``radius_px`` (circumradius) and ``angle``.
     """
-    return _sample_from_rng(np.random.default_rng(seed), size)
+    return _sample_from_rng(np.random.default_rng(seed), size, width)
 
 
 def batch_sample_seed(seed: int, index: int) -> int:
@@ -219,13 +233,14 @@ def batch_sample_seed(seed: int, index: int) -> int:
     return int(words[0]) << 31 | int(words[1]) >> 1
 
 
-def generate_batch(seed: int, n: int, size: int = 64) -> Batch:
-    """``n`` samples; sample ``i`` equals ``generate(batch_sample_seed(seed, i), size)``."""
-    samples = [generate(batch_sample_seed(seed, i), size) for i in range(n)]
+def generate_batch(seed: int, n: int, size: int = 64, width: int | None = None) -> Batch:
+    """``n`` samples; sample ``i`` equals ``generate(batch_sample_seed(seed, i), size, width)``."""
+    width = size if width is None else width
+    samples = [generate(batch_sample_seed(seed, i), size, width) for i in range(n)]
     return Batch(
-        images=np.stack([s.image for s in samples]) if samples else np.zeros((0, size, size, 3), np.uint8),
+        images=np.stack([s.image for s in samples]) if samples else np.zeros((0, size, width, 3), np.uint8),
         captions=[s.caption for s in samples],
         attrs=[s.attrs for s in samples],
-        masks=np.stack([s.mask for s in samples]) if samples else np.zeros((0, size, size), np.uint8),
-        edges=np.stack([s.edges for s in samples]) if samples else np.zeros((0, size, size), np.uint8),
+        masks=np.stack([s.mask for s in samples]) if samples else np.zeros((0, size, width), np.uint8),
+        edges=np.stack([s.edges for s in samples]) if samples else np.zeros((0, size, width), np.uint8),
     )

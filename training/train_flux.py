@@ -47,19 +47,24 @@ from nodes.diffusion.models.t5 import T5Encoder, T5Tokenizer
 from nodes.diffusion.models.vae import AutoencoderKL, infer_vae_config
 from nodes.diffusion.runtime import VAEModel
 from nodes.diffusion.sampling.model_sampling import FlowSchedule
-from training.captions import POSITIONS, caption_for
+from training.captions import caption_for
 from training.common import (
+    CAPTION_WORD_PROB,
     EMPTY_CAPTION_PROB,
     EVAL_PROMPTS,
     IMAGE_SIZE,
     WORK,
     Timer,
+    evaluate_positions,
     grade,
+    held_out_combo,
+    held_out_prompts,
     images_to_tensor,
     load_work,
     log,
     outline_ring,
     sample_images,
+    sampling_weights,
     setup_torch,
     work_dir,
 )
@@ -80,39 +85,10 @@ from training.flux_demo import (
     clip_l_state,
     t5_config,
 )
-from training.shapes import generate, generate_batch
+from training.shapes import generate_batch
 
 LATENT_SEED = 2100
-HELD_OUT_SEED = 9700
-CAPTION_WORD_PROB = 0.75
 DEFAULTS = {"steps": 10, "cfg": 4.0, "sampler": "euler", "scheduler": "simple"}
-
-
-# ----------------------------------------------------------------------------- held-out prompts
-
-
-def held_out_prompts(n: int = 40) -> list[tuple[str, dict]]:
-    """``n`` prompts naming a position and a size ("a small red star in the top left on a blue background"),
-    from held-out samples (seed 9700+), each position 4-5 times; their (shape, colour, background,
-    position) combinations are excluded from training.  Returns (prompt, attrs)."""
-    rng = np.random.default_rng(HELD_OUT_SEED)
-    out: list[tuple[str, dict]] = []
-    per_cell = {p: 0 for p in POSITIONS}
-    i = 0
-    while len(out) < n:
-        s = generate(HELD_OUT_SEED + i)
-        i += 1
-        a = s.attrs
-        if a["size"] == "medium" or per_cell[a["position"]] >= math.ceil(n / len(POSITIONS)):
-            continue
-        per_cell[a["position"]] += 1
-        prompt = caption_for(a, rng, with_size=True, with_position=True)
-        out.append((prompt, a))
-    return out
-
-
-def _combo(a: dict) -> tuple[str, str, str, str]:
-    return a["shape"], a["color"], a["background"], a["position"]
 
 
 # ----------------------------------------------------------------------------- data
@@ -144,14 +120,6 @@ def latent_set(n: int) -> dict:
     torch.save(d, path)
     log(f"latents cached: shift {d['shift']:.4f} scale {d['scale']:.4f}")
     return d
-
-
-def sampling_weights(attrs: list[dict], held: set) -> np.ndarray:
-    """Per-sample draw probabilities: each position cell equally likely; held-out combinations never."""
-    cells = [a["position"] for a in attrs]
-    counts = {c: cells.count(c) for c in set(cells)}
-    w = np.array([0.0 if _combo(a) in held else 1.0 / counts[a["position"]] for a in attrs])
-    return w / w.sum()
 
 
 # ----------------------------------------------------------------------------- models
@@ -264,21 +232,6 @@ def runtime_objects(model: FluxTransformer, t5: T5Encoder, t5_tok: T5Tokenizer, 
     return fm, text, vae
 
 
-def evaluate_positions(model, text, vae, seeds=(0,), n: int = 40, cfg: float = DEFAULTS["cfg"]) -> dict:
-    from training.captions import parse_caption
-    from training.checker import check, compare
-
-    prompts = [p for p, _ in held_out_prompts(n)]
-    imgs = sample_images(model, text, vae, prompts, seeds, cfg=cfg, scheduler=DEFAULTS["scheduler"])
-    res = {"position_ok": 0, "size_ok": 0, "color_ok": 0, "background_ok": 0, "shape_ok": 0}
-    for i, p in enumerate(prompts):
-        for s in range(len(seeds)):
-            ok = compare(check(imgs[i * len(seeds) + s]), parse_caption(p))
-            for k in res:
-                res[k] += ok[k]
-    return {k: v / (len(prompts) * len(seeds)) for k, v in res.items()}
-
-
 # ----------------------------------------------------------------------------- training
 
 
@@ -314,7 +267,7 @@ def main() -> None:
     latents = (data["latents"] - shift) * scale
     attrs = data["attrs"]
     pixel_w = 1.0 + args.edge_weight * F.avg_pool2d(outline_ring(data["masks"]), IMAGE_SIZE // latents.shape[-1])
-    held = {_combo(a) for _, a in held_out_prompts()}
+    held = {held_out_combo(a) for _, a in held_out_prompts()}
     probs = sampling_weights(attrs, held)
     clip, clip_tok = load_clip()
     clip.requires_grad_(False)
@@ -360,7 +313,8 @@ def main() -> None:
         objs = runtime_objects(ema_model, ema_t5, t5_tok, clip, clip_tok, scale, shift)
         imgs = sample_images(*objs, EVAL_PROMPTS, (0,), cfg=DEFAULTS["cfg"], scheduler=DEFAULTS["scheduler"])
         log(f"step {step} eval (EMA, 12 prompts x 1 seed): {grade(imgs, EVAL_PROMPTS, (0,))}")
-        log(f"step {step} held-out positions/sizes (40 x 1): {evaluate_positions(*objs)}")
+        log(f"step {step} held-out positions/sizes (40 x 1): "
+            f"{evaluate_positions(*objs, cfg=DEFAULTS['cfg'], scheduler=DEFAULTS['scheduler'])}")
 
     pooled_cache: dict[str, torch.Tensor] = {}
 
@@ -442,8 +396,8 @@ def evaluate_files(position_seeds: tuple[int, ...] = (0, 1, 2, 3, 4)) -> None:
     imgs = sample_images(model, clip, vae, EVAL_PROMPTS, EVAL_SEEDS, cfg=r.default_cfg, steps=r.default_steps,
                          scheduler=r.default_scheduler)
     log(f"12 prompts x 3 seeds: {grade(imgs, EVAL_PROMPTS, EVAL_SEEDS)}")
-    log(f"held-out position/size prompts, 40 x {len(position_seeds)}: "
-        f"{evaluate_positions(model, clip, vae, seeds=position_seeds, cfg=r.default_cfg)}")
+    res = evaluate_positions(model, clip, vae, seeds=position_seeds, cfg=r.default_cfg, scheduler=r.default_scheduler)
+    log(f"held-out position/size prompts, 40 x {len(position_seeds)}: {res}")
 
 
 def export() -> None:

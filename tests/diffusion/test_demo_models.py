@@ -9,10 +9,12 @@ images are graded by the dataset's checker (``training/checker.py``).
 Bars (issue 4): object colour right on the majority of 3 seeds for >= 95 %
 of a fixed prompt set of well-separated colour pairs; background 100 %;
 shape recognised by the checker >= 70 %;
+size words (issue 14) followed on >= 70 % of the held-out prompts (position words: the
+same bar, not met yet -- a strict xfail);
 ControlNet: object centroid within 0.1 (image widths) of the mask's on
 >= 80 % of cases and clearly worse without it; upscaler PSNR above bicubic
 on held-out images.
-The generation tests make 56 images in ~15 s on one core.
+The generation tests make 96 images in ~25 s on one core.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from training.common import (
     EVAL_SEEDS,
     UPSCALER_PATH,
     encode_with_grad,
+    evaluate_positions,
     grade,
     sample_images,
     token_ids,
@@ -119,6 +122,23 @@ def test_object_and_background_colours_follow_the_prompt(graded):
 
 def test_shape_is_recognisable(graded):
     assert graded["img_shape_ok"] >= 0.70, graded
+
+
+@pytest.fixture(scope="module")
+def held_out(ckpt):
+    """Issue 14's position/size check on the held-out prompt set shared with the FLUX demo
+    (:func:`training.common.held_out_prompts`: each names a size and a position), one seed each (40 images, ~10 s)."""
+    return evaluate_positions(ckpt.model, ckpt.clip, ckpt.vae, seeds=(0,), n=40)
+
+
+def test_size_words_are_followed_on_held_out_prompts(held_out):
+    assert held_out["size_ok"] >= 0.70, held_out
+
+
+@pytest.mark.xfail(strict=True, reason="measured 61 % (40 prompts x 5 seeds, training.evaluate; 29 % before the "
+                   "2026-12-04 fine-tune); see training/README.md (UNet demo: position words)")
+def test_position_words_are_followed_on_held_out_prompts(held_out):
+    assert held_out["position_ok"] >= 0.70, held_out
 
 
 CONTROL_SEED = 9300

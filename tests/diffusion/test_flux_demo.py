@@ -6,7 +6,7 @@ through ``load_diffusion_model_file``, ``load_text_encoder_part`` / ``flux_text_
 and are graded by the dataset's checker exactly as ``test_demo_models.py`` grades the UNet demo
 (12 prompts x 3 seeds, euler 10 steps, the model's default CFG; bars: object colour >= 95 % by
 majority, background 100 %, shape >= 70 %).  Position and size words are graded on the
-held-out prompt set of :func:`training.train_flux.held_out_prompts` (combinations never seen in
+held-out prompt set of :func:`training.common.held_out_prompts` (combinations never seen in
 training), one seed each.
 """
 
@@ -122,9 +122,10 @@ def test_shape_is_recognisable(graded):
 
 
 def test_position_and_size_words_are_followed_on_held_out_prompts(demo):
-    from training.train_flux import evaluate_positions
+    from training.common import evaluate_positions
 
     model, clip, vae = demo
-    res = evaluate_positions(model, clip, vae, seeds=(0,), n=40, cfg=model.rules.default_cfg)
+    res = evaluate_positions(model, clip, vae, seeds=(0,), n=40, cfg=model.rules.default_cfg,
+                             scheduler=model.rules.default_scheduler)
     assert res["position_ok"] >= 0.70, res
     assert res["size_ok"] >= 0.70, res
