@@ -56,31 +56,27 @@ from nodes.diffusion.sampling.model_sampling import FlowSchedule
 from nodes.diffusion.sd3_runtime import CLIP_G_WIDTH, SD3Model
 from training.captions import caption_for
 from training.common import (
+    CAPTION_WORD_PROB,
     DEMO_DIR,
     EMPTY_CAPTION_PROB,
     EVAL_PROMPTS,
     IMAGE_SIZE,
     WORK,
     Timer,
+    evaluate_positions,
     grade,
+    held_out_combo,
+    held_out_prompts,
     load_work,
     log,
     outline_ring,
     sample_images,
+    sampling_weights,
     setup_torch,
     work_dir,
 )
 from training.flux_demo import AE_PATH, CLIP_L_PATH, LATENT_CHANNELS, T5_PATH, T5_TOKENIZER_PATH, USED_CHANNELS
-from training.train_flux import (
-    CAPTION_WORD_PROB,
-    DEFAULTS,
-    _combo,
-    evaluate_positions,
-    held_out_prompts,
-    latent_set,
-    load_ae,
-    sampling_weights,
-)
+from training.train_flux import DEFAULTS, latent_set, load_ae
 
 SD3_MODEL_PATH = DEMO_DIR / "diffusion_models" / "nodegraph-shapes-sd3-v1.safetensors"
 SD3_DEMO_FILES = (SD3_MODEL_PATH, CLIP_L_PATH, T5_PATH, T5_TOKENIZER_PATH, AE_PATH)
@@ -220,7 +216,7 @@ def main() -> None:
     latents = (data["latents"] - shift) * scale
     attrs = data["attrs"]
     pixel_w = 1.0 + args.edge_weight * F.avg_pool2d(outline_ring(data["masks"]), IMAGE_SIZE // latents.shape[-1])
-    held = {_combo(a) for _, a in held_out_prompts()}
+    held = {held_out_combo(a) for _, a in held_out_prompts()}
     probs = sampling_weights(attrs, held)
     text = text_encoder()
     torch.manual_seed(args.seed)
@@ -257,7 +253,8 @@ def main() -> None:
         objs = runtime_objects(ema, text, scale, shift)
         imgs = sample_images(*objs, EVAL_PROMPTS, (0,), cfg=DEFAULTS["cfg"], scheduler=DEFAULTS["scheduler"])
         log(f"step {step} eval (EMA, 12 prompts x 1 seed): {grade(imgs, EVAL_PROMPTS, (0,))}")
-        log(f"step {step} held-out positions/sizes (40 x 1): {evaluate_positions(*objs)}")
+        log(f"step {step} held-out positions/sizes (40 x 1): "
+            f"{evaluate_positions(*objs, cfg=DEFAULTS['cfg'], scheduler=DEFAULTS['scheduler'])}")
 
     cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
@@ -348,8 +345,9 @@ def evaluate_files(position_seeds: tuple[int, ...] = (0, 1, 2, 3, 4)) -> None:
     imgs = sample_images(model, clip, vae, EVAL_PROMPTS, EVAL_SEEDS, cfg=r.default_cfg, steps=r.default_steps,
                          scheduler=r.default_scheduler)
     log(f"12 prompts x 3 seeds: {grade(imgs, EVAL_PROMPTS, EVAL_SEEDS)}")
-    log(f"held-out position/size prompts, 40 x {len(position_seeds)}: "
-        f"{evaluate_positions(model, clip, vae, seeds=position_seeds, cfg=r.default_cfg)}")
+    positions = evaluate_positions(model, clip, vae, seeds=position_seeds, cfg=r.default_cfg,
+                                   scheduler=r.default_scheduler)
+    log(f"held-out position/size prompts, 40 x {len(position_seeds)}: {positions}")
 
 
 def export() -> None:
