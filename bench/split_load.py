@@ -131,7 +131,9 @@ def _fp8_copy(src: Path, dst: Path) -> None:
     from safetensors.torch import load_file, save_file
 
     sd = load_file(str(src))
-    save_file({k: v.to(torch.float8_e4m3fn) if v.ndim >= 2 else v for k, v in sd.items()}, str(dst))
+    # Only Linear/Conv weights, as fp8 releases store them (position tables and the like stay as they were).
+    save_file({k: v.to(torch.float8_e4m3fn) if v.ndim >= 2 and k.endswith(".weight") else v
+               for k, v in sd.items()}, str(dst))
 
 
 def main() -> None:
@@ -148,6 +150,8 @@ def main() -> None:
     if not (d / "vae" / "vae.safetensors").exists():
         print(f"generating {d} (random weights, real layouts) …", flush=True)
         generate(d, family, args)
+    if not (d / "diffusion_models" / "bench-fp8.safetensors").exists():
+        _fp8_copy(d / "diffusion_models" / "bench.safetensors", d / "diffusion_models" / "bench-fp8.safetensors")
     others = [p for p in d.rglob("*.safetensors") if p.parent.name != "diffusion_models"]
     print(machine())
     for p in d.rglob("*.safetensors"):
