@@ -29,6 +29,7 @@ import torch
 from nodes.diffusion.checkpoint import load_checkpoint, load_controlnet_file
 from nodes.diffusion.models.loading import load_state_dict
 from nodes.diffusion.text.encode import encode
+from tests.diffusion.threads import one_thread_per_module  # noqa: F401 (autouse fixture)
 from tests.tolerance import assert_close
 from training.captions import caption_for
 from training.checker import check
@@ -55,14 +56,6 @@ REQUIRED_METADATA = (
     "nodegraph.schedule", "nodegraph.default_size", "nodegraph.default_steps", "nodegraph.default_cfg",
     "nodegraph.default_sampler", "nodegraph.default_scheduler", "nodegraph.description",
 )  # fmt: skip
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -25,6 +25,7 @@ from nodes.diffusion.split_files import (
     load_diffusion_model_file,
     load_text_encoder_part,
 )
+from tests.diffusion.threads import one_thread_per_module  # noqa: F401 (autouse fixture)
 from tests.tolerance import assert_close
 from training.common import EVAL_PROMPTS, EVAL_SEEDS, grade, sample_images
 from training.flux_demo import (
@@ -38,14 +39,6 @@ from training.flux_demo import (
 )
 
 pytestmark = pytest.mark.skipif(not all(p.exists() for p in FLUX_DEMO_FILES), reason="FLUX demo not exported")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

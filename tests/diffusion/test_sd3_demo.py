@@ -23,6 +23,7 @@ import torch
 from nodes.diffusion.checkpoint import load_vae_file
 from nodes.diffusion.models.loading import load_state_dict
 from nodes.diffusion.split_files import identify_file, load_diffusion_model_file
+from tests.diffusion.threads import one_thread_per_module  # noqa: F401 (autouse fixture)
 from training.common import EVAL_PROMPTS, EVAL_SEEDS, grade, sample_images
 from training.flux_demo import AE_PATH, CLIP_L_PATH, T5_PATH
 from training.train_sd3 import CLIP_WIDTH, CONTEXT_DIM, SD3_DEMO_FILES, SD3_MODEL_PATH, text_encoder
@@ -33,14 +34,6 @@ WORKFLOW = Path(__file__).resolve().parents[2] / "workflows" / "sd3_txt2img.json
 pytestmark = pytest.mark.skipif(not all(p.exists() for p in SD3_DEMO_FILES if p != SD3_MODEL_PATH),
                                 reason="FLUX demo files not exported")
 needs_model = pytest.mark.skipif(not SD3_MODEL_PATH.exists() or not WORKFLOW.exists(), reason="SD3 demo not shipped")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
