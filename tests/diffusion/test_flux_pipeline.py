@@ -525,17 +525,13 @@ def test_t5xxl_vocabulary_uses_the_built_in_tokenizer(dev: FluxFiles, tmp_path: 
     """A T5 whose embedding has T5-XXL's 32,128 rows needs no tokenizer.json: validation passes and the
     prompt is tokenised by the shipped T5 tokenizer (a tokenizer.json beside the file would still win)."""
     from nodes.diffusion.models.t5 import T5Tokenizer
+    from tests.diffusion.text_fixtures import grow_embedding
 
     models = tmp_path / "models"
     shutil.copytree(dev.models_dir, models)
     (models / "text_encoders" / "tiny_t5xxl.tokenizer.json").unlink()
     shutil.rmtree(models / "text_encoders" / "_t5tok")
-    t5_path = models / "text_encoders" / dev.t5
-    sd = load_file(t5_path)
-    shared = sd["shared.weight"]
-    torch.manual_seed(0)
-    extra = torch.randn(32128 - shared.shape[0], shared.shape[1], dtype=shared.dtype) * shared.std()
-    save_file({**sd, "shared.weight": torch.cat([shared, extra])}, str(t5_path))
+    grow_embedding(models / "text_encoders" / dev.t5, "shared.weight", 32128)
     executor = make_executor(models, tmp_path / "out")
     graph = flux_graph(FluxFiles(models, dev.unet, dev.clip_l, dev.t5, dev.vae, True, None))
     report = executor.run(graph, outputs=["clip", "positive"])  # validation raises WorkflowInvalid on any issue

@@ -212,16 +212,12 @@ def test_qwen_vocabulary_uses_the_built_in_tokenizer(zimage: ZImageFiles, tmp_pa
     """A Qwen3 encoder whose embedding has Qwen's 151,936 rows needs no tokenizer.json: validation passes and
     the prompt is tokenised by the tokenizer built from the shipped merges."""
     from nodes.diffusion.models.qwen3 import shipped_qwen_tokenizer
+    from tests.diffusion.text_fixtures import grow_embedding
 
     models = tmp_path / "models"
     shutil.copytree(zimage.models_dir, models)
     (models / "text_encoders" / zimage.tokenizer).unlink()
-    path = models / "text_encoders" / zimage.qwen3
-    sd = load_file(path)
-    embed = sd["model.embed_tokens.weight"]
-    torch.manual_seed(0)
-    extra = torch.randn(151936 - embed.shape[0], embed.shape[1], dtype=embed.dtype) * embed.std()
-    save_file({**sd, "model.embed_tokens.weight": torch.cat([embed, extra])}, str(path))
+    grow_embedding(models / "text_encoders" / zimage.qwen3, "model.embed_tokens.weight", 151936)
     executor = make_executor(models, tmp_path / "out")
     report = executor.run(zimage_graph(zimage), outputs=["clip", "positive"])  # WorkflowInvalid on any issue
     report.raise_for_status()

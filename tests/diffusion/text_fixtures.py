@@ -104,3 +104,15 @@ def make_openclip_sd(
 
 def strip_prefix(sd: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
     return {k[len(prefix) :]: v for k, v in sd.items() if k.startswith(prefix)}
+
+
+def grow_embedding(path: Path, key: str, rows: int) -> None:
+    """Rewrite the text-encoder file ``path`` with its token embedding ``key`` grown to ``rows`` rows (new rows
+    random, at the old rows' spread): a tiny encoder that a real release's vocabulary size identifies."""
+    from safetensors.torch import load_file, save_file
+
+    sd = load_file(path)
+    table = sd[key]
+    extra = torch.randn(rows - table.shape[0], table.shape[1], generator=torch.Generator().manual_seed(0),
+                        dtype=torch.float32).to(table.dtype) * table.std()
+    save_file({**sd, key: torch.cat([table, extra])}, str(path))
