@@ -331,7 +331,7 @@ def main() -> None:
     model.train()
     t5.train()
     while step < args.steps:
-        frac = max(step / args.steps, timer.elapsed / (60 * args.minutes) if args.minutes else 0.0)
+        frac = max((step - warm_from) / args.steps, timer.elapsed / (60 * args.minutes) if args.minutes else 0.0)
         if frac >= 1.0:
             break
         idx = rng.choice(len(latents), args.batch, p=probs)

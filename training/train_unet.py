@@ -293,7 +293,7 @@ def main() -> None:
     if args.freeze_text:
         clip.requires_grad_(False)
     while step < args.steps:
-        frac = max(step / args.steps, timer.elapsed / (60 * args.minutes) if args.minutes else 0.0)
+        frac = max((step - warm_from) / args.steps, timer.elapsed / (60 * args.minutes) if args.minutes else 0.0)
         if frac >= 1.0:
             break
         canvas = None
