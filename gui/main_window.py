@@ -186,8 +186,9 @@ class MainWindow(QMainWindow):
         m_file.addSeparator()
         self.act_close_tab = self._action("Close Tab", self.close_tab, "Ctrl+W", m_file)
         self._action("Next Tab", lambda: self.tabs.step(1), ["Ctrl+Tab", "Ctrl+PgDown"], m_file)
-        self._action("Previous Tab", lambda: self.tabs.step(-1), ["Ctrl+Shift+Tab", "Ctrl+Backtab", "Ctrl+PgUp"],
-                     m_file)
+        # One spelling per key: Qt matches "Ctrl+Shift+Tab" to the Ctrl+Shift+Backtab an X11 keyboard sends, and a
+        # second spelling of the same keys ("Ctrl+Backtab") made the shortcut ambiguous, so it never fired there
+        self._action("Previous Tab", lambda: self.tabs.step(-1), ["Ctrl+Shift+Tab", "Ctrl+PgUp"], m_file)
         self._action("Quit", self.close, "Ctrl+Q", m_file)
         self._build_edit_menu(mb.addMenu("&Edit"))
         self._build_node_menu(mb.addMenu("&Node"))

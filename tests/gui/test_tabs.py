@@ -5,6 +5,7 @@ opening files, the session and crash recovery work per tab."""
 from __future__ import annotations
 
 from PySide6.QtCore import QPointF, QSettings, Qt
+from PySide6.QtGui import QAction
 from PySide6.QtTest import QTest
 
 from nodegraph import Graph, dump_workflow_text
@@ -73,6 +74,9 @@ def test_two_tabs_keep_their_own_graph_and_undo(window, qtbot):
     assert second.graph.node("m").ui["pos"] == moved
 
     key(window, Qt.Key.Key_Tab, CTRL)  # Ctrl+Tab: back to the first
+    assert window.workspace is first and window.graph is first.graph
+    for _ in range(2):  # Ctrl+Shift+Tab as an X11 keyboard sends it: the previous tab, wrapping around
+        key(window, Qt.Key.Key_Backtab, CTRL | SHIFT)
     assert window.workspace is first and window.graph is first.graph
     key(window, Qt.Key.Key_Z, CTRL)
     assert first.graph.node("s").ui["pos"] == [640, 0]
@@ -322,3 +326,21 @@ def test_status_label_follows_the_shown_tab(window, qtbot):
     assert window.workspace is tab_a and window.status_label.text().startswith("Run error")
     key(window, Qt.Key.Key_Tab, CTRL)
     assert window.workspace is tab_b and window.status_label.text().startswith("Run ok")
+
+
+def test_no_two_shortcuts_name_the_same_keys(window):
+    """Under X11 a key combination is matched in all its spellings (Shift+Tab arrives as Backtab with Shift
+    held, and also matches plain Backtab), so "Ctrl+Shift+Tab" beside "Ctrl+Backtab" was an ambiguous shortcut
+    there and Previous Tab never fired (seen under Xvfb; the offscreen platform matches one spelling only)."""
+    def spelled(combo):
+        mods, k = combo.keyboardModifiers(), combo.key()
+        if k == Qt.Key.Key_Backtab:  # what the X11 keyboard sends for Shift+Tab
+            mods, k = mods | SHIFT, Qt.Key.Key_Tab
+        return (mods.value, k)
+
+    seen: dict[tuple, str] = {}
+    for act in window.findChildren(QAction):
+        for seq in act.shortcuts():
+            keys = tuple(spelled(seq[i]) for i in range(seq.count()))
+            assert keys not in seen, (act.text(), seen.get(keys), seq.toString())
+            seen[keys] = act.text()
