@@ -16,10 +16,11 @@ weights in the exact SD1.5 key layout, warms the page cache, then loads it in fr
   ``comfy.sd.load_checkpoint_guess_config(path, output_vae=True, output_clip=True)`` -- and what it runs
   before sampling, ``comfy.model_management.load_models_gpu`` on the model, CLIP and VAE patchers, so
   every weight is resident in the dtype ComfyUI keeps on CPU (UNet and VAE fp32, text encoder fp16 with
-  casting at run time).  After the clock stops, a few UNet, VAE and text-encoder tensors are compared
-  with the file's (upcast) so the timing is of a real load.  If that environment has no ``torchvision``
-  (which ComfyUI imports for models other than SD1.5), a stand-in module that raises when used is
-  installed first;
+  casting at run time).  ``--comfyui-variant FLAGS`` adds a ComfyUI side started with more flags (e.g.
+  ``--fp32-text-enc``, to upcast the text encoder as this checkout does).  After the clock stops, a few
+  UNet, VAE and text-encoder tensors are compared with the file's (upcast) so the timing is of a real load.
+  If that environment has no ``torchvision`` (which ComfyUI imports for models other than SD1.5), a
+  stand-in module that raises when used is installed first;
 * a **ComfyUI-style reconstruction** (runs without a ComfyUI checkout): ComfyUI's CPU path rebuilt with
   plain torch + safetensors -- ``safe_open``/``get_tensor`` for every key, the models built in fp32 with
   init skipped (this repo's module classes, same parameter layout), ``load_state_dict`` copying into them,
@@ -114,12 +115,12 @@ print(json.dumps({"seconds": elapsed, "cpu": r1.ru_utime - r0.ru_utime + r1.ru_s
 """
 
 # The ComfyUI side: ComfyUI's own code from a user's checkout, run under its own interpreter.
-# argv: comfyui dir, file.
+# argv: comfyui dir, file, then extra ComfyUI command-line flags.
 COMFY_CHILD = r"""
 import importlib.util, json, resource, sys, time, types
 comfy_dir, path = sys.argv[1], sys.argv[2]
 sys.path.insert(0, comfy_dir)
-sys.argv = [sys.argv[0], "--cpu"]  # as `python main.py --cpu` starts it
+sys.argv = [sys.argv[0], "--cpu", *sys.argv[3:]]  # as `python main.py --cpu [flags]` starts it
 if importlib.util.find_spec("torchvision") is None:
     # ComfyUI imports torchvision for Stable Cascade / Cosmos / ACE models, never on the SD1.5 path; stand in
     # for it with a module that raises when used (transformers imported first so it sees none).
@@ -241,6 +242,9 @@ def main() -> None:
                     help="a ComfyUI checkout whose own checkpoint loading is timed alternately with this one's")
     ap.add_argument("--comfyui-python", default=sys.executable, metavar="PATH",
                     help="interpreter whose environment has ComfyUI's requirements (default: this one)")
+    ap.add_argument("--comfyui-variant", action="append", default=[], metavar="FLAGS",
+                    help="with --comfyui: one more ComfyUI side started with these extra flags "
+                         "(e.g. '--fp32-text-enc'); repeatable")
     ap.add_argument("--no-reference", action="store_true",
                     help="skip the ComfyUI-style reconstruction and the fresh-memory floor")
     ap.add_argument("--generate-only", action="store_true", help=argparse.SUPPRESS)
@@ -263,8 +267,8 @@ def main() -> None:
     subprocess.run(["cat", str(path)], stdout=subprocess.DEVNULL, check=True)  # warm the page cache
 
     def run(mode: str, root: Path = ROOT) -> dict:
-        if mode == "comfyui":
-            cmd = [args.comfyui_python, "-c", COMFY_CHILD, str(root), str(path)]
+        if mode.startswith("comfyui"):
+            cmd = [args.comfyui_python, "-c", COMFY_CHILD, str(root), str(path), *mode.split()[1:]]
         else:
             cmd = [sys.executable, "-c", CHILD, str(root), str(path), mode]
         out = subprocess.run(cmd, capture_output=True, text=True, env=env)
@@ -275,6 +279,8 @@ def main() -> None:
     sides: dict[str, tuple[str, Path]] = {"this checkout, fp32": ("auto", ROOT)}
     if args.comfyui:
         sides["ComfyUI"] = ("comfyui", args.comfyui.resolve())
+        for flags in args.comfyui_variant:
+            sides[f"ComfyUI {flags}"] = (f"comfyui {flags}", args.comfyui.resolve())
     if not args.no_reference:
         sides["ComfyUI-style reconstruction, fp32"] = ("comfy", ROOT)
     if args.baseline:
@@ -325,9 +331,12 @@ def main() -> None:
         print(f"floor share: fresh fp32 memory alone costs {floor:.2f} s CPU = "
               f"{floor / statistics.median(x['cpu'] for x in ours):.0%} of this checkout's fp32 load")
     if args.comfyui:
-        last = results["ComfyUI"][-1]
-        print(f"ComfyUI side: {_comfyui_version(args.comfyui)} under {args.comfyui_python}; loaded as {last['dtype']}; "
-              f"{last['checked']} tensors checked equal to the file's after each load")
+        print(f"ComfyUI: {_comfyui_version(args.comfyui)} under {args.comfyui_python}")
+        for name in sides:
+            if name.startswith("ComfyUI") and not name.startswith("ComfyUI-style"):
+                last = results[name][-1]
+                print(f"{name} side loaded {last['dtype']}; {last['checked']} tensors checked equal to the "
+                      f"file's after each load")
         emit_summary("checkpoint_load", rows)
         return
     med = statistics.median(x["seconds"] for x in ours)
