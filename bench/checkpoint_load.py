@@ -342,8 +342,7 @@ def main() -> None:
     med = statistics.median(x["seconds"] for x in ours)
     print(f"No --comfyui checkout given: ComfyUI's field figure on this machine class for the same file is "
           f"{FIELD_SECONDS} s warm, peak RSS {FIELD_RSS} GB -> this checkout's median / field figure = "
-          f"{med / FIELD_SECONDS:.2f} (different runs and conditions; the reconstruction above is the same-run "
-          f"reference, and is not ComfyUI)")
+          f"{med / FIELD_SECONDS:.2f} (different runs and conditions; give --comfyui DIR for a same-run ratio)")
     emit_summary("checkpoint_load", rows)
 
 
