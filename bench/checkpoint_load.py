@@ -1,6 +1,7 @@
 """Checkpoint load time and peak memory on a full-size SD1.5-layout file, beside same-run references.
 
 Run: .venv/bin/python bench/checkpoint_load.py [--repeat 5] [--baseline DIR] [--file PATH]
+     [--comfyui DIR [--comfyui-python PATH]]
 
 Generates (once, outside the repo; never committed) a ~2 GB fp16 single-file checkpoint with random
 weights in the exact SD1.5 key layout, warms the page cache, then loads it in fresh subprocesses
@@ -8,18 +9,31 @@ weights in the exact SD1.5 key layout, warms the page cache, then loads it in fr
 
 * this checkout, keeping fp16 (memory-mapped; the <= 1.2x file target);
 * this checkout, device policy (fp32 on CPU; the issue's <= 1.1x fp32-weights peak and <= 0.8x ComfyUI time);
-* a **ComfyUI-style reconstruction** (not ComfyUI, which cannot be installed here): ComfyUI's CPU path
-  rebuilt with plain torch + safetensors -- ``safe_open``/``get_tensor`` for every key, the models built in
-  fp32 with init skipped (this repo's module classes, same parameter layout), ``load_state_dict`` copying
-  into them, ``.float()``, the CLIP tokenizer built;
+* ``--comfyui DIR``: **ComfyUI itself**, from a ComfyUI checkout the user provides (nothing of ComfyUI is
+  shipped or fetched here), run under ``--comfyui-python`` (an interpreter whose environment has ComfyUI's
+  requirements; default: this one) with DIR on ``sys.path``: its CPU mode (``--cpu``, as ``main.py --cpu``
+  parses it), then, timed, what its CheckpointLoaderSimple node runs --
+  ``comfy.sd.load_checkpoint_guess_config(path, output_vae=True, output_clip=True)`` -- and what it runs
+  before sampling, ``comfy.model_management.load_models_gpu`` on the model, CLIP and VAE patchers, so
+  every weight is resident in the dtype ComfyUI keeps on CPU (UNet and VAE fp32, text encoder fp16 with
+  casting at run time).  ``--comfyui-variant FLAGS`` adds a ComfyUI side started with more flags (e.g.
+  ``--fp32-text-enc``, to upcast the text encoder as this checkout does).  After the clock stops, a few
+  UNet, VAE and text-encoder tensors are compared with the file's (upcast) so the timing is of a real load.
+  If that environment has no ``torchvision`` (which ComfyUI imports for models other than SD1.5), a
+  stand-in module that raises when used is installed first;
+* a **ComfyUI-style reconstruction** (runs without a ComfyUI checkout): ComfyUI's CPU path rebuilt with
+  plain torch + safetensors -- ``safe_open``/``get_tensor`` for every key, the models built in fp32 with
+  init skipped (this repo's module classes, same parameter layout), ``load_state_dict`` copying into them,
+  ``.float()``, the CLIP tokenizer built;
 * ``--baseline DIR``: another checkout's fp32 load (e.g. ``git archive main | tar -x -C DIR``);
 * the floor: allocating and writing the fp32 weights' bytes alone (the kernel's fresh-memory cost that
   every eager fp32 load pays).
 
 Each side reports wall time and process CPU (user + sys; the figure to compare on a shared machine),
-page faults and peak RSS; then the ratios this checkout / each reference in the same run, and this
-checkout's median beside ComfyUI's field figure for the same file on this machine class (6.6 s warm,
-6.3 GB peak; a different run, so no target is claimed against it).
+page faults and peak RSS; then the ratios this checkout / each reference in the same run (ComfyUI's
+among them with ``--comfyui``); without ``--comfyui``, this checkout's median beside ComfyUI's field
+figure for the same file on this machine class (6.6 s warm, 6.3 GB peak; a different run, so no target
+is claimed against it).
 """
 
 from __future__ import annotations
@@ -100,6 +114,82 @@ print(json.dumps({"seconds": elapsed, "cpu": r1.ru_utime - r0.ru_utime + r1.ru_s
                   "peak_rss": r1.ru_maxrss * 1024, "params": n, "dtype": dtype}))
 """
 
+# The ComfyUI side: ComfyUI's own code from a user's checkout, run under its own interpreter.
+# argv: comfyui dir, file, then extra ComfyUI command-line flags.
+COMFY_CHILD = r"""
+import importlib.util, json, resource, sys, time, types
+comfy_dir, path = sys.argv[1], sys.argv[2]
+sys.path.insert(0, comfy_dir)
+sys.argv = [sys.argv[0], "--cpu", *sys.argv[3:]]  # as `python main.py --cpu [flags]` starts it
+if importlib.util.find_spec("torchvision") is None:
+    # ComfyUI imports torchvision for Stable Cascade / Cosmos / ACE models, never on the SD1.5 path; stand in
+    # for it with a module that raises when used (transformers imported first so it sees none).
+    import transformers  # noqa: F401
+    from transformers import CLIPTokenizer  # noqa: F401
+
+    class _Absent(types.ModuleType):
+        def __getattr__(self, name):
+            if name.startswith("__"):
+                raise AttributeError(name)
+            return _Absent(f"{self.__name__}.{name}")
+
+        def __call__(self, *a, **k):
+            raise RuntimeError(f"{self.__name__}: torchvision is not installed (stand-in)")
+
+    for name in ("torchvision", "torchvision.transforms", "torchvision.transforms.functional", "torchvision.models"):
+        sys.modules[name] = _Absent(name)
+import comfy.options
+comfy.options.enable_args_parsing()
+import comfy.cli_args
+assert comfy.cli_args.args.cpu
+import torch
+import comfy.model_management as mm
+import comfy.sd
+assert mm.get_torch_device().type == "cpu"
+r0 = resource.getrusage(resource.RUSAGE_SELF)
+t0 = time.perf_counter()
+# What CheckpointLoaderSimple runs, then what ComfyUI runs before sampling/encoding/decoding: load the
+# patchers onto the (CPU) device -- afterwards every weight is resident and ready to run.
+model, clip, vae, _ = comfy.sd.load_checkpoint_guess_config(path, output_vae=True, output_clip=True,
+                                                            embedding_directory=None)
+mm.load_models_gpu([model, clip.patcher, vae.patcher])
+elapsed = time.perf_counter() - t0
+r1 = resource.getrusage(resource.RUSAGE_SELF)
+parts = ((model.model.diffusion_model, "model.diffusion_model."), (vae.first_stage_model, "first_stage_model."),
+         (clip.cond_stage_model.clip_l.transformer, "cond_stage_model.transformer."))
+import safetensors
+checked = 0
+with safetensors.safe_open(path, framework="pt", device="cpu") as f:
+    keys = set(f.keys())
+    for module, prefix in parts:
+        sd = module.state_dict()
+        names = [k for k in sd if prefix + k in keys]
+        assert len(names) > 0.9 * len(sd), (prefix, len(names), len(sd))
+        for k in names[:: max(1, len(names) // 5)]:
+            ref = f.get_tensor(prefix + k)
+            assert torch.equal(sd[k].float(), ref.float()), prefix + k
+            checked += 1
+    unet_keys = [k for k in keys if k.startswith("model.diffusion_model.")]
+    assert len(unet_keys) == len(model.model.diffusion_model.state_dict())
+n = sum(p.numel() for m, _ in parts for p in m.parameters())
+
+
+def _counts(module):
+    out = {}
+    for p in module.parameters():
+        out[p.dtype] = out.get(p.dtype, 0) + p.numel()
+    return out
+
+
+print(json.dumps({"seconds": elapsed, "cpu": r1.ru_utime - r0.ru_utime + r1.ru_stime - r0.ru_stime,
+                  "sys": r1.ru_stime - r0.ru_stime, "minflt": r1.ru_minflt - r0.ru_minflt,
+                  "peak_rss": r1.ru_maxrss * 1024, "params": n, "checked": checked,
+                  "dtype": ", ".join(f"{label} " + " + ".join(f"{str(t).replace('torch.', '')} {c / 1e6:.1f}M"
+                                                                     for t, c in sorted(_counts(m).items(), key=str))
+                                     for label, (m, _) in zip(("UNet", "VAE", "text encoder"), parts))}))
+"""
+
+
 def generate(path: Path) -> None:
     import torch
     from safetensors.torch import save_file
@@ -148,6 +238,13 @@ def main() -> None:
     ap.add_argument("--baseline", type=Path, metavar="DIR",
                     help="another checkout of the repo (e.g. `git archive main`) whose fp32 load is timed "
                          "alternately with this one's")
+    ap.add_argument("--comfyui", type=Path, metavar="DIR",
+                    help="a ComfyUI checkout whose own checkpoint loading is timed alternately with this one's")
+    ap.add_argument("--comfyui-python", default=sys.executable, metavar="PATH",
+                    help="interpreter whose environment has ComfyUI's requirements (default: this one)")
+    ap.add_argument("--comfyui-variant", action="append", default=[], metavar="FLAGS",
+                    help="with --comfyui: one more ComfyUI side started with these extra flags "
+                         "(e.g. '--fp32-text-enc'); repeatable")
     ap.add_argument("--no-reference", action="store_true",
                     help="skip the ComfyUI-style reconstruction and the fresh-memory floor")
     ap.add_argument("--generate-only", action="store_true", help=argparse.SUPPRESS)
@@ -170,13 +267,20 @@ def main() -> None:
     subprocess.run(["cat", str(path)], stdout=subprocess.DEVNULL, check=True)  # warm the page cache
 
     def run(mode: str, root: Path = ROOT) -> dict:
-        out = subprocess.run([sys.executable, "-c", CHILD, str(root), str(path), mode], capture_output=True,
-                             text=True, env=env)
+        if mode.startswith("comfyui"):
+            cmd = [args.comfyui_python, "-c", COMFY_CHILD, str(root), str(path), *mode.split()[1:]]
+        else:
+            cmd = [sys.executable, "-c", CHILD, str(root), str(path), mode]
+        out = subprocess.run(cmd, capture_output=True, text=True, env=env)
         if out.returncode:
             raise SystemExit(f"{mode} load failed ({root}):\n{out.stderr[-3000:]}")
         return json.loads(out.stdout.strip().splitlines()[-1])
 
     sides: dict[str, tuple[str, Path]] = {"this checkout, fp32": ("auto", ROOT)}
+    if args.comfyui:
+        sides["ComfyUI"] = ("comfyui", args.comfyui.resolve())
+        for flags in args.comfyui_variant:
+            sides[f"ComfyUI {flags}"] = (f"comfyui {flags}", args.comfyui.resolve())
     if not args.no_reference:
         sides["ComfyUI-style reconstruction, fp32"] = ("comfy", ROOT)
     if args.baseline:
@@ -217,18 +321,41 @@ def main() -> None:
         best = min(x["cpu"] for x in ours) / min(x["cpu"] for x in other)
         print(f"ratio this checkout / {name} (same run): wall {wr:.3f}, process CPU {cr:.3f} (medians; "
               f"per-round CPU ratios' median {paired:.3f}; min CPU / min CPU {best:.3f})")
+        target = ""
+        if name == "ComfyUI" or (name.startswith("ComfyUI-style") and not args.comfyui):
+            target = "<= 0.8x ComfyUI" + ("" if name == "ComfyUI" else " (reconstruction standing in)")
         rows.append({"metric": f"fp32 load, this checkout / {name}", "median": wr, "unit": "x (wall)",
-                     "cpu_ratio": cr, "target": "<= 0.8x ComfyUI" if "ComfyUI" in name else ""})
+                     "cpu_ratio": cr, "target": target})
     if not args.no_reference:
         floor = statistics.median(x["cpu"] for x in results["floor: fresh fp32 memory alone"])
         print(f"floor share: fresh fp32 memory alone costs {floor:.2f} s CPU = "
               f"{floor / statistics.median(x['cpu'] for x in ours):.0%} of this checkout's fp32 load")
+    if args.comfyui:
+        print(f"ComfyUI: {_comfyui_version(args.comfyui)} under {args.comfyui_python}")
+        for name in sides:
+            if name.startswith("ComfyUI") and not name.startswith("ComfyUI-style"):
+                last = results[name][-1]
+                print(f"{name} side loaded {last['dtype']}; {last['checked']} tensors checked equal to the "
+                      f"file's after each load")
+        emit_summary("checkpoint_load", rows)
+        return
     med = statistics.median(x["seconds"] for x in ours)
-    print(f"ComfyUI itself is not installed here: its field figure on this machine class for the same file is "
+    print(f"No --comfyui checkout given: ComfyUI's field figure on this machine class for the same file is "
           f"{FIELD_SECONDS} s warm, peak RSS {FIELD_RSS} GB -> this checkout's median / field figure = "
-          f"{med / FIELD_SECONDS:.2f} (different runs and conditions; the reconstruction above is the same-run "
-          f"reference, and is not ComfyUI)")
+          f"{med / FIELD_SECONDS:.2f} (different runs and conditions; give --comfyui DIR for a same-run ratio)")
     emit_summary("checkpoint_load", rows)
+
+
+def _comfyui_version(root: Path) -> str:
+    """What the given ComfyUI checkout is: its version file and, if it is a git work tree, its commit."""
+    out = str(root)
+    version = root / "comfyui_version.py"
+    if version.exists():
+        out += " " + version.read_text().split("__version__")[-1].strip(" =\"'\n")
+    git = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True)
+    if git.returncode == 0:
+        out += f" commit {git.stdout.strip()}"
+    return out
 
 
 def _torch_version() -> str:
