@@ -1,9 +1,9 @@
 """Demo text-to-image time on one CPU core (issue: out of the box).
 
-Run: .venv/bin/python bench/demo.py [--repeat 10] [--threads 1] [--workflow txt2img|flux_demo]
+Run: .venv/bin/python bench/demo.py [--repeat 10] [--threads 1] [--workflow txt2img|flux_demo|sd3_txt2img]
 
 Runs workflows/txt2img.json on the shipped demo checkpoint (or flux_demo.json on the
-FLUX-layout demo files) through the real
+FLUX-layout demo files, sd3_txt2img.json on the SD3-layout demo's) through the real
 engine, after a warm-up run, changing the seed (sampler + decode re-run) and
 the prompt (text encode + sampler + decode re-run) each time.  Target: one
 image at the default settings <= 0.5 s on one core after warm-up.
@@ -30,7 +30,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeat", type=int, default=10)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--workflow", default="txt2img", choices=("txt2img", "flux_demo"))
+    ap.add_argument("--workflow", default="txt2img", choices=("txt2img", "flux_demo", "sd3_txt2img"))
     args = ap.parse_args()
     import torch
 

@@ -20,7 +20,8 @@ from nodes.diffusion.paths import DEMO_DIR
 ROOT = Path(__file__).resolve().parents[1]
 WORKFLOWS = sorted((ROOT / "workflows").glob("*.json"))
 # Workflows for models nodegraph does not ship (real FLUX, Z-Image, SDXL files): run on tiny files written by
-# the tests (SDXL base + refiner: tests/diffusion/test_sdxl_refiner.py). flux_demo runs on the shipped demo files.
+# the tests (SDXL base + refiner: tests/diffusion/test_sdxl_refiner.py). flux_demo and sd3_txt2img run on the
+# shipped demo files.
 DEMO_WORKFLOWS = [p for p in WORKFLOWS if p.stem != "flux_txt2img" and not p.stem.startswith(("zimage", "sdxl"))]
 DEMO_CKPT = DEMO_DIR / "checkpoints" / "nodegraph-shapes-v1.safetensors"
 needs_demo = pytest.mark.skipif(not DEMO_CKPT.exists(), reason="demo models not trained yet")
@@ -45,7 +46,7 @@ def test_shipped_workflow_validates_against_installed_packs(path: Path) -> None:
 
 @needs_demo
 @pytest.mark.parametrize("name", ["txt2img", "img2img", "controlnet", "upscale", "hiresfix", "inpaint", "outpaint",
-                                  "flux_demo"])
+                                  "flux_demo", "sd3_txt2img"])
 def test_readme_command_runs_each_workflow(name: str, tmp_path: Path) -> None:
     report = tmp_path / "report.json"
     proc = subprocess.run([sys.executable, "-m", "nodegraph.cli", "run", str(ROOT / "workflows" / f"{name}.json"),
