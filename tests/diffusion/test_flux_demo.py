@@ -25,9 +25,9 @@ from nodes.diffusion.split_files import (
     load_diffusion_model_file,
     load_text_encoder_part,
 )
+from tests.diffusion.demo_grading import grade_at_defaults
 from tests.diffusion.threads import one_thread_per_module  # noqa: F401 (autouse fixture)
 from tests.tolerance import assert_close
-from training.common import EVAL_PROMPTS, EVAL_SEEDS, grade, sample_images
 from training.flux_demo import (
     AE_PATH,
     CLIP_L_PATH,
@@ -99,10 +99,7 @@ def test_ae_conversion_reconstructs_like_the_unet_demo_vae():
 
 @pytest.fixture(scope="module")
 def graded(demo):
-    model, clip, vae = demo
-    images = sample_images(model, clip, vae, EVAL_PROMPTS, EVAL_SEEDS, cfg=model.rules.default_cfg,
-                           scheduler=model.rules.default_scheduler, steps=model.rules.default_steps)
-    return grade(images, EVAL_PROMPTS, EVAL_SEEDS)
+    return grade_at_defaults(*demo)
 
 
 def test_object_and_background_colours_follow_the_prompt(graded):

@@ -23,8 +23,9 @@ import torch
 from nodes.diffusion.checkpoint import load_vae_file
 from nodes.diffusion.models.loading import load_state_dict
 from nodes.diffusion.split_files import identify_file, load_diffusion_model_file
+from tests.diffusion.demo_grading import grade_at_defaults
 from tests.diffusion.threads import one_thread_per_module  # noqa: F401 (autouse fixture)
-from training.common import EVAL_PROMPTS, EVAL_SEEDS, grade, sample_images
+from training.common import sample_images
 from training.flux_demo import AE_PATH, CLIP_L_PATH, T5_PATH
 from training.train_sd3 import CLIP_WIDTH, CONTEXT_DIM, SD3_DEMO_FILES, SD3_MODEL_PATH, text_encoder
 
@@ -92,10 +93,7 @@ def test_sd3_conditioning_of_the_demo_encoders(clip):
 
 @pytest.fixture(scope="module")
 def graded(demo):
-    model, clip, vae = demo
-    images = sample_images(model, clip, vae, EVAL_PROMPTS, EVAL_SEEDS, cfg=model.rules.default_cfg,
-                           scheduler=model.rules.default_scheduler, steps=model.rules.default_steps)
-    return grade(images, EVAL_PROMPTS, EVAL_SEEDS)
+    return grade_at_defaults(*demo)
 
 
 @needs_model
