@@ -26,6 +26,7 @@ from .models.loading import (
     build_on_meta,
     collector_paused,
     compute_dtype,
+    float_numel,
     has_prefix,
     load_state_dict,
     stored_dtype,
@@ -88,7 +89,8 @@ def load_checkpoint(path: str | os.PathLike[str], *, device: torch.device | str 
                     home: torch.device | str | None = None) -> Checkpoint:
     """Load an all-in-one checkpoint.  ``prediction`` ("auto", "eps", "v") overrides the
     family rule / metadata for the rare file that gets it wrong.  ``dtype`` overrides the
-    device policy (fp32 on CPU, stored precision on GPUs), e.g. to keep fp16 weights
+    device policy (``compute_dtype``: fp32 on CPU or bf16 for a large UNet on a CPU with native bf16; the
+    stored precision on GPUs), e.g. to keep fp16 weights
     memory-mapped instead of converting them.  ``home``: where the UNet and text encoders are
     put when it is not ``device`` (RAM, so the device-memory manager moves them to the GPU under
     its budget, as for split files); they still compute on ``device``."""
@@ -121,7 +123,8 @@ def _load_checkpoint(path: str | os.PathLike[str], *, device: torch.device | str
                                   f"{fix_for(identity)}")
         raise CheckpointError(f"{Path(path).name}: no UNet weights ('{UNET}*' keys); this is not a "
                               "full checkpoint — load it with the VAE/LoRA/ControlNet loader instead")
-    dtype = dtype or compute_dtype(device, stored_dtype(strip_prefix(sd, UNET)))
+    unet_weights = strip_prefix(sd, UNET)  # the UNet's size decides the checkpoint's CPU precision
+    dtype = dtype or compute_dtype(device, stored_dtype(unet_weights), float_numel(unet_weights))
     try:
         unet_sd = strip_prefix(sd, UNET)
         config = infer_unet_config(unet_sd, metadata)
@@ -204,7 +207,7 @@ def vae_scaling_guessed(sd: Mapping[str, torch.Tensor], file_name: str, metadata
 
 def load_vae_state_dict(sd: Mapping[str, torch.Tensor], rules: FamilyRules, device: torch.device,
                         dtype: torch.dtype | None = None) -> VAEModel:
-    dtype = dtype or compute_dtype(device, stored_dtype(sd))
+    dtype = dtype or compute_dtype(device, stored_dtype(sd), float_numel(sd))
     config = infer_vae_config(sd, rules.vae_scaling_factor, rules.vae_shift_factor)
     vae = build_on_meta(AutoencoderKL, config)
     assign_weights(vae, sd, name="VAE", device=device, dtype=dtype)

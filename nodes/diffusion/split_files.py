@@ -366,31 +366,30 @@ def build_flux_model(sd: Mapping[str, Any], *, device: Any, weight_dtype: str = 
         detect_flux_layout,
         flux_config_from_state_dict,
     )
-    from .models.loading import compute_dtype
 
     if detect_flux_layout(sd.keys()) == "diffusers":
         sd = convert_diffusers_flux_to_bfl(sd)
     config = flux_config_from_state_dict(sd)
-    model, stored = _assign_stored(FluxTransformer, config, sd, weight_dtype, name=name, device=device, home=home)
+    model, dtype = _assign_stored(FluxTransformer, config, sd, weight_dtype, name=name, device=device, home=home)
     rules = rules_for("flux-dev" if config.guidance_embed else "flux-schnell", metadata)
-    return FluxModel(model, model_sampling_for(rules), rules, torch.device(device), compute_dtype(device, stored))
+    return FluxModel(model, model_sampling_for(rules), rules, torch.device(device), dtype)
 
 
 def _assign_stored(cls: Any, config: Any, sd: Mapping[str, Any], weight_dtype: str, *, name: str,
                    device: Any, home: Any = None) -> tuple[Any, Any]:
-    """``(model, stored dtype)``: a network built on meta with the file's tensors assigned through the
+    """``(model, compute dtype)``: a network built on meta with the file's tensors assigned through the
     one storage path (``quant.layers.assign_stored``): float files as stored (memory-mapped, cast per
     layer at compute); GGUF, fp8 and scaled-fp8 files, or a ``weight_dtype`` of fp8, with every
     Linear/Conv weight kept in storage dtype and expanded per layer.  Shared by every split-file family."""
-    from .models.loading import build_on_meta, compute_dtype, stored_dtype
+    from .models.loading import build_on_meta, compute_dtype, float_numel, stored_dtype
     from .quant.layers import assign_stored
 
     fp8 = fp8_dtype(weight_dtype)
-    stored = stored_dtype(sd)
+    dtype = compute_dtype(device, stored_dtype(sd), float_numel(sd))
     model = build_on_meta(cls, config)
-    assign_stored(model, sd, name=name, device=home or device, dtype=compute_dtype(device, stored) if fp8 is not None
-                  or _quantized(sd) else None, weight_dtype=fp8)
-    return model, stored
+    assign_stored(model, sd, name=name, device=home or device, dtype=dtype if fp8 is not None or _quantized(sd)
+                  else None, weight_dtype=fp8)
+    return model, dtype
 
 
 def _quantized(sd: Mapping[str, Any]) -> bool:
@@ -406,14 +405,14 @@ def build_unet_model(sd: Mapping[str, Any], *, device: Any, weight_dtype: str = 
     import torch
 
     from .families import model_sampling_for, rules_for
-    from .models.loading import build_on_meta, compute_dtype, stored_dtype
+    from .models.loading import build_on_meta, compute_dtype, float_numel, stored_dtype
     from .models.unet import UNetModel
     from .models.unet_config import infer_unet_config
     from .quant.layers import assign_stored
     from .runtime import DiffusionModel
 
     config = infer_unet_config(sd, metadata)
-    dtype = compute_dtype(device, stored_dtype(sd))  # our UNet computes in its float weights' dtype
+    dtype = compute_dtype(device, stored_dtype(sd), float_numel(sd))  # our UNet computes in its float weights' dtype
     unet = build_on_meta(UNetModel, config)
     assign_stored(unet, sd, name=name, device=home or device, dtype=dtype, weight_dtype=fp8_dtype(weight_dtype))
     rules = rules_for(config.family, metadata)
@@ -427,7 +426,6 @@ def build_sd3_model(sd: Mapping[str, Any], *, device: Any, weight_dtype: str = "
     import torch
 
     from .families import model_sampling_for, rules_for
-    from .models.loading import compute_dtype
     from .models.mmdit import (
         MMDiT,
         convert_diffusers_mmdit_to_original,
@@ -439,9 +437,9 @@ def build_sd3_model(sd: Mapping[str, Any], *, device: Any, weight_dtype: str = "
     if detect_mmdit_layout(sd.keys()) == "diffusers":
         sd = convert_diffusers_mmdit_to_original(sd)
     config = mmdit_config_from_state_dict(sd)
-    model, stored = _assign_stored(MMDiT, config, sd, weight_dtype, name=name, device=device, home=home)
+    model, dtype = _assign_stored(MMDiT, config, sd, weight_dtype, name=name, device=device, home=home)
     rules = rules_for("sd3", metadata)
-    return SD3Model(model, model_sampling_for(rules), rules, torch.device(device), compute_dtype(device, stored))
+    return SD3Model(model, model_sampling_for(rules), rules, torch.device(device), dtype)
 
 
 def build_zimage_model(sd: Mapping[str, Any], *, device: Any, weight_dtype: str = "default", home: Any = None,
@@ -452,7 +450,6 @@ def build_zimage_model(sd: Mapping[str, Any], *, device: Any, weight_dtype: str 
     import torch
 
     from .families import model_sampling_for, rules_for
-    from .models.loading import compute_dtype
     from .models.zimage import (
         ZImageTransformer,
         convert_diffusers_zimage_to_comfy,
@@ -465,9 +462,9 @@ def build_zimage_model(sd: Mapping[str, Any], *, device: Any, weight_dtype: str 
         sd = convert_diffusers_zimage_to_comfy(sd)
     sd = {k: v for k, v in sd.items() if k != "norm_final.weight"}
     config = zimage_config_from_state_dict(sd)
-    model, stored = _assign_stored(ZImageTransformer, config, sd, weight_dtype, name=name, device=device, home=home)
+    model, dtype = _assign_stored(ZImageTransformer, config, sd, weight_dtype, name=name, device=device, home=home)
     rules = rules_for("zimage", metadata)
-    return ZImageModel(model, model_sampling_for(rules), rules, torch.device(device), compute_dtype(device, stored))
+    return ZImageModel(model, model_sampling_for(rules), rules, torch.device(device), dtype)
 
 
 _BUILDERS = {"sd3": build_sd3_model, "zimage": build_zimage_model, "unet": build_unet_model}

@@ -37,6 +37,7 @@ from .loading import (
     assign_weights,
     build_on_meta,
     compute_dtype,
+    float_numel,
     load_state_dict,
     stored_dtype,
     strip_prefix,
@@ -248,7 +249,7 @@ class ControlNet(nn.Module):
                 meta.setdefault(f"nodegraph.controlnet.{key}", meta[f"nodegraph.unet.{key}"])
         config = infer_encoder_config(state_dict, meta, **heads)
         hint_channels, widths = infer_hint_block(state_dict)
-        dtype = dtype or compute_dtype(device, stored_dtype(state_dict))
+        dtype = dtype or compute_dtype(device, stored_dtype(state_dict), float_numel(state_dict))
         model = build_on_meta(cls, config, hint_channels, widths)
         assign_weights(model, state_dict, name="ControlNet", device=device, dtype=dtype)
         return model

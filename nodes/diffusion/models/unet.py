@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .attention import SpatialTransformer
-from .loading import assign_weights, build_on_meta, compute_dtype, stored_dtype, strip_prefix
+from .loading import assign_weights, build_on_meta, compute_dtype, float_numel, stored_dtype, strip_prefix
 from .unet_config import UNetConfig, infer_unet_config
 
 UNET_PREFIX = "model.diffusion_model."
@@ -368,7 +368,7 @@ class UNetModel(nn.Module):
         if any(k.startswith(UNET_PREFIX) for k in state_dict):
             state_dict = strip_prefix(state_dict, UNET_PREFIX)
         config = config or infer_unet_config(state_dict, metadata)
-        dtype = dtype or compute_dtype(device, stored_dtype(state_dict))
+        dtype = dtype or compute_dtype(device, stored_dtype(state_dict), float_numel(state_dict))
         model = build_on_meta(cls, config)
         assign_weights(model, state_dict, name="UNet", device=device, dtype=dtype)
         return model
