@@ -440,8 +440,8 @@ def cpu_has_native_bf16() -> bool:
 def cpu_prefers_bf16(params: int) -> bool:
     """Whether a model of ``params`` weights should compute in bf16 on this CPU.
 
-    ``NODEGRAPH_CPU_PRECISION=fp32`` keeps everything in float32 (ComfyUI's CPU default: the same image
-    bit for bit as a float32 reference); ``bf16`` uses bf16 for every model regardless of size or CPU;
+    ``NODEGRAPH_CPU_PRECISION=fp32`` keeps everything in float32 (ComfyUI's CPU default, and
+    the images fp32 runs made before this policy existed); ``bf16`` uses bf16 for every model regardless of size or CPU;
     ``auto`` uses bf16 for models of at least :data:`CPU_BF16_MIN_PARAMS` weights on CPUs with native
     bf16 instructions, where it halves the memory a load writes and more than halves a step.
     """
