@@ -26,7 +26,6 @@ PORT_HIT = 10.0
 DEFAULT_W = 230.0
 REROUTE_W = 28.0
 PREVIEW_MAX_H = 256.0
-REROUTE_TYPE = "primitives.reroute"
 
 
 @dataclass

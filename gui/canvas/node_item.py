@@ -22,7 +22,6 @@ from .layout import (
     DEFAULT_W,
     PORT_HIT,
     PORT_R,
-    REROUTE_TYPE,
     TITLE_H,
     NodeLayout,
     Row,
@@ -101,7 +100,7 @@ class NodeItem(QGraphicsItem):
         self.node = node
         self.spec = spec
         self._scene = scene
-        self.is_reroute = node.type == REROUTE_TYPE
+        self.is_reroute = scene.is_reroute(node.type)
         self.preview: QImage | None = None
         self.progress: tuple[int, int] | None = None
         self.layout: NodeLayout = NodeLayout(0, 0)

@@ -18,11 +18,11 @@ from PySide6.QtGui import QColor, QImage, QUndoStack
 from PySide6.QtWidgets import QGraphicsScene, QGraphicsSceneMouseEvent
 
 from nodegraph import Graph, GraphChange, Link, Registry, Widget
+from nodegraph.comfy.mapping import ComfyTable, Reroute
 
 from .. import commands as cmd
 from .. import regions, theme
 from .group_item import GroupItem
-from .layout import REROUTE_TYPE
 from .node_item import NodeItem
 from .wire_item import WireItem
 
@@ -48,6 +48,9 @@ class GraphScene(QGraphicsScene):
         self.root = self.graph
         # type id -> spec; replaced by the subgraph editor so instance nodes get their interface.
         self.spec_resolver: Callable[[str], Any] = registry.get
+        # The pass-through node a pack registered (ComfyUI's Reroute stands for it), if any: drawn as a
+        # dot, carries whatever feeds it, and what double-clicking a wire inserts.  Looked up, never named.
+        self.reroute: Reroute | None = ComfyTable.of(registry).reroute
         # (node id, input) -> fed by the interface of the subgraph shown (drawn as linked, not editable).
         self.interface_fed: Callable[[str, str], bool] = lambda nid, name: False
         self.node_items: dict[str, NodeItem] = {}
@@ -189,12 +192,15 @@ class GraphScene(QGraphicsScene):
         self.group_items[group.id] = gi
         self.addItem(gi)
 
+    def is_reroute(self, type_id: str) -> bool:
+        return self.reroute is not None and type_id == self.reroute.type
+
     def output_type(self, nid: str, output: str) -> str | None:
         node = self.graph.nodes.get(nid)
         if node is None:
             return None
-        if node.type == REROUTE_TYPE:  # a reroute carries whatever feeds it
-            lk = self.graph.link_into(nid, "input")
+        if self.is_reroute(node.type):  # a reroute carries whatever feeds it
+            lk = self.graph.link_into(nid, self.reroute.input)
             return self.output_type(lk.src, lk.src_output) if lk is not None and lk.src != nid else "*"
         spec = self.spec(node.type)
         o = spec.output(output) if spec else None
@@ -204,7 +210,7 @@ class GraphScene(QGraphicsScene):
         node = self.graph.nodes.get(nid)
         if node is None:
             return None
-        if node.type == REROUTE_TYPE:
+        if self.is_reroute(node.type):
             return "*"
         spec = self.spec(node.type)
         i = spec.input(name) if spec else None

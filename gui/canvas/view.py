@@ -37,7 +37,7 @@ from .. import commands as cmd
 from .. import regions, theme
 from ..search import PortFilter, SearchPalette
 from .editors import open_editor
-from .layout import REROUTE_TYPE, TITLE_H
+from .layout import TITLE_H
 from .legibility import legible_zoom
 from .node_item import NodeItem
 from .placement import free_spot
@@ -308,14 +308,17 @@ class GraphView(QGraphicsView):
         sc.select_nodes([add.node_id])
         return add.node_id
 
-    def insert_reroute(self, wire: WireItem, scene_pos: QPointF) -> str:
+    def insert_reroute(self, wire: WireItem, scene_pos: QPointF) -> str | None:
+        """Split ``wire`` with the registered pass-through node; None if no pack registered one."""
         sc = self.gscene
-        lk = wire.link
+        lk, reroute = wire.link, sc.reroute
+        if reroute is None:
+            return None
         sc.undo_stack.beginMacro("Add reroute")
-        add = cmd.AddNodeCommand(sc.graph, REROUTE_TYPE, ui={"pos": [scene_pos.x() - 14, scene_pos.y() - 14]})
+        add = cmd.AddNodeCommand(sc.graph, reroute.type, ui={"pos": [scene_pos.x() - 14, scene_pos.y() - 14]})
         sc.push(add)
-        sc.push(cmd.ConnectCommand(sc.graph, lk.src, lk.src_output, add.node_id, "input"))
-        sc.push(cmd.ConnectCommand(sc.graph, add.node_id, "output", lk.dst, lk.dst_input))
+        sc.push(cmd.ConnectCommand(sc.graph, lk.src, lk.src_output, add.node_id, reroute.input))
+        sc.push(cmd.ConnectCommand(sc.graph, add.node_id, reroute.output, lk.dst, lk.dst_input))
         sc.undo_stack.endMacro()
         return add.node_id
 

@@ -1,0 +1,68 @@
+"""The editor knows reroutes only through the registry: a third-party pass-through node registered
+as a pack's ComfyUI ``Reroute`` is drawn, typed and inserted as one, and without one nothing breaks."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import QPointF
+
+from gui.canvas.scene import GraphScene
+from gui.canvas.view import GraphView
+from nodegraph import Graph, In, Out, Registry, node
+from nodegraph.comfy import ComfyMappings
+from nodegraph.comfy.mapping import Reroute
+
+
+@node("acme.make", category="acme", display_name="Make", inputs=[], outputs=[Out("IMAGE", "IMAGE")])
+def make(ctx) -> object:
+    return None
+
+
+@node("acme.take", category="acme", display_name="Take", inputs=[In("image", "IMAGE")], outputs=[],
+      output_node=True)
+def take(ctx, image: object) -> None:
+    return None
+
+
+@node("acme.dot", category="acme", display_name="Dot", inputs=[In("through", "*")], outputs=[Out("onward", "*")])
+def dot(ctx, through: object) -> object:
+    return through
+
+
+def _registry(with_reroute: bool) -> Registry:
+    reg = Registry()
+    reg.add_pack("acme", [make, take, dot],
+                 comfy=ComfyMappings(reroute=Reroute("acme.dot", "through", "onward") if with_reroute else None))
+    return reg
+
+
+def _graph() -> Graph:
+    g = Graph()
+    g.add_node("acme.make", {}, id="m", ui={"pos": [0, 0]})
+    g.add_node("acme.take", {}, id="t", ui={"pos": [400, 0]})
+    g.connect("m", "IMAGE", "t", "image")
+    return g
+
+
+def test_a_packs_own_pass_through_node_is_the_reroute(qtbot) -> None:
+    scene = GraphScene(_registry(with_reroute=True))
+    view = GraphView(scene)
+    qtbot.addWidget(view)
+    scene.set_graph(_graph())
+    rid = view.insert_reroute(scene.wires[("t", "image")], QPointF(200, 0))
+    g = scene.graph
+    assert rid is not None and g.node(rid).type == "acme.dot"
+    assert g.link_into(rid, "through").src == "m" and g.link_into("t", "image").src == rid
+    assert scene.node_items[rid].is_reroute  # drawn as a dot
+    assert scene.output_type(rid, "onward") == "IMAGE"  # carries what feeds it
+    scene.undo_stack.undo()  # one undo step removes it and restores the wire
+    assert rid not in g and g.link_into("t", "image").src == "m"
+
+
+def test_without_a_registered_reroute_double_click_inserts_nothing(qtbot) -> None:
+    scene = GraphScene(_registry(with_reroute=False))
+    view = GraphView(scene)
+    qtbot.addWidget(view)
+    scene.set_graph(_graph())
+    assert scene.reroute is None
+    assert view.insert_reroute(scene.wires[("t", "image")], QPointF(200, 0)) is None
+    assert len(scene.graph) == 2 and not scene.is_reroute("acme.dot")
