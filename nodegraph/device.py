@@ -49,7 +49,7 @@ class DevicePolicy:
         The engine's default, knowing nothing of the model: fp32 on CPU, where fp16
         GEMMs take minutes and bf16 is only fast with native instructions (an SD1.5
         UNet step took 94 s in bf16 vs 36 s in fp32 on an earlier Intel Xeon, and is
-        2.3x faster than fp32 on a Zen 4 EPYC that has the instructions).  Packs that know a model's
+        about twice as fast as fp32 on a Zen 4 EPYC that has the instructions).  Packs that know a model's
         size refine it (the diffusion pack: bf16 for large models on such CPUs).  On
         CUDA/MPS half-precision weights stay half (that is why people ship them), and
         fp32 weights stay fp32.

@@ -1,7 +1,7 @@
 """The CPU precision policy (issue 19, part 3): large models compute in bf16 on CPUs with native bf16
 dot-product instructions, everything else in fp32, and ``NODEGRAPH_CPU_PRECISION`` overrides it.
 
-Why it exists: on such a CPU (AMD EPYC Zen 4 here) a full-size SD1.5 UNet step is 2.3x faster in bf16
+Why it exists: on such a CPU (AMD EPYC Zen 4 here) a full-size SD1.5 UNet step takes 0.49x the fp32 time in bf16
 and a load writes half the fresh memory (``bench/cpu_precision.py``, ``bench/checkpoint_load.py``);
 on AVX-512 CPUs without the instructions oneDNN emulates bf16 and it is 2.6x slower, so the check is
 for the instructions, not for AVX-512.

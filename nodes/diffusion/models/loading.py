@@ -426,7 +426,7 @@ def cpu_has_native_bf16() -> bool:
     Why a feature check and not ``torch.ops.mkldnn._is_mkldnn_bf16_supported()``: that one is true on
     any AVX-512 CPU (BW/VL/DQ), where without the instructions oneDNN emulates bf16; an earlier Intel
     Xeon measured an SD1.5 UNet step 2.6x slower in bf16 than in fp32 (94 s vs 36 s).  With them
-    (AMD Zen 4 EPYC here) the same step is 2.3x *faster* in bf16 (``bench/cpu_precision.py``).
+    (AMD Zen 4 EPYC here) the same step takes 0.49x the fp32 time in bf16 (``bench/cpu_precision.py``).
     ARM bf16 is not measured, so it stays fp32.
     """
     cpu = getattr(torch, "cpu", None)
