@@ -3,8 +3,8 @@ dot-product instructions, everything else in fp32, and ``NODEGRAPH_CPU_PRECISION
 
 Why it exists: on such a CPU (AMD EPYC Zen 4 here) a full-size SD1.5 UNet step takes 0.49x the fp32 time in bf16
 and a load writes half the fresh memory (``bench/cpu_precision.py``, ``bench/checkpoint_load.py``);
-on AVX-512 CPUs without the instructions oneDNN emulates bf16 and it is 2.6x slower, so the check is
-for the instructions, not for AVX-512.
+without the instructions bf16 is emulated (an earlier Intel Xeon measured the step 2.6x slower in bf16),
+so the check is for the instructions, not for AVX-512.
 """
 
 from __future__ import annotations
