@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING, Any
 from PySide6.QtCore import QBuffer, QByteArray, QIODevice, QObject, QPointF, Signal
 from PySide6.QtGui import QImage
 
+from nodegraph import Registry
+from nodegraph.comfy.mapping import ComfyTable
 from nodegraph.fileio import atomic_write_bytes
 from nodegraph.pngtext import PngMetadataError, read_png_text
 
@@ -33,9 +35,20 @@ from .canvas.placement import free_spot
 if TYPE_CHECKING:
     from .main_window import MainWindow
 
-LOAD_IMAGE = "image.load"
+#: The ComfyUI class whose mapped node receives dropped pictures: ComfyUI's LoadImage is what every pack
+#: and workflow means by "a picture from the input folder", so the node type comes from the registry.
+LOAD_IMAGE_CLASS = "LoadImage"
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 WORKFLOW_EXTS = (".json",)
+
+
+def load_image_node(registry: Registry) -> tuple[str, str] | None:
+    """``(node type, input)`` of the node a pack registered for ComfyUI's LoadImage, or None."""
+    m = ComfyTable.of(registry).by_comfy.get(LOAD_IMAGE_CLASS)
+    if m is None:
+        return None
+    param = next((p for p in m.params if p.kind == "image" and not p.drop), None)
+    return (m.ours, param.name) if param is not None and m.ours in registry else None
 
 
 def input_folder(settings: Mapping[str, Any]) -> Path:
@@ -183,12 +196,13 @@ class ImageImporter(QObject):
         if target is None or getattr(target, "closed", True):
             target = self.win
         scene = target.scene
-        if scene.registry.get(LOAD_IMAGE) is None:
-            self.win.show_error("Cannot add the image", "this editor has no Load Image node (the image pack "
-                                "is not installed) -> install nodegraph with its image nodes")
+        loader = load_image_node(scene.registry)
+        if loader is None:
+            self.win.show_error("Cannot add the image", "this editor has no Load Image node (no installed pack "
+                                "maps ComfyUI's LoadImage) -> install nodegraph with its image nodes")
             return ""
         spot = free_spot(scene, pos)
-        add = cmd.AddNodeCommand(scene.graph, LOAD_IMAGE, values={"image": name},
+        add = cmd.AddNodeCommand(scene.graph, loader[0], values={loader[1]: name},
                                  ui={"pos": [round(spot.x()), round(spot.y())]}, text=f"Add image {name}")
         target.undo.push(add)
         scene.select_nodes([add.node_id])

@@ -1,5 +1,6 @@
-"""The editor knows reroutes only through the registry: a third-party pass-through node registered
-as a pack's ComfyUI ``Reroute`` is drawn, typed and inserted as one, and without one nothing breaks."""
+"""The editor names no pack's node types: the reroute it inserts and the node a dropped picture becomes
+are looked up in the registry (the nodes packs map ComfyUI's ``Reroute`` and ``LoadImage`` onto), so a
+third-party pack's nodes take those roles, and without them nothing breaks."""
 
 from __future__ import annotations
 
@@ -7,8 +8,9 @@ from PySide6.QtCore import QPointF
 
 from gui.canvas.scene import GraphScene
 from gui.canvas.view import GraphView
-from nodegraph import Graph, In, Out, Registry, node
-from nodegraph.comfy import ComfyMappings
+from gui.image_import import load_image_node
+from nodegraph import Combo, Graph, In, Out, Registry, node
+from nodegraph.comfy import ComfyMappings, NodeMap, W
 from nodegraph.comfy.mapping import Reroute
 
 
@@ -66,3 +68,17 @@ def test_without_a_registered_reroute_double_click_inserts_nothing(qtbot) -> Non
     assert scene.reroute is None
     assert view.insert_reroute(scene.wires[("t", "image")], QPointF(200, 0)) is None
     assert len(scene.graph) == 2 and not scene.is_reroute("acme.dot")
+
+
+@node("acme.picture", category="acme", display_name="Picture", inputs=[Combo("file", ["a.png"])],
+      outputs=[Out("IMAGE", "IMAGE")])
+def picture(ctx, file: str) -> object:
+    return None
+
+
+def test_dropped_pictures_become_the_node_a_pack_maps_loadimage_onto() -> None:
+    reg = Registry()
+    reg.add_pack("acme", [picture], comfy=ComfyMappings(maps=(
+        NodeMap("LoadImage", "acme.picture", (W("image", "file", kind="image"),), ("IMAGE",)),)))
+    assert load_image_node(reg) == ("acme.picture", "file")
+    assert load_image_node(_registry(with_reroute=True)) is None  # no pack maps LoadImage
