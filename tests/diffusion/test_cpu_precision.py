@@ -65,7 +65,9 @@ def test_env_var_overrides_the_policy(native_bf16, monkeypatch: pytest.MonkeyPat
 
 @pytest.mark.skipif(platform.system() != "Linux" or platform.machine() not in ("x86_64", "AMD64"),
                     reason="reads /proc/cpuinfo's x86 flags")
-def test_instruction_check_agrees_with_the_kernel_cpu_flags() -> None:
+def test_instruction_check_agrees_with_the_kernel_cpu_flags(monkeypatch: pytest.MonkeyPatch) -> None:
+    for cap in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA"):  # the hardware alone (CI caps oneDNN in a pass)
+        monkeypatch.delenv(cap, raising=False)
     flags: set[str] = set()
     for line in Path("/proc/cpuinfo").read_text().splitlines():
         if line.startswith("flags"):
@@ -76,6 +78,17 @@ def test_instruction_check_agrees_with_the_kernel_cpu_flags() -> None:
 
 
 needs_demo = pytest.mark.skipif(not CHECKPOINT_PATH.exists(), reason="demo models not exported")
+
+
+def test_onednn_capped_below_bf16_counts_as_no_bf16(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With ``ONEDNN_MAX_CPU_ISA=AVX2`` oneDNN emulates bf16 (the CI's second pass), so the policy stays fp32."""
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True, raising=False)
+    monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    assert loading.cpu_has_native_bf16()
+    for cap, native in (("AVX2", False), ("avx512_core", False), ("AVX512_CORE_BF16", True), ("ALL", True)):
+        monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", cap)
+        assert loading.cpu_has_native_bf16() is native, cap
 
 
 @needs_demo

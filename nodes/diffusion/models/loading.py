@@ -427,8 +427,12 @@ def cpu_has_native_bf16() -> bool:
     any AVX-512 CPU (BW/VL/DQ), where without the instructions oneDNN emulates bf16; an earlier Intel
     Xeon measured an SD1.5 UNet step 2.6x slower in bf16 than in fp32 (94 s vs 36 s).  With them
     (AMD Zen 4 EPYC here) the same step takes 0.49x the fp32 time in bf16 (``bench/cpu_precision.py``).
-    ARM bf16 is not measured, so it stays fp32.
+    ARM bf16 is not measured, so it stays fp32.  ``ONEDNN_MAX_CPU_ISA`` (or ``DNNL_MAX_CPU_ISA``) capped
+    below the bf16 ISAs makes oneDNN emulate bf16 again (the CI's AVX2 pass: 3x slower), so it counts as none.
     """
+    cap = (os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "").strip().upper()
+    if cap and cap not in ("ALL", "DEFAULT") and not any(k in cap for k in ("BF16", "AMX", "FP16", "AVX10")):
+        return False
     cpu = getattr(torch, "cpu", None)
     probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
     try:
