@@ -25,7 +25,8 @@ from nodes.diffusion.models.loading import CPU_BF16_MIN_PARAMS, CPU_PRECISION_EN
 from training.checker import check
 from training.common import CHECKPOINT_PATH
 
-WORKFLOW = Path(__file__).resolve().parents[2] / "workflows" / "txt2img.json"
+WORKFLOWS = Path(__file__).resolve().parents[2] / "workflows"
+WORKFLOW = WORKFLOWS / "txt2img.json"
 
 
 @pytest.fixture
@@ -154,3 +155,41 @@ def test_fp16_to_bf16_via_fp32_chunks_gives_the_direct_conversions_values() -> N
         nan = want.isnan()
         assert torch.equal(got.isnan(), nan)
         assert torch.equal(got[~nan].view(torch.int16), want[~nan].view(torch.int16))
+
+
+# Every shipped workflow whose models ship too (the others name real checkpoints).
+DEMO_WORKFLOWS = ("controlnet", "flux_demo", "hiresfix", "img2img", "inpaint", "outpaint", "regional",
+                  "sd3_txt2img", "upscale")
+
+
+def _saved_images(workflow: Path, precision: str, monkeypatch: pytest.MonkeyPatch, out: Path) -> list[np.ndarray]:
+    from PIL import Image
+
+    monkeypatch.setenv(CPU_PRECISION_ENV, precision)
+    ex = Executor(nodegraph.Registry.with_installed_packs(strict=True), device="cpu", output_dir=out,
+                  settings={"workflow_dir": str(workflow.parent)})
+    report = ex.run(nodegraph.load_workflow(workflow))
+    assert report.status == "ok", report.error
+    files = sorted(out.rglob("*.png"))
+    assert files, "the workflow saved no image"
+    return [np.asarray(Image.open(f).convert("RGB"), dtype=np.float64) / 255 for f in files]
+
+
+@needs_demo
+@pytest.mark.parametrize("name", DEMO_WORKFLOWS)
+def test_every_model_family_runs_in_bf16(name: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """UNet + ControlNet, inpainting, hires fix, img2img, regional areas, FLUX and SD3 transformers and the
+    upscaler, forced to bf16: every cast on the way holds (no dtype error) and each saved image stays
+    within bf16 rounding of the fp32 one (measured 37-55 dB; inpaint's masked blend is the lowest)."""
+    workflow = WORKFLOWS / f"{name}.json"
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        ref = _saved_images(workflow, "fp32", monkeypatch, tmp_path / "fp32")
+        low = _saved_images(workflow, "bf16", monkeypatch, tmp_path / "bf16")
+    finally:
+        torch.set_num_threads(before)
+    assert len(ref) == len(low)
+    for a, b in zip(ref, low, strict=True):
+        mse = float(((a - b) ** 2).mean())
+        assert mse == 0 or 10 * np.log10(1.0 / mse) > 30.0, (name, 10 * np.log10(1.0 / mse))
