@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import math
 
 import numpy as np
 import torch
@@ -85,6 +84,7 @@ from training.flux_demo import (
     clip_l_state,
     t5_config,
 )
+from training.loop import Trainer, add_common_args
 from training.shapes import generate_batch
 
 LATENT_SEED = 2100
@@ -237,17 +237,7 @@ def runtime_objects(model: FluxTransformer, t5: T5Encoder, t5_tok: T5Tokenizer, 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--steps", type=int, default=1_000_000)
-    ap.add_argument("--minutes", type=float, default=80.0)
-    ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--lr", type=float, default=8e-4)
-    ap.add_argument("--data", type=int, default=12000)
-    ap.add_argument("--ema", type=float, default=0.995)
-    ap.add_argument("--eval-every", type=int, default=500)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--edge-weight", type=float, default=4.0)
-    ap.add_argument("--new-cycle", action="store_true")
+    add_common_args(ap, steps=1_000_000, minutes=80.0, lr=8e-4, data=12000, eval_every=500, threads=2)
     ap.add_argument("--export", action="store_true", help="write the demo files from the saved EMA weights")
     ap.add_argument("--evaluate", action="store_true",
                     help="grade the exported files through the app's loaders (12 prompts x 3 seeds, 40 held-out x 5)")
@@ -277,44 +267,25 @@ def main() -> None:
     model = new_transformer(args.seed)
     t5 = new_t5(vocab, args.seed)
     params = list(model.parameters()) + list(t5.parameters())
-    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01, betas=(0.9, 0.99))
     ema_model, ema_t5 = copy.deepcopy(model).requires_grad_(False), copy.deepcopy(t5).requires_grad_(False)
-    step = warm_from = 0
-    gen = torch.Generator().manual_seed(args.seed)
-    ckpt = WORK / "flux.pt"
-    if ckpt.exists():
-        s = load_work(ckpt)
-        model.load_state_dict(s["model"])
-        t5.load_state_dict(s["t5"])
-        ema_model.load_state_dict(s["ema_model"])
-        ema_t5.load_state_dict(s["ema_t5"])
-        fresh = "opt" not in s or args.new_cycle
-        if not fresh:
-            opt.load_state_dict(s["opt"])
-            gen.set_state(s["gen"])
-            warm_from = s.get("warm_from", 0)
-        else:
-            warm_from = s["step"]
-        step, timer = s["step"], Timer(0.0 if fresh else s["elapsed"])
-        log(f"resumed at step {step}" + (" with a fresh optimizer and LR cycle" if fresh else ""))
+    trainer = Trainer(args, WORK / "flux.pt", {"model": model, "t5": t5, "ema_model": ema_model, "ema_t5": ema_t5},
+                      params, timer, warmup=200, log_every=50, save_every=200,
+                      extra={"scale": scale, "shift": shift, "vocab": vocab})
+    trainer.resume()
+    gen = trainer.gen
     log(f"transformer {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M, T5 "
         f"{sum(p.numel() for p in t5.parameters()) / 1e6:.3f} M params; scale {scale:.4f} shift {shift:.4f}; "
         f"{len(held)} held-out combinations")
 
-    def save() -> None:
-        tmp = ckpt.with_suffix(".tmp")
-        torch.save({"model": model.state_dict(), "t5": t5.state_dict(), "ema_model": ema_model.state_dict(),
-                    "ema_t5": ema_t5.state_dict(), "opt": opt.state_dict(), "gen": gen.get_state(), "step": step,
-                    "elapsed": timer.elapsed, "scale": scale, "shift": shift, "warm_from": warm_from,
-                    "vocab": vocab}, tmp)  # fmt: skip
-        tmp.replace(ckpt)
-
     def evaluate() -> None:
+        step = trainer.step
+        model.eval()
         objs = runtime_objects(ema_model, ema_t5, t5_tok, clip, clip_tok, scale, shift)
         imgs = sample_images(*objs, EVAL_PROMPTS, (0,), cfg=DEFAULTS["cfg"], scheduler=DEFAULTS["scheduler"])
         log(f"step {step} eval (EMA, 12 prompts x 1 seed): {grade(imgs, EVAL_PROMPTS, (0,))}")
         log(f"step {step} held-out positions/sizes (40 x 1): "
             f"{evaluate_positions(*objs, cfg=DEFAULTS['cfg'], scheduler=DEFAULTS['scheduler'])}")
+        model.train()
 
     pooled_cache: dict[str, torch.Tensor] = {}
 
@@ -325,15 +296,12 @@ def main() -> None:
                     pooled_cache[c] = clip_pooled(clip, clip_tok, c)[0]
         return torch.stack([pooled_cache[c] for c in caps])
 
-    rng = np.random.default_rng(args.seed + step)
+    rng = np.random.default_rng(args.seed + trainer.step)
     k = USED_CHANNELS
-    running = None
     model.train()
     t5.train()
-    while step < args.steps:
-        frac = max((step - warm_from) / args.steps, timer.elapsed / (60 * args.minutes) if args.minutes else 0.0)
-        if frac >= 1.0:
-            break
+
+    def batch_loss() -> torch.Tensor:
         idx = rng.choice(len(latents), args.batch, p=probs)
         caps = [caption_for(attrs[i], rng, with_size=bool(rng.random() < CAPTION_WORD_PROB),
                             with_position=bool(rng.random() < CAPTION_WORD_PROB))
@@ -347,41 +315,19 @@ def main() -> None:
         sv = sig.view(-1, 1, 1, 1)
         x_t = (1 - sv) * x0 + sv * noise
         target = noise - x0
-        lr = args.lr * min(1.0, (step - warm_from + 1) / 200) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
-        for g in opt.param_groups:
-            g["lr"] = lr
         ctx = t5(ids)
         pred = model(x_t, sig, ctx, pooled(caps))
         err = F.mse_loss(pred[:, :k], target[:, :k], reduction="none") * pixel_w[idx]
-        loss = err.mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
+        return err.mean()
+
+    def cut_unused_grads() -> None:
         model.img_in.weight.grad[:, 4 * k :] = 0
         model.final_layer.linear.weight.grad[4 * k :] = 0
         model.final_layer.linear.bias.grad[4 * k :] = 0
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        cut_unused_channels(model)  # weight decay of exact zeros is zero; this guards against drift
-        step += 1
-        decay = min(args.ema, (1 + step) / (10 + step))
-        with torch.no_grad():
-            for e, p in zip(ema_model.parameters(), model.parameters(), strict=True):
-                e.lerp_(p, 1 - decay)
-            for e, p in zip(ema_t5.parameters(), t5.parameters(), strict=True):
-                e.lerp_(p, 1 - decay)
-        running = float(loss.detach()) if running is None else 0.98 * running + 0.02 * float(loss.detach())
-        if step % 50 == 0:
-            log(f"step {step} loss {running:.4f} lr {lr:.2e} elapsed {timer.elapsed / 60:.1f} min")
-        if step % 200 == 0:
-            save()
-        if step % args.eval_every == 0:
-            model.eval()
-            evaluate()
-            model.train()
-    save()
-    evaluate()
-    log(f"done: {step} steps, {timer.elapsed / 60:.1f} min")
 
+    # weight decay of exact zeros is zero; cutting the channels after each step guards against drift
+    trainer.run(batch_loss, evaluate, [(ema_model, model), (ema_t5, t5)], after_backward=cut_unused_grads,
+                after_step=lambda: cut_unused_channels(model))
 
 def evaluate_files(position_seeds: tuple[int, ...] = (0, 1, 2, 3, 4)) -> None:
     """The shipped files' scores, loaded as Load Diffusion Model / DualCLIPLoader / Load VAE load them."""

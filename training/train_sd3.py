@@ -76,6 +76,7 @@ from training.common import (
     work_dir,
 )
 from training.flux_demo import AE_PATH, CLIP_L_PATH, LATENT_CHANNELS, T5_PATH, T5_TOKENIZER_PATH, USED_CHANNELS
+from training.loop import Trainer, add_common_args
 from training.train_flux import DEFAULTS, latent_set, load_ae
 
 SD3_MODEL_PATH = DEMO_DIR / "diffusion_models" / "nodegraph-shapes-sd3-v1.safetensors"
@@ -181,18 +182,7 @@ def runtime_objects(model: MMDiT, text, scale: float, shift: float):
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--steps", type=int, default=1_000_000)
-    ap.add_argument("--minutes", type=float, default=70.0)
-    ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--lr", type=float, default=8e-4)
-    ap.add_argument("--data", type=int, default=12000)
-    ap.add_argument("--ema", type=float, default=0.995)
-    ap.add_argument("--eval-every", type=int, default=400)
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--edge-weight", type=float, default=4.0)
-    ap.add_argument("--new-cycle", action="store_true",
-                    help="resume the weights with a fresh optimizer, warm-up and LR cycle over --minutes")
+    add_common_args(ap, steps=1_000_000, minutes=70.0, lr=8e-4, data=12000, eval_every=400, threads=1)
     ap.add_argument("--cache-captions", type=int, default=40000, help="max cached caption encodings")
     ap.add_argument("--export", action="store_true", help="write the diffusion model file from the EMA weights")
     ap.add_argument("--evaluate", action="store_true",
@@ -222,39 +212,23 @@ def main() -> None:
     torch.manual_seed(args.seed)
     model = new_mmdit(args.seed)
     params = list(model.parameters())
-    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01, betas=(0.9, 0.99))
     ema = copy.deepcopy(model).requires_grad_(False)
-    step = warm_from = 0
-    gen = torch.Generator().manual_seed(args.seed)
-    ckpt = WORK / "sd3.pt"
-    if ckpt.exists():
-        s = load_work(ckpt)
-        model.load_state_dict(s["model"])
-        ema.load_state_dict(s["ema"])
-        if args.new_cycle:
-            warm_from = s["step"]
-        else:
-            opt.load_state_dict(s["opt"])
-            gen.set_state(s["gen"])
-            warm_from = s.get("warm_from", 0)
-        step, timer = s["step"], Timer(0.0 if args.new_cycle else s["elapsed"])
-        log(f"resumed at step {step}" + (" with a fresh optimizer and LR cycle" if args.new_cycle else ""))
+    trainer = Trainer(args, WORK / "sd3.pt", {"model": model, "ema": ema}, params, timer, warmup=200, log_every=50,
+                      save_every=200, extra={"scale": scale, "shift": shift})
+    trainer.resume()
+    gen = trainer.gen
     log(f"MMDiT {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M params; scale {scale:.4f} shift "
         f"{shift:.4f}; T5 padded to {text.t5_min_tokens} tokens; {len(held)} held-out combinations")
 
-    def save() -> None:
-        tmp = ckpt.with_suffix(".tmp")
-        torch.save({"model": model.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(),
-                    "gen": gen.get_state(), "step": step, "elapsed": timer.elapsed, "scale": scale,
-                    "shift": shift, "warm_from": warm_from}, tmp)  # fmt: skip
-        tmp.replace(ckpt)
-
     def evaluate() -> None:
+        step = trainer.step
+        model.eval()
         objs = runtime_objects(ema, text, scale, shift)
         imgs = sample_images(*objs, EVAL_PROMPTS, (0,), cfg=DEFAULTS["cfg"], scheduler=DEFAULTS["scheduler"])
         log(f"step {step} eval (EMA, 12 prompts x 1 seed): {grade(imgs, EVAL_PROMPTS, (0,))}")
         log(f"step {step} held-out positions/sizes (40 x 1): "
             f"{evaluate_positions(*objs, cfg=DEFAULTS['cfg'], scheduler=DEFAULTS['scheduler'])}")
+        model.train()
 
     cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
@@ -276,15 +250,12 @@ def main() -> None:
         pooled = F.pad(torch.stack([r[1] for r in rows]), (0, CONTEXT_DIM - CLIP_WIDTH))
         return ctx, pooled
 
-    rng = np.random.default_rng(args.seed + step)
+    rng = np.random.default_rng(args.seed + trainer.step)
     k = USED_CHANNELS
     x_mask, out_mask = unused_feature_masks()
-    running = None
     model.train()
-    while step < args.steps:
-        frac = max((step - warm_from) / args.steps, timer.elapsed / (60 * args.minutes) if args.minutes else 0.0)
-        if frac >= 1.0:
-            break
+
+    def batch_loss() -> torch.Tensor:
         idx = rng.choice(len(latents), args.batch, p=probs)
         caps = [caption_for(attrs[i], rng, with_size=bool(rng.random() < CAPTION_WORD_PROB),
                             with_position=bool(rng.random() < CAPTION_WORD_PROB))
@@ -298,39 +269,17 @@ def main() -> None:
         sv = sig.view(-1, 1, 1, 1)
         x_t = (1 - sv) * x0 + sv * noise
         target = noise - x0
-        lr = args.lr * min(1.0, (step - warm_from + 1) / 200) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
-        for g in opt.param_groups:
-            g["lr"] = lr
         pred = model(x_t, sig, ctx, pooled)
         err = F.mse_loss(pred[:, :k], target[:, :k], reduction="none") * pixel_w[idx]
-        loss = err.mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
+        return err.mean()
+
+    def cut_unused_grads() -> None:
         model.x_embedder.proj.weight.grad.masked_fill_(x_mask, 0)
         model.final_layer.linear.weight.grad[out_mask] = 0
         model.final_layer.linear.bias.grad[out_mask] = 0
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        cut_unused_channels(model)
-        step += 1
-        decay = min(args.ema, (1 + step) / (10 + step))
-        with torch.no_grad():
-            for e, p in zip(ema.parameters(), model.parameters(), strict=True):
-                e.lerp_(p, 1 - decay)
-        running = float(loss.detach()) if running is None else 0.98 * running + 0.02 * float(loss.detach())
-        if step % 50 == 0:
-            log(f"step {step} loss {running:.4f} lr {lr:.2e} elapsed {timer.elapsed / 60:.1f} min, "
-                f"{len(cache)} captions cached")
-        if step % 200 == 0:
-            save()
-        if step % args.eval_every == 0:
-            model.eval()
-            evaluate()
-            model.train()
-    save()
-    evaluate()
-    log(f"done: {step} steps, {timer.elapsed / 60:.1f} min")
 
+    trainer.run(batch_loss, evaluate, [(ema, model)], after_backward=cut_unused_grads,
+                after_step=lambda: cut_unused_channels(model), log_suffix=lambda: f", {len(cache)} captions cached")
 
 def evaluate_files(position_seeds: tuple[int, ...] = (0, 1, 2, 3, 4)) -> None:
     """The shipped files' scores, loaded as Load Diffusion Model / DualCLIPLoader (sd3) / Load VAE load them."""

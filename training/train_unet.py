@@ -76,7 +76,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import math
 from dataclasses import replace
 
 import numpy as np
@@ -117,6 +116,7 @@ from training.common import (
     token_ids,
     tokenizer,
 )
+from training.loop import Trainer, add_common_args
 from training.shapes import generate_batch
 
 LATENT_SEED = 2000  # generate_batch seed of the images behind the cached latents
@@ -188,19 +188,7 @@ def runtime_objects(unet: UNetModel, clip: ClipTextModel, tok, sf: float):
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--steps", type=int, default=100000)
-    ap.add_argument("--minutes", type=float, default=45.0)
-    ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--lr", type=float, default=5e-4)
-    ap.add_argument("--data", type=int, default=6000)
-    ap.add_argument("--ema", type=float, default=0.995)
-    ap.add_argument("--eval-every", type=int, default=300)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--edge-weight", type=float, default=4.0,
-                    help="extra loss weight on latent pixels along the object's outline (0 = plain MSE)")
-    ap.add_argument("--new-cycle", action="store_true",
-                    help="keep the saved weights but start a fresh optimizer, warm-up and cosine cycle")
+    add_common_args(ap, steps=100000, minutes=45.0, lr=5e-4, data=6000, eval_every=300, threads=2)
     ap.add_argument("--weighting", choices=("v", "min-snr"), default="v",
                     help="loss weight over noise levels: plain v-prediction MSE or min-SNR-5 (see module doc)")
     ap.add_argument("--freeze-text", action="store_true", help="train only the UNet; the text encoder stays as is")
@@ -243,37 +231,18 @@ def main() -> None:
         unet.out[2].weight.zero_()
         unet.out[2].bias.zero_()
     params = list(unet.parameters()) + ([] if args.freeze_text else list(clip.parameters()))
-    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01, betas=(0.9, 0.99))
     ema_unet, ema_clip = copy.deepcopy(unet).requires_grad_(False), copy.deepcopy(clip).requires_grad_(False)
-    step = warm_from = 0
-    gen = torch.Generator().manual_seed(args.seed)
-    ckpt = WORK / "unet.pt"
-    if ckpt.exists():
-        s = load_work(ckpt)
-        unet.load_state_dict(s["unet"])
-        clip.load_state_dict(s["clip"])
-        ema_unet.load_state_dict(s["ema_unet"])
-        ema_clip.load_state_dict(s["ema_clip"])
-        fresh = "opt" not in s or args.new_cycle
-        if not fresh:  # an interrupted run: continue it exactly
-            opt.load_state_dict(s["opt"])
-            gen.set_state(s["gen"])
-            warm_from = s.get("warm_from", 0)
-        else:  # restored from shipped weights, or --new-cycle: new optimizer, new warm-up and cosine cycle
-            warm_from = s["step"]
-        step, timer = s["step"], Timer(0.0 if fresh else s["elapsed"])
-        log(f"resumed at step {step}" + (" with a fresh optimizer and LR cycle" if fresh else ""))
+    trainer = Trainer(args, WORK / "unet.pt", {"unet": unet, "clip": clip, "ema_unet": ema_unet, "ema_clip": ema_clip},
+                      params, timer, warmup=100, log_every=20, save_every=100, extra={"scaling_factor": sf})
+    trainer.resume()
+    gen = trainer.gen
     n_unet = sum(p.numel() for p in unet.parameters()) / 1e6
     n_text = sum(p.numel() for p in clip.parameters()) / 1e6
     log(f"UNet {n_unet:.2f} M, text {n_text:.2f} M params{' (frozen)' if args.freeze_text else ''}; "
         f"scaling factor {sf:.4f}; {len(held)} held-out combinations; canvases {list(sets)}")
 
-    def save() -> None:
-        torch.save({"unet": unet.state_dict(), "clip": clip.state_dict(), "ema_unet": ema_unet.state_dict(),
-                    "ema_clip": ema_clip.state_dict(), "opt": opt.state_dict(), "gen": gen.get_state(),
-                    "step": step, "elapsed": timer.elapsed, "scaling_factor": sf, "warm_from": warm_from}, ckpt)
-
     def evaluate() -> None:
+        step = trainer.step
         model, text, vae = runtime_objects(ema_unet, ema_clip, tok, sf)
         imgs = sample_images(model, text, vae, EVAL_PROMPTS, (0,))
         log(f"step {step} eval (EMA, 12 prompts x 1 seed, euler 10 steps cfg 5): {grade(imgs, EVAL_PROMPTS, (0,))}")
@@ -286,16 +255,13 @@ def main() -> None:
 
     schedule = make_schedule(**SCHEDULE)
     acp = schedule.alphas_cumprod.float()
-    rng = np.random.default_rng(args.seed + step)
-    running = None
+    rng = np.random.default_rng(args.seed + trainer.step)
     unet.train()
     clip.train(not args.freeze_text)
     if args.freeze_text:
         clip.requires_grad_(False)
-    while step < args.steps:
-        frac = max((step - warm_from) / args.steps, timer.elapsed / (60 * args.minutes) if args.minutes else 0.0)
-        if frac >= 1.0:
-            break
+
+    def batch_loss() -> torch.Tensor:
         canvas = None
         if args.rect_frac > 0 and rng.random() < args.rect_frac:
             canvas = list(RECT_CANVASES)[int(rng.integers(len(RECT_CANVASES)))]
@@ -333,9 +299,6 @@ def main() -> None:
         if first is not None:
             x_t = torch.where(first.view(-1, 1, 1, 1), s * noise, x_t)
         v = a * noise - s * x0
-        lr = args.lr * min(1.0, (step - warm_from + 1) / 100) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
-        for g in opt.param_groups:
-            g["lr"] = lr
         with torch.set_grad_enabled(not args.freeze_text):
             ctx = encode_with_grad(clip, tok, token_ids(tok, caps))
         pred = unet(x_t, t.float(), ctx)
@@ -347,29 +310,10 @@ def main() -> None:
         err = F.mse_loss(pred, v, reduction="none")
         if b_pw is not None:
             err = err * b_pw[idx]
-        loss = (w * err.mean(dim=(1, 2, 3))).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        step += 1
-        decay = min(args.ema, (1 + step) / (10 + step))
-        with torch.no_grad():
-            for e, p in zip(ema_unet.parameters(), unet.parameters(), strict=True):
-                e.lerp_(p, 1 - decay)
-            if not args.freeze_text:
-                for e, p in zip(ema_clip.parameters(), clip.parameters(), strict=True):
-                    e.lerp_(p, 1 - decay)
-        running = float(loss.detach()) if running is None else 0.98 * running + 0.02 * float(loss.detach())
-        if step % 20 == 0:
-            log(f"step {step} loss {running:.4f} lr {lr:.2e} elapsed {timer.elapsed / 60:.1f} min")
-        if step % 100 == 0:
-            save()
-        if step % args.eval_every == 0:
-            evaluate()
-    save()
-    evaluate()
-    log(f"done: {step} steps, {timer.elapsed / 60:.1f} min")
+        return (w * err.mean(dim=(1, 2, 3))).mean()
+
+    ema_pairs = [(ema_unet, unet)] + ([] if args.freeze_text else [(ema_clip, clip)])
+    trainer.run(batch_loss, evaluate, ema_pairs)
 
 
 if __name__ == "__main__":
