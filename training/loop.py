@@ -13,7 +13,8 @@ read the cosine progress from the absolute step in two of them; training/README.
   cosine cycle whose step count starts at the resume step (``warm_from``).
 * **Budget and LR** (:func:`progress`, :func:`learning_rate`): the cosine progress is the
   larger of the steps taken in this cycle over ``--steps`` and the elapsed time over
-  ``--minutes`` (0 = no time limit), so a run can be stopped by either; the LR warms up
+  ``--minutes`` (0 = no time limit), so a run can be stopped by either (``--steps`` is also the
+  absolute step a run ends at, resumed or not); the LR warms up
   linearly over the first ``warmup`` steps of the cycle, then follows a cosine from 1 to 0.1
   of ``--lr``.
 * **Step** (:meth:`Trainer.run`): AdamW (weight decay 0.01, betas 0.9/0.99), gradients clipped
@@ -54,7 +55,7 @@ def add_common_args(ap: argparse.ArgumentParser, *, steps: int, minutes: float, 
                     help="extra loss weight on latent pixels along the object's outline (0 = plain MSE)")
     ap.add_argument("--new-cycle", action="store_true",
                     help="keep the saved weights but start a fresh optimizer, warm-up and cosine cycle "
-                    "(steps counted from the resume point)")
+                    "(its progress counts steps from the resume point; --steps stays the last step)")
 
 
 def progress(step: int, warm_from: int, steps: int, elapsed: float, minutes: float) -> float:
