@@ -39,18 +39,24 @@ import torch
 from training.common import Timer, load_work, log
 
 
-def add_common_args(ap: argparse.ArgumentParser, *, steps: int, minutes: float, lr: float, data: int,
-                    eval_every: int, threads: int) -> None:
-    """The options every :class:`Trainer` reads; the defaults are each trainer's own."""
+def add_run_args(ap: argparse.ArgumentParser, *, steps: int, minutes: float, batch: int, lr: float, data: int,
+                 threads: int) -> None:
+    """The options of every demo trainer (budget, batch, LR, data set size, threads, seed), with its own defaults."""
     ap.add_argument("--steps", type=int, default=steps)
     ap.add_argument("--minutes", type=float, default=minutes)
-    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--batch", type=int, default=batch)
     ap.add_argument("--lr", type=float, default=lr)
     ap.add_argument("--data", type=int, default=data)
-    ap.add_argument("--ema", type=float, default=0.995)
-    ap.add_argument("--eval-every", type=int, default=eval_every)
     ap.add_argument("--threads", type=int, default=threads)
     ap.add_argument("--seed", type=int, default=0)
+
+
+def add_common_args(ap: argparse.ArgumentParser, *, steps: int, minutes: float, lr: float, data: int,
+                    eval_every: int, threads: int) -> None:
+    """:func:`add_run_args` and the options :class:`Trainer` reads; the defaults are each trainer's own."""
+    add_run_args(ap, steps=steps, minutes=minutes, batch=32, lr=lr, data=data, threads=threads)
+    ap.add_argument("--ema", type=float, default=0.995)
+    ap.add_argument("--eval-every", type=int, default=eval_every)
     ap.add_argument("--edge-weight", type=float, default=4.0,
                     help="extra loss weight on latent pixels along the object's outline (0 = plain MSE)")
     ap.add_argument("--new-cycle", action="store_true",

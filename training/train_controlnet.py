@@ -42,6 +42,7 @@ from training.common import (
     token_ids,
     tokenizer,
 )
+from training.loop import add_run_args
 from training.train_unet import OFFSET_NOISE, latent_set
 
 HINT = "mask"
@@ -55,13 +56,7 @@ def mask_hint(masks: np.ndarray) -> torch.Tensor:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--steps", type=int, default=100000)
-    ap.add_argument("--minutes", type=float, default=10.0)
-    ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--lr", type=float, default=5e-4)
-    ap.add_argument("--data", type=int, default=6000)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--seed", type=int, default=0)
+    add_run_args(ap, steps=100000, minutes=10.0, batch=32, lr=5e-4, data=6000, threads=2)
     args = ap.parse_args()
     setup_torch(args.threads)
     timer = Timer()

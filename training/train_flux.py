@@ -61,7 +61,7 @@ from training.common import (
     images_to_tensor,
     load_work,
     log,
-    outline_ring,
+    outline_weights,
     sample_images,
     sampling_weights,
     setup_torch,
@@ -201,10 +201,13 @@ def export_fixed_files() -> None:
         build_t5_tokenizer(T5_TOKENIZER_PATH)
 
 
-def model_metadata(scale: float, shift: float, step: int) -> dict[str, str]:
+def flow_metadata(family: str, flow_shift: float, scale: float, shift: float, step: int,
+                  description: str) -> dict[str, str]:
+    """Safetensors metadata of a flow-matching demo transformer (this one and :mod:`training.train_sd3`'s):
+    family, schedule, sampling defaults and the ae latents' normalisation -- what shapes cannot tell a loader."""
     return {
-        "nodegraph.family": "flux-schnell",
-        "nodegraph.schedule": json.dumps({"kind": "flow", "shift": FLOW_SHIFT, "multiplier": 1.0}),
+        "nodegraph.family": family,
+        "nodegraph.schedule": json.dumps({"kind": "flow", "shift": flow_shift, "multiplier": 1.0}),
         "nodegraph.default_size": str(IMAGE_SIZE),
         "nodegraph.default_steps": str(DEFAULTS["steps"]),
         "nodegraph.default_cfg": str(DEFAULTS["cfg"]),
@@ -213,13 +216,18 @@ def model_metadata(scale: float, shift: float, step: int) -> dict[str, str]:
         "nodegraph.vae.scaling_factor": f"{scale:.6f}",
         "nodegraph.vae.shift_factor": f"{shift:.6f}",
         "nodegraph.training.steps": str(step),
-        "nodegraph.description": (
-            "nodegraph shapes demo, FLUX layout: a tiny FLUX.1-schnell-architecture transformer (BFL keys, "
-            f"hidden {FLUX_CONFIG.hidden_size}, {FLUX_CONFIG.depth} double + {FLUX_CONFIG.depth_single_blocks} "
-            "single blocks) trained with rectified flow on 64x64 images of one coloured shape on a plain "
-            "background; use with the demo's CLIP-L, T5 and ae files. Prompts like 'a small red circle in the "
-            "top left on a blue background'."),
+        "nodegraph.description": description,
     }
+
+
+def model_metadata(scale: float, shift: float, step: int) -> dict[str, str]:
+    return flow_metadata(
+        "flux-schnell", FLOW_SHIFT, scale, shift, step,
+        "nodegraph shapes demo, FLUX layout: a tiny FLUX.1-schnell-architecture transformer (BFL keys, "
+        f"hidden {FLUX_CONFIG.hidden_size}, {FLUX_CONFIG.depth} double + {FLUX_CONFIG.depth_single_blocks} "
+        "single blocks) trained with rectified flow on 64x64 images of one coloured shape on a plain "
+        "background; use with the demo's CLIP-L, T5 and ae files. Prompts like 'a small red circle in the "
+        "top left on a blue background'.")
 
 
 def runtime_objects(model: FluxTransformer, t5: T5Encoder, t5_tok: T5Tokenizer, clip, clip_tok, scale, shift):
@@ -230,6 +238,67 @@ def runtime_objects(model: FluxTransformer, t5: T5Encoder, t5_tok: T5Tokenizer, 
     text = FluxTextEncoder(clip, t5, clip_tok, t5_tok, rules, torch.device("cpu"), t5_min_tokens=T5_MIN_TOKENS)
     vae = VAEModel(load_ae(scale, shift), torch.device("cpu"), torch.float32)
     return fm, text, vae
+
+
+# ----------------------------------------------------------------------------- the flow recipe (train_sd3 uses it too)
+
+
+def flow_training_set(data: dict, scale: float, shift: float, edge_weight: float):
+    """(normalised latents, attrs, outline loss weights, held-out combinations, draw probabilities) of a
+    :func:`latent_set`: every position cell equally likely, the held-out combinations never drawn."""
+    latents = (data["latents"] - shift) * scale
+    attrs = data["attrs"]
+    pixel_w = outline_weights(data["masks"], edge_weight, latents.shape[-1])
+    held = {held_out_combo(a) for _, a in held_out_prompts()}
+    return latents, attrs, pixel_w, held, sampling_weights(attrs, held)
+
+
+def flow_batch(latents: torch.Tensor, attrs: list[dict], probs: np.ndarray, batch: int, rng: np.random.Generator,
+               gen: torch.Generator, flow_shift: float):
+    """One rectified-flow batch: (indices, captions, sigmas, x_t, velocity target).
+
+    Captions name a size and a position with probability :data:`CAPTION_WORD_PROB` each, 10 % are
+    empty; the latents fill the used channels of the ae's 16; sigmas are logit-normal, shifted by
+    ``flow_shift``; ``x_t = (1 - s) x0 + s noise``, target ``noise - x0``.
+    """
+    idx = rng.choice(len(latents), batch, p=probs)
+    caps = [caption_for(attrs[i], rng, with_size=bool(rng.random() < CAPTION_WORD_PROB),
+                        with_position=bool(rng.random() < CAPTION_WORD_PROB))
+            if rng.random() >= EMPTY_CAPTION_PROB else "" for i in idx]  # fmt: skip
+    x0 = torch.zeros(batch, LATENT_CHANNELS, *latents.shape[-2:])
+    x0[:, :USED_CHANNELS] = latents[idx]
+    u = torch.randn(batch, generator=gen).sigmoid()
+    sig = flow_shift * u / (1 + (flow_shift - 1) * u)
+    noise = torch.randn(x0.shape, generator=gen)
+    sv = sig.view(-1, 1, 1, 1)
+    x_t = (1 - sv) * x0 + sv * noise
+    return idx, caps, sig, x_t, noise - x0
+
+
+def flow_loss(pred: torch.Tensor, target: torch.Tensor, pixel_w: torch.Tensor) -> torch.Tensor:
+    """Outline-weighted MSE over the used latent channels (the others are cut off)."""
+    k = USED_CHANNELS
+    return (F.mse_loss(pred[:, :k], target[:, :k], reduction="none") * pixel_w).mean()
+
+
+def log_evals(objs, step: int) -> None:
+    """The training-time check of the EMA model: 12 test prompts and the 40 held-out prompts, 1 seed each."""
+    imgs = sample_images(*objs, EVAL_PROMPTS, (0,), cfg=DEFAULTS["cfg"], scheduler=DEFAULTS["scheduler"])
+    log(f"step {step} eval (EMA, 12 prompts x 1 seed): {grade(imgs, EVAL_PROMPTS, (0,))}")
+    log(f"step {step} held-out positions/sizes (40 x 1): "
+        f"{evaluate_positions(*objs, cfg=DEFAULTS['cfg'], scheduler=DEFAULTS['scheduler'])}")
+
+
+def grade_files(model, clip, vae, position_seeds: tuple[int, ...]) -> None:
+    """Log the scores of loaded files at their own defaults: 12 prompts x 3 seeds, 40 held-out x seeds."""
+    from training.common import EVAL_SEEDS
+
+    r = model.rules
+    imgs = sample_images(model, clip, vae, EVAL_PROMPTS, EVAL_SEEDS, cfg=r.default_cfg, steps=r.default_steps,
+                         scheduler=r.default_scheduler)
+    log(f"12 prompts x 3 seeds: {grade(imgs, EVAL_PROMPTS, EVAL_SEEDS)}")
+    res = evaluate_positions(model, clip, vae, seeds=position_seeds, cfg=r.default_cfg, scheduler=r.default_scheduler)
+    log(f"held-out position/size prompts, 40 x {len(position_seeds)}: {res}")
 
 
 # ----------------------------------------------------------------------------- training
@@ -254,11 +323,7 @@ def main() -> None:
     enable_training_attention()
     data = latent_set(args.data)
     scale, shift = data["scale"], data["shift"]
-    latents = (data["latents"] - shift) * scale
-    attrs = data["attrs"]
-    pixel_w = 1.0 + args.edge_weight * F.avg_pool2d(outline_ring(data["masks"]), IMAGE_SIZE // latents.shape[-1])
-    held = {held_out_combo(a) for _, a in held_out_prompts()}
-    probs = sampling_weights(attrs, held)
+    latents, attrs, pixel_w, held, probs = flow_training_set(data, scale, shift, args.edge_weight)
     clip, clip_tok = load_clip()
     clip.requires_grad_(False)
     t5_tok = T5Tokenizer(T5_TOKENIZER_PATH)
@@ -278,13 +343,8 @@ def main() -> None:
         f"{len(held)} held-out combinations")
 
     def evaluate() -> None:
-        step = trainer.step
         model.eval()
-        objs = runtime_objects(ema_model, ema_t5, t5_tok, clip, clip_tok, scale, shift)
-        imgs = sample_images(*objs, EVAL_PROMPTS, (0,), cfg=DEFAULTS["cfg"], scheduler=DEFAULTS["scheduler"])
-        log(f"step {step} eval (EMA, 12 prompts x 1 seed): {grade(imgs, EVAL_PROMPTS, (0,))}")
-        log(f"step {step} held-out positions/sizes (40 x 1): "
-            f"{evaluate_positions(*objs, cfg=DEFAULTS['cfg'], scheduler=DEFAULTS['scheduler'])}")
+        log_evals(runtime_objects(ema_model, ema_t5, t5_tok, clip, clip_tok, scale, shift), trainer.step)
         model.train()
 
     pooled_cache: dict[str, torch.Tensor] = {}
@@ -302,23 +362,10 @@ def main() -> None:
     t5.train()
 
     def batch_loss() -> torch.Tensor:
-        idx = rng.choice(len(latents), args.batch, p=probs)
-        caps = [caption_for(attrs[i], rng, with_size=bool(rng.random() < CAPTION_WORD_PROB),
-                            with_position=bool(rng.random() < CAPTION_WORD_PROB))
-                if rng.random() >= EMPTY_CAPTION_PROB else "" for i in idx]  # fmt: skip
+        idx, caps, sig, x_t, target = flow_batch(latents, attrs, probs, args.batch, rng, gen, FLOW_SHIFT)
         ids = torch.tensor([_t5_tokens(t5_tok, c, T5_MIN_TOKENS)[0] for c in caps], dtype=torch.long)
-        x0 = torch.zeros(args.batch, LATENT_CHANNELS, *latents.shape[-2:])
-        x0[:, :k] = latents[idx]
-        u = torch.randn(args.batch, generator=gen).sigmoid()
-        sig = FLOW_SHIFT * u / (1 + (FLOW_SHIFT - 1) * u)
-        noise = torch.randn(x0.shape, generator=gen)
-        sv = sig.view(-1, 1, 1, 1)
-        x_t = (1 - sv) * x0 + sv * noise
-        target = noise - x0
-        ctx = t5(ids)
-        pred = model(x_t, sig, ctx, pooled(caps))
-        err = F.mse_loss(pred[:, :k], target[:, :k], reduction="none") * pixel_w[idx]
-        return err.mean()
+        pred = model(x_t, sig, t5(ids), pooled(caps))
+        return flow_loss(pred, target, pixel_w[idx])
 
     def cut_unused_grads() -> None:
         model.img_in.weight.grad[:, 4 * k :] = 0
@@ -333,18 +380,11 @@ def evaluate_files(position_seeds: tuple[int, ...] = (0, 1, 2, 3, 4)) -> None:
     """The shipped files' scores, loaded as Load Diffusion Model / DualCLIPLoader / Load VAE load them."""
     from nodes.diffusion.checkpoint import load_vae_file
     from nodes.diffusion.split_files import flux_text_encoder, load_diffusion_model_file, load_text_encoder_part
-    from training.common import EVAL_SEEDS
 
     model = load_diffusion_model_file(FLUX_MODEL_PATH)
     clip = flux_text_encoder([load_text_encoder_part(CLIP_L_PATH), load_text_encoder_part(T5_PATH)], "cpu")
     vae = load_vae_file(AE_PATH)
-    r = model.rules
-    imgs = sample_images(model, clip, vae, EVAL_PROMPTS, EVAL_SEEDS, cfg=r.default_cfg, steps=r.default_steps,
-                         scheduler=r.default_scheduler)
-    log(f"12 prompts x 3 seeds: {grade(imgs, EVAL_PROMPTS, EVAL_SEEDS)}")
-    res = evaluate_positions(model, clip, vae, seeds=position_seeds, cfg=r.default_cfg, scheduler=r.default_scheduler)
-    log(f"held-out position/size prompts, 40 x {len(position_seeds)}: {res}")
-
+    grade_files(model, clip, vae, position_seeds)
 
 def export() -> None:
     """Write the four demo files (fp16 safetensors, BFL / HF T5 / ae layouts) from the EMA weights."""

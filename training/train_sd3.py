@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import math
 
 import numpy as np
@@ -54,30 +53,27 @@ from nodes.diffusion.models.mmdit import MMDiT, MMDiTConfig
 from nodes.diffusion.runtime import VAEModel
 from nodes.diffusion.sampling.model_sampling import FlowSchedule
 from nodes.diffusion.sd3_runtime import CLIP_G_WIDTH, SD3Model
-from training.captions import caption_for
 from training.common import (
-    CAPTION_WORD_PROB,
     DEMO_DIR,
-    EMPTY_CAPTION_PROB,
-    EVAL_PROMPTS,
-    IMAGE_SIZE,
     WORK,
     Timer,
-    evaluate_positions,
-    grade,
-    held_out_combo,
-    held_out_prompts,
     load_work,
     log,
-    outline_ring,
-    sample_images,
-    sampling_weights,
     setup_torch,
     work_dir,
 )
 from training.flux_demo import AE_PATH, CLIP_L_PATH, LATENT_CHANNELS, T5_PATH, T5_TOKENIZER_PATH, USED_CHANNELS
 from training.loop import Trainer, add_common_args
-from training.train_flux import DEFAULTS, latent_set, load_ae
+from training.train_flux import (
+    flow_batch,
+    flow_loss,
+    flow_metadata,
+    flow_training_set,
+    grade_files,
+    latent_set,
+    load_ae,
+    log_evals,
+)
 
 SD3_MODEL_PATH = DEMO_DIR / "diffusion_models" / "nodegraph-shapes-sd3-v1.safetensors"
 SD3_DEMO_FILES = (SD3_MODEL_PATH, CLIP_L_PATH, T5_PATH, T5_TOKENIZER_PATH, AE_PATH)
@@ -120,24 +116,13 @@ def text_encoder():
 
 
 def model_metadata(scale: float, shift: float, step: int) -> dict[str, str]:
-    return {
-        "nodegraph.family": "sd3",
-        "nodegraph.schedule": json.dumps({"kind": "flow", "shift": FLOW_SHIFT, "multiplier": 1.0}),
-        "nodegraph.default_size": str(IMAGE_SIZE),
-        "nodegraph.default_steps": str(DEFAULTS["steps"]),
-        "nodegraph.default_cfg": str(DEFAULTS["cfg"]),
-        "nodegraph.default_sampler": DEFAULTS["sampler"],
-        "nodegraph.default_scheduler": DEFAULTS["scheduler"],
-        "nodegraph.vae.scaling_factor": f"{scale:.6f}",
-        "nodegraph.vae.shift_factor": f"{shift:.6f}",
-        "nodegraph.training.steps": str(step),
-        "nodegraph.description": (
-            "nodegraph shapes demo, SD3 layout: a tiny SD3.5-style MMDiT (Stability keys, hidden "
-            f"{SD3_CONFIG.hidden_size}, {SD3_CONFIG.depth} joint blocks, patch {SD3_CONFIG.patch_size}, qk-norm) "
-            "trained with rectified flow on 64x64 images of one coloured shape on a plain background; use with "
-            "the FLUX demo's CLIP-L and T5 files (DualCLIPLoader type sd3, no CLIP-G) and its ae VAE. Prompts "
-            "like 'a small red circle in the top left on a blue background'."),
-    }
+    return flow_metadata(
+        "sd3", FLOW_SHIFT, scale, shift, step,
+        "nodegraph shapes demo, SD3 layout: a tiny SD3.5-style MMDiT (Stability keys, hidden "
+        f"{SD3_CONFIG.hidden_size}, {SD3_CONFIG.depth} joint blocks, patch {SD3_CONFIG.patch_size}, qk-norm) "
+        "trained with rectified flow on 64x64 images of one coloured shape on a plain background; use with "
+        "the FLUX demo's CLIP-L and T5 files (DualCLIPLoader type sd3, no CLIP-G) and its ae VAE. Prompts "
+        "like 'a small red circle in the top left on a blue background'.")
 
 
 # ----------------------------------------------------------------------------- model
@@ -203,11 +188,7 @@ def main() -> None:
     if not (math.isclose(scale, data["scale"], rel_tol=0.05) and abs(shift - data["shift"]) < 0.05 / scale):
         raise SystemExit(f"latent cache scale/shift {data['scale']}/{data['shift']} differ from the ae file's "
                          f"{scale}/{shift}")
-    latents = (data["latents"] - shift) * scale
-    attrs = data["attrs"]
-    pixel_w = 1.0 + args.edge_weight * F.avg_pool2d(outline_ring(data["masks"]), IMAGE_SIZE // latents.shape[-1])
-    held = {held_out_combo(a) for _, a in held_out_prompts()}
-    probs = sampling_weights(attrs, held)
+    latents, attrs, pixel_w, held, probs = flow_training_set(data, scale, shift, args.edge_weight)
     text = text_encoder()
     torch.manual_seed(args.seed)
     model = new_mmdit(args.seed)
@@ -221,13 +202,8 @@ def main() -> None:
         f"{shift:.4f}; T5 padded to {text.t5_min_tokens} tokens; {len(held)} held-out combinations")
 
     def evaluate() -> None:
-        step = trainer.step
         model.eval()
-        objs = runtime_objects(ema, text, scale, shift)
-        imgs = sample_images(*objs, EVAL_PROMPTS, (0,), cfg=DEFAULTS["cfg"], scheduler=DEFAULTS["scheduler"])
-        log(f"step {step} eval (EMA, 12 prompts x 1 seed): {grade(imgs, EVAL_PROMPTS, (0,))}")
-        log(f"step {step} held-out positions/sizes (40 x 1): "
-            f"{evaluate_positions(*objs, cfg=DEFAULTS['cfg'], scheduler=DEFAULTS['scheduler'])}")
+        log_evals(runtime_objects(ema, text, scale, shift), trainer.step)
         model.train()
 
     cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -251,27 +227,12 @@ def main() -> None:
         return ctx, pooled
 
     rng = np.random.default_rng(args.seed + trainer.step)
-    k = USED_CHANNELS
     x_mask, out_mask = unused_feature_masks()
     model.train()
 
     def batch_loss() -> torch.Tensor:
-        idx = rng.choice(len(latents), args.batch, p=probs)
-        caps = [caption_for(attrs[i], rng, with_size=bool(rng.random() < CAPTION_WORD_PROB),
-                            with_position=bool(rng.random() < CAPTION_WORD_PROB))
-                if rng.random() >= EMPTY_CAPTION_PROB else "" for i in idx]  # fmt: skip
-        ctx, pooled = encoded(caps)
-        x0 = torch.zeros(args.batch, LATENT_CHANNELS, *latents.shape[-2:])
-        x0[:, :k] = latents[idx]
-        u = torch.randn(args.batch, generator=gen).sigmoid()
-        sig = FLOW_SHIFT * u / (1 + (FLOW_SHIFT - 1) * u)
-        noise = torch.randn(x0.shape, generator=gen)
-        sv = sig.view(-1, 1, 1, 1)
-        x_t = (1 - sv) * x0 + sv * noise
-        target = noise - x0
-        pred = model(x_t, sig, ctx, pooled)
-        err = F.mse_loss(pred[:, :k], target[:, :k], reduction="none") * pixel_w[idx]
-        return err.mean()
+        idx, caps, sig, x_t, target = flow_batch(latents, attrs, probs, args.batch, rng, gen, FLOW_SHIFT)
+        return flow_loss(model(x_t, sig, *encoded(caps)), target, pixel_w[idx])
 
     def cut_unused_grads() -> None:
         model.x_embedder.proj.weight.grad.masked_fill_(x_mask, 0)
@@ -281,23 +242,16 @@ def main() -> None:
     trainer.run(batch_loss, evaluate, [(ema, model)], after_backward=cut_unused_grads,
                 after_step=lambda: cut_unused_channels(model), log_suffix=lambda: f", {len(cache)} captions cached")
 
+
 def evaluate_files(position_seeds: tuple[int, ...] = (0, 1, 2, 3, 4)) -> None:
     """The shipped files' scores, loaded as Load Diffusion Model / DualCLIPLoader (sd3) / Load VAE load them."""
     from nodes.diffusion.checkpoint import load_vae_file
     from nodes.diffusion.split_files import load_diffusion_model_file
-    from training.common import EVAL_SEEDS
 
     model = load_diffusion_model_file(SD3_MODEL_PATH)
     clip = text_encoder()
     vae = load_vae_file(AE_PATH)
-    r = model.rules
-    imgs = sample_images(model, clip, vae, EVAL_PROMPTS, EVAL_SEEDS, cfg=r.default_cfg, steps=r.default_steps,
-                         scheduler=r.default_scheduler)
-    log(f"12 prompts x 3 seeds: {grade(imgs, EVAL_PROMPTS, EVAL_SEEDS)}")
-    positions = evaluate_positions(model, clip, vae, seeds=position_seeds, cfg=r.default_cfg,
-                                   scheduler=r.default_scheduler)
-    log(f"held-out position/size prompts, 40 x {len(position_seeds)}: {positions}")
-
+    grade_files(model, clip, vae, position_seeds)
 
 def export() -> None:
     """Write the diffusion model file (fp16 safetensors, Stability's MMDiT keys) from the EMA weights."""

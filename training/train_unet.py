@@ -21,7 +21,7 @@
   object's silhouette) 3-10x less than plain v-MSE does.
 * Loss weighting over latent pixels (``--edge-weight``): latent pixels whose
   4x4 image patch touches the object's outline count up to ``1 + edge_weight``
-  times (:func:`outline_weights`), as the VAE's loss does in pixels.  A square
+  times (:func:`~training.common.outline_weights`), as the VAE's loss does in pixels.  A square
   and a rounded square differ only there; with plain MSE the flat interior and
   background dominate and squares stayed rounded.
 * The shipped weights used min-SNR without outline weight for their first
@@ -108,7 +108,7 @@ from training.common import (
     images_to_tensor,
     load_work,
     log,
-    outline_ring,
+    outline_weights,
     sample_images,
     sampling_weights,
     setup_torch,
@@ -165,16 +165,6 @@ def latent_set(n: int, with_masks: bool = False, canvas: tuple[int, int] | None 
     torch.save({"latents": latents, "attrs": b.attrs, "scaling_factor": sf, "masks": b.masks}, path)
     log(f"latents cached; std {latents.std():.4f} -> scaling factor {sf:.4f}")
     return (latents, b.attrs, sf, b.masks) if with_masks else (latents, b.attrs, sf)
-
-
-def outline_weights(masks: np.ndarray, edge_weight: float, latent_size: int) -> torch.Tensor:
-    # latent_size: the latent's width (its factor to the masks' width is the VAE's, in both axes)
-    """[n,1,h,w] loss weights: 1 + ``edge_weight`` x the share of each latent pixel's patch near the outline.
-
-    A square and a rounded square differ only along the outline (the corners); plain MSE spends most of
-    its weight on flat interior and background, where every shape looks the same.
-    """
-    return 1.0 + edge_weight * F.avg_pool2d(outline_ring(masks), masks.shape[-1] // latent_size)
 
 
 def runtime_objects(unet: UNetModel, clip: ClipTextModel, tok, sf: float):

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from training.common import WORK, Timer, load_work, log, setup_torch, work_dir
+from training.loop import add_run_args
 from training.shapes import generate_batch
 
 TRAIN_SEED = 3000
@@ -70,13 +71,7 @@ def to_tensor(images: np.ndarray) -> torch.Tensor:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--steps", type=int, default=100000)
-    ap.add_argument("--minutes", type=float, default=5.0)
-    ap.add_argument("--batch", type=int, default=16)
-    ap.add_argument("--lr", type=float, default=2e-3)
-    ap.add_argument("--data", type=int, default=4000)
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--seed", type=int, default=0)
+    add_run_args(ap, steps=100000, minutes=5.0, batch=16, lr=2e-3, data=4000, threads=1)
     args = ap.parse_args()
     setup_torch(args.threads)
     timer = Timer()
