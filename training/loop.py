@@ -36,7 +36,7 @@ from pathlib import Path
 
 import torch
 
-from training.common import Timer, load_work, log
+from training.common import Timer, load_work, log, setup_torch, work_dir
 
 
 def add_run_args(ap: argparse.ArgumentParser, *, steps: int, minutes: float, batch: int, lr: float, data: int,
@@ -62,6 +62,24 @@ def add_common_args(ap: argparse.ArgumentParser, *, steps: int, minutes: float, 
     ap.add_argument("--new-cycle", action="store_true",
                     help="keep the saved weights but start a fresh optimizer, warm-up and cosine cycle "
                     "(its progress counts steps from the resume point; --steps stays the last step)")
+
+
+def parse_or_run_files(ap: argparse.ArgumentParser, *, evaluate_files: Callable[[], None],
+                       export: Callable[[], None]) -> argparse.Namespace | None:
+    """Parse the options and pin the thread count; for a trainer with ``--evaluate`` (grade the shipped
+    files through the app's loaders) and ``--export`` (write them from the saved EMA weights), run
+    those instead of training and return None.  The work folder is created (private) unless only
+    grading, which reads no training state."""
+    args = ap.parse_args()
+    setup_torch(args.threads)
+    if args.evaluate:
+        evaluate_files()
+        return None
+    work_dir()
+    if args.export:
+        export()
+        return None
+    return args
 
 
 def progress(step: int, warm_from: int, steps: int, elapsed: float, minutes: float) -> float:

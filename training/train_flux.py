@@ -64,8 +64,6 @@ from training.common import (
     outline_weights,
     sample_images,
     sampling_weights,
-    setup_torch,
-    work_dir,
 )
 from training.flux_demo import (
     AE_PATH,
@@ -84,7 +82,7 @@ from training.flux_demo import (
     clip_l_state,
     t5_config,
 )
-from training.loop import Trainer, add_common_args
+from training.loop import Trainer, add_common_args, parse_or_run_files
 from training.shapes import generate_batch
 
 LATENT_SEED = 2100
@@ -221,13 +219,13 @@ def flow_metadata(family: str, flow_shift: float, scale: float, shift: float, st
 
 
 def model_metadata(scale: float, shift: float, step: int) -> dict[str, str]:
-    return flow_metadata(
-        "flux-schnell", FLOW_SHIFT, scale, shift, step,
+    description = (
         "nodegraph shapes demo, FLUX layout: a tiny FLUX.1-schnell-architecture transformer (BFL keys, "
         f"hidden {FLUX_CONFIG.hidden_size}, {FLUX_CONFIG.depth} double + {FLUX_CONFIG.depth_single_blocks} "
         "single blocks) trained with rectified flow on 64x64 images of one coloured shape on a plain "
         "background; use with the demo's CLIP-L, T5 and ae files. Prompts like 'a small red circle in the "
         "top left on a blue background'.")
+    return flow_metadata("flux-schnell", FLOW_SHIFT, scale, shift, step, description)
 
 
 def runtime_objects(model: FluxTransformer, t5: T5Encoder, t5_tok: T5Tokenizer, clip, clip_tok, scale, shift):
@@ -310,14 +308,8 @@ def main() -> None:
     ap.add_argument("--export", action="store_true", help="write the demo files from the saved EMA weights")
     ap.add_argument("--evaluate", action="store_true",
                     help="grade the exported files through the app's loaders (12 prompts x 3 seeds, 40 held-out x 5)")
-    args = ap.parse_args()
-    setup_torch(args.threads)
-    if args.evaluate:
-        evaluate_files()
-        return
-    work_dir()
-    if args.export:
-        export()
+    args = parse_or_run_files(ap, evaluate_files=evaluate_files, export=export)
+    if args is None:
         return
     timer = Timer()
     enable_training_attention()

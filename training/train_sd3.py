@@ -59,11 +59,9 @@ from training.common import (
     Timer,
     load_work,
     log,
-    setup_torch,
-    work_dir,
 )
 from training.flux_demo import AE_PATH, CLIP_L_PATH, LATENT_CHANNELS, T5_PATH, T5_TOKENIZER_PATH, USED_CHANNELS
-from training.loop import Trainer, add_common_args
+from training.loop import Trainer, add_common_args, parse_or_run_files
 from training.train_flux import (
     flow_batch,
     flow_loss,
@@ -172,14 +170,8 @@ def main() -> None:
     ap.add_argument("--export", action="store_true", help="write the diffusion model file from the EMA weights")
     ap.add_argument("--evaluate", action="store_true",
                     help="grade the shipped files through the app's loaders (12 prompts x 3 seeds, 40 held-out x 5)")
-    args = ap.parse_args()
-    setup_torch(args.threads)
-    if args.evaluate:
-        evaluate_files()
-        return
-    work_dir()
-    if args.export:
-        export()
+    args = parse_or_run_files(ap, evaluate_files=evaluate_files, export=export)
+    if args is None:
         return
     timer = Timer()
     data = latent_set(args.data)
