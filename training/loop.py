@@ -8,23 +8,23 @@ read the cosine progress from the absolute step in two of them; training/README.
 
 * **Resume** (:meth:`Trainer.resume`): a state file with optimizer state continues the
   interrupted run exactly (optimizer moments, the torch generator, the warm-up origin, the
-  elapsed time).  One without it (``python -m training.restore`` writes the shipped weights
-  that way), or ``--new-cycle``, keeps the weights and starts a new optimizer, warm-up and
-  cosine cycle whose step count starts at the resume step (``warm_from``).
-* **Budget and LR** (:func:`progress`, :func:`learning_rate`): the cosine progress is the
-  larger of the steps taken in this cycle over ``--steps`` and the elapsed time over
-  ``--minutes`` (0 = no time limit), so a run can be stopped by either (``--steps`` is also the
-  absolute step a run ends at, resumed or not); the LR warms up
-  linearly over the first ``warmup`` steps of the cycle, then follows a cosine from 1 to 0.1
-  of ``--lr``.
+  elapsed time).  One without it (``python -m training.restore`` writes the shipped UNet
+  weights that way), or ``--new-cycle``, keeps the weights and starts a new optimizer, warm-up
+  and cosine cycle that counts its steps from the resume step (``warm_from``).
+* **Budget and LR** (:func:`progress`, :func:`learning_rate`): the cosine progress is the larger
+  of the cycle's steps over ``--steps`` and the elapsed time over ``--minutes`` (0 = no time
+  limit), so either can end a run; ``--steps`` is also the absolute step a run stops at, resumed
+  or not.  The LR warms up linearly over the cycle's first ``warmup`` steps, then follows a
+  cosine from 1 to 0.1 x ``--lr``.
 * **Step** (:meth:`Trainer.run`): AdamW (weight decay 0.01, betas 0.9/0.99), gradients clipped
-  to norm 1, EMA with decay ``min(--ema, (1 + step) / (10 + step))`` (fast at first so early
-  evaluations mean something), a running loss (0.98 smoothing) logged every ``log_every``
-  steps, the state saved every ``save_every`` steps and evaluated every ``--eval-every`` --
-  all atomically (a temporary file then a rename) so a kill mid-save leaves the previous state.
+  to norm 1, EMA with decay ``min(--ema, (1 + step) / (10 + step))`` (so the EMA of a young run
+  is not dominated by its random initial weights), a running loss (0.98 smoothing) logged every
+  ``log_every`` steps, the state saved every ``save_every`` steps and at the end, evaluations
+  every ``--eval-every`` steps and at the end.  Saves are atomic (a temporary file, then a
+  rename), so a run killed mid-save keeps its previous state.
 
-The arithmetic is the trainers' former inline code, unchanged, so a run resumes bit-identically
-from state files written before this module existed.
+The arithmetic is the trainers' former inline code, unchanged: the state files keep their keys
+and the runs are bit-identical to those of the code before this module.
 """
 
 from __future__ import annotations
