@@ -10,7 +10,7 @@ Bars (issue 4): object colour right on the majority of 3 seeds for >= 95 %
 of a fixed prompt set of well-separated colour pairs; background 100 %;
 shape recognised by the checker >= 70 %;
 size and position words (issue 14) each followed on >= 70 % of the held-out prompts
-(40 x 1 here; `training.evaluate` measures 40 x 5: positions 78 %, sizes 98 %);
+(40 x 1 here; `training.evaluate` measures 40 x 5: positions 74 %, sizes 98 %);
 ControlNet: object centroid within 0.1 (image widths) of the mask's on
 >= 80 % of cases and clearly worse without it; upscaler PSNR above bicubic
 on held-out images.
