@@ -60,7 +60,7 @@ def test_env_var_overrides_the_policy(native_bf16, monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv(CPU_PRECISION_ENV, "BF16")
     assert compute_dtype("cpu", torch.float16, 1000) == torch.bfloat16
     monkeypatch.setenv(CPU_PRECISION_ENV, "half")
-    with pytest.raises(ValueError, match=f"{CPU_PRECISION_ENV}='half': use auto, fp32 or bf16"):
+    with pytest.raises(loading.PrecisionSettingError, match=f"{CPU_PRECISION_ENV}='half' is not a CPU precision"):
         compute_dtype("cpu", torch.float16, 1000)
 
 
@@ -193,3 +193,18 @@ def test_every_model_family_runs_in_bf16(name: str, monkeypatch: pytest.MonkeyPa
     for a, b in zip(ref, low, strict=True):
         mse = float(((a - b) ** 2).mean())
         assert mse == 0 or 10 * np.log10(1.0 / mse) > 30.0, (name, 10 * np.log10(1.0 / mse))
+
+
+@needs_demo
+@pytest.mark.parametrize("name", ["txt2img", "flux_demo"])
+def test_a_bad_precision_setting_is_reported_with_its_fix(name: str, monkeypatch: pytest.MonkeyPatch,
+                                                          tmp_path: Path) -> None:
+    """Not a traceback and not "check the file": the loader node fails naming the setting and the fix."""
+    monkeypatch.setenv(CPU_PRECISION_ENV, "half")
+    ex = Executor(nodegraph.Registry.with_installed_packs(strict=True), device="cpu", output_dir=tmp_path,
+                  settings={"workflow_dir": str(WORKFLOWS)})
+    report = ex.run(nodegraph.load_workflow(WORKFLOWS / f"{name}.json"))
+    assert report.status == "error"
+    text = str(report.error)
+    assert f"{CPU_PRECISION_ENV}='half' is not a CPU precision" in text
+    assert "auto, fp32 or bf16" in text and "complete model" not in text

@@ -420,6 +420,12 @@ CPU_BF16_MIN_PARAMS = 100_000_000
 CPU_PRECISION_ENV = "NODEGRAPH_CPU_PRECISION"
 
 
+class PrecisionSettingError(ValueError):
+    """``NODEGRAPH_CPU_PRECISION`` holds something else than auto/fp32/bf16; ``fix`` says what to set."""
+
+    fix = f"set {CPU_PRECISION_ENV} to auto, fp32 or bf16, or unset it"
+
+
 def cpu_has_native_bf16() -> bool:
     """Whether this x86 CPU has bf16 dot-product instructions (AVX512-BF16 or AMX).
 
@@ -451,7 +457,7 @@ def cpu_prefers_bf16(params: int) -> bool:
     """
     choice = os.environ.get(CPU_PRECISION_ENV, "auto").strip().lower() or "auto"
     if choice not in ("auto", "fp32", "bf16"):
-        raise ValueError(f"{CPU_PRECISION_ENV}={choice!r}: use auto, fp32 or bf16")
+        raise PrecisionSettingError(f"{CPU_PRECISION_ENV}={choice!r} is not a CPU precision")
     if choice != "auto":
         return choice == "bf16"
     return params >= CPU_BF16_MIN_PARAMS and cpu_has_native_bf16()

@@ -43,8 +43,10 @@ def model_file_fingerprint(kind: str, input_name: str):  # noqa: ANN201 - return
 
 
 def load_error(input_name: str, exc: Exception) -> NodeInputError:
-    """Turn a loader exception into an error on the input that named the file."""
-    return NodeInputError(input_name, str(exc), "check that the file is a complete model of the right kind")
+    """Turn a loader exception into an error on the input that named the file (an exception that knows
+    its own fix, e.g. a bad precision setting, keeps it)."""
+    return NodeInputError(input_name, str(exc), getattr(exc, "fix", None)
+                          or "check that the file is a complete model of the right kind")
 
 
 def sampling_inputs(model: Any, positive: Any, negative: Any, batch: int, height: int, width: int,

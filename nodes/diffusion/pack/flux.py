@@ -26,7 +26,7 @@ from nodegraph.spec import Combo, Float, In, Int, Out, String, node
 from .. import split_files  # torch-free at import: its tables are the choice lists
 from ..paths import choices_for
 from . import estimates as est
-from .common import MAX_RESOLUTION, cpu_threads, model_file_fingerprint, resolve_model
+from .common import MAX_RESOLUTION, cpu_threads, load_error, model_file_fingerprint, resolve_model
 from .custom_sampling import CFGGuide
 from .device_memory import home_device
 
@@ -97,7 +97,7 @@ def _blame(input_name: str, exc: Exception) -> NodeInputError:
 
     if isinstance(exc, WrongModelFile):
         return NodeInputError(input_name, exc.message, exc.fix)
-    return NodeInputError(input_name, str(exc), "check that the file is a complete model of the right kind")
+    return load_error(input_name, exc)
 
 
 # ------------------------------------------------------------------ loaders
