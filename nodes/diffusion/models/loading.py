@@ -484,18 +484,24 @@ def compute_dtype(device: torch.device | str, stored_dtype: torch.dtype, params:
     return torch.float32
 
 
-def float_numel(state_dict: Mapping[str, Any]) -> int:
-    """How many floating-point weights ``state_dict`` holds (header sizes only: no tensor is read)."""
-    return sum(state_dict[key].numel() for key in state_dict if state_dict[key].dtype.is_floating_point)
-
-
-def stored_dtype(state_dict: Mapping[str, Any]) -> torch.dtype:
-    """Most common floating dtype among the tensors (the checkpoint's precision)."""
+def _float_counts(state_dict: Mapping[str, Any]) -> dict[torch.dtype, int]:
+    """Floating-point weights per dtype (header sizes only: no tensor data is read)."""
     counts: dict[torch.dtype, int] = {}
     for key in state_dict:
         t = state_dict[key]
         if t.dtype.is_floating_point:
             counts[t.dtype] = counts.get(t.dtype, 0) + t.numel()
+    return counts
+
+
+def float_numel(state_dict: Mapping[str, Any]) -> int:
+    """How many floating-point weights ``state_dict`` holds: the model size the CPU policy goes by."""
+    return sum(_float_counts(state_dict).values())
+
+
+def stored_dtype(state_dict: Mapping[str, Any]) -> torch.dtype:
+    """Most common floating dtype among the tensors (the checkpoint's precision)."""
+    counts = _float_counts(state_dict)
     return max(counts, key=lambda d: counts[d]) if counts else torch.float32
 
 
