@@ -25,11 +25,9 @@ from .models.loading import (
     assign_weights,
     build_on_meta,
     collector_paused,
-    compute_dtype,
-    float_numel,
+    dtype_for,
     has_prefix,
     load_state_dict,
-    stored_dtype,
     strip_prefix,
 )
 from .models.unet import UNetModel
@@ -127,10 +125,9 @@ def _load_checkpoint(path: str | os.PathLike[str], *, device: torch.device | str
                                   f"{fix_for(identity)}")
         raise CheckpointError(f"{Path(path).name}: no UNet weights ('{UNET}*' keys); this is not a "
                               "full checkpoint — load it with the VAE/LoRA/ControlNet loader instead")
-    unet_weights = strip_prefix(sd, UNET)  # the UNet's size decides the checkpoint's CPU precision
-    dtype = dtype or compute_dtype(device, stored_dtype(unet_weights), float_numel(unet_weights))
+    unet_sd = strip_prefix(sd, UNET)
+    dtype = dtype or dtype_for(device, unet_sd)  # the UNet's size decides the checkpoint's CPU precision
     try:
-        unet_sd = strip_prefix(sd, UNET)
         config = infer_unet_config(unet_sd, metadata)
         unet = UNetModel.from_state_dict(unet_sd, metadata, device=where, dtype=dtype, config=config)
     except Exception as exc:
@@ -211,7 +208,7 @@ def vae_scaling_guessed(sd: Mapping[str, torch.Tensor], file_name: str, metadata
 
 def load_vae_state_dict(sd: Mapping[str, torch.Tensor], rules: FamilyRules, device: torch.device,
                         dtype: torch.dtype | None = None) -> VAEModel:
-    dtype = dtype or compute_dtype(device, stored_dtype(sd), float_numel(sd))
+    dtype = dtype or dtype_for(device, sd)
     config = infer_vae_config(sd, rules.vae_scaling_factor, rules.vae_shift_factor)
     vae = build_on_meta(AutoencoderKL, config)
     assign_weights(vae, sd, name="VAE", device=device, dtype=dtype)

@@ -381,11 +381,11 @@ def _assign_stored(cls: Any, config: Any, sd: Mapping[str, Any], weight_dtype: s
     one storage path (``quant.layers.assign_stored``): float files as stored (memory-mapped, cast per
     layer at compute); GGUF, fp8 and scaled-fp8 files, or a ``weight_dtype`` of fp8, with every
     Linear/Conv weight kept in storage dtype and expanded per layer.  Shared by every split-file family."""
-    from .models.loading import build_on_meta, compute_dtype, float_numel, stored_dtype
+    from .models.loading import build_on_meta, dtype_for
     from .quant.layers import assign_stored
 
     fp8 = fp8_dtype(weight_dtype)
-    dtype = compute_dtype(device, stored_dtype(sd), float_numel(sd))
+    dtype = dtype_for(device, sd)
     model = build_on_meta(cls, config)
     assign_stored(model, sd, name=name, device=home or device, dtype=dtype if fp8 is not None or _quantized(sd)
                   else None, weight_dtype=fp8)
@@ -405,14 +405,14 @@ def build_unet_model(sd: Mapping[str, Any], *, device: Any, weight_dtype: str = 
     import torch
 
     from .families import model_sampling_for, rules_for
-    from .models.loading import build_on_meta, compute_dtype, float_numel, stored_dtype
+    from .models.loading import build_on_meta, dtype_for
     from .models.unet import UNetModel
     from .models.unet_config import infer_unet_config
     from .quant.layers import assign_stored
     from .runtime import DiffusionModel
 
     config = infer_unet_config(sd, metadata)
-    dtype = compute_dtype(device, stored_dtype(sd), float_numel(sd))  # our UNet computes in its float weights' dtype
+    dtype = dtype_for(device, sd)  # our UNet computes in its float weights' dtype
     unet = build_on_meta(UNetModel, config)
     assign_stored(unet, sd, name=name, device=home or device, dtype=dtype, weight_dtype=fp8_dtype(weight_dtype))
     rules = rules_for(config.family, metadata)

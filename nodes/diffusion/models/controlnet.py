@@ -36,10 +36,8 @@ from .loading import (
     CheckpointError,
     assign_weights,
     build_on_meta,
-    compute_dtype,
-    float_numel,
+    dtype_for,
     load_state_dict,
-    stored_dtype,
     strip_prefix,
 )
 from .unet import ControlResiduals, TimestepEmbedSequential, build_encoder, embed
@@ -249,7 +247,7 @@ class ControlNet(nn.Module):
                 meta.setdefault(f"nodegraph.controlnet.{key}", meta[f"nodegraph.unet.{key}"])
         config = infer_encoder_config(state_dict, meta, **heads)
         hint_channels, widths = infer_hint_block(state_dict)
-        dtype = dtype or compute_dtype(device, stored_dtype(state_dict), float_numel(state_dict))
+        dtype = dtype or dtype_for(device, state_dict)
         model = build_on_meta(cls, config, hint_channels, widths)
         assign_weights(model, state_dict, name="ControlNet", device=device, dtype=dtype)
         return model

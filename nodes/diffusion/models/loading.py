@@ -494,15 +494,20 @@ def _float_counts(state_dict: Mapping[str, Any]) -> dict[torch.dtype, int]:
     return counts
 
 
-def float_numel(state_dict: Mapping[str, Any]) -> int:
-    """How many floating-point weights ``state_dict`` holds: the model size the CPU policy goes by."""
-    return sum(_float_counts(state_dict).values())
+def _most_common(counts: Mapping[torch.dtype, int]) -> torch.dtype:
+    return max(counts, key=lambda d: counts[d]) if counts else torch.float32
 
 
 def stored_dtype(state_dict: Mapping[str, Any]) -> torch.dtype:
     """Most common floating dtype among the tensors (the checkpoint's precision)."""
+    return _most_common(_float_counts(state_dict))
+
+
+def dtype_for(device: torch.device | str, state_dict: Mapping[str, Any]) -> torch.dtype:
+    """:func:`compute_dtype` for the model ``state_dict`` holds: its stored precision and its size (the
+    number of float weights, which the CPU policy goes by), from one pass over the tensor headers."""
     counts = _float_counts(state_dict)
-    return max(counts, key=lambda d: counts[d]) if counts else torch.float32
+    return compute_dtype(device, _most_common(counts), sum(counts.values()))
 
 
 #: fp16 -> bf16 goes through fp32 in chunks of this many elements (4 MiB of fp32: stays in cache).

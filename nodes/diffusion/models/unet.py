@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .attention import SpatialTransformer
-from .loading import assign_weights, build_on_meta, compute_dtype, float_numel, stored_dtype, strip_prefix
+from .loading import assign_weights, build_on_meta, dtype_for, strip_prefix
 from .unet_config import UNetConfig, infer_unet_config
 
 UNET_PREFIX = "model.diffusion_model."
@@ -363,12 +363,12 @@ class UNetModel(nn.Module):
     ) -> UNetModel:
         """Build from a full checkpoint (``model.diffusion_model.*``) or a bare UNet state dict.
 
-        ``dtype`` defaults to ``compute_dtype(device, <stored dtype>)``.
+        ``dtype`` defaults to ``dtype_for(device, state_dict)`` (stored precision and size).
         """
         if any(k.startswith(UNET_PREFIX) for k in state_dict):
             state_dict = strip_prefix(state_dict, UNET_PREFIX)
         config = config or infer_unet_config(state_dict, metadata)
-        dtype = dtype or compute_dtype(device, stored_dtype(state_dict), float_numel(state_dict))
+        dtype = dtype or dtype_for(device, state_dict)
         model = build_on_meta(cls, config)
         assign_weights(model, state_dict, name="UNet", device=device, dtype=dtype)
         return model
