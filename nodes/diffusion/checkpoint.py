@@ -57,7 +57,7 @@ def _ctx(path: os.PathLike[str] | str, what: str, exc: Exception) -> Exception:
     """``exc`` with the file and part named; an error that carries its own ``fix`` (a bad precision
     setting, not the file's fault) passes through as it is, so the user sees that fix."""
     if getattr(exc, "fix", None):
-        return exc
+        return type(exc)(*exc.args)  # a fresh one: callers raise it ``from exc``, which must not be itself
     return CheckpointError(f"{Path(path).name}: cannot load the {what}: {exc}")
 
 
